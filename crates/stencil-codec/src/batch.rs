@@ -1,0 +1,259 @@
+//! Whole batches: the encoder an agent uses and the per-stream decoder an intake uses.
+//!
+//! [`BatchEncoder`] turns canonical datums into `StatefulBatch.data` (delta-code → serialize → compress).
+//! It is a pure function of its input: the same datums always give the same bytes, which makes golden tests
+//! and "encode once per epoch" caching possible.
+//!
+//! [`StreamDecoder`] owns one stream's state. For each batch it checks the batch id sequence, decompresses
+//! with a hard cap, decodes, undoes the deltas, applies the state datums in order and rebuilds every log.
+//! The first error poisons the decoder: the intake must end the stream with the error's gRPC status, and
+//! the state is gone with it (PROTOCOL.md §14).
+
+use prost::Message;
+use stencil_proto::stateful::StatefulBatch;
+
+use crate::compression::Compression;
+use crate::datum::Datum;
+use crate::error::{DecodeError, EncodeError, ErrorKind};
+use crate::reconstruct::{output_bytes, LogRecord};
+use crate::state::{Limits, StreamState};
+use crate::{v2, v3, Generation};
+
+/// Encodes canonical datums into batch payloads for one generation and codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchEncoder {
+    generation: Generation,
+    compression: Compression,
+}
+
+/// One encoded payload, ready to be put in a `StatefulBatch` with any batch id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    /// `StatefulBatch.data`: the compressed, serialized datum sequence.
+    pub data: Vec<u8>,
+    /// Size of the serialized sequence before compression.
+    pub uncompressed_len: usize,
+}
+
+impl EncodedBatch {
+    /// Wraps the payload in a `StatefulBatch`.
+    pub fn to_batch(&self, batch_id: u32) -> StatefulBatch {
+        StatefulBatch {
+            batch_id,
+            data: self.data.clone(),
+        }
+    }
+
+    /// Size of the serialized `StatefulBatch` carrying this payload (what gRPC frames, excluding its
+    /// 5-byte message prefix).
+    pub fn batch_len(&self, batch_id: u32) -> usize {
+        StatefulBatch {
+            batch_id,
+            data: Vec::new(),
+        }
+        .encoded_len()
+            + if self.data.is_empty() {
+                0
+            } else {
+                1 + prost::length_delimiter_len(self.data.len()) + self.data.len()
+            }
+    }
+}
+
+impl BatchEncoder {
+    /// An encoder for `generation` whose payloads are compressed with `compression`.
+    pub fn new(generation: Generation, compression: Compression) -> Self {
+        BatchEncoder {
+            generation,
+            compression,
+        }
+    }
+
+    /// The generation.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// The codec.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The `dd-content-encoding` header that matches this encoder's payloads.
+    pub fn content_encoding(&self) -> &'static str {
+        self.compression.content_encoding()
+    }
+
+    /// Delta-codes and serializes `datums` (fresh registers) without compressing.
+    pub fn serialize(&self, datums: &[Datum]) -> Result<Vec<u8>, EncodeError> {
+        Ok(match self.generation {
+            Generation::V3 => v3::encode(datums)?.encode_to_vec(),
+            Generation::V2 => v2::encode(datums)?.encode_to_vec(),
+        })
+    }
+
+    /// Delta-codes, serializes and compresses `datums` into one payload.
+    pub fn encode(&self, datums: &[Datum]) -> Result<EncodedBatch, EncodeError> {
+        let raw = self.serialize(datums)?;
+        Ok(EncodedBatch {
+            data: self.compression.compress(&raw)?,
+            uncompressed_len: raw.len(),
+        })
+    }
+}
+
+/// The result of one accepted batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedBatch {
+    /// The batch id.
+    pub batch_id: u32,
+    /// Every log of the batch, rebuilt, in order.
+    pub logs: Vec<LogRecord>,
+    /// The canonical datums of the batch, in order (only with [`StreamDecoder::keep_datums`]).
+    pub datums: Vec<Datum>,
+    /// Bytes of `data` after decompression.
+    pub decompressed_len: usize,
+    /// Approximate bytes of reconstructed output (the quantity limited by `max_output_bytes`).
+    pub output_bytes: usize,
+}
+
+/// Where the stream's batch ids stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sequence {
+    Start,
+    After(u32),
+    Failed,
+}
+
+/// Decodes the batches of one stream, in order, against that stream's own state.
+#[derive(Debug, Clone)]
+pub struct StreamDecoder {
+    state: StreamState,
+    compression: Compression,
+    sequence: Sequence,
+    keep_datums: bool,
+}
+
+impl StreamDecoder {
+    /// A decoder for a new stream: empty state, expecting the first batch.
+    pub fn new(generation: Generation, compression: Compression, limits: Limits) -> Self {
+        StreamDecoder {
+            state: StreamState::new(generation, limits),
+            compression,
+            sequence: Sequence::Start,
+            keep_datums: false,
+        }
+    }
+
+    /// Also return each batch's canonical datums in [`DecodedBatch::datums`] (for tests and tools).
+    pub fn keep_datums(mut self, keep: bool) -> Self {
+        self.keep_datums = keep;
+        self
+    }
+
+    /// The stream's state tables.
+    pub fn state(&self) -> &StreamState {
+        &self.state
+    }
+
+    /// The stream's generation.
+    pub fn generation(&self) -> Generation {
+        self.state.generation()
+    }
+
+    /// Decodes one `StatefulBatch`. See [`StreamDecoder::decode`].
+    pub fn decode_batch(&mut self, batch: &StatefulBatch) -> Result<DecodedBatch, DecodeError> {
+        self.decode(batch.batch_id, &batch.data)
+    }
+
+    /// Decodes the batch `batch_id` whose `data` is `data`.
+    ///
+    /// On success the batch has been applied to the stream state and every log is rebuilt; the intake may
+    /// hand the logs to its sink and then ack. On error nothing of the batch should be acked, the stream
+    /// must end with [`DecodeError::grpc_code`], and every later call fails with
+    /// [`ErrorKind::StreamFailed`].
+    pub fn decode(&mut self, batch_id: u32, data: &[u8]) -> Result<DecodedBatch, DecodeError> {
+        let result = self.decode_inner(batch_id, data);
+        if result.is_err() {
+            self.sequence = Sequence::Failed;
+        }
+        result.map_err(|kind| DecodeError {
+            batch_id: Some(batch_id),
+            kind,
+        })
+    }
+
+    fn check_sequence(&mut self, batch_id: u32) -> Result<(), ErrorKind> {
+        let ok = match self.sequence {
+            Sequence::Failed => return Err(ErrorKind::StreamFailed),
+            Sequence::Start => {
+                batch_id == 0 || (batch_id == 1 && self.generation() == Generation::V2)
+            }
+            Sequence::After(prev) => prev.checked_add(1) == Some(batch_id),
+        };
+        if !ok {
+            let expected = match self.sequence {
+                Sequence::Start if self.generation() == Generation::V2 => "0 or 1".to_string(),
+                Sequence::Start => "0".to_string(),
+                Sequence::After(prev) => prev.checked_add(1).map_or_else(
+                    || "a new stream (ids never wrap)".to_string(),
+                    |n| n.to_string(),
+                ),
+                Sequence::Failed => unreachable!("handled above"),
+            };
+            return Err(ErrorKind::BatchOutOfSequence {
+                expected,
+                got: batch_id,
+            });
+        }
+        self.sequence = Sequence::After(batch_id);
+        Ok(())
+    }
+
+    fn decode_inner(&mut self, batch_id: u32, data: &[u8]) -> Result<DecodedBatch, ErrorKind> {
+        self.check_sequence(batch_id)?;
+        let limits = self.state.limits().clone();
+        let raw = self
+            .compression
+            .decompress(data, limits.max_decompressed_bytes)?;
+        let mut logs = Vec::new();
+        let mut datums = Vec::new();
+        let mut output = 0usize;
+        let keep = self.keep_datums;
+        let mut apply = |state: &mut StreamState, datum: Datum| -> Result<(), ErrorKind> {
+            match &datum {
+                Datum::PatternDefine(p) => state.define_pattern(p)?,
+                Datum::PatternDelete { id } => state.delete_pattern(*id),
+                Datum::DictDefine(d) => state.define_dict(d)?,
+                Datum::DictDelete { id } => state.delete_dict(*id),
+                Datum::SchemaDefine(s) => state.define_schema(s)?,
+                Datum::SchemaDelete { id } => state.delete_schema(*id),
+                Datum::Log(log) => {
+                    let record = state.reconstruct(log)?;
+                    output += output_bytes(&record);
+                    if output > limits.max_output_bytes {
+                        return Err(ErrorKind::OutputLimit {
+                            limit: limits.max_output_bytes,
+                        });
+                    }
+                    logs.push(record);
+                }
+            }
+            if keep {
+                datums.push(datum);
+            }
+            Ok(())
+        };
+        match self.state.generation() {
+            Generation::V3 => v3::decode(&raw, &mut self.state, &mut apply)?,
+            Generation::V2 => v2::decode(&raw, &mut self.state, &mut apply)?,
+        }
+        Ok(DecodedBatch {
+            batch_id,
+            logs,
+            datums,
+            decompressed_len: raw.len(),
+            output_bytes: output,
+        })
+    }
+}
