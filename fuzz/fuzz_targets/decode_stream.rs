@@ -1,0 +1,53 @@
+//! Fuzz target: drives a `StreamDecoder` with arbitrary batches.
+//!
+//! Byte 0 picks the generation and codec; the rest is cut into batches by one-byte length prefixes (a
+//! prefix of 255 takes all remaining bytes). Batch ids follow the stream (0, 1, 2, …) so that decoding goes
+//! past the id check, except that bit 7 of byte 0 makes the first id 1. The decoder must never panic,
+//! and must refuse everything after its first error.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use stencil_codec::{Compression, ErrorKind, Generation, Limits, StreamDecoder};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&head, mut rest)) = data.split_first() else {
+        return;
+    };
+    let generation = if head & 1 == 0 { Generation::V3 } else { Generation::V2 };
+    let compression = match (head >> 1) % 3 {
+        0 => Compression::Identity,
+        1 => Compression::ZSTD,
+        _ => Compression::GZIP,
+    };
+    let limits = Limits {
+        max_decompressed_bytes: 1 << 20,
+        max_output_bytes: 4 << 20,
+        max_state_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let mut decoder = StreamDecoder::new(generation, compression, limits);
+    let mut id = u32::from(head >> 7);
+    let mut failed = false;
+    while let Some((&len, tail)) = rest.split_first() {
+        let take = if len == 255 { tail.len() } else { (len as usize).min(tail.len()) };
+        let (batch, tail) = tail.split_at(take);
+        rest = tail;
+        match decoder.decode(id, batch) {
+            Ok(decoded) => {
+                assert!(!failed, "a failed stream accepted a batch");
+                for log in &decoded.logs {
+                    let _ = log.tags().count();
+                }
+            }
+            Err(e) => {
+                if failed {
+                    assert_eq!(e.kind, ErrorKind::StreamFailed);
+                }
+                failed = true;
+                let _ = (e.grpc_code(), e.kind.reason(), e.to_string());
+            }
+        }
+        id = id.wrapping_add(1);
+    }
+});
