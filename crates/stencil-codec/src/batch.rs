@@ -257,3 +257,25 @@ impl StreamDecoder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_len_matches_the_serialized_envelope() {
+        for len in [0usize, 1, 127, 128, 20_000] {
+            let payload = EncodedBatch {
+                data: vec![7; len],
+                uncompressed_len: len,
+            };
+            for id in [0u32, 1, 300, u32::MAX] {
+                assert_eq!(
+                    payload.batch_len(id),
+                    payload.to_batch(id).encoded_len(),
+                    "len {len} id {id}"
+                );
+            }
+        }
+    }
+}

@@ -1,5 +1,7 @@
-//! The `stencil` command line. Subcommands land with their issues; until then each says so plainly
-//! instead of pretending to work.
+//! The `stencil` command line: `intake` runs a receiver; `ship` and `bench` land with their issues and say
+//! so plainly instead of pretending to work.
+
+mod cmd;
 
 use std::process::ExitCode;
 
@@ -7,11 +9,19 @@ use clap::{Parser, Subcommand};
 
 /// Ship logs cheaply and safely over the stateful-encoding gRPC logs protocol.
 #[derive(Parser)]
-#[command(name = "stencil", version, about)]
+#[command(name = "stencil", version, about, after_help = EXAMPLES)]
 struct Cli {
+    /// Log level for stencil's own diagnostics (error, warn, info, debug, trace). RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
+
+const EXAMPLES: &str = "Examples:
+  stencil intake --listen 127.0.0.1:10600 --out ./rebuilt --api-key secret
+  stencil intake --listen 0.0.0.0:10600 --jsonl logs.jsonl --tls-cert cert.pem --tls-key key.pem
+  stencil ship /var/log/syslog          (not yet)";
 
 #[derive(Subcommand)]
 enum Command {
@@ -20,22 +30,22 @@ enum Command {
         /// Files, globs, or `-` for stdin.
         paths: Vec<String>,
     },
-    /// Run an intake server (not yet implemented).
-    Intake,
+    /// Run an intake: receive both protocol generations and write the rebuilt logs to a sink.
+    Intake(cmd::intake::IntakeArgs),
     /// Run a benchmark (not yet implemented).
     Bench,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let name = match cli.command {
-        Command::Ship { .. } => "ship",
-        Command::Intake => "intake",
-        Command::Bench => "bench",
-    };
-    eprintln!(
-        "stencil {name}: not yet. The protocol codec (stencil-codec) is built; the agent, intake and CLI land \
-         with their issues."
-    );
-    ExitCode::from(2)
+    cmd::init_tracing(&cli.log_level);
+    match cli.command {
+        Command::Intake(args) => cmd::intake::run(args),
+        Command::Ship { .. } | Command::Bench => {
+            eprintln!(
+                "stencil: not yet. This subcommand lands with its issue; `stencil intake` works today."
+            );
+            ExitCode::from(2)
+        }
+    }
 }

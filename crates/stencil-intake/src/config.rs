@@ -1,0 +1,54 @@
+//! Intake configuration: authentication keys and every limit, each with a sane default
+//! (PROTOCOL.md §15), plus optional TLS.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use stencil_codec::Limits;
+
+/// How the intake authenticates and bounds its streams.
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    /// Accepted `dd-api-key` values. Empty = any non-empty key is accepted (an open intake; a warning is
+    /// logged at startup).
+    pub api_keys: Vec<String>,
+    /// Keys that are known but not allowed on this intake: `PERMISSION_DENIED`.
+    pub denied_api_keys: Vec<String>,
+    /// Decoder limits per stream and per batch.
+    pub limits: Limits,
+    /// Maximum gRPC message size accepted (default 16 MiB; tonic's own default is 4 MiB).
+    pub max_message_bytes: usize,
+    /// Maximum concurrent streams over both generations (default 1,024). Past it, new streams get
+    /// `UNAVAILABLE`, which agents retry.
+    pub max_concurrent_streams: usize,
+    /// A stream that sends no batch for this long is ended gracefully with `OK` (default 300 s).
+    pub idle_timeout: Duration,
+    /// On shutdown, how long in-flight batches get to finish and be acked (default 30 s).
+    pub shutdown_grace: Duration,
+    /// Serve TLS with this certificate chain and key (PEM files). `None` = plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for a TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            api_keys: Vec::new(),
+            denied_api_keys: Vec::new(),
+            limits: Limits::default(),
+            max_message_bytes: 16 << 20,
+            max_concurrent_streams: 1024,
+            idle_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+}

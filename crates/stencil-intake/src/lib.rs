@@ -1,0 +1,21 @@
+//! `stencil-intake`: a conforming, hardened gRPC receiver for both generations of the stateful-encoding
+//! logs protocol.
+//!
+//! - [`server`]: start ([`bind`], [`start`]) and stop ([`RunningIntake::shutdown`]) the server: v3 and v2
+//!   on one port, plus gRPC health and reflection.
+//! - [`service`]: authentication, stream admission and the per-stream task (acks in order, one per batch).
+//! - [`stream`]: the batch handler (decode with `stencil-codec`, write to the sink, then ack).
+//! - [`sink`]: where rebuilt logs go: JSON Lines, per-source files, stdout, memory.
+//! - [`config`]: keys and limits with their defaults.
+//! - [`metrics`]: the Prometheus series.
+
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod sink;
+pub mod stream;
+
+pub use config::{IntakeConfig, TlsFiles};
+pub use server::{bind, start, IntakeError, RunningIntake};
+pub use sink::{FilesSink, JsonLinesSink, MemorySink, Sink, SinkError, StreamInfo};

@@ -1,0 +1,242 @@
+//! The tonic services for both generations, and the per-stream task that drives a [`StreamHandler`].
+//!
+//! Opening a stream checks, in order: the API key (`UNAUTHENTICATED` / `PERMISSION_DENIED`), the
+//! `dd-content-encoding` header (`INVALID_ARGUMENT`), and the concurrent stream limit (`UNAVAILABLE`), all
+//! before a single batch is read. The stream task then reads batches one at a time and sends one ack per
+//! batch, in order; it ends the RPC with `OK` on the client's half-close, on idle timeout and on shutdown,
+//! and with the rejection status on bad input (acks for earlier batches go first).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use stencil_codec::{Compression, Generation};
+use stencil_proto::stateful::stateful_intake_server::StatefulIntake;
+use stencil_proto::stateful::stateful_logs_service_server::StatefulLogsService;
+use stencil_proto::stateful::{BatchStatus, StatefulBatch};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::config::IntakeConfig;
+use crate::metrics as m;
+use crate::sink::{Sink, StreamInfo};
+use crate::stream::StreamHandler;
+
+/// The response stream of both RPCs.
+pub type AckStream = Pin<Box<dyn Stream<Item = Result<BatchStatus, Status>> + Send + 'static>>;
+
+/// Shared by both services.
+pub(crate) struct Shared {
+    pub(crate) config: IntakeConfig,
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) open_streams: AtomicUsize,
+    pub(crate) next_stream: AtomicU64,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Implements `StatefulIntake` (v3) and `StatefulLogsService` (v2).
+#[derive(Clone)]
+pub struct IntakeService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Checks `dd-api-key` against the configuration.
+fn authenticate(config: &IntakeConfig, metadata: &MetadataMap) -> Result<(), Status> {
+    let key = metadata
+        .get("dd-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if key.is_empty() {
+        return Err(Status::unauthenticated(
+            "missing dd-api-key header: set the agent's API key",
+        ));
+    }
+    if config.denied_api_keys.iter().any(|k| k == key) {
+        return Err(Status::permission_denied(
+            "this API key is not allowed to send to this intake",
+        ));
+    }
+    if !config.api_keys.is_empty() && !config.api_keys.iter().any(|k| k == key) {
+        return Err(Status::unauthenticated(
+            "unknown dd-api-key: check the agent's API key",
+        ));
+    }
+    Ok(())
+}
+
+/// Holds one slot of the concurrent-stream limit; frees it when dropped.
+struct StreamSlot {
+    shared: Arc<Shared>,
+    generation: &'static str,
+}
+
+impl StreamSlot {
+    fn acquire(shared: &Arc<Shared>, generation: Generation) -> Result<Self, Status> {
+        let max = shared.config.max_concurrent_streams;
+        let prev = shared.open_streams.fetch_add(1, Ordering::SeqCst);
+        if prev >= max {
+            shared.open_streams.fetch_sub(1, Ordering::SeqCst);
+            metrics::counter!(m::REJECTIONS, "reason" => "max_concurrent_streams").increment(1);
+            return Err(Status::unavailable(format!(
+                "intake at its limit of {max} concurrent streams (max_concurrent_streams); retry later"
+            )));
+        }
+        metrics::gauge!(m::STREAMS_OPEN, "generation" => generation.name()).increment(1.0);
+        Ok(StreamSlot {
+            shared: shared.clone(),
+            generation: generation.name(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.shared.open_streams.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!(m::STREAMS_OPEN, "generation" => self.generation).decrement(1.0);
+    }
+}
+
+impl IntakeService {
+    fn open(
+        &self,
+        generation: Generation,
+        request: Request<Streaming<StatefulBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let shared = &self.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(Status::unavailable(
+                "intake is shutting down; retry on another intake",
+            ));
+        }
+        if let Err(status) = authenticate(&shared.config, request.metadata()) {
+            metrics::counter!(m::REJECTIONS, "reason" => if status.code() == Code::PermissionDenied { "permission_denied" } else { "unauthenticated" }).increment(1);
+            return Err(status);
+        }
+        let header = request
+            .metadata()
+            .get("dd-content-encoding")
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        let compression = Compression::from_content_encoding(header).map_err(|kind| {
+            metrics::counter!(m::REJECTIONS, "reason" => kind.reason()).increment(1);
+            Status::invalid_argument(kind.to_string())
+        })?;
+        let slot = StreamSlot::acquire(shared, generation)?;
+        let info = StreamInfo {
+            id: shared.next_stream.fetch_add(1, Ordering::Relaxed),
+            generation,
+            peer: request.remote_addr(),
+        };
+        let handler = StreamHandler::new(
+            info,
+            compression,
+            shared.config.limits.clone(),
+            shared.sink.clone(),
+        );
+        let (tx, rx) = mpsc::channel(64);
+        let inbound = request.into_inner();
+        tokio::spawn(run_stream(handler, inbound, tx, slot, self.shared.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Why a stream ended (the `reason` label of `stencil_intake_streams_total`).
+fn close(generation: &'static str, reason: &'static str) {
+    metrics::counter!(m::STREAMS_TOTAL, "generation" => generation, "reason" => reason)
+        .increment(1);
+}
+
+/// A tonic decode error for an oversized message is reported with the limit's name and
+/// `RESOURCE_EXHAUSTED` (PROTOCOL.md §14), whatever code the gRPC layer chose.
+fn inbound_error(status: Status, max: usize) -> Status {
+    if status.message().contains("too large") {
+        metrics::counter!(m::REJECTIONS, "reason" => "max_message_bytes").increment(1);
+        Status::resource_exhausted(format!(
+            "gRPC message larger than the intake's max_message_bytes ({max} bytes): {}",
+            status.message()
+        ))
+    } else {
+        status
+    }
+}
+
+async fn run_stream(
+    mut handler: StreamHandler,
+    mut inbound: Streaming<StatefulBatch>,
+    tx: mpsc::Sender<Result<BatchStatus, Status>>,
+    slot: StreamSlot,
+    shared: Arc<Shared>,
+) {
+    let generation = slot.generation;
+    let idle = shared.config.idle_timeout;
+    let reason = loop {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => break "shutdown",
+            _ = tokio::time::sleep(idle) => {
+                tracing::info!(stream = handler.info().id, "idle timeout; ending the stream with OK");
+                break "idle_timeout";
+            }
+            next = inbound.message() => match next {
+                Ok(Some(batch)) => match handler.handle(batch).await {
+                    Ok(ack) => {
+                        if tx.send(Ok(ack)).await.is_err() {
+                            break "client_gone";
+                        }
+                    }
+                    Err(status) => {
+                        let reason = if status.code() == Code::Unavailable { "sink_error" } else { "rejected" };
+                        let _ = tx.send(Err(status)).await;
+                        break reason;
+                    }
+                },
+                Ok(None) => break "client_end",
+                Err(status) => {
+                    let status = inbound_error(status, shared.config.max_message_bytes);
+                    let reason = if status.code() == Code::ResourceExhausted { "rejected" } else { "cancelled" };
+                    let _ = tx.send(Err(status)).await;
+                    break reason;
+                }
+            }
+        }
+    };
+    let (entries, bytes) = handler.state_size();
+    metrics::histogram!(m::STREAM_STATE_ENTRIES).record(entries as f64);
+    metrics::histogram!(m::STREAM_STATE_BYTES).record(bytes as f64);
+    close(generation, reason);
+    tracing::debug!(
+        stream = handler.info().id,
+        generation,
+        reason,
+        "stream ended"
+    );
+    // Dropping `tx` ends the response stream with OK unless an error status was sent.
+    drop(slot);
+}
+
+#[tonic::async_trait]
+impl StatefulIntake for IntakeService {
+    type StatefulStreamStream = AckStream;
+
+    async fn stateful_stream(
+        &self,
+        request: Request<Streaming<StatefulBatch>>,
+    ) -> Result<Response<Self::StatefulStreamStream>, Status> {
+        self.open(Generation::V3, request)
+    }
+}
+
+#[tonic::async_trait]
+impl StatefulLogsService for IntakeService {
+    type LogsStreamStream = AckStream;
+
+    async fn logs_stream(
+        &self,
+        request: Request<Streaming<StatefulBatch>>,
+    ) -> Result<Response<Self::LogsStreamStream>, Status> {
+        self.open(Generation::V2, request)
+    }
+}

@@ -1,0 +1,162 @@
+//! JSON Lines sink: one JSON object per log, to a file (appended) or to stdout.
+//!
+//! Each object has `timestamp` (RFC 3339 with milliseconds, UTC; `null` when the year is outside
+//! 0000–9999), `timestamp_ms` (always, the exact integer), `status`, `service`, `hostname` (from the
+//! `hostname:` tag), `tags` (an array), `message` (the text, or the whole JSON document for JSON logs) and
+//! `uuid` when present.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{json, Map, Value};
+use stencil_codec::LogRecord;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{Sink, SinkError, StreamInfo};
+
+enum Target {
+    File {
+        file: BufWriter<File>,
+        path: PathBuf,
+        fsync: bool,
+    },
+    Stdout,
+}
+
+/// Writes JSON Lines to a file or to stdout.
+pub struct JsonLinesSink {
+    target: Mutex<Target>,
+}
+
+impl JsonLinesSink {
+    /// Appends to `path`, creating it (and its parent folders) if needed. With `fsync`, every batch is
+    /// synced to disk before it is acked.
+    pub fn to_file(path: &Path, fsync: bool) -> Result<Self, SinkError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| SinkError::io(format!("creating {}", parent.display()), e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| SinkError::io(format!("opening {}", path.display()), e))?;
+        Ok(JsonLinesSink {
+            target: Mutex::new(Target::File {
+                file: BufWriter::new(file),
+                path: path.to_owned(),
+                fsync,
+            }),
+        })
+    }
+
+    /// Writes to standard output.
+    pub fn stdout() -> Self {
+        JsonLinesSink {
+            target: Mutex::new(Target::Stdout),
+        }
+    }
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 with milliseconds, or `None` when out of range.
+pub fn rfc3339_ms(ms: i64) -> Option<String> {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    if !(0..=9999).contains(&t.year()) {
+        return None;
+    }
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .ok()?;
+    let mut s = t.format(&Rfc3339).ok()?;
+    // `time` drops a zero fraction; keep a fixed three digits.
+    if !s.contains('.') {
+        s.insert_str(s.len() - 1, ".000");
+    } else if let Some(dot) = s.find('.') {
+        let digits = s.len() - 1 - (dot + 1);
+        for _ in digits..3 {
+            s.insert(s.len() - 1, '0');
+        }
+    }
+    Some(s)
+}
+
+/// The JSON object for one log.
+pub fn record_json(record: &LogRecord) -> Value {
+    let mut obj = Map::new();
+    obj.insert(
+        "timestamp".into(),
+        rfc3339_ms(record.timestamp).map_or(Value::Null, Value::String),
+    );
+    obj.insert("timestamp_ms".into(), json!(record.timestamp));
+    obj.insert("status".into(), json!(record.status.as_deref()));
+    obj.insert("service".into(), json!(record.service.as_deref()));
+    obj.insert("hostname".into(), json!(record.tag("hostname")));
+    obj.insert("tags".into(), json!(record.tags().collect::<Vec<_>>()));
+    let message = match &record.json {
+        Some(doc) => Value::Object(doc.clone()),
+        None => Value::String(record.message.clone()),
+    };
+    obj.insert("message".into(), message);
+    if let Some(uuid) = &record.uuid {
+        obj.insert("uuid".into(), json!(uuid));
+    }
+    Value::Object(obj)
+}
+
+fn write_lines(out: &mut dyn Write, logs: &[LogRecord]) -> std::io::Result<()> {
+    for record in logs {
+        serde_json::to_writer(&mut *out, &record_json(record))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+impl Sink for JsonLinesSink {
+    fn write_batch(&self, _stream: &StreamInfo, logs: &[LogRecord]) -> Result<(), SinkError> {
+        let mut target = self
+            .target
+            .lock()
+            .map_err(|_| SinkError::io("jsonl sink", std::io::Error::other("lock poisoned")))?;
+        match &mut *target {
+            Target::File { file, path, fsync } => {
+                let context = || format!("writing {}", path.display());
+                write_lines(file, logs).map_err(|e| SinkError::io(context(), e))?;
+                if *fsync {
+                    file.get_ref()
+                        .sync_data()
+                        .map_err(|e| SinkError::io(context(), e))?;
+                }
+            }
+            Target::Stdout => {
+                let stdout = std::io::stdout();
+                let mut lock = stdout.lock();
+                write_lines(&mut lock, logs).map_err(|e| SinkError::io("writing stdout", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_with_milliseconds() {
+        assert_eq!(rfc3339_ms(0).as_deref(), Some("1970-01-01T00:00:00.000Z"));
+        assert_eq!(
+            rfc3339_ms(1_700_000_000_250).as_deref(),
+            Some("2023-11-14T22:13:20.250Z")
+        );
+        assert_eq!(
+            rfc3339_ms(1_700_000_000_205).as_deref(),
+            Some("2023-11-14T22:13:20.205Z")
+        );
+        assert_eq!(rfc3339_ms(-1).as_deref(), Some("1969-12-31T23:59:59.999Z"));
+        assert_eq!(rfc3339_ms(i64::MAX), None);
+        assert_eq!(rfc3339_ms(i64::MIN), None);
+    }
+}

@@ -1,0 +1,137 @@
+//! `stencil intake`: serve both protocol generations and write rebuilt logs to one sink.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use stencil_intake::{FilesSink, IntakeConfig, JsonLinesSink, Sink, TlsFiles};
+
+/// Flags of `stencil intake`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("sink").args(["out", "jsonl", "stdout"])))]
+pub struct IntakeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:10600")]
+    listen: String,
+    /// Write rebuilt lines to one file per source under DIR (`/var/log/x` → `DIR/var/log/x`).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Append one JSON object per log to PATH.
+    #[arg(long, value_name = "PATH")]
+    jsonl: Option<PathBuf>,
+    /// Print one JSON object per log to stdout (the default sink).
+    #[arg(long)]
+    stdout: bool,
+    /// Sync every batch to disk before acking it (slower, survives power loss).
+    #[arg(long)]
+    fsync: bool,
+    /// Accepted API key (repeat for several). Without any, every non-empty key is accepted.
+    #[arg(long = "api-key", value_name = "KEY")]
+    api_keys: Vec<String>,
+    /// TLS certificate chain (PEM). Requires --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). Requires --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve Prometheus /metrics and /health on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Maximum gRPC message size in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_message_bytes: usize,
+    /// Maximum decompressed size of one batch, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_batch_bytes: usize,
+    /// Maximum state bytes per stream.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_state_bytes: usize,
+    /// Maximum concurrent streams.
+    #[arg(long, default_value_t = 1024)]
+    max_streams: usize,
+    /// End a stream (with OK) after this many seconds without a batch.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, seconds to let in-flight batches finish.
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
+}
+
+fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
+    Ok(if let Some(dir) = &args.out {
+        Arc::new(FilesSink::new(dir, args.fsync).map_err(|e| format!("--out: {e}"))?)
+    } else if let Some(path) = &args.jsonl {
+        Arc::new(JsonLinesSink::to_file(path, args.fsync).map_err(|e| format!("--jsonl: {e}"))?)
+    } else {
+        Arc::new(JsonLinesSink::stdout())
+    })
+}
+
+fn config(args: &IntakeArgs) -> IntakeConfig {
+    let mut config = IntakeConfig {
+        api_keys: args.api_keys.clone(),
+        max_message_bytes: args.max_message_bytes,
+        max_concurrent_streams: args.max_streams,
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        shutdown_grace: Duration::from_secs(args.grace_secs),
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+        ..IntakeConfig::default()
+    };
+    config.limits.max_decompressed_bytes = args.max_batch_bytes;
+    config.limits.max_state_bytes = args.max_state_bytes;
+    config
+}
+
+/// Runs the intake until SIGINT or SIGTERM, then shuts down gracefully and exits 0.
+pub fn run(args: IntakeArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stencil intake: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_inner(args: IntakeArgs) -> Result<(), String> {
+    let sink = sink(&args)?;
+    let config = config(&args);
+    if config.tls.is_none() {
+        tracing::warn!(
+            "serving plaintext gRPC: pass --tls-cert and --tls-key outside a trusted network"
+        );
+    }
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        if let Some(addr) = args.metrics_listen {
+            let (bound, _task) =
+                stencil_telemetry::bind_and_serve(addr, stencil_telemetry::always_healthy())
+                    .await
+                    .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+            tracing::info!(%bound, "metrics on /metrics, health on /health");
+        }
+        let running = stencil_intake::bind(&args.listen, config, sink)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Tests and scripts read the bound address (useful with port 0) from this line on stderr.
+        eprintln!("stencil intake: listening on {}", running.local_addr());
+        let token = running.shutdown_token();
+        tokio::spawn(async move {
+            super::shutdown_signal().await;
+            tracing::info!("shutdown requested; finishing in-flight batches");
+            token.cancel();
+        });
+        running.wait().await.map_err(|e| e.to_string())?;
+        tracing::info!("intake stopped");
+        Ok(())
+    })
+}
