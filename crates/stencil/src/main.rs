@@ -31,7 +31,7 @@ enum Command {
         paths: Vec<String>,
     },
     /// Run an intake: receive both protocol generations and write the rebuilt logs to a sink.
-    Intake(cmd::intake::IntakeArgs),
+    Intake(Box<cmd::intake::IntakeArgs>),
     /// Run a benchmark (not yet implemented).
     Bench,
 }
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cmd::init_tracing(&cli.log_level);
     match cli.command {
-        Command::Intake(args) => cmd::intake::run(args),
+        Command::Intake(args) => cmd::intake::run(*args),
         Command::Ship { .. } | Command::Bench => {
             eprintln!(
                 "stencil: not yet. This subcommand lands with its issue; `stencil intake` works today."

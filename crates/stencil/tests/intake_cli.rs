@@ -1,0 +1,132 @@
+//! `stencil intake` as a real process: it serves, writes files, and on SIGTERM finishes gracefully and
+//! exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stencil_codec::datum::*;
+use stencil_codec::{BatchEncoder, Compression, Generation};
+use stencil_proto::stateful::stateful_intake_client::StatefulIntakeClient;
+use stencil_proto::stateful::StatefulBatch;
+use tokio_stream::StreamExt;
+
+fn start_intake(out: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args([
+            "intake",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "k1",
+            "--grace-secs",
+            "5",
+            "--out",
+        ])
+        .arg(out)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("stencil binary runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("stencil intake: listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the intake prints its address");
+    (child, addr)
+}
+
+#[test]
+fn intake_process_serves_and_stops_on_sigterm() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = start_intake(out.path());
+
+    let datums = vec![
+        Datum::DictDefine(DictDefine {
+            id: 2,
+            value: "filename:/logs/a.log".into(),
+        }),
+        Datum::Log(Log {
+            timestamp: 1,
+            status: None,
+            service: None,
+            tags: Some(Value::Dict(2)),
+            content: Content::Raw("hello from a real process".into()),
+            json: None,
+            uuid: None,
+        }),
+    ];
+    let payload = BatchEncoder::new(Generation::V3, Compression::ZSTD)
+        .encode(&datums)
+        .expect("encode")
+        .data;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let acked = rt.block_on(async {
+        let mut client = StatefulIntakeClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connects");
+        let batches = tokio_stream::iter(vec![StatefulBatch {
+            batch_id: 0,
+            data: payload,
+        }]);
+        let mut request = tonic::Request::new(batches.chain(tokio_stream::pending()));
+        request
+            .metadata_mut()
+            .insert("dd-api-key", "k1".parse().expect("ascii"));
+        request
+            .metadata_mut()
+            .insert("dd-content-encoding", "zstd".parse().expect("ascii"));
+        let mut acks = client
+            .stateful_stream(request)
+            .await
+            .expect("stream opens")
+            .into_inner();
+        let ack = acks.message().await.expect("no error").expect("an ack");
+        // Keep the stream open while the process is told to stop: it must end it with OK.
+        let pid = child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let end = tokio::time::timeout(Duration::from_secs(20), acks.message())
+            .await
+            .expect("the stream ends");
+        assert!(matches!(end, Ok(None)), "graceful end with OK, got {end:?}");
+        ack.batch_id
+    });
+    assert_eq!(acked, 0);
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the intake did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let written = std::fs::read(out.path().join("logs/a.log")).expect("rebuilt file");
+    assert_eq!(written, b"hello from a real process\n");
+}
+
+#[test]
+fn bad_flags_fail_with_a_clear_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["intake", "--listen", "256.0.0.1:1"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on 256.0.0.1:1"), "{stderr}");
+}
