@@ -45,6 +45,7 @@ pub mod batch;
 pub mod compression;
 pub mod datum;
 pub mod error;
+pub mod escape;
 pub mod json;
 pub mod reconstruct;
 pub mod state;

@@ -2,8 +2,8 @@
 //!
 //! A log's source is its `filename:` tag; `/var/log/app.log` is written to `<root>/var/log/app.log`. A
 //! path that is relative, empty or climbs with `..` cannot be mapped safely and goes to
-//! `<root>/_unfiled.log`, as do logs without the tag. Each line gets its original terminator back (see
-//! [`super::line_terminator`]). Every batch is flushed to the OS before it is acked, and synced to disk
+//! `<root>/_unfiled.log`, as do logs without the tag. Each line gets its original bytes (see
+//! [`super::original_bytes`]) and terminator (see [`super::line_terminator`]) back. Every batch is flushed to the OS before it is acked, and synced to disk
 //! too when `fsync` is on.
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use stencil_codec::LogRecord;
 
-use super::{line_terminator, Sink, SinkError, StreamInfo, FILENAME_TAG};
+use super::{line_terminator, original_bytes, Sink, SinkError, StreamInfo, FILENAME_TAG};
 
 /// Open files kept at once; past it the least recently opened one is flushed and closed.
 const MAX_OPEN_FILES: usize = 256;
@@ -105,7 +105,7 @@ impl Sink for FilesSink {
             let path = self.path_for(record.tag(FILENAME_TAG));
             let context = || format!("writing {}", path.display());
             let file = open.get(&path).map_err(|e| SinkError::io(context(), e))?;
-            file.write_all(record.message.as_bytes())
+            file.write_all(&original_bytes(record))
                 .and_then(|()| file.write_all(line_terminator(record)))
                 .map_err(|e| SinkError::io(context(), e))?;
             if touched.last() != Some(&path) && !touched.contains(&path) {

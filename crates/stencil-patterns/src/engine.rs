@@ -1,0 +1,334 @@
+//! The engine: one instance per stream (pipeline), turning records into datums.
+//!
+//! For each record it emits, in order: deletes caused by making room, then at most one `PatternDefine`
+//! (a new pattern, or a widened one re-sent under the same id), then dictionary defines (values, status,
+//! service, tags), then exactly one `Log`. Any record the engine cannot encode structurally goes raw: the
+//! output always rebuilds the input byte for byte (see [`stencil_codec::escape`] for invalid UTF-8).
+
+use std::borrow::Cow;
+
+use stencil_codec::datum::{Content, Datum, DynValue, Log, PatternDefine, Value};
+use stencil_codec::escape::{escape, ESCAPED_TAG};
+
+use crate::budget::Budget;
+use crate::dict::Namespace;
+use crate::miner::{Miner, MinerConfig};
+use crate::token::{tokenize, Class, Token};
+use crate::values::{dict_eligible, stable_hash, type_value, Doorkeeper, Typed};
+
+/// Engine settings. One configuration serves every source.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Minimum similarity for a line to join a pattern (default 0.5).
+    pub similarity: f64,
+    /// A new pattern is defined on its `define_after`-th line; earlier lines go raw (default 2; 1 =
+    /// define at once). The empty line's pattern is always defined at once.
+    pub define_after: u32,
+    /// Patterns compared per line at most (default 32).
+    pub max_candidates: usize,
+    /// Distinct leading words per line shape before new ones share a wildcard bucket (default 100).
+    pub max_children: u32,
+    /// Longer lines go raw (default 16 KiB).
+    pub max_pattern_line_bytes: usize,
+    /// Lines with more tokens go raw (default 512).
+    pub max_tokens: usize,
+    /// Patterns with more slots are not created (default 255).
+    pub max_slots: usize,
+    /// Pattern budget, pending ones included (default 4,096 / 8 MiB).
+    pub patterns: Budget,
+    /// Status, service and tagset entries (default 4,096 / 2 MiB).
+    pub meta: Budget,
+    /// Admitted values (default 16,384 / 4 MiB).
+    pub values: Budget,
+    /// Doorkeeper slots (default 65,536).
+    pub doorkeeper_slots: usize,
+    /// Sightings before a value is admitted to the dictionary (default 2).
+    pub admit_after: u8,
+    /// Shortest value admitted (default 2 bytes).
+    pub dict_min_len: usize,
+    /// Longest value admitted (default 128 bytes).
+    pub dict_max_len: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            similarity: 0.5,
+            define_after: 2,
+            max_candidates: 32,
+            max_children: 100,
+            max_pattern_line_bytes: 16 << 10,
+            max_tokens: 512,
+            max_slots: 255,
+            patterns: Budget::new(4096, 8 << 20),
+            meta: Budget::new(4096, 2 << 20),
+            values: Budget::new(16_384, 4 << 20),
+            doorkeeper_slots: 65_536,
+            admit_after: 2,
+            dict_min_len: 2,
+            dict_max_len: 128,
+        }
+    }
+}
+
+/// A record's metadata.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Meta<'a> {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Status (e.g. `info`).
+    pub status: Option<&'a str>,
+    /// Service.
+    pub service: Option<&'a str>,
+    /// Tags (`key:value`). Order and duplicates do not matter: the tagset is canonicalised.
+    pub tags: &'a [&'a str],
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    /// The pattern the line belongs to (also for a raw line of a pending pattern), if any.
+    pub pattern: Option<u64>,
+    /// True when the Log is structured (pattern + values), false when raw.
+    pub structured: bool,
+}
+
+/// Counters, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records encoded.
+    pub records: u64,
+    /// Records sent structured.
+    pub structured: u64,
+    /// `PatternDefine`s emitted (widenings included).
+    pub pattern_defines: u64,
+    /// `DictEntryDefine`s emitted.
+    pub dict_defines: u64,
+    /// Deletes emitted.
+    pub deletes: u64,
+    /// Records whose text was escaped because it was not valid UTF-8.
+    pub escaped: u64,
+}
+
+/// The pattern engine of one stream.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    miner: Miner,
+    meta: Namespace,
+    values: Namespace,
+    doorkeeper: Doorkeeper,
+    next_dict_id: u64,
+    epoch: u64,
+    tokens: Vec<Token>,
+    deletes: Vec<Datum>,
+    defines: Vec<Datum>,
+    stats: Stats,
+}
+
+impl Engine {
+    /// A fresh engine (empty state; pattern ids from 1, dictionary ids from 2).
+    pub fn new(config: EngineConfig) -> Self {
+        let miner = Miner::new(MinerConfig {
+            similarity: config.similarity,
+            max_candidates: config.max_candidates,
+            max_children: config.max_children,
+            max_slots: config.max_slots,
+            budget: config.patterns,
+        });
+        Engine {
+            miner,
+            meta: Namespace::new(config.meta),
+            values: Namespace::new(config.values),
+            doorkeeper: Doorkeeper::new(config.doorkeeper_slots),
+            next_dict_id: 2,
+            epoch: 0,
+            tokens: Vec::with_capacity(64),
+            deletes: Vec::new(),
+            defines: Vec::new(),
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// State held: (patterns, dictionary entries, bytes).
+    pub fn state_size(&self) -> (usize, usize, usize) {
+        let (patterns, pattern_bytes) = self.miner.size();
+        (
+            patterns,
+            self.meta.len() + self.values.len(),
+            pattern_bytes + self.meta.bytes() + self.values.bytes() + self.doorkeeper.bytes(),
+        )
+    }
+
+    /// Encodes one record (its exact bytes, without the line terminator) and appends its datums to `out`.
+    pub fn encode(&mut self, record: &[u8], meta: &Meta<'_>, out: &mut Vec<Datum>) -> Encoded {
+        self.epoch += 1;
+        self.stats.records += 1;
+        self.deletes.clear();
+        self.defines.clear();
+        let text = escape(record);
+        let escaped = matches!(text, Cow::Owned(_));
+        self.stats.escaped += u64::from(escaped);
+
+        let mut pattern_define = None;
+        let (content, pattern) = self.content(&text, &mut pattern_define);
+        let status = meta.status.and_then(|s| self.meta_id(s));
+        let service = meta.service.and_then(|s| self.meta_id(s));
+        let tags = self.tags_id(meta.tags, escaped);
+
+        self.stats.deletes += self.deletes.len() as u64;
+        self.stats.dict_defines += self.defines.len() as u64;
+        out.append(&mut self.deletes);
+        if let Some(define) = pattern_define {
+            self.stats.pattern_defines += 1;
+            out.push(Datum::PatternDefine(define));
+        }
+        out.append(&mut self.defines);
+        let structured = matches!(content, Content::Pattern { .. });
+        self.stats.structured += u64::from(structured);
+        out.push(Datum::Log(Log {
+            timestamp: meta.timestamp,
+            status: status.map(Value::Dict),
+            service: service.map(Value::Dict),
+            tags: tags.map(Value::Dict),
+            content,
+            json: None,
+            uuid: None,
+        }));
+        Encoded {
+            pattern,
+            structured,
+        }
+    }
+
+    fn meta_id(&mut self, text: &str) -> Option<u64> {
+        self.meta.intern(
+            text,
+            self.epoch,
+            &mut self.next_dict_id,
+            &mut self.defines,
+            &mut self.deletes,
+        )
+    }
+
+    /// Canonical tagset: sorted byte-wise, duplicates and empty tags removed, joined with `,`.
+    fn tags_id(&mut self, tags: &[&str], escaped: bool) -> Option<u64> {
+        let mut sorted: Vec<&str> = tags.iter().copied().filter(|t| !t.is_empty()).collect();
+        if escaped {
+            sorted.push(ESCAPED_TAG);
+        }
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_unstable();
+        sorted.dedup();
+        let joined = sorted.join(",");
+        self.meta_id(&joined)
+    }
+
+    /// The Log content for `text`, and its pattern id.
+    fn content(
+        &mut self,
+        text: &str,
+        define: &mut Option<PatternDefine>,
+    ) -> (Content, Option<u64>) {
+        let raw = |text: &str| Content::Raw(text.to_owned());
+        if text.len() > self.config.max_pattern_line_bytes {
+            return (raw(text), None);
+        }
+        let mut tokens = std::mem::take(&mut self.tokens);
+        tokenize(text, &mut tokens);
+        let result = self.structured(text, &tokens, define);
+        self.tokens = tokens;
+        match result {
+            Some((content, id)) => (content, Some(id)),
+            None => (raw(text), None),
+        }
+    }
+
+    fn structured(
+        &mut self,
+        text: &str,
+        tokens: &[Token],
+        define: &mut Option<PatternDefine>,
+    ) -> Option<(Content, u64)> {
+        if tokens.len() > self.config.max_tokens {
+            return None;
+        }
+        let mined = self
+            .miner
+            .mine(text, tokens, self.epoch, &mut self.deletes)?;
+        let define_after = if text.is_empty() {
+            1
+        } else {
+            self.config.define_after.max(1)
+        };
+        let cluster = self.miner.cluster_mut(mined.slot)?;
+        if !cluster.defined && cluster.matches < define_after {
+            return Some((Content::Raw(text.to_owned()), mined.id));
+        }
+        if !cluster.defined || cluster.dirty {
+            let (template, pos_list) = cluster.template();
+            cluster.defined = true;
+            cluster.dirty = false;
+            *define = Some(PatternDefine {
+                id: cluster.id,
+                template,
+                pos_list,
+            });
+        }
+        let cluster = self.miner.cluster(mined.slot)?;
+        let positions: Vec<usize> = cluster.slot_positions().collect();
+        let mut values = Vec::with_capacity(positions.len());
+        for p in positions {
+            let t = tokens[p];
+            values.push(DynValue::new(self.value(t.text(text), t.class)));
+        }
+        Some((
+            Content::Pattern {
+                id: mined.id,
+                values,
+            },
+            mined.id,
+        ))
+    }
+
+    /// The typed value for one slot's text: int, float, dictionary reference or inline string.
+    fn value(&mut self, text: &str, class: Class) -> Value {
+        match type_value(text, class) {
+            Typed::Int(i) => return Value::Int(i),
+            Typed::Float(f) => return Value::Float(f),
+            Typed::Text => {}
+        }
+        if dict_eligible(
+            text,
+            class,
+            self.config.dict_min_len,
+            self.config.dict_max_len,
+        ) {
+            if let Some(id) = self.values.lookup(text, self.epoch) {
+                return Value::Dict(id);
+            }
+            let hash = stable_hash(text);
+            if self.doorkeeper.see(hash) >= self.config.admit_after {
+                self.doorkeeper.forget(hash);
+                if let Some(id) = self.values.insert(
+                    text,
+                    self.epoch,
+                    &mut self.next_dict_id,
+                    &mut self.defines,
+                    &mut self.deletes,
+                ) {
+                    return Value::Dict(id);
+                }
+            }
+        }
+        Value::Str(text.to_owned())
+    }
+}

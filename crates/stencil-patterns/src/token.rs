@@ -1,0 +1,705 @@
+//! The tokenizer: one forward pass over a line, no allocation per token.
+//!
+//! A line is cut into whitespace runs, single punctuation bytes and *chunks* (maximal runs of other
+//! bytes). Each chunk is classified as a whole (URL, e-mail, UUID, IP, MAC, host:port, date/time,
+//! duration, size, number, hex, path, id, name, word); a chunk that is none of these is split into
+//! alphanumeric runs and punctuation. `key=` starts a key/value pair whose value is always dynamic, and
+//! quoted strings are one token. Token spans always tile the line exactly.
+//!
+//! Each class has a *role* for the miner: structural (always static), mined (static until it varies) or
+//! dynamic (a slot from the first sighting).
+
+/// The class of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Class {
+    /// Run of whitespace.
+    Ws,
+    /// One punctuation or control byte.
+    Punct,
+    /// Letters, `_`, non-ASCII; no digit.
+    Word,
+    /// Digit-free words joined by `.`, `-` or `$`.
+    Name,
+    /// A quoted string (one token, even with spaces).
+    Quoted,
+    /// `key=` (static, includes the `=`).
+    Key,
+    /// The value after a `key=` (possibly empty).
+    KvValue,
+    /// An integer.
+    Int,
+    /// A decimal number.
+    Float,
+    /// `0x…`, or 8+ hex digits with a digit and a letter.
+    Hex,
+    /// `8-4-4-4-12` hex.
+    Uuid,
+    /// Letters and digits mixed, with `_ - .`.
+    Id,
+    /// Dotted quad, optional `:port`.
+    IPv4,
+    /// IPv6 forms.
+    IPv6,
+    /// A MAC address.
+    Mac,
+    /// `name:port`.
+    HostPort,
+    /// A date, a time, or both.
+    DateTime,
+    /// A number with a time unit.
+    Duration,
+    /// A number with a size unit.
+    Size,
+    /// A file path.
+    Path,
+    /// `scheme://…`.
+    Url,
+    /// `local@domain`.
+    Email,
+    /// Text that may not go into a compat template (characters above U+FFFF).
+    Opaque,
+}
+
+/// How the miner treats a class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Always static, and must be equal for two lines to share a pattern.
+    Structural,
+    /// Static until it varies; then the miner may turn it into a slot.
+    Mined,
+    /// A slot from the first sighting.
+    Dynamic,
+}
+
+impl Class {
+    /// The class's role.
+    pub fn role(self) -> Role {
+        match self {
+            Class::Ws | Class::Punct | Class::Key => Role::Structural,
+            Class::Word | Class::Name | Class::Quoted => Role::Mined,
+            _ => Role::Dynamic,
+        }
+    }
+}
+
+/// One token: a span of the line and its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    /// Byte offset of the first byte.
+    pub start: u32,
+    /// Byte offset past the last byte.
+    pub end: u32,
+    /// The class.
+    pub class: Class,
+}
+
+impl Token {
+    /// The token's text.
+    pub fn text<'a>(&self, line: &'a str) -> &'a str {
+        line.get(self.start as usize..self.end as usize)
+            .unwrap_or("")
+    }
+}
+
+const WS: u8 = 1;
+const DELIM: u8 = 2;
+const QUOTE: u8 = 3;
+
+/// Byte classes: whitespace, hard delimiters (always one `Punct`), quotes; 0 = chunk byte.
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = DELIM; // C0 controls are single punctuation tokens
+        i += 1;
+    }
+    t[0x7f] = DELIM;
+    t[b' ' as usize] = WS;
+    t[b'\t' as usize] = WS;
+    t[b'\r' as usize] = WS;
+    t[b'\n' as usize] = WS;
+    t[0x0b] = WS;
+    t[0x0c] = WS;
+    let delims = b",;()[]{}<>|=`";
+    let mut j = 0;
+    while j < delims.len() {
+        t[delims[j] as usize] = DELIM;
+        j += 1;
+    }
+    t[b'"' as usize] = QUOTE;
+    t[b'\'' as usize] = QUOTE;
+    t
+};
+
+/// Longest quoted string taken as one token.
+const MAX_QUOTED: usize = 1024;
+
+/// Cuts `line` into tokens, appending them to `out` (cleared first).
+pub fn tokenize(line: &str, out: &mut Vec<Token>) {
+    out.clear();
+    let b = line.as_bytes();
+    let n = b.len();
+    let mut i = 0;
+    let mut after_key = false;
+    while i < n {
+        let c = BYTE_CLASS[b[i] as usize];
+        if after_key {
+            after_key = false;
+            // The value of `key=`: up to whitespace or a closing delimiter; may be empty or quoted.
+            let end =
+                if c == QUOTE { quoted_end(b, i) } else { None }.unwrap_or_else(|| kv_end(b, i));
+            out.push(tok(i, end, Class::KvValue));
+            i = end;
+            continue;
+        }
+        match c {
+            WS => {
+                let mut j = i + 1;
+                while j < n && BYTE_CLASS[b[j] as usize] == WS {
+                    j += 1;
+                }
+                out.push(tok(i, j, Class::Ws));
+                i = j;
+            }
+            QUOTE => match quoted_end(b, i) {
+                Some(end) => {
+                    out.push(tok(i, end, mined(line, i, end, Class::Quoted)));
+                    i = end;
+                }
+                None => {
+                    out.push(tok(i, i + 1, Class::Punct));
+                    i += 1;
+                }
+            },
+            DELIM => {
+                out.push(tok(i, i + 1, Class::Punct));
+                i += 1;
+            }
+            _ => {
+                let mut j = i + 1;
+                while j < n && BYTE_CLASS[b[j] as usize] == 0 {
+                    j += 1;
+                }
+                if j < n && b[j] == b'=' && is_key(&b[i..j]) {
+                    out.push(tok(i, j + 1, Class::Key));
+                    i = j + 1;
+                    after_key = true;
+                    continue;
+                }
+                chunk(line, i, j, out);
+                i = j;
+            }
+        }
+    }
+    if after_key {
+        out.push(tok(n, n, Class::KvValue));
+    }
+}
+
+fn tok(start: usize, end: usize, class: Class) -> Token {
+    Token {
+        start: start as u32,
+        end: end as u32,
+        class,
+    }
+}
+
+/// A mined class, unless the text holds characters above U+FFFF (compat templates are BMP-only).
+fn mined(line: &str, start: usize, end: usize, class: Class) -> Class {
+    if line.as_bytes()[start..end].iter().any(|&b| b >= 0xF0) {
+        Class::Opaque
+    } else {
+        class
+    }
+}
+
+fn quoted_end(b: &[u8], start: usize) -> Option<usize> {
+    let q = b[start];
+    let mut j = start + 1;
+    let limit = (start + MAX_QUOTED).min(b.len());
+    while j < limit {
+        match b[j] {
+            b'\\' => j += 2,
+            b'\n' | b'\r' => return None,
+            c if c == q => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+fn kv_end(b: &[u8], start: usize) -> usize {
+    let mut j = start;
+    while j < b.len()
+        && BYTE_CLASS[b[j] as usize] != WS
+        && !matches!(b[j], b',' | b';' | b'&' | b')' | b']' | b'}' | b'>')
+    {
+        j += 1;
+    }
+    j
+}
+
+fn is_key(k: &[u8]) -> bool {
+    matches!(k.first(), Some(c) if c.is_ascii_alphabetic() || *c == b'_')
+        && k.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Classifies the chunk `line[start..end]`, pushing one or more tokens.
+fn chunk(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
+    let b = line.as_bytes();
+    if let Some(class) = classify(&b[start..end]) {
+        out.push(tok(start, end, fix_role(line, start, end, class)));
+        return;
+    }
+    // Trailing sentence punctuation (`from 10.0.0.5.`, `src:`) stays outside a typed token.
+    let mut trimmed = end;
+    while trimmed > start + 1 && matches!(b[trimmed - 1], b'.' | b':' | b'!' | b'?') {
+        trimmed -= 1;
+    }
+    if trimmed < end {
+        if let Some(class) = classify(&b[start..trimmed]) {
+            out.push(tok(start, trimmed, fix_role(line, start, trimmed, class)));
+            for k in trimmed..end {
+                out.push(tok(k, k + 1, Class::Punct));
+            }
+            return;
+        }
+    }
+    split(line, start, end, out);
+}
+
+fn fix_role(line: &str, start: usize, end: usize, class: Class) -> Class {
+    match class.role() {
+        Role::Mined => mined(line, start, end, class),
+        _ => class,
+    }
+}
+
+/// Splits an unclassifiable chunk into alphanumeric runs and single punctuation bytes.
+fn split(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
+    let b = line.as_bytes();
+    let mut i = start;
+    while i < end {
+        if is_word_byte(b[i]) {
+            let mut j = i + 1;
+            while j < end && is_word_byte(b[j]) {
+                j += 1;
+            }
+            let class = classify_word(&b[i..j]);
+            out.push(tok(i, j, fix_role(line, i, j, class)));
+            i = j;
+        } else {
+            out.push(tok(i, i + 1, Class::Punct));
+            i += 1;
+        }
+    }
+}
+
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+}
+
+/// An alphanumeric run: number, hex, id or word.
+fn classify_word(w: &[u8]) -> Class {
+    let digits = w.iter().filter(|c| c.is_ascii_digit()).count();
+    if digits == w.len() {
+        Class::Int
+    } else if digits == 0 {
+        Class::Word
+    } else if is_hex_id(w) {
+        Class::Hex
+    } else {
+        Class::Id
+    }
+}
+
+fn is_hex_id(w: &[u8]) -> bool {
+    w.len() >= 8 && w.iter().all(u8::is_ascii_hexdigit)
+}
+
+/// Classifies a whole chunk, or `None` if it must be split.
+pub(crate) fn classify(w: &[u8]) -> Option<Class> {
+    let first = *w.first()?;
+    let mut digits = 0usize;
+    let mut alpha = 0usize;
+    let mut high = 0usize;
+    let (mut dots, mut colons, mut dashes, mut slashes, mut at) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut other = 0usize;
+    for &c in w {
+        match c {
+            b'0'..=b'9' => digits += 1,
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => alpha += 1,
+            b'.' => dots += 1,
+            b':' => colons += 1,
+            b'-' => dashes += 1,
+            b'/' | b'\\' => slashes += 1,
+            b'@' => at += 1,
+            0x80..=0xff => high += 1,
+            _ => other += 1,
+        }
+    }
+    if slashes > 0 && is_url(w) {
+        return Some(Class::Url);
+    }
+    if at == 1 && is_email(w) {
+        return Some(Class::Email);
+    }
+    if digits == 0 {
+        if slashes > 0 {
+            return is_path(w).then_some(Class::Path);
+        }
+        if other > 0 || colons > 0 || at > 0 {
+            return None;
+        }
+        if dots + dashes > 0 {
+            let name_ok = first != b'.' && first != b'-' && !matches!(w.last(), Some(b'.' | b'-'));
+            return name_ok.then_some(Class::Name);
+        }
+        return Some(Class::Word);
+    }
+    // Chunks with digits.
+    if w.len() == 36 && dashes == 4 && is_uuid(w) {
+        return Some(Class::Uuid);
+    }
+    if colons == 5 && w.len() == 17 && is_mac(w) {
+        return Some(Class::Mac);
+    }
+    if dots == 3 && is_ipv4_port(w) {
+        return Some(Class::IPv4);
+    }
+    if colons >= 2 && is_ipv6(w) {
+        return Some(Class::IPv6);
+    }
+    if is_datetime(w) {
+        return Some(Class::DateTime);
+    }
+    if is_number(w) {
+        return Some(if dots == 1 { Class::Float } else { Class::Int });
+    }
+    if w.len() > 2
+        && w[0] == b'0'
+        && (w[1] == b'x' || w[1] == b'X')
+        && w[2..].iter().all(u8::is_ascii_hexdigit)
+    {
+        return Some(Class::Hex);
+    }
+    if let Some(class) = unit_number(w) {
+        return Some(class);
+    }
+    if slashes > 0 {
+        return is_path(w).then_some(Class::Path);
+    }
+    if colons == 1 && is_host_port(w) {
+        return Some(Class::HostPort);
+    }
+    if high == 0 && other == 0 && colons == 0 && at == 0 {
+        if alpha + digits == w.len() && is_hex_id(w) {
+            return Some(Class::Hex);
+        }
+        if alpha > 0 {
+            return Some(Class::Id);
+        }
+    }
+    None
+}
+
+fn is_number(w: &[u8]) -> bool {
+    let body = w.strip_prefix(b"-").unwrap_or(w);
+    let mut parts = body.splitn(2, |&c| c == b'.');
+    let int = parts.next().unwrap_or_default();
+    let frac = parts.next();
+    !int.is_empty()
+        && int.iter().all(u8::is_ascii_digit)
+        && frac.is_none_or(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit))
+}
+
+fn digits_in(w: &[u8], lo: usize, hi: usize) -> bool {
+    (lo..=hi).contains(&w.len()) && w.iter().all(u8::is_ascii_digit)
+}
+
+fn is_ipv4(w: &[u8]) -> bool {
+    let mut n = 0;
+    for part in w.split(|&c| c == b'.') {
+        n += 1;
+        if !digits_in(part, 1, 3)
+            || part.iter().fold(0u32, |a, &c| a * 10 + u32::from(c - b'0')) > 255
+        {
+            return false;
+        }
+    }
+    n == 4
+}
+
+fn is_ipv4_port(w: &[u8]) -> bool {
+    match w.iter().position(|&c| c == b':') {
+        Some(p) => is_ipv4(&w[..p]) && digits_in(&w[p + 1..], 1, 5),
+        None => is_ipv4(w),
+    }
+}
+
+fn is_ipv6(w: &[u8]) -> bool {
+    let w = w.strip_prefix(b"[").unwrap_or(w);
+    let core = match w.iter().position(|&c| c == b'%' || c == b']') {
+        Some(p) => &w[..p],
+        None => w,
+    };
+    let groups = core.split(|&c| c == b':').count();
+    (3..=8).contains(&groups)
+        && core
+            .iter()
+            .all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.')
+        && core
+            .split(|&c| c == b':')
+            .all(|g| g.len() <= 4 || is_ipv4(g))
+}
+
+fn is_mac(w: &[u8]) -> bool {
+    w.chunks(3).all(|g| {
+        g[0].is_ascii_hexdigit() && g[1].is_ascii_hexdigit() && (g.len() == 2 || g[2] == b':')
+    })
+}
+
+fn is_uuid(w: &[u8]) -> bool {
+    w.iter().enumerate().all(|(i, c)| {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *c == b'-'
+        } else {
+            c.is_ascii_hexdigit()
+        }
+    })
+}
+
+fn is_url(w: &[u8]) -> bool {
+    let Some(p) = w.windows(3).position(|x| x == b"://") else {
+        return false;
+    };
+    p > 0
+        && w[..p]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+}
+
+fn is_email(w: &[u8]) -> bool {
+    let Some(p) = w.iter().position(|&c| c == b'@') else {
+        return false;
+    };
+    let (local, domain) = (&w[..p], &w[p + 1..]);
+    !local.is_empty()
+        && domain.contains(&b'.')
+        && !domain.ends_with(b".")
+        && domain
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-'))
+}
+
+fn is_path(w: &[u8]) -> bool {
+    let abs = w.starts_with(b"/")
+        || w.starts_with(b"./")
+        || w.starts_with(b"~/")
+        || w.starts_with(b"\\\\");
+    let windows = w.len() > 2 && w[0].is_ascii_alphabetic() && w[1] == b':' && w[2] == b'\\';
+    let segments = w.iter().filter(|&&c| c == b'/').count();
+    (abs || windows || segments >= 2) && w.len() > 1
+}
+
+fn is_host_port(w: &[u8]) -> bool {
+    let Some(p) = w.iter().position(|&c| c == b':') else {
+        return false;
+    };
+    let host = &w[..p];
+    digits_in(&w[p + 1..], 1, 5)
+        && !host.is_empty()
+        && host.iter().any(u8::is_ascii_alphabetic)
+        && host
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+}
+
+/// Dates, times and date-times in common layouts: `2024-01-15`, `2024/01/15`, `10:30:00.123`,
+/// `2016-09-28T04:30:30Z`, `17/06/09`, `10/Oct/2000:13:55:36`, `2005-06-03-15.42.50.675872`.
+fn is_datetime(w: &[u8]) -> bool {
+    if !w[0].is_ascii_digit() || w.len() < 5 {
+        return false;
+    }
+    let mut groups = 0;
+    let mut seps = 0;
+    let mut month_name = false;
+    let mut i = 0;
+    while i < w.len() {
+        let c = w[i];
+        if c.is_ascii_digit() {
+            let s = i;
+            while i < w.len() && w[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i - s > 4 && groups > 0 && i - s > 9 {
+                return false;
+            }
+            groups += 1;
+            continue;
+        }
+        match c {
+            b'-' | b'/' | b':' | b'.' | b',' | b'+' => seps += 1,
+            b'T' | b'Z' => {}
+            b'A'..=b'Z' | b'a'..=b'z' if !month_name => {
+                // A month name between slashes (CLF `10/Oct/2000`).
+                let s = i;
+                while i < w.len() && w[i].is_ascii_alphabetic() {
+                    i += 1;
+                }
+                if i - s != 3 {
+                    return false;
+                }
+                month_name = true;
+                continue;
+            }
+            _ => return false,
+        }
+        i += 1;
+    }
+    let has_time = w.iter().filter(|&&c| c == b':').count() >= 2;
+    let date_seps = w.iter().filter(|&&c| c == b'-' || c == b'/').count() >= 2;
+    groups >= 3
+        && seps >= 2
+        && (has_time || date_seps)
+        && !(w.iter().filter(|&&c| c == b'.').count() == 3 && !has_time)
+}
+
+/// A number with a duration or size unit: `30s`, `2h45m10s`, `15ms`, `512MB`, `4KiB`.
+fn unit_number(w: &[u8]) -> Option<Class> {
+    let body = w.strip_prefix(b"-").unwrap_or(w);
+    let mut i = 0;
+    let mut duration_parts = 0;
+    let mut size = false;
+    while i < body.len() {
+        let s = i;
+        while i < body.len() && (body[i].is_ascii_digit() || body[i] == b'.') {
+            i += 1;
+        }
+        if i == s {
+            return None;
+        }
+        let u = i;
+        while i < body.len() && body[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        match &body[u..i] {
+            b"ns" | b"us" | b"ms" | b"s" | b"m" | b"h" | b"d" => duration_parts += 1,
+            b"B" | b"K" | b"KB" | b"KiB" | b"M" | b"MB" | b"MiB" | b"G" | b"GB" | b"GiB" | b"T"
+            | b"TB" | b"TiB" | b"k" | b"kB"
+                if i == body.len() && duration_parts == 0 =>
+            {
+                size = true
+            }
+            _ => return None,
+        }
+    }
+    if size {
+        Some(Class::Size)
+    } else if duration_parts > 0 {
+        Some(Class::Duration)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classes(line: &str) -> Vec<(String, Class)> {
+        let mut out = Vec::new();
+        tokenize(line, &mut out);
+        out.iter()
+            .map(|t| (t.text(line).to_string(), t.class))
+            .collect()
+    }
+
+    fn typed(chunk: &str) -> Option<Class> {
+        classify(chunk.as_bytes())
+    }
+
+    #[test]
+    fn tokens_tile_the_line() {
+        for line in [
+            "",
+            " ",
+            "a=",
+            "x=\"q v\" y=1,z",
+            "Jun  9 06:06:20 host sshd[123]: ok",
+            "\u{1F600} \x00\x7f é",
+        ] {
+            let mut out = Vec::new();
+            tokenize(line, &mut out);
+            let mut at = 0;
+            for t in &out {
+                assert_eq!(t.start, at, "{line:?}");
+                at = t.end;
+            }
+            assert_eq!(at as usize, line.len(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn typed_classes() {
+        assert_eq!(typed("10.0.0.5"), Some(Class::IPv4));
+        assert_eq!(typed("10.0.0.5:8080"), Some(Class::IPv4));
+        assert_eq!(typed("10.0.0.256"), None, "octet 256 is not an IPv4");
+        assert_eq!(typed("fe80::1%eth0"), Some(Class::IPv6));
+        assert_eq!(typed("::1"), Some(Class::IPv6));
+        assert_eq!(typed("00:1a:2b:3c:4d:5e"), Some(Class::Mac));
+        assert_eq!(
+            typed("123e4567-e89b-12d3-a456-426614174000"),
+            Some(Class::Uuid)
+        );
+        assert_eq!(typed("2024-01-15"), Some(Class::DateTime));
+        assert_eq!(typed("10:30:00.123"), Some(Class::DateTime));
+        assert_eq!(typed("2016-09-28T04:30:30Z"), Some(Class::DateTime));
+        assert_eq!(typed("10/Oct/2000:13:55:36"), Some(Class::DateTime));
+        assert_eq!(typed("-42"), Some(Class::Int));
+        assert_eq!(typed("99.99"), Some(Class::Float));
+        assert_eq!(typed("0xdeadBEEF"), Some(Class::Hex));
+        assert_eq!(typed("30s"), Some(Class::Duration));
+        assert_eq!(typed("2h45m10s"), Some(Class::Duration));
+        assert_eq!(typed("512MB"), Some(Class::Size));
+        assert_eq!(typed("/var/log/syslog"), Some(Class::Path));
+        assert_eq!(typed("https://example.com/a?b=c"), Some(Class::Url));
+        assert_eq!(typed("root@example.com"), Some(Class::Email));
+        assert_eq!(typed("proxy.cse.cuhk.edu.hk:5070"), Some(Class::HostPort));
+        assert_eq!(typed("blk_-1608999687919862906"), Some(Class::Id));
+        assert_eq!(typed("ssh2"), Some(Class::Id));
+        assert_eq!(typed("dfs.DataNode$PacketResponder"), None);
+        assert_eq!(typed("host.example.com"), Some(Class::Name));
+        assert_eq!(typed("Receiving"), Some(Class::Word));
+    }
+
+    #[test]
+    fn sentence_punctuation_and_keys() {
+        let c = classes("from 10.0.0.5. user=bob x= done");
+        assert!(c.contains(&("10.0.0.5".into(), Class::IPv4)));
+        assert!(c.contains(&(".".into(), Class::Punct)));
+        assert!(c.contains(&("user=".into(), Class::Key)));
+        assert!(c.contains(&("bob".into(), Class::KvValue)));
+        assert!(
+            c.contains(&("".into(), Class::KvValue)),
+            "an empty value is a token: {c:?}"
+        );
+        let c = classes("msg=\"a b c\" ok");
+        assert!(c.contains(&("\"a b c\"".into(), Class::KvValue)));
+        let c = classes("say 'hello world' now");
+        assert!(c.contains(&("'hello world'".into(), Class::Quoted)));
+    }
+
+    #[test]
+    fn non_bmp_text_is_never_mined() {
+        let c = classes("smile \u{1F600}ok");
+        assert!(
+            c.iter()
+                .any(|(t, k)| t.contains('\u{1F600}') && *k == Class::Opaque),
+            "{c:?}"
+        );
+    }
+}
