@@ -29,6 +29,7 @@ pub mod budget;
 pub mod dict;
 pub mod engine;
 pub mod miner;
+pub mod roundtrip;
 pub mod token;
 pub mod values;
 

@@ -151,15 +151,15 @@ impl Miner {
         let mut symbols = 0;
         for t in tokens {
             match t.class.role() {
+                // Whitespace runs of different lengths may share a pattern (syslog pads `Jun  9`).
+                Role::Structural if t.class == Class::Ws => skeleton.write_u8(3),
                 Role::Structural => {
                     skeleton.write_u8(0);
                     skeleton.write(t.text(line).as_bytes());
                 }
                 Role::Mined => skeleton.write_u8(1),
-                Role::Dynamic => {
-                    skeleton.write_u8(2);
-                    skeleton.write_u8(t.class as u8);
-                }
+                // Values of any class may share a slot (an IP in one line, a host name in the next).
+                Role::Dynamic => skeleton.write_u8(2),
             }
             if symbols < 2 && t.class != Class::Ws {
                 symbols += 1;
@@ -186,45 +186,46 @@ impl Miner {
     }
 
     /// Similarity of `line` to `c`: `None` if incompatible, else (similarity, static positions).
+    ///
+    /// Structural tokens must be equal (whitespace may differ in length). Every other position compares a
+    /// word or value: it counts in the denominator when either side is a word, and as equal when the
+    /// cluster holds the same static word.
     fn similarity(c: &Cluster, line: &str, tokens: &[Token]) -> Option<(f64, usize)> {
         if c.toks.len() != tokens.len() {
             return None;
         }
-        let (mut mined, mut equal, mut statics) = (0usize, 0usize, 0usize);
+        let (mut compared, mut equal, mut statics) = (0usize, 0usize, 0usize);
         for (ct, t) in c.toks.iter().zip(tokens) {
             let cls = t.class;
             match cls.role() {
+                Role::Structural if cls == Class::Ws => {
+                    if ct.class != Class::Ws {
+                        return None;
+                    }
+                }
                 Role::Structural => {
-                    if ct.slot
-                        || ct.class != cls
-                        || c.text[ct.start as usize..ct.end as usize] != *t.text(line)
-                    {
+                    if ct.slot || ct.class != cls || c.text[ct.start as usize..ct.end as usize] != *t.text(line) {
                         return None;
                     }
                 }
-                Role::Dynamic => {
-                    if ct.class != cls {
+                role => {
+                    if ct.class.role() == Role::Structural {
                         return None;
                     }
-                }
-                Role::Mined => {
-                    mined += 1;
-                    if !ct.slot {
+                    let cluster_word = !ct.slot;
+                    if cluster_word || role == Role::Mined {
+                        compared += 1;
+                    }
+                    if cluster_word {
                         statics += 1;
-                        if ct.class == cls
-                            && c.text[ct.start as usize..ct.end as usize] == *t.text(line)
-                        {
+                        if ct.class == cls && c.text[ct.start as usize..ct.end as usize] == *t.text(line) {
                             equal += 1;
                         }
                     }
                 }
             }
         }
-        let sim = if mined == 0 {
-            1.0
-        } else {
-            equal as f64 / mined as f64
-        };
+        let sim = if compared == 0 { 1.0 } else { equal as f64 / compared as f64 };
         Some((sim, statics))
     }
 
@@ -279,7 +280,7 @@ impl Miner {
         };
         let mut new_slots = Vec::new();
         for (i, (ct, t)) in c.toks.iter().zip(tokens).enumerate() {
-            if t.class.role() == Role::Mined
+            if (t.class.role() != Role::Structural || t.class == Class::Ws)
                 && !ct.slot
                 && (ct.class != t.class
                     || c.text[ct.start as usize..ct.end as usize] != *t.text(line))

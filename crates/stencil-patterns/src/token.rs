@@ -57,6 +57,8 @@ pub enum Class {
     Url,
     /// `local@domain`.
     Email,
+    /// A parenthesised group without whitespace: `(host.example.com)`, `()`.
+    Group,
     /// Text that may not go into a compat template (characters above U+FFFF).
     Opaque,
 }
@@ -173,6 +175,14 @@ pub fn tokenize(line: &str, out: &mut Vec<Token>) {
                 }
             },
             DELIM => {
+                // `(host)` and `()` are one dynamic token, so that an empty group still lines up.
+                if b[i] == b'(' {
+                    if let Some(end) = group_end(b, i) {
+                        out.push(tok(i, end, mined(line, i, end, Class::Group)));
+                        i = end;
+                        continue;
+                    }
+                }
                 out.push(tok(i, i + 1, Class::Punct));
                 i += 1;
             }
@@ -212,6 +222,20 @@ fn mined(line: &str, start: usize, end: usize, class: Class) -> Class {
     } else {
         class
     }
+}
+
+/// The end of `(…)` when the inside has no whitespace, brackets or quotes (at most 256 bytes).
+fn group_end(b: &[u8], start: usize) -> Option<usize> {
+    let limit = (start + 256).min(b.len());
+    let mut j = start + 1;
+    while j < limit {
+        match b[j] {
+            b')' => return Some(j + 1),
+            c if BYTE_CLASS[c as usize] != 0 || c == b'(' => return None,
+            _ => j += 1,
+        }
+    }
+    None
 }
 
 fn quoted_end(b: &[u8], start: usize) -> Option<usize> {
@@ -266,6 +290,12 @@ fn chunk(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
             }
             return;
         }
+    }
+    // A chunk with digits that is no known kind (`Package_for_KB31~31bf~amd64~~6.1.1.0`) is one value; a
+    // digit-free one (`a:b`, `foo$bar`) is split so that its words can stay static.
+    if b[start..end].iter().any(u8::is_ascii_digit) && !b[start..end].iter().any(|&c| c >= 0xF0) {
+        out.push(tok(start, end, Class::Id));
+        return;
     }
     split(line, start, end, out);
 }
@@ -358,7 +388,7 @@ pub(crate) fn classify(w: &[u8]) -> Option<Class> {
             let name_ok = first != b'.' && first != b'-' && !matches!(w.last(), Some(b'.' | b'-'));
             return name_ok.then_some(Class::Name);
         }
-        return Some(Class::Word);
+        return Some(if is_calendar_word(w) { Class::DateTime } else { Class::Word });
     }
     // Chunks with digits.
     if w.len() == 36 && dashes == 4 && is_uuid(w) {
@@ -404,6 +434,23 @@ pub(crate) fn classify(w: &[u8]) -> Option<Class> {
         }
     }
     None
+}
+
+/// Day and month names (`Mon`, `Sunday`, `Jun`, `June`): parts of dates, so dynamic.
+fn is_calendar_word(w: &[u8]) -> bool {
+    const NAMES: [&[u8]; 19] = [
+        b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun", b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul",
+        b"aug", b"sep", b"oct", b"nov", b"dec",
+    ];
+    const FULL: [&[u8]; 19] = [
+        b"monday", b"tuesday", b"wednesday", b"thursday", b"friday", b"saturday", b"sunday", b"january", b"february",
+        b"march", b"april", b"may", b"june", b"july", b"august", b"september", b"october", b"november", b"december",
+    ];
+    if !w.first().is_some_and(u8::is_ascii_uppercase) || !(3..=9).contains(&w.len()) {
+        return false;
+    }
+    let names: &[&[u8]] = if w.len() == 3 { &NAMES } else { &FULL };
+    names.iter().any(|n| n.eq_ignore_ascii_case(w))
 }
 
 fn is_number(w: &[u8]) -> bool {

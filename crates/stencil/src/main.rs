@@ -21,6 +21,7 @@ struct Cli {
 const EXAMPLES: &str = "Examples:
   stencil intake --listen 127.0.0.1:10600 --out ./rebuilt --api-key secret
   stencil intake --listen 0.0.0.0:10600 --jsonl logs.jsonl --tls-cert cert.pem --tls-key key.pem
+  stencil bench patterns --loghub ../shared/corpus/loghub-2k
   stencil ship /var/log/syslog          (not yet)";
 
 #[derive(Subcommand)]
@@ -32,8 +33,9 @@ enum Command {
     },
     /// Run an intake: receive both protocol generations and write the rebuilt logs to a sink.
     Intake(Box<cmd::intake::IntakeArgs>),
-    /// Run a benchmark (not yet implemented).
-    Bench,
+    /// Run a benchmark.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,7 +43,8 @@ fn main() -> ExitCode {
     cmd::init_tracing(&cli.log_level);
     match cli.command {
         Command::Intake(args) => cmd::intake::run(*args),
-        Command::Ship { .. } | Command::Bench => {
+        Command::Bench(b) => cmd::bench::run(b),
+        Command::Ship { .. } => {
             eprintln!(
                 "stencil: not yet. This subcommand lands with its issue; `stencil intake` works today."
             );

@@ -3,8 +3,6 @@
 #![allow(dead_code)]
 
 use stencil_codec::datum::Datum;
-use stencil_codec::escape::{unescape, ESCAPED_TAG};
-use stencil_codec::{BatchEncoder, Compression, Generation, Limits, LogRecord, StreamDecoder};
 use stencil_patterns::{Engine, EngineConfig, Meta};
 
 /// Splits file bytes into lines without their `\n`; the flag says whether the last line had one.
@@ -21,45 +19,9 @@ pub fn split_lines(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
     (body.split(|&b| b == b'\n').collect(), final_newline)
 }
 
-/// The original bytes of a rebuilt record.
-pub fn record_bytes(r: &LogRecord) -> Vec<u8> {
-    if r.tags().any(|t| t == ESCAPED_TAG) {
-        unescape(&r.message).expect("valid escape")
-    } else {
-        r.message.clone().into_bytes()
-    }
-}
-
-/// Encodes `lines` with a fresh engine in batches of `batch`, decodes them with a fresh v3 decoder, and
-/// returns the rebuilt records plus every datum emitted.
-pub fn round_trip(
-    lines: &[&[u8]],
-    config: EngineConfig,
-    batch: usize,
-) -> (Vec<Vec<u8>>, Vec<Datum>) {
-    let mut engine = Engine::new(config);
-    let encoder = BatchEncoder::new(Generation::V3, Compression::ZSTD);
-    let mut decoder = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default());
-    decoder.decode(0, &[]).expect("empty snapshot");
-    let mut rebuilt = Vec::with_capacity(lines.len());
-    let mut all = Vec::new();
-    for (n, chunk) in lines.chunks(batch.max(1)).enumerate() {
-        let mut datums = Vec::new();
-        for (i, line) in chunk.iter().enumerate() {
-            let meta = Meta {
-                timestamp: 1_700_000_000_000 + (n * batch + i) as i64,
-                ..Meta::default()
-            };
-            engine.encode(line, &meta, &mut datums);
-        }
-        let payload = encoder.encode(&datums).expect("encodable");
-        let decoded = decoder
-            .decode(n as u32 + 1, &payload.data)
-            .unwrap_or_else(|e| panic!("batch {n}: {e}"));
-        rebuilt.extend(decoded.logs.iter().map(record_bytes));
-        all.extend(datums);
-    }
-    (rebuilt, all)
+/// Encodes `lines` through the engine and the real codec and returns the rebuilt records.
+pub fn round_trip(lines: &[&[u8]], config: EngineConfig, batch: usize) -> Vec<Vec<u8>> {
+    stencil_patterns::roundtrip::round_trip(lines, config, batch).unwrap_or_else(|e| panic!("round trip failed: {e}")).rebuilt
 }
 
 /// Asserts that every line comes back byte for byte.
@@ -69,10 +31,20 @@ pub fn assert_lossless(
     batch: usize,
     what: &str,
 ) -> Vec<Datum> {
-    let (rebuilt, datums) = round_trip(lines, config, batch);
+    let rebuilt = round_trip(lines, config.clone(), batch);
     assert_eq!(rebuilt.len(), lines.len(), "{what}: one record per line");
     for (i, (got, want)) in rebuilt.iter().zip(lines).enumerate() {
         assert_eq!(got.as_slice(), *want, "{what}: line {} differs", i + 1);
     }
-    datums
+    encode_all(lines, config)
+}
+
+/// Every datum a fresh engine emits for `lines`.
+pub fn encode_all(lines: &[&[u8]], config: EngineConfig) -> Vec<Datum> {
+    let mut engine = Engine::new(config);
+    let mut out = Vec::new();
+    for line in lines {
+        engine.encode(line, &Meta::default(), &mut out);
+    }
+    out
 }

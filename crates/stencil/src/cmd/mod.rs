@@ -1,5 +1,6 @@
 //! Subcommand implementations and what they share (diagnostic logging, runtime setup).
 
+pub mod bench;
 pub mod intake;
 
 use tracing_subscriber::EnvFilter;

@@ -1,0 +1,284 @@
+//! `stencil bench …`: benchmarks that measure, in one run, what the issues set targets for.
+//!
+//! `bench patterns` reports, per Loghub system: grouping accuracy (GA) on the CSV's `Content` column and on
+//! the raw lines, patterns learned, single-thread throughput of tokenize + mine + encode (cold: fresh
+//! engine; steady: second pass), whether every raw line round-trips byte-exactly through the codec, and the
+//! encoded bytes against per-batch zstd-1 of the raw lines.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use stencil_codec::{BatchEncoder, Compression, Generation};
+use stencil_patterns::roundtrip::round_trip;
+use stencil_patterns::{Engine, EngineConfig, Meta};
+
+/// Benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Pattern engine quality and speed on Loghub samples.
+    Patterns(PatternsArgs),
+}
+
+/// Flags of `stencil bench patterns`.
+#[derive(Args, Debug)]
+pub struct PatternsArgs {
+    /// Folders laid out as `<System>/<System>_2k.log` and `<System>/<System>_2k.log_structured.csv`.
+    #[arg(long = "loghub", value_name = "DIR", required = true, num_args = 1..)]
+    dirs: Vec<PathBuf>,
+    /// Print one JSON object per system (and one for the average) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Lines per batch for the wire-size and round-trip figures.
+    #[arg(long, default_value_t = 100)]
+    batch_lines: usize,
+}
+
+/// Runs a benchmark.
+pub fn run(command: BenchCommand) -> ExitCode {
+    let result = match command {
+        BenchCommand::Patterns(args) => patterns(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stencil bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct System {
+    name: String,
+    raw: Vec<u8>,
+    content: Vec<String>,
+    events: Vec<String>,
+}
+
+fn load_systems(dirs: &[PathBuf]) -> Result<Vec<System>, String> {
+    let mut systems = Vec::new();
+    for dir in dirs {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| format!("--loghub {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        for name in names {
+            let base = dir.join(&name);
+            let log = base.join(format!("{name}_2k.log"));
+            let csv = base.join(format!("{name}_2k.log_structured.csv"));
+            if !log.is_file() || !csv.is_file() {
+                continue;
+            }
+            let raw = std::fs::read(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+            let (content, events) = read_structured(&csv)?;
+            systems.push(System { name, raw, content, events });
+        }
+    }
+    if systems.is_empty() {
+        return Err("no <System>/<System>_2k.log with its _structured.csv under the given --loghub folders".into());
+    }
+    Ok(systems)
+}
+
+/// The `Content` and `EventId` columns (third- and second-to-last) of a Loghub structured CSV.
+fn read_structured(path: &Path) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let headers = reader.headers().map_err(|e| format!("{}: {e}", path.display()))?.clone();
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let (Some(content), Some(event)) = (col("Content"), col("EventId")) else {
+        return Err(format!("{}: no Content or EventId column", path.display()));
+    };
+    let (mut contents, mut events) = (Vec::new(), Vec::new());
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("{}: {e}", path.display()))?;
+        contents.push(record.get(content).unwrap_or_default().to_owned());
+        events.push(record.get(event).unwrap_or_default().to_owned());
+    }
+    Ok((contents, events))
+}
+
+/// Grouping accuracy: a line is correct when the lines sharing its predicted group are exactly the lines
+/// sharing its true group. Lines without a predicted group are groups of their own.
+pub fn grouping_accuracy(predicted: &[Option<u64>], truth: &[String]) -> f64 {
+    if predicted.is_empty() {
+        return 1.0;
+    }
+    let pred: Vec<(bool, u64)> = predicted
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.map_or((false, i as u64), |id| (true, id)))
+        .collect();
+    let mut pred_size: HashMap<(bool, u64), usize> = HashMap::new();
+    let mut true_size: HashMap<&str, usize> = HashMap::new();
+    let mut both: HashMap<((bool, u64), &str), usize> = HashMap::new();
+    for (p, t) in pred.iter().zip(truth) {
+        *pred_size.entry(*p).or_default() += 1;
+        *true_size.entry(t.as_str()).or_default() += 1;
+        *both.entry((*p, t.as_str())).or_default() += 1;
+    }
+    let correct = pred
+        .iter()
+        .zip(truth)
+        .filter(|(p, t)| {
+            let n = both[&(**p, t.as_str())];
+            n == pred_size[*p] && n == true_size[t.as_str()]
+        })
+        .count();
+    correct as f64 / predicted.len() as f64
+}
+
+fn mine_groups(lines: &[&[u8]]) -> (Vec<Option<u64>>, usize) {
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    let groups = lines
+        .iter()
+        .map(|l| {
+            out.clear();
+            engine.encode(l, &Meta::default(), &mut out).pattern
+        })
+        .collect();
+    (groups, engine.state_size().0)
+}
+
+/// Lines per second of tokenize + mine + encode (serialized v3 datums, uncompressed), cold and steady.
+fn throughput(lines: &[&[u8]]) -> (f64, f64) {
+    let encoder = BatchEncoder::new(Generation::V3, Compression::Identity);
+    let mut engine = Engine::new(EngineConfig::default());
+    let pass = |engine: &mut Engine| {
+        let started = Instant::now();
+        let mut datums = Vec::with_capacity(2048);
+        let mut sink = 0usize;
+        for chunk in lines.chunks(1000) {
+            datums.clear();
+            for l in chunk {
+                engine.encode(l, &Meta::default(), &mut datums);
+            }
+            sink += encoder.serialize(&datums).map_or(0, |b| b.len());
+        }
+        std::hint::black_box(sink);
+        lines.len() as f64 / started.elapsed().as_secs_f64().max(1e-9)
+    };
+    let cold = pass(&mut engine);
+    let mut steady: Vec<f64> = (0..5).map(|_| pass(&mut engine)).collect();
+    steady.sort_by(f64::total_cmp);
+    (cold, steady[2])
+}
+
+fn zstd1_per_batch(lines: &[&[u8]], batch: usize) -> usize {
+    lines
+        .chunks(batch.max(1))
+        .map(|chunk| {
+            let mut raw = Vec::new();
+            for l in chunk {
+                raw.extend_from_slice(l);
+                raw.push(b'\n');
+            }
+            Compression::ZSTD.compress(&raw).map_or(0, |c| c.len())
+        })
+        .sum()
+}
+
+fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if body.is_empty() {
+        return Vec::new();
+    }
+    body.split(|&b| b == b'\n').collect()
+}
+
+fn patterns(args: &PatternsArgs) -> Result<(), String> {
+    let systems = load_systems(&args.dirs)?;
+    let mut rows = Vec::new();
+    for s in &systems {
+        let content: Vec<&[u8]> = s.content.iter().map(|c| c.as_bytes()).collect();
+        let raw = split_lines(&s.raw);
+        let (groups, _) = mine_groups(&content);
+        let ga_content = grouping_accuracy(&groups, &s.events);
+        let (line_groups, _) = mine_groups(&raw);
+        let ga_line = if raw.len() == s.events.len() { grouping_accuracy(&line_groups, &s.events) } else { f64::NAN };
+        let trip = round_trip(&raw, EngineConfig::default(), args.batch_lines)?;
+        let roundtrip_ok = trip.rebuilt.len() == raw.len() && trip.rebuilt.iter().zip(&raw).all(|(a, b)| a == b);
+        let (cold, steady) = throughput(&raw);
+        let zstd1 = zstd1_per_batch(&raw, args.batch_lines);
+        rows.push(json!({
+            "system": s.name,
+            "lines": raw.len(),
+            "ga_content": ga_content,
+            "ga_line": ga_line,
+            "patterns": trip.patterns,
+            "lines_per_sec": steady,
+            "lines_per_sec_cold": cold,
+            "roundtrip_ok": roundtrip_ok,
+            "raw_bytes": s.raw.len(),
+            "encoded_bytes": trip.payload_bytes,
+            "zstd1_bytes": zstd1,
+        }));
+    }
+    let n = rows.len() as f64;
+    let mean = |k: &str| rows.iter().map(|r| r[k].as_f64().unwrap_or(0.0)).sum::<f64>() / n;
+    let sum = |k: &str| rows.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let average = json!({
+        "system": "average",
+        "lines": sum("lines"),
+        "ga_content": mean("ga_content"),
+        "ga_line": mean("ga_line"),
+        "patterns": mean("patterns"),
+        "lines_per_sec": mean("lines_per_sec"),
+        "lines_per_sec_cold": mean("lines_per_sec_cold"),
+        "roundtrip_ok": rows.iter().all(|r| r["roundtrip_ok"] == true),
+        "raw_bytes": sum("raw_bytes"),
+        "encoded_bytes": sum("encoded_bytes"),
+        "zstd1_bytes": sum("zstd1_bytes"),
+    });
+    rows.push(average);
+    if args.json {
+        for r in &rows {
+            println!("{r}");
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:>6} {:>10} {:>8} {:>8} {:>12} {:>12} {:>9} {:>10} {:>10}",
+        "system", "lines", "ga_content", "ga_line", "patterns", "lines/s", "cold l/s", "roundtrip", "encoded", "zstd1"
+    );
+    for r in &rows {
+        println!(
+            "{:<12} {:>6} {:>10.3} {:>8.3} {:>8.0} {:>12.0} {:>12.0} {:>9} {:>10} {:>10}",
+            r["system"].as_str().unwrap_or(""),
+            r["lines"],
+            r["ga_content"].as_f64().unwrap_or(f64::NAN),
+            r["ga_line"].as_f64().unwrap_or(f64::NAN),
+            r["patterns"].as_f64().unwrap_or(0.0),
+            r["lines_per_sec"].as_f64().unwrap_or(0.0),
+            r["lines_per_sec_cold"].as_f64().unwrap_or(0.0),
+            r["roundtrip_ok"],
+            r["encoded_bytes"],
+            r["zstd1_bytes"],
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_accuracy_counts_exact_groups() {
+        let truth: Vec<String> = ["a", "a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(grouping_accuracy(&[Some(1), Some(1), Some(2), Some(3)], &truth), 1.0);
+        // b and c merged: both wrong; a still right.
+        assert_eq!(grouping_accuracy(&[Some(1), Some(1), Some(2), Some(2)], &truth), 0.5);
+        // a split: both a lines wrong.
+        assert_eq!(grouping_accuracy(&[Some(1), None, Some(2), Some(3)], &truth), 0.5);
+    }
+}
