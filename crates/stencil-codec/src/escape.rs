@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn round_trips_invalid_utf8_and_literal_markers() {
-        let marker = [&"marker \u{F8FE} literal ".as_bytes()[..], b"\xF0"].concat();
+        let marker = ["marker \u{F8FE} literal ".as_bytes(), b"\xF0"].concat();
         let cases: [&[u8]; 7] = [
             b"plain",
             b"bad \xff byte",

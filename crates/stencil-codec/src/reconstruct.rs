@@ -53,6 +53,21 @@ impl LogRecord {
     }
 }
 
+/// The exact bytes a Stencil agent read for this log: the text itself; for a JSON log, its document
+/// serialized compactly in key order (the agent sends a JSON log structurally only when that is exact);
+/// for a log tagged [`crate::escape::ESCAPED_TAG`], the unescaped bytes.
+pub fn original_bytes(record: &LogRecord) -> Result<Vec<u8>, crate::escape::BadEscape> {
+    let text = match &record.json {
+        Some(doc) => serde_json::to_string(doc).unwrap_or_else(|_| record.message.clone()),
+        None => record.message.clone(),
+    };
+    if record.tags().any(|t| t == crate::escape::ESCAPED_TAG) {
+        crate::escape::unescape(&text)
+    } else {
+        Ok(text.into_bytes())
+    }
+}
+
 /// Canonical float text: the shortest decimal that round-trips, in ECMAScript Number-to-String form
 /// (`159.6`, `1e+21`, `1e-7`). Non-finite values are [`ErrorKind::NonFiniteFloat`].
 pub fn float_text(f: f64) -> Result<String, ErrorKind> {

@@ -7,12 +7,16 @@
 
 use std::borrow::Cow;
 
-use stencil_codec::datum::{Content, Datum, DynValue, Log, PatternDefine, Value};
+use stencil_codec::datum::{
+    Content, Datum, DynValue, JsonContext, JsonValue, Log, PatternDefine, Value,
+};
 use stencil_codec::escape::{escape, ESCAPED_TAG};
 
 use crate::budget::Budget;
 use crate::dict::Namespace;
+use crate::json::{self, Leaf};
 use crate::miner::{Miner, MinerConfig};
+use crate::schema::Schemas;
 use crate::token::{tokenize, Class, Token};
 use crate::values::{dict_eligible, stable_hash, type_value, Doorkeeper, Typed};
 
@@ -40,6 +44,12 @@ pub struct EngineConfig {
     pub meta: Budget,
     /// Admitted values (default 16,384 / 4 MiB).
     pub values: Budget,
+    /// JSON schemas (default 1,024 / 1 MiB).
+    pub schemas: Budget,
+    /// JSON key paths (default 4,096 / 1 MiB).
+    pub keys: Budget,
+    /// Send JSON objects structurally when that is byte-exact (default true).
+    pub json: bool,
     /// Doorkeeper slots (default 65,536).
     pub doorkeeper_slots: usize,
     /// Sightings before a value is admitted to the dictionary (default 2).
@@ -63,6 +73,9 @@ impl Default for EngineConfig {
             patterns: Budget::new(4096, 8 << 20),
             meta: Budget::new(4096, 2 << 20),
             values: Budget::new(16_384, 4 << 20),
+            schemas: Budget::new(1024, 1 << 20),
+            keys: Budget::new(4096, 1 << 20),
+            json: true,
             doorkeeper_slots: 65_536,
             admit_after: 2,
             dict_min_len: 2,
@@ -108,6 +121,8 @@ pub struct Stats {
     pub deletes: u64,
     /// Records whose text was escaped because it was not valid UTF-8.
     pub escaped: u64,
+    /// JSON records sent structurally (schema + columns).
+    pub json: u64,
 }
 
 /// The pattern engine of one stream.
@@ -117,12 +132,14 @@ pub struct Engine {
     miner: Miner,
     meta: Namespace,
     values: Namespace,
+    schemas: Schemas,
     doorkeeper: Doorkeeper,
     next_dict_id: u64,
     epoch: u64,
     tokens: Vec<Token>,
     deletes: Vec<Datum>,
     defines: Vec<Datum>,
+    schema_defines: Vec<Datum>,
     stats: Stats,
 }
 
@@ -140,12 +157,14 @@ impl Engine {
             miner,
             meta: Namespace::new(config.meta),
             values: Namespace::new(config.values),
+            schemas: Schemas::new(config.schemas, config.keys),
             doorkeeper: Doorkeeper::new(config.doorkeeper_slots),
             next_dict_id: 2,
             epoch: 0,
             tokens: Vec::with_capacity(64),
             deletes: Vec::new(),
             defines: Vec::new(),
+            schema_defines: Vec::new(),
             stats: Stats::default(),
             config,
         }
@@ -159,10 +178,15 @@ impl Engine {
     /// State held: (patterns, dictionary entries, bytes).
     pub fn state_size(&self) -> (usize, usize, usize) {
         let (patterns, pattern_bytes) = self.miner.size();
+        let (_, keys, schema_bytes) = self.schemas.size();
         (
             patterns,
-            self.meta.len() + self.values.len(),
-            pattern_bytes + self.meta.bytes() + self.values.bytes() + self.doorkeeper.bytes(),
+            self.meta.len() + self.values.len() + keys,
+            pattern_bytes
+                + self.meta.bytes()
+                + self.values.bytes()
+                + schema_bytes
+                + self.doorkeeper.bytes(),
         )
     }
 
@@ -172,12 +196,24 @@ impl Engine {
         self.stats.records += 1;
         self.deletes.clear();
         self.defines.clear();
+        self.schema_defines.clear();
         let text = escape(record);
         let escaped = matches!(text, Cow::Owned(_));
         self.stats.escaped += u64::from(escaped);
 
         let mut pattern_define = None;
-        let (content, pattern) = self.content(&text, &mut pattern_define);
+        let structural = if self.config.json && !escaped {
+            self.json(&text, &mut pattern_define)
+        } else {
+            None
+        };
+        let (content, pattern, json) = match structural {
+            Some(found) => found,
+            None => {
+                let (content, pattern) = self.content(&text, &mut pattern_define);
+                (content, pattern, None)
+            }
+        };
         let status = meta.status.and_then(|s| self.meta_id(s));
         let service = meta.service.and_then(|s| self.meta_id(s));
         let tags = self.tags_id(meta.tags, escaped);
@@ -185,6 +221,13 @@ impl Engine {
         self.stats.deletes += self.deletes.len() as u64;
         self.stats.dict_defines += self.defines.len() as u64;
         out.append(&mut self.deletes);
+        self.stats.dict_defines += self
+            .schema_defines
+            .iter()
+            .filter(|d| matches!(d, Datum::DictDefine(_)))
+            .count() as u64;
+        self.stats.json += u64::from(json.is_some());
+        out.append(&mut self.schema_defines);
         if let Some(define) = pattern_define {
             self.stats.pattern_defines += 1;
             out.push(Datum::PatternDefine(define));
@@ -198,7 +241,7 @@ impl Engine {
             service: service.map(Value::Dict),
             tags: tags.map(Value::Dict),
             content,
-            json: None,
+            json,
             uuid: None,
         }));
         Encoded {
@@ -230,6 +273,43 @@ impl Engine {
         sorted.dedup();
         let joined = sorted.join(",");
         self.meta_id(&joined)
+    }
+
+    /// The structural encoding of a JSON record: message content, pattern id and columns.
+    fn json(
+        &mut self,
+        text: &str,
+        define: &mut Option<PatternDefine>,
+    ) -> Option<(Content, Option<u64>, Option<JsonContext>)> {
+        if !text.starts_with('{') {
+            return None;
+        }
+        let plan = json::plan(text)?;
+        let schema = self.schemas.schema_for(
+            &plan,
+            self.epoch,
+            &mut self.next_dict_id,
+            &mut self.schema_defines,
+            &mut self.deletes,
+        )?;
+        let (content, pattern) = self.content(&plan.message, define);
+        let values = plan
+            .columns
+            .into_iter()
+            .map(|(_, leaf)| match leaf {
+                Leaf::Null => JsonValue::Null,
+                Leaf::Bool(b) => JsonValue::Bool(b),
+                Leaf::Int(i) => JsonValue::Int(i),
+                Leaf::Float(f) => JsonValue::Float(f),
+                Leaf::Str(s) => JsonValue::Str(s),
+                Leaf::Raw(r) => JsonValue::RawJson(r),
+            })
+            .collect();
+        Some((
+            content,
+            pattern,
+            Some(JsonContext::Columns { schema, values }),
+        ))
     }
 
     /// The Log content for `text`, and its pattern id.

@@ -7,6 +7,7 @@
 //! - [`values`]: value typing (compat profile) and the dictionary doorkeeper.
 //! - [`dict`]: bounded dictionary namespaces.
 //! - [`budget`]: count- and byte-capped stores with CLOCK eviction.
+//! - [`json`] and [`schema`]: JSON records as a message plus typed columns, when that is byte-exact.
 //! - [`engine`]: [`Engine`], which ties them together.
 //!
 //! This is the **compat profile**: the datum vocabulary Datadog peers understand (int, float, string and
@@ -28,8 +29,10 @@
 pub mod budget;
 pub mod dict;
 pub mod engine;
+pub mod json;
 pub mod miner;
 pub mod roundtrip;
+pub mod schema;
 pub mod token;
 pub mod values;
 

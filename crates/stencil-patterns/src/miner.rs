@@ -204,7 +204,10 @@ impl Miner {
                     }
                 }
                 Role::Structural => {
-                    if ct.slot || ct.class != cls || c.text[ct.start as usize..ct.end as usize] != *t.text(line) {
+                    if ct.slot
+                        || ct.class != cls
+                        || c.text[ct.start as usize..ct.end as usize] != *t.text(line)
+                    {
                         return None;
                     }
                 }
@@ -218,14 +221,20 @@ impl Miner {
                     }
                     if cluster_word {
                         statics += 1;
-                        if ct.class == cls && c.text[ct.start as usize..ct.end as usize] == *t.text(line) {
+                        if ct.class == cls
+                            && c.text[ct.start as usize..ct.end as usize] == *t.text(line)
+                        {
                             equal += 1;
                         }
                     }
                 }
             }
         }
-        let sim = if compared == 0 { 1.0 } else { equal as f64 / compared as f64 };
+        let sim = if compared == 0 {
+            1.0
+        } else {
+            equal as f64 / compared as f64
+        };
         Some((sim, statics))
     }
 

@@ -1,18 +1,13 @@
 //! The loss check shared by tests and benchmarks: records through the engine, the v3 encoder and the real
 //! stream decoder, back to bytes.
 
-use stencil_codec::escape::{unescape, ESCAPED_TAG};
 use stencil_codec::{BatchEncoder, Compression, Generation, Limits, LogRecord, StreamDecoder};
 
 use crate::{Engine, EngineConfig, Meta};
 
-/// The original bytes of a rebuilt record (unescaped when the engine escaped it).
+/// The original bytes of a rebuilt record.
 pub fn record_bytes(r: &LogRecord) -> Result<Vec<u8>, String> {
-    if r.tags().any(|t| t == ESCAPED_TAG) {
-        unescape(&r.message).map_err(|e| e.to_string())
-    } else {
-        Ok(r.message.clone().into_bytes())
-    }
+    stencil_codec::original_bytes(r).map_err(|e| e.to_string())
 }
 
 /// What a round trip produced.
@@ -28,7 +23,11 @@ pub struct RoundTrip {
 
 /// Encodes `records` with a fresh engine in batches of `batch`, sends each batch through the v3 encoder
 /// (zstd 1) and a fresh stream decoder, and returns the rebuilt records. Any codec error is returned.
-pub fn round_trip(records: &[&[u8]], config: EngineConfig, batch: usize) -> Result<RoundTrip, String> {
+pub fn round_trip(
+    records: &[&[u8]],
+    config: EngineConfig,
+    batch: usize,
+) -> Result<RoundTrip, String> {
     let mut engine = Engine::new(config);
     let encoder = BatchEncoder::new(Generation::V3, Compression::ZSTD);
     let mut decoder = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default());
@@ -48,7 +47,9 @@ pub fn round_trip(records: &[&[u8]], config: EngineConfig, batch: usize) -> Resu
             };
             engine.encode(record, &meta, &mut datums);
         }
-        let payload = encoder.encode(&datums).map_err(|e| format!("batch {n}: {e}"))?;
+        let payload = encoder
+            .encode(&datums)
+            .map_err(|e| format!("batch {n}: {e}"))?;
         out.payload_bytes += payload.data.len();
         let decoded = decoder
             .decode(n as u32 + 1, &payload.data)

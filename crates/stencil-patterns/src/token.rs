@@ -388,7 +388,11 @@ pub(crate) fn classify(w: &[u8]) -> Option<Class> {
             let name_ok = first != b'.' && first != b'-' && !matches!(w.last(), Some(b'.' | b'-'));
             return name_ok.then_some(Class::Name);
         }
-        return Some(if is_calendar_word(w) { Class::DateTime } else { Class::Word });
+        return Some(if is_calendar_word(w) {
+            Class::DateTime
+        } else {
+            Class::Word
+        });
     }
     // Chunks with digits.
     if w.len() == 36 && dashes == 4 && is_uuid(w) {
@@ -439,12 +443,29 @@ pub(crate) fn classify(w: &[u8]) -> Option<Class> {
 /// Day and month names (`Mon`, `Sunday`, `Jun`, `June`): parts of dates, so dynamic.
 fn is_calendar_word(w: &[u8]) -> bool {
     const NAMES: [&[u8]; 19] = [
-        b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun", b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul",
-        b"aug", b"sep", b"oct", b"nov", b"dec",
+        b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun", b"jan", b"feb", b"mar", b"apr",
+        b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
     ];
     const FULL: [&[u8]; 19] = [
-        b"monday", b"tuesday", b"wednesday", b"thursday", b"friday", b"saturday", b"sunday", b"january", b"february",
-        b"march", b"april", b"may", b"june", b"july", b"august", b"september", b"october", b"november", b"december",
+        b"monday",
+        b"tuesday",
+        b"wednesday",
+        b"thursday",
+        b"friday",
+        b"saturday",
+        b"sunday",
+        b"january",
+        b"february",
+        b"march",
+        b"april",
+        b"may",
+        b"june",
+        b"july",
+        b"august",
+        b"september",
+        b"october",
+        b"november",
+        b"december",
     ];
     if !w.first().is_some_and(u8::is_ascii_uppercase) || !(3..=9).contains(&w.len()) {
         return false;
@@ -609,10 +630,9 @@ fn is_datetime(w: &[u8]) -> bool {
     }
     let has_time = w.iter().filter(|&&c| c == b':').count() >= 2;
     let date_seps = w.iter().filter(|&&c| c == b'-' || c == b'/').count() >= 2;
-    groups >= 3
-        && seps >= 2
-        && (has_time || date_seps)
-        && !(w.iter().filter(|&&c| c == b'.').count() == 3 && !has_time)
+    // A dotted quad without a time is an address, not a date.
+    let dotted_quad = w.iter().filter(|&&c| c == b'.').count() == 3;
+    groups >= 3 && seps >= 2 && (has_time || date_seps) && (has_time || !dotted_quad)
 }
 
 /// A number with a duration or size unit: `30s`, `2h45m10s`, `15ms`, `512MB`, `4KiB`.

@@ -5,7 +5,7 @@
 //! shared canonical float text (the one the intake renders with) does; everything else stays a string.
 //! Strings are admitted to the dictionary on their second sighting, counted by a bounded, aging table.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use stencil_codec::float_text;
 
@@ -65,9 +65,7 @@ pub fn dict_eligible(text: &str, class: Class, min: usize, max: usize) -> bool {
 
 /// Fixed-key hashing: the same text hashes the same in every run and on every machine.
 pub fn stable_hash(text: &str) -> u64 {
-    let mut h = rustc_hash::FxBuildHasher.build_hasher();
-    text.hash(&mut h);
-    h.finish()
+    rustc_hash::FxBuildHasher.hash_one(text)
 }
 
 /// A bounded, aging count of recent sightings: a direct-mapped table of (hash, count). A new string takes

@@ -61,22 +61,17 @@ pub const FILENAME_TAG: &str = "filename";
 /// line without a newline, `stencil_eol:crlf` for `\r\n`. The files sink restores it byte for byte.
 pub const EOL_TAG: &str = "stencil_eol";
 
-/// The original bytes of a log's message: the text itself, or, for a log the agent escaped because its
-/// line was not valid UTF-8 (tag `stencil_utf8:escaped`), the unescaped bytes. A malformed escape keeps
-/// the text as received (nothing is dropped) and logs a warning.
+/// The original bytes of a log (see [`stencil_codec::original_bytes`]): unescaped for a line that was
+/// not valid UTF-8, the compact document for a JSON log. A malformed escape keeps the text as received
+/// (nothing is dropped) and logs a warning.
 pub fn original_bytes(record: &LogRecord) -> std::borrow::Cow<'_, [u8]> {
-    let escaped = record
-        .tags()
-        .any(|t| t == stencil_codec::escape::ESCAPED_TAG);
-    if escaped {
-        match stencil_codec::escape::unescape(&record.message) {
-            Ok(bytes) => return std::borrow::Cow::Owned(bytes),
-            Err(e) => {
-                tracing::warn!(error = %e, "escaped log with a malformed escape; writing it as received")
-            }
+    match stencil_codec::original_bytes(record) {
+        Ok(bytes) => std::borrow::Cow::Owned(bytes),
+        Err(e) => {
+            tracing::warn!(error = %e, "escaped log with a malformed escape; writing it as received");
+            std::borrow::Cow::Borrowed(record.message.as_bytes())
         }
     }
-    std::borrow::Cow::Borrowed(record.message.as_bytes())
 }
 
 /// The bytes that ended a line in its source file.

@@ -21,7 +21,9 @@ pub fn split_lines(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
 
 /// Encodes `lines` through the engine and the real codec and returns the rebuilt records.
 pub fn round_trip(lines: &[&[u8]], config: EngineConfig, batch: usize) -> Vec<Vec<u8>> {
-    stencil_patterns::roundtrip::round_trip(lines, config, batch).unwrap_or_else(|e| panic!("round trip failed: {e}")).rebuilt
+    stencil_patterns::roundtrip::round_trip(lines, config, batch)
+        .unwrap_or_else(|e| panic!("round trip failed: {e}"))
+        .rebuilt
 }
 
 /// Asserts that every line comes back byte for byte.
@@ -47,4 +49,86 @@ pub fn encode_all(lines: &[&[u8]], config: EngineConfig) -> Vec<Datum> {
         engine.encode(line, &Meta::default(), &mut out);
     }
     out
+}
+
+/// The stream validator: every id a Log references was defined earlier and not deleted since (O1), each
+/// record is deletes, then defines, then exactly one Log (O2, O6), and no id is defined twice except a
+/// pattern widening (same id) or a re-definition after a delete.
+pub fn validate(datums: &[Datum]) {
+    use std::collections::HashSet;
+    use stencil_codec::datum::{Content, JsonContext, Value};
+    let (mut patterns, mut dict, mut schemas) = (HashSet::new(), HashSet::new(), HashSet::new());
+    let (mut ever_dict, mut ever_schema) = (HashSet::new(), HashSet::new());
+    let mut phase = 0; // 0 deletes, 1 defines, 2 after a log
+    for d in datums {
+        match d {
+            Datum::PatternDelete { id } | Datum::DictDelete { id } | Datum::SchemaDelete { id } => {
+                assert!(
+                    phase == 0 || phase == 2,
+                    "a delete after a define in the same record"
+                );
+                phase = 0;
+                let removed = match d {
+                    Datum::PatternDelete { .. } => patterns.remove(id),
+                    Datum::DictDelete { .. } => dict.remove(id),
+                    _ => schemas.remove(id),
+                };
+                assert!(removed, "delete of an id that is not live: {d:?}");
+            }
+            Datum::PatternDefine(p) => {
+                phase = 1;
+                patterns.insert(p.id);
+            }
+            Datum::DictDefine(e) => {
+                phase = 1;
+                assert!(
+                    dict.insert(e.id) && ever_dict.insert(e.id),
+                    "dictionary id {} reused",
+                    e.id
+                );
+            }
+            Datum::SchemaDefine(s) => {
+                phase = 1;
+                for k in s.keys.iter().chain([&s.message_key]) {
+                    assert!(dict.contains(k), "schema {} uses undefined key {k}", s.id);
+                }
+                assert!(
+                    schemas.insert(s.id) && ever_schema.insert(s.id),
+                    "schema id {} reused",
+                    s.id
+                );
+            }
+            Datum::Log(log) => {
+                phase = 2;
+                for v in [&log.status, &log.service, &log.tags].into_iter().flatten() {
+                    if let Value::Dict(id) = v {
+                        assert!(
+                            dict.contains(id),
+                            "log references undefined dictionary id {id}"
+                        );
+                    }
+                }
+                if let Content::Pattern { id, values } = &log.content {
+                    assert!(
+                        patterns.contains(id),
+                        "log references undefined pattern {id}"
+                    );
+                    for v in values {
+                        if let Value::Dict(id) = v.value {
+                            assert!(
+                                dict.contains(&id),
+                                "value references undefined dictionary id {id}"
+                            );
+                        }
+                    }
+                }
+                if let Some(JsonContext::Columns { schema, .. }) = &log.json {
+                    assert!(
+                        schemas.contains(schema),
+                        "log references undefined schema {schema}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -77,11 +77,19 @@ fn load_systems(dirs: &[PathBuf]) -> Result<Vec<System>, String> {
             }
             let raw = std::fs::read(&log).map_err(|e| format!("{}: {e}", log.display()))?;
             let (content, events) = read_structured(&csv)?;
-            systems.push(System { name, raw, content, events });
+            systems.push(System {
+                name,
+                raw,
+                content,
+                events,
+            });
         }
     }
     if systems.is_empty() {
-        return Err("no <System>/<System>_2k.log with its _structured.csv under the given --loghub folders".into());
+        return Err(
+            "no <System>/<System>_2k.log with its _structured.csv under the given --loghub folders"
+                .into(),
+        );
     }
     Ok(systems)
 }
@@ -92,7 +100,10 @@ fn read_structured(path: &Path) -> Result<(Vec<String>, Vec<String>), String> {
         .flexible(true)
         .from_path(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let headers = reader.headers().map_err(|e| format!("{}: {e}", path.display()))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .clone();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let (Some(content), Some(event)) = (col("Content"), col("EventId")) else {
         return Err(format!("{}: no Content or EventId column", path.display()));
@@ -204,9 +215,14 @@ fn patterns(args: &PatternsArgs) -> Result<(), String> {
         let (groups, _) = mine_groups(&content);
         let ga_content = grouping_accuracy(&groups, &s.events);
         let (line_groups, _) = mine_groups(&raw);
-        let ga_line = if raw.len() == s.events.len() { grouping_accuracy(&line_groups, &s.events) } else { f64::NAN };
+        let ga_line = if raw.len() == s.events.len() {
+            grouping_accuracy(&line_groups, &s.events)
+        } else {
+            f64::NAN
+        };
         let trip = round_trip(&raw, EngineConfig::default(), args.batch_lines)?;
-        let roundtrip_ok = trip.rebuilt.len() == raw.len() && trip.rebuilt.iter().zip(&raw).all(|(a, b)| a == b);
+        let roundtrip_ok =
+            trip.rebuilt.len() == raw.len() && trip.rebuilt.iter().zip(&raw).all(|(a, b)| a == b);
         let (cold, steady) = throughput(&raw);
         let zstd1 = zstd1_per_batch(&raw, args.batch_lines);
         rows.push(json!({
@@ -224,7 +240,12 @@ fn patterns(args: &PatternsArgs) -> Result<(), String> {
         }));
     }
     let n = rows.len() as f64;
-    let mean = |k: &str| rows.iter().map(|r| r[k].as_f64().unwrap_or(0.0)).sum::<f64>() / n;
+    let mean = |k: &str| {
+        rows.iter()
+            .map(|r| r[k].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+            / n
+    };
     let sum = |k: &str| rows.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
     let average = json!({
         "system": "average",
@@ -248,7 +269,16 @@ fn patterns(args: &PatternsArgs) -> Result<(), String> {
     }
     println!(
         "{:<12} {:>6} {:>10} {:>8} {:>8} {:>12} {:>12} {:>9} {:>10} {:>10}",
-        "system", "lines", "ga_content", "ga_line", "patterns", "lines/s", "cold l/s", "roundtrip", "encoded", "zstd1"
+        "system",
+        "lines",
+        "ga_content",
+        "ga_line",
+        "patterns",
+        "lines/s",
+        "cold l/s",
+        "roundtrip",
+        "encoded",
+        "zstd1"
     );
     for r in &rows {
         println!(
@@ -275,10 +305,19 @@ mod tests {
     #[test]
     fn grouping_accuracy_counts_exact_groups() {
         let truth: Vec<String> = ["a", "a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(grouping_accuracy(&[Some(1), Some(1), Some(2), Some(3)], &truth), 1.0);
+        assert_eq!(
+            grouping_accuracy(&[Some(1), Some(1), Some(2), Some(3)], &truth),
+            1.0
+        );
         // b and c merged: both wrong; a still right.
-        assert_eq!(grouping_accuracy(&[Some(1), Some(1), Some(2), Some(2)], &truth), 0.5);
+        assert_eq!(
+            grouping_accuracy(&[Some(1), Some(1), Some(2), Some(2)], &truth),
+            0.5
+        );
         // a split: both a lines wrong.
-        assert_eq!(grouping_accuracy(&[Some(1), None, Some(2), Some(3)], &truth), 0.5);
+        assert_eq!(
+            grouping_accuracy(&[Some(1), None, Some(2), Some(3)], &truth),
+            0.5
+        );
     }
 }

@@ -1,0 +1,272 @@
+//! JSON logs (PATTERNS.md §6) in the compat profile, with exactness checked (`json_exact`).
+//!
+//! A record that is exactly one JSON object (no surrounding whitespace) with a message — the first
+//! non-empty string among `message`, `msg`, `log`, `text`, then `data.message`, `event.message`,
+//! `payload.message` — is split into the message text (pattern-encoded like any line) and typed columns:
+//! one per leaf, objects flattened to key paths up to depth 3, arrays and large or empty objects kept as
+//! raw JSON. The intake rebuilds the document by setting each column at its path and the message last, so
+//! the structural path is taken only when that rebuild, serialized compactly, gives back the record byte
+//! for byte. Anything else (other spacing, escapes, key order, duplicate keys) takes the text path, which
+//! is lossless too.
+
+use serde_json::{Map, Value};
+use stencil_codec::datum::JsonKind;
+use stencil_codec::float_text;
+use stencil_codec::json::{insert_at, join_key_path};
+
+/// Where to look for the message, in order.
+const MESSAGE_KEYS: [&str; 4] = ["message", "msg", "log", "text"];
+/// Nested message locations, after the top-level ones.
+const NESTED_PARENTS: [&str; 3] = ["data", "event", "payload"];
+/// Objects kept whole under these names.
+const BOX_NAMES: [&str; 6] = [
+    "attributes",
+    "attrs",
+    "headers",
+    "labels",
+    "metadata",
+    "tags",
+];
+/// Deepest key path.
+const MAX_DEPTH: usize = 3;
+/// Largest object flattened.
+const MAX_OBJECT_KEYS: usize = 32;
+/// Most columns in one schema.
+pub const MAX_COLUMNS: usize = 128;
+
+/// One column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Leaf {
+    /// `null`.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer whose canonical text is the lexeme.
+    Int(i64),
+    /// A float whose canonical text is the lexeme.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// Any other JSON value, verbatim (compact).
+    Raw(String),
+}
+
+impl Leaf {
+    /// The schema kind.
+    pub fn kind(&self) -> JsonKind {
+        match self {
+            Leaf::Null => JsonKind::Null,
+            Leaf::Bool(_) => JsonKind::Bool,
+            Leaf::Int(_) => JsonKind::Int,
+            Leaf::Float(_) => JsonKind::Float,
+            Leaf::Str(_) => JsonKind::String,
+            Leaf::Raw(_) => JsonKind::RawJson,
+        }
+    }
+
+    fn to_json(&self) -> Option<Value> {
+        Some(match self {
+            Leaf::Null => Value::Null,
+            Leaf::Bool(b) => Value::Bool(*b),
+            Leaf::Int(i) => Value::from(*i),
+            Leaf::Float(f) => serde_json::from_str(&float_text(*f).ok()?).ok()?,
+            Leaf::Str(s) => Value::String(s.clone()),
+            Leaf::Raw(r) => serde_json::from_str(r).ok()?,
+        })
+    }
+}
+
+/// How a JSON record is sent structurally.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Escaped key path of the message.
+    pub message_key: String,
+    /// The message text.
+    pub message: String,
+    /// Escaped key path and value of each column, in document order.
+    pub columns: Vec<(String, Leaf)>,
+}
+
+impl Plan {
+    /// The schema identity: message key, then each column's key and kind.
+    pub fn identity(&self) -> String {
+        let mut id = self.message_key.clone();
+        for (key, leaf) in &self.columns {
+            id.push('\u{0}');
+            id.push_str(key);
+            id.push(char::from(b'0' + leaf.kind() as u8));
+        }
+        id
+    }
+}
+
+/// The structural plan for `text`, or `None` for the text path.
+pub fn plan(text: &str) -> Option<Plan> {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'{') || bytes.last() != Some(&b'}') {
+        return None;
+    }
+    let Value::Object(doc) = serde_json::from_str::<Value>(text).ok()? else {
+        return None;
+    };
+    let message_path = find_message(&doc)?;
+    let mut columns = Vec::new();
+    let mut segments = Vec::new();
+    flatten(&doc, &mut segments, &message_path, &mut columns)?;
+    if columns.len() > MAX_COLUMNS {
+        return None;
+    }
+    let message = message_at(&doc, &message_path)?.to_owned();
+    // Rebuild as the intake will, and insist on the same bytes.
+    let mut rebuilt = Map::new();
+    for (path, leaf) in &columns {
+        insert_at(&mut rebuilt, path, leaf.to_json()?).ok()?;
+    }
+    insert_at(&mut rebuilt, &message_path, Value::String(message.clone())).ok()?;
+    if serde_json::to_string(&rebuilt).ok()? != text {
+        return None;
+    }
+    Some(Plan {
+        message_key: join_key_path(&message_path),
+        message,
+        columns: columns
+            .into_iter()
+            .map(|(p, l)| (join_key_path(&p), l))
+            .collect(),
+    })
+}
+
+fn message_at<'a>(doc: &'a Map<String, Value>, path: &[String]) -> Option<&'a str> {
+    let (last, parents) = path.split_last()?;
+    let mut node = doc;
+    for p in parents {
+        node = node.get(p)?.as_object()?;
+    }
+    node.get(last)?.as_str()
+}
+
+fn find_message(doc: &Map<String, Value>) -> Option<Vec<String>> {
+    let non_empty = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    if let Some(key) = MESSAGE_KEYS.iter().find(|k| non_empty(doc.get(**k))) {
+        return Some(vec![(*key).to_owned()]);
+    }
+    NESTED_PARENTS
+        .iter()
+        .find(|p| {
+            non_empty(
+                doc.get(**p)
+                    .and_then(Value::as_object)
+                    .and_then(|o| o.get("message")),
+            )
+        })
+        .map(|p| vec![(*p).to_owned(), "message".to_owned()])
+}
+
+fn flatten(
+    obj: &Map<String, Value>,
+    segments: &mut Vec<String>,
+    message: &[String],
+    out: &mut Vec<(Vec<String>, Leaf)>,
+) -> Option<()> {
+    for (key, value) in obj {
+        segments.push(key.clone());
+        let on_message_path = message.starts_with(segments);
+        if segments.as_slice() != message {
+            match value {
+                Value::Object(m)
+                    if on_message_path
+                        || (segments.len() < MAX_DEPTH
+                            && !m.is_empty()
+                            && m.len() <= MAX_OBJECT_KEYS
+                            && !BOX_NAMES.contains(&key.as_str())) =>
+                {
+                    flatten(m, segments, message, out)?;
+                }
+                other => out.push((segments.clone(), leaf(other)?)),
+            }
+        }
+        segments.pop();
+    }
+    Some(())
+}
+
+fn leaf(v: &Value) -> Option<Leaf> {
+    Some(match v {
+        Value::Null => Leaf::Null,
+        Value::Bool(b) => Leaf::Bool(*b),
+        Value::Number(n) => {
+            let lexeme = n.to_string();
+            let canonical_int = lexeme
+                .parse::<i64>()
+                .ok()
+                .filter(|i| i.to_string() == lexeme);
+            match canonical_int {
+                Some(i) => Leaf::Int(i),
+                None => match lexeme.parse::<f64>() {
+                    Ok(f) if lexeme.contains('.') && float_text(f).is_ok_and(|t| t == lexeme) => {
+                        Leaf::Float(f)
+                    }
+                    _ => Leaf::Raw(lexeme),
+                },
+            }
+        }
+        Value::String(s) => Leaf::Str(s.clone()),
+        other => Leaf::Raw(serde_json::to_string(other).ok()?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_last_documents_go_structural() {
+        let p = plan(r#"{"level":"info","n":3,"ratio":0.5,"ok":true,"x":null,"big":18446744073709551615,"arr":[1,2],"msg":"hello world"}"#)
+            .expect("structural");
+        assert_eq!(p.message_key, "msg");
+        assert_eq!(p.message, "hello world");
+        let kinds: Vec<_> = p.columns.iter().map(|(_, l)| l.kind()).collect();
+        use JsonKind::*;
+        assert_eq!(kinds, [String, Int, Float, Bool, Null, RawJson, RawJson]);
+    }
+
+    #[test]
+    fn nested_messages_and_paths() {
+        let p = plan(r#"{"ts":1,"data":{"user":{"id":7},"message":"m"}}"#).expect("structural");
+        assert_eq!(p.message_key, "data.message");
+        assert_eq!(
+            p.columns
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            ["ts", "data.user.id"]
+        );
+        let p = plan(r#"{"a.b":1,"msg":"x"}"#).expect("structural");
+        assert_eq!(p.columns[0].0, "a\\.b");
+    }
+
+    #[test]
+    fn inexact_documents_take_the_text_path() {
+        for text in [
+            r#"{"msg":"hello","level":"info"}"#, // message not last: the intake appends it
+            r#"{"a": 1, "msg":"x"}"#,            // spacing
+            r#" {"msg":"x"}"#,                   // surrounding whitespace
+            r#"{"a":1,"a":2,"msg":"x"}"#,        // duplicate keys
+            r#"{"a":"\u00e9","msg":"x"}"#,       // escape style
+            r#"{"a":1.0,"msg":"x"}"#,            // lexeme kept as raw is fine, but…
+            r#"{"level":"info"}"#,               // no message
+            r#"{"msg":""}"#,                     // empty message
+            "[1,2]",
+        ] {
+            let got = plan(text);
+            if text.contains("1.0") {
+                assert!(
+                    matches!(got.as_ref().map(|p| &p.columns[0].1), Some(Leaf::Raw(r)) if r == "1.0"),
+                    "{text}"
+                );
+            } else {
+                assert!(got.is_none(), "{text}");
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Engine behaviour: widening, pattern ids, eviction under small budgets, dictionary admission, JSON
+//! schemas, determinism, and lossless round trips on arbitrary input.
+
+mod common;
+
+use common::{assert_lossless, encode_all, validate};
+use proptest::prelude::*;
+use stencil_codec::datum::{Content, Datum, JsonContext, JsonValue, Value};
+use stencil_patterns::{Budget, Engine, EngineConfig, Meta};
+
+fn now() -> EngineConfig {
+    EngineConfig {
+        define_after: 1,
+        ..EngineConfig::default()
+    }
+}
+
+fn patterns(datums: &[Datum]) -> Vec<(u64, String, Vec<u32>)> {
+    datums
+        .iter()
+        .filter_map(|d| match d {
+            Datum::PatternDefine(p) => Some((p.id, p.template.clone(), p.pos_list.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn typed_variants_share_a_pattern_without_widening() {
+    let lines: Vec<&[u8]> = vec![
+        b"took 15 ms on 10.0.0.1",
+        b"took 2000 ms on 10.0.0.2",
+        b"took 7 ms on db-1.example.com:5432",
+    ];
+    let datums = assert_lossless(&lines, now(), 10, "typed");
+    validate(&datums);
+    let defs = patterns(&datums);
+    assert_eq!(defs.len(), 1, "one define, never widened: {defs:?}");
+    assert_eq!(defs[0].1, "took  ms on ");
+    assert_eq!(defs[0].2, vec![5, 12]);
+}
+
+#[test]
+fn widening_resends_the_define_under_the_same_id() {
+    let lines: Vec<&[u8]> = vec![
+        b"Accepted password for root from 10.0.0.5 port 22 ssh2",
+        b"Accepted password for alice from 10.0.0.7 port 4022 ssh2",
+        b"Accepted password for bob from 10.0.0.8 port 1 ssh2",
+    ];
+    let datums = assert_lossless(&lines, now(), 1, "widening");
+    validate(&datums);
+    let defs = patterns(&datums);
+    assert_eq!(defs.len(), 2, "defined, then widened once: {defs:?}");
+    assert_eq!(defs[0].0, defs[1].0, "same id");
+    assert!(
+        defs[1].2.len() > defs[0].2.len(),
+        "more slots after widening"
+    );
+    assert_eq!(defs[1].1, "Accepted password for  from  port  ");
+    assert_eq!(defs[1].2, vec![22, 28, 34, 35]);
+}
+
+#[test]
+fn define_after_two_sends_the_first_line_raw() {
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Vec::new();
+    let a = engine.encode(
+        b"disk full on sda at 91 percent",
+        &Meta::default(),
+        &mut out,
+    );
+    assert!(!a.structured && a.pattern.is_some());
+    assert!(patterns(&out).is_empty(), "pending: no define yet");
+    let b = engine.encode(
+        b"disk full on sdb at 97 percent",
+        &Meta::default(),
+        &mut out,
+    );
+    assert!(b.structured);
+    assert_eq!(a.pattern, b.pattern);
+    assert_eq!(patterns(&out).len(), 1);
+    validate(&out);
+}
+
+#[test]
+fn ids_are_never_reused_and_budgets_hold_under_eviction() {
+    let config = EngineConfig {
+        define_after: 1,
+        patterns: Budget::new(8, 16 << 10),
+        values: Budget::new(16, 4 << 10),
+        meta: Budget::new(4, 4 << 10),
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config.clone());
+    let mut out = Vec::new();
+    // 40 distinct leading words: 40 patterns for a budget of 8.
+    let word = |i: usize| -> String {
+        (0..3)
+            .map(|k| char::from(b'a' + ((i / 26usize.pow(k)) % 26) as u8))
+            .collect()
+    };
+    let lines: Vec<String> = (0..500)
+        .map(|i| format!("{} happened to user{} code {}", word(i % 40 * 7), i % 23, i))
+        .collect();
+    let tags: Vec<String> = (0..10).map(|i| format!("env:e{i}")).collect();
+    for (i, line) in lines.iter().enumerate() {
+        let tag = [tags[i % 10].as_str()];
+        engine.encode(
+            line.as_bytes(),
+            &Meta {
+                timestamp: i as i64,
+                tags: &tag,
+                ..Meta::default()
+            },
+            &mut out,
+        );
+        let (patterns, _, _) = engine.state_size();
+        assert!(patterns <= 8, "pattern cap holds after every record");
+    }
+    validate(&out);
+    let deletes = out
+        .iter()
+        .filter(|d| matches!(d, Datum::PatternDelete { .. }))
+        .count();
+    assert!(deletes > 0, "evictions happened");
+    let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    assert_lossless(&refs, config, 50, "tiny budgets");
+}
+
+#[test]
+fn dictionary_admission_on_second_sighting() {
+    let mut engine = Engine::new(now());
+    let mut out = Vec::new();
+    for user in ["alice", "bob", "alice", "alice", "x"] {
+        engine.encode(
+            format!("login ok user={user} now").as_bytes(),
+            &Meta::default(),
+            &mut out,
+        );
+    }
+    let values: Vec<Value> = out
+        .iter()
+        .filter_map(|d| match d {
+            Datum::Log(l) => match &l.content {
+                Content::Pattern { values, .. } => Some(values[0].value.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(&values[0], Value::Str(s) if s == "alice"),
+        "first sighting inline: {values:?}"
+    );
+    assert!(matches!(&values[1], Value::Str(s) if s == "bob"));
+    assert!(
+        matches!(values[2], Value::Dict(_)),
+        "second sighting admitted: {values:?}"
+    );
+    assert_eq!(values[2], values[3], "then referenced");
+    assert!(
+        matches!(&values[4], Value::Str(s) if s == "x"),
+        "1 byte: never admitted"
+    );
+    validate(&out);
+}
+
+#[test]
+fn tags_are_canonical_and_empty_is_absent() {
+    let mut engine = Engine::new(now());
+    let mut out = Vec::new();
+    engine.encode(
+        b"a",
+        &Meta {
+            tags: &["b:2", "a:1", "b:2"],
+            ..Meta::default()
+        },
+        &mut out,
+    );
+    engine.encode(
+        b"a",
+        &Meta {
+            tags: &["a:1", "b:2"],
+            ..Meta::default()
+        },
+        &mut out,
+    );
+    engine.encode(
+        b"a",
+        &Meta {
+            tags: &[],
+            ..Meta::default()
+        },
+        &mut out,
+    );
+    let defined: Vec<&str> = out
+        .iter()
+        .filter_map(|d| match d {
+            Datum::DictDefine(e) => Some(e.value.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(defined, ["a:1,b:2"]);
+    let logs: Vec<_> = out
+        .iter()
+        .filter_map(|d| {
+            if let Datum::Log(l) = d {
+                Some(l.tags.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[2], None);
+}
+
+#[test]
+fn json_schemas_with_every_value_kind_round_trip() {
+    let lines: Vec<&[u8]> = vec![
+        br#"{"level":"info","n":3,"ratio":0.25,"ok":true,"none":null,"big":18446744073709551615,"arr":[1,{"a":2}],"user":{"id":7,"name":"ann"},"msg":"user ann logged in"}"#,
+        br#"{"level":"warn","n":-4,"ratio":159.6,"ok":false,"none":null,"big":9999999999999999,"arr":[],"user":{"id":8,"name":"bob"},"msg":"user bob logged in"}"#,
+        br#"{"msg":"first","level":"info"}"#,
+        br#"{"data":{"x":1,"message":"nested"}}"#,
+        br#"{"a":1.0,"msg":"lexeme kept"}"#,
+    ];
+    let datums = assert_lossless(&lines, now(), 10, "json");
+    validate(&datums);
+    let columns: Vec<&Vec<JsonValue>> = datums
+        .iter()
+        .filter_map(|d| match d {
+            Datum::Log(l) => match &l.json {
+                Some(JsonContext::Columns { values, .. }) => Some(values),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        columns.len(),
+        4,
+        "all but the message-first document go structural"
+    );
+    let kinds: Vec<_> = columns[0].iter().map(JsonValue::kind).collect();
+    use stencil_codec::datum::JsonKind::*;
+    assert_eq!(
+        kinds,
+        [String, Int, Float, Bool, Null, RawJson, RawJson, Int, String]
+    );
+    let schemas = datums
+        .iter()
+        .filter(|d| matches!(d, Datum::SchemaDefine(_)))
+        .count();
+    // Kinds are part of a schema's identity: `big` is raw JSON in the first document (over i64) and an int
+    // in the second, so the two get different schemas; the nested and `a` documents get their own.
+    assert_eq!(schemas, 4);
+}
+
+#[test]
+fn output_is_deterministic() {
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            format!(
+                "req {} GET /api/v{}/items?id={} took {}ms user=u{}",
+                i,
+                i % 3,
+                i * 7,
+                i % 50,
+                i % 9
+            )
+        })
+        .collect();
+    let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    assert_eq!(
+        encode_all(&refs, EngineConfig::default()),
+        encode_all(&refs, EngineConfig::default())
+    );
+}
+
+#[test]
+fn hard_inputs_round_trip() {
+    let long = "word ".repeat(200_000); // 1 MB line
+    let many = "x ".repeat(1_000);
+    let inputs: Vec<&[u8]> = vec![
+        b"",
+        b"   ",
+        b"\t \t",
+        b"crlf line\r",
+        b"nul \x00 inside \x00",
+        b"ctrl \x01\x1b[31mred\x1b[0m del \x7f",
+        b"bad utf8 \xff\xfe here",
+        b"lone continuation \x80",
+        b"overlong \xc0\xaf",
+        b"surrogate \xed\xa0\x80",
+        b"truncated \xe2\x82",
+        "emoji \u{1F600} in text \u{1F600}".as_bytes(),
+        "literal replacement \u{FFFD} and BOM \u{FEFF}".as_bytes(),
+        "escape marker \u{F8FE}FF literal".as_bytes(),
+        b"!!!",
+        long.as_bytes(),
+        many.as_bytes(),
+        b"key= value=\"quoted value\" empty=",
+    ];
+    let doubled: Vec<&[u8]> = inputs.iter().chain(inputs.iter()).copied().collect();
+    validate(&assert_lossless(&doubled, now(), 7, "hard inputs"));
+    validate(&assert_lossless(
+        &doubled,
+        EngineConfig::default(),
+        3,
+        "hard inputs, define_after 2",
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes, any mix: every record comes back byte for byte.
+    #[test]
+    fn arbitrary_bytes_round_trip(lines in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..80), 1..40)) {
+        let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let rebuilt = common::round_trip(&refs, now(), 5);
+        prop_assert_eq!(rebuilt.len(), refs.len());
+        for (a, b) in rebuilt.iter().zip(&refs) {
+            prop_assert_eq!(a.as_slice(), *b);
+        }
+    }
+
+    /// Templated lines with random values: lossless, valid, and they share patterns.
+    #[test]
+    fn templated_lines_round_trip(values in prop::collection::vec((any::<u32>(), "[a-z]{1,8}", any::<i16>(), "\\PC{0,6}"), 1..60)) {
+        let lines: Vec<String> = values.iter().map(|(n, w, i, s)| format!("job {n} by {w} exit={i} note {s}")).collect();
+        let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        let datums = assert_lossless(&refs, now(), 9, "templated");
+        validate(&datums);
+    }
+}
