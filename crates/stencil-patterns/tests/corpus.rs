@@ -14,7 +14,10 @@ fn corpus() -> Option<PathBuf> {
         eprintln!("SKIPPED: set STENCIL_CORPUS=../shared/corpus to run the corpus round trip");
         return None;
     };
-    let dir = PathBuf::from(dir);
+    // A relative path is taken from the workspace root, as in the README's test command.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(dir);
     assert!(
         dir.join("loghub-2k").is_dir(),
         "STENCIL_CORPUS={} has no loghub-2k folder",
