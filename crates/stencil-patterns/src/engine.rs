@@ -23,7 +23,7 @@ use crate::values::{dict_eligible, stable_hash, type_value, Doorkeeper, Typed};
 /// Engine settings. One configuration serves every source.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Minimum similarity for a line to join a pattern (default 0.5).
+    /// Minimum similarity for a line to join a pattern (default 0.85).
     pub similarity: f64,
     /// A new pattern is defined on its `define_after`-th line; earlier lines go raw (default 2; 1 =
     /// define at once). The empty line's pattern is always defined at once.
@@ -63,7 +63,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            similarity: 0.5,
+            similarity: 0.85,
             define_after: 2,
             max_candidates: 32,
             max_children: 100,

@@ -1,12 +1,12 @@
 //! Template mining: a bounded online clusterer over typed tokens (PATTERNS.md §3.2).
 //!
-//! Lines are bucketed by a key made of their token count, their structural skeleton (punctuation,
-//! whitespace and keys, exactly; dynamic tokens by class) and their first two non-whitespace symbols. In
-//! a bucket, a line is compatible with a cluster when every structural token and every dynamic class
-//! matches; similarity is the share of the line's mined (word) positions that equal the cluster's static
-//! text. The most similar cluster at or above the threshold wins (ties: most static positions, then the
-//! lowest id) and widens: each differing word becomes a slot. Slots never revert, a cluster keeps its id
-//! for life, and ids are never reused.
+//! Lines are bucketed by a key made of their token count, their structural skeleton (punctuation and keys
+//! exactly; whitespace, words and values by kind only) and their first two non-whitespace symbols. In a
+//! bucket, a line is compatible with a cluster when every structural token matches; similarity is the
+//! share of compared positions that agree: a word equal to the cluster's static word, or a value where the
+//! cluster has a slot. The most similar cluster at or above the threshold wins (ties: most static
+//! positions, then the lowest id) and widens: each differing word (or whitespace run) becomes a slot.
+//! Slots never revert, a cluster keeps its id for life, and ids are never reused.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -218,6 +218,10 @@ impl Miner {
                     let cluster_word = !ct.slot;
                     if cluster_word || role == Role::Mined {
                         compared += 1;
+                    } else {
+                        // A value where the cluster has a slot: both sides agree that it varies.
+                        compared += 1;
+                        equal += 1;
                     }
                     if cluster_word {
                         statics += 1;

@@ -35,6 +35,9 @@ pub struct PatternsArgs {
     /// Lines per batch for the wire-size and round-trip figures.
     #[arg(long, default_value_t = 100)]
     batch_lines: usize,
+    /// Override the engine's similarity threshold (for tuning; the default is the shipped one).
+    #[arg(long)]
+    similarity: Option<f64>,
 }
 
 /// Runs a benchmark.
@@ -147,8 +150,8 @@ pub fn grouping_accuracy(predicted: &[Option<u64>], truth: &[String]) -> f64 {
     correct as f64 / predicted.len() as f64
 }
 
-fn mine_groups(lines: &[&[u8]]) -> (Vec<Option<u64>>, usize) {
-    let mut engine = Engine::new(EngineConfig::default());
+fn mine_groups(lines: &[&[u8]], config: &EngineConfig) -> (Vec<Option<u64>>, usize) {
+    let mut engine = Engine::new(config.clone());
     let mut out = Vec::new();
     let groups = lines
         .iter()
@@ -161,9 +164,9 @@ fn mine_groups(lines: &[&[u8]]) -> (Vec<Option<u64>>, usize) {
 }
 
 /// Lines per second of tokenize + mine + encode (serialized v3 datums, uncompressed), cold and steady.
-fn throughput(lines: &[&[u8]]) -> (f64, f64) {
+fn throughput(lines: &[&[u8]], config: &EngineConfig) -> (f64, f64) {
     let encoder = BatchEncoder::new(Generation::V3, Compression::Identity);
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(config.clone());
     let pass = |engine: &mut Engine| {
         let started = Instant::now();
         let mut datums = Vec::with_capacity(2048);
@@ -208,22 +211,26 @@ fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
 
 fn patterns(args: &PatternsArgs) -> Result<(), String> {
     let systems = load_systems(&args.dirs)?;
+    let mut config = EngineConfig::default();
+    if let Some(s) = args.similarity {
+        config.similarity = s;
+    }
     let mut rows = Vec::new();
     for s in &systems {
         let content: Vec<&[u8]> = s.content.iter().map(|c| c.as_bytes()).collect();
         let raw = split_lines(&s.raw);
-        let (groups, _) = mine_groups(&content);
+        let (groups, _) = mine_groups(&content, &config);
         let ga_content = grouping_accuracy(&groups, &s.events);
-        let (line_groups, _) = mine_groups(&raw);
+        let (line_groups, _) = mine_groups(&raw, &config);
         let ga_line = if raw.len() == s.events.len() {
             grouping_accuracy(&line_groups, &s.events)
         } else {
             f64::NAN
         };
-        let trip = round_trip(&raw, EngineConfig::default(), args.batch_lines)?;
+        let trip = round_trip(&raw, config.clone(), args.batch_lines)?;
         let roundtrip_ok =
             trip.rebuilt.len() == raw.len() && trip.rebuilt.iter().zip(&raw).all(|(a, b)| a == b);
-        let (cold, steady) = throughput(&raw);
+        let (cold, steady) = throughput(&raw, &config);
         let zstd1 = zstd1_per_batch(&raw, args.batch_lines);
         rows.push(json!({
             "system": s.name,
