@@ -1,0 +1,52 @@
+//! The coalescing checkpoint mailbox between stream workers and the checkpoint registry (TRANSPORT.md §9).
+//!
+//! It holds at most one entry per source, the latest released offset, so it can never overflow and no
+//! acked offset is ever dropped (R6); the worker never blocks on it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::payload::Checkpoint;
+
+/// Latest released offset per source.
+#[derive(Debug, Clone, Default)]
+pub struct Mailbox {
+    inner: Arc<(Mutex<BTreeMap<Arc<str>, u64>>, Notify)>,
+}
+
+impl Mailbox {
+    /// An empty mailbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records released checkpoints; an offset only moves forward.
+    pub fn post(&self, checkpoints: &[Checkpoint]) {
+        if checkpoints.is_empty() {
+            return;
+        }
+        if let Ok(mut map) = self.inner.0.lock() {
+            for c in checkpoints {
+                let slot = map.entry(c.source.clone()).or_insert(c.offset);
+                *slot = (*slot).max(c.offset);
+            }
+        }
+        self.inner.1.notify_one();
+    }
+
+    /// Takes everything posted since the last call.
+    pub fn take(&self) -> BTreeMap<Arc<str>, u64> {
+        self.inner
+            .0
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
+
+    /// Waits until something is posted.
+    pub async fn changed(&self) {
+        self.inner.1.notified().await;
+    }
+}

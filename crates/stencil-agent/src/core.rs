@@ -1,0 +1,835 @@
+//! The stream worker's sans-I/O core (TRANSPORT.md §4–§8, §15): a deterministic state machine. Events go
+//! in with the current time; effects come out. It owns the in-flight tracker, the snapshot and planner,
+//! ack checking, error classification, backoff and the poison escape hatch. It has no tasks, sockets,
+//! clock or randomness of its own (the RNG is seeded by the caller), so every transition can be tested
+//! with a fake clock.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stencil_codec::datum::Datum;
+use stencil_codec::BatchEncoder;
+
+use crate::payload::{Checkpoint, Payload, Ref};
+use crate::snapshot::Snapshot;
+
+/// A stream incarnation number; it only increases.
+pub type Epoch = u64;
+
+/// gRPC status codes the core reasons about.
+pub mod code {
+    /// OK.
+    pub const OK: i32 = 0;
+    /// CANCELLED.
+    pub const CANCELLED: i32 = 1;
+    /// INVALID_ARGUMENT.
+    pub const INVALID_ARGUMENT: i32 = 3;
+    /// PERMISSION_DENIED.
+    pub const PERMISSION_DENIED: i32 = 7;
+    /// RESOURCE_EXHAUSTED.
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    /// FAILED_PRECONDITION.
+    pub const FAILED_PRECONDITION: i32 = 9;
+    /// OUT_OF_RANGE.
+    pub const OUT_OF_RANGE: i32 = 11;
+    /// UNIMPLEMENTED.
+    pub const UNIMPLEMENTED: i32 = 12;
+    /// UNAUTHENTICATED.
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// Timings and limits (TRANSPORT.md §13 defaults).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Stream lifetime before rotation.
+    pub lifetime: Duration,
+    /// ± jitter on the lifetime (0.10 = ±10 %).
+    pub lifetime_jitter: f64,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// How long a draining stream waits for its acks.
+    pub drain_timeout: Duration,
+    /// How long a half-closed stream waits for its trailer.
+    pub close_timeout: Duration,
+    /// Uptime (with an ack) after which the error count resets.
+    pub stability_window: Duration,
+    /// First backoff step.
+    pub backoff_base: Duration,
+    /// Backoff cap.
+    pub backoff_max: Duration,
+    /// Retry interval while paused.
+    pub recheck_interval: Duration,
+    /// Shutdown grace period.
+    pub grace_period: Duration,
+    /// Most payloads in flight.
+    pub max_inflight_payloads: usize,
+    /// Most encoded bytes in flight.
+    pub max_inflight_bytes: usize,
+    /// Rejections of the same payload per poison-ladder step.
+    pub poison_threshold: u32,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            lifetime: Duration::from_secs(900),
+            lifetime_jitter: 0.10,
+            connect_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(5),
+            stability_window: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(120),
+            recheck_interval: Duration::from_secs(300),
+            grace_period: Duration::from_secs(30),
+            max_inflight_payloads: 50,
+            max_inflight_bytes: 32 << 20,
+            poison_threshold: 3,
+        }
+    }
+}
+
+/// Why the worker is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// The API key was refused.
+    Auth,
+    /// The intake does not speak our protocol.
+    Protocol,
+}
+
+/// Worker states (TRANSPORT.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Built, not started.
+    Idle,
+    /// A stream is opening.
+    Connecting,
+    /// Sending and acking.
+    Active,
+    /// Lifetime over: waiting for outstanding acks before rotating.
+    Draining,
+    /// Waiting before the next attempt.
+    Backoff,
+    /// Not retrying until the recheck timer or a key reload.
+    Paused(Pause),
+    /// Stop requested: sending the rest and waiting for acks within the grace period.
+    ShuttingDown,
+    /// Half-closed; waiting for the trailer.
+    Closing,
+    /// Done.
+    Stopped,
+}
+
+impl State {
+    /// A short label for metrics and health.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Active => "active",
+            State::Draining => "draining",
+            State::Backoff => "backoff",
+            State::Paused(Pause::Auth) => "paused_auth",
+            State::Paused(Pause::Protocol) => "paused_protocol",
+            State::ShuttingDown => "shutting_down",
+            State::Closing => "closing",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// Timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// Connect timeout.
+    Connect,
+    /// Stream lifetime.
+    Lifetime,
+    /// Drain timeout.
+    Drain,
+    /// Stability window.
+    Stability,
+    /// Backoff delay.
+    Backoff,
+    /// Pause recheck.
+    Recheck,
+    /// Shutdown grace.
+    Grace,
+    /// Trailer wait after half-close.
+    Close,
+}
+
+const TIMERS: [Timer; 8] = [
+    Timer::Connect,
+    Timer::Lifetime,
+    Timer::Drain,
+    Timer::Stability,
+    Timer::Backoff,
+    Timer::Recheck,
+    Timer::Grace,
+    Timer::Close,
+];
+
+/// How a stream ended or failed to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The gRPC status code, or `None` for a transport error (reset, TLS, socket).
+    pub code: Option<i32>,
+    /// The status message.
+    pub message: String,
+}
+
+impl Failure {
+    /// A clean end (`OK`).
+    pub fn ok() -> Self {
+        Failure {
+            code: Some(code::OK),
+            message: String::new(),
+        }
+    }
+}
+
+/// Inputs of the core.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Begin connecting.
+    Start,
+    /// Shut down gracefully.
+    Stop,
+    /// No more payloads will come.
+    InputClosed,
+    /// A payload from the batcher (offer only when [`Core::wants_input`]).
+    Payload(Payload),
+    /// The stream of this epoch opened.
+    Opened(Epoch),
+    /// The stream of this epoch could not open.
+    OpenFailed(Epoch, Failure),
+    /// An ack: (epoch, batch id, status).
+    Ack(Epoch, u32, i32),
+    /// The stream of this epoch ended (`code` OK = clean end).
+    Ended(Epoch, Failure),
+    /// A timer fired (the core checks that it is still due).
+    Timer(Timer),
+    /// The API key changed.
+    ApiKeyReloaded,
+}
+
+/// Outputs of the core, for the driver to carry out in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Open a stream for this epoch.
+    Open(Epoch),
+    /// Send a batch on the epoch's stream.
+    Send {
+        /// The epoch.
+        epoch: Epoch,
+        /// The batch id.
+        batch_id: u32,
+        /// `StatefulBatch.data`.
+        data: Arc<Vec<u8>>,
+    },
+    /// Half-close the epoch's stream (no more batches) and let it finish.
+    HalfClose(Epoch),
+    /// Cancel the epoch's stream.
+    Cancel(Epoch),
+    /// Hand these checkpoints to the registry (an acked payload, in production order).
+    Release {
+        /// The payload's production number.
+        seq: u64,
+        /// Its checkpoints.
+        checkpoints: Vec<Checkpoint>,
+        /// Logs acked.
+        logs: usize,
+    },
+    /// Logs given up on (poison), with the intake's reason; their checkpoints are released too.
+    Dropped {
+        /// The payload's production number.
+        seq: u64,
+        /// Its checkpoints.
+        checkpoints: Vec<Checkpoint>,
+        /// Logs dropped.
+        logs: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The worker's state changed.
+    State(State),
+}
+
+#[derive(Debug)]
+struct Tracked {
+    payload: Payload,
+    refs: BTreeSet<Ref>,
+    size: usize,
+    sent: Option<(Epoch, Instant)>,
+    rejections: u32,
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Batches sent (snapshots included).
+    pub batches_sent: u64,
+    /// Bytes of `data` sent.
+    pub bytes_sent: u64,
+    /// Payloads released after their ack.
+    pub released: u64,
+    /// Payloads resent on a new epoch.
+    pub replayed: u64,
+    /// References no define resolved (must stay 0).
+    pub dangling: u64,
+    /// Stream failures.
+    pub failures: u64,
+    /// Soft rotations (lifetime, drained, server end).
+    pub rotations: u64,
+    /// Logs dropped by the poison ladder.
+    pub dropped_logs: u64,
+}
+
+/// The worker core.
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    encoder: BatchEncoder,
+    state: State,
+    epoch: Epoch,
+    first_stream: bool,
+    rng: u64,
+    tracked: VecDeque<Tracked>,
+    sent_count: usize,
+    bytes: usize,
+    next_id: u32,
+    expected: VecDeque<u32>,
+    known: BTreeSet<Ref>,
+    snapshot: Snapshot,
+    timers: [Option<Instant>; 8],
+    error_count: u32,
+    data_acks: u32,
+    stable: bool,
+    input_closed: bool,
+    full_snapshot: bool,
+    snapshot_rejections: u32,
+    stats: CoreStats,
+}
+
+impl Core {
+    /// A core in `Idle`; `seed` drives the lifetime and backoff jitter.
+    pub fn new(config: CoreConfig, encoder: BatchEncoder, seed: u64) -> Self {
+        Core {
+            config,
+            encoder,
+            state: State::Idle,
+            epoch: 0,
+            first_stream: true,
+            rng: seed ^ 0x5DEE_CE66_D1CE_4E5B,
+            tracked: VecDeque::new(),
+            sent_count: 0,
+            bytes: 0,
+            next_id: 1,
+            expected: VecDeque::new(),
+            known: BTreeSet::new(),
+            snapshot: Snapshot::default(),
+            timers: [None; 8],
+            error_count: 0,
+            data_acks: 0,
+            stable: false,
+            input_closed: false,
+            full_snapshot: false,
+            snapshot_rejections: 0,
+            stats: CoreStats::default(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    /// Consecutive error count.
+    pub fn error_count(&self) -> u32 {
+        self.error_count
+    }
+
+    /// (payloads, encoded bytes) in flight.
+    pub fn inflight(&self) -> (usize, usize) {
+        (self.tracked.len(), self.bytes)
+    }
+
+    /// True when the core can take another payload (back-pressure otherwise).
+    pub fn wants_input(&self) -> bool {
+        !self.input_closed
+            && !matches!(self.state, State::Closing | State::Stopped)
+            && (self.tracked.is_empty()
+                || (self.tracked.len() < self.config.max_inflight_payloads
+                    && self.bytes < self.config.max_inflight_bytes))
+    }
+
+    /// The earliest armed timer.
+    pub fn next_deadline(&self) -> Option<(Instant, Timer)> {
+        TIMERS
+            .iter()
+            .zip(self.timers.iter())
+            .filter_map(|(k, t)| t.map(|at| (at, *k)))
+            .min_by_key(|(at, _)| *at)
+    }
+
+    /// When `timer` fires, if armed.
+    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+        self.timers[timer as usize]
+    }
+
+    fn arm(&mut self, timer: Timer, at: Instant) {
+        self.timers[timer as usize] = Some(at);
+    }
+
+    fn disarm(&mut self, timer: Timer) {
+        self.timers[timer as usize] = None;
+    }
+
+    fn random(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The backoff delay for the current error count: uniform in [d/2, d], d = min(max, base · 2ⁿ).
+    pub fn backoff_delay(&mut self) -> Duration {
+        let n = self.error_count.min(7);
+        let d = self
+            .config
+            .backoff_base
+            .saturating_mul(1 << n)
+            .min(self.config.backoff_max);
+        d.mul_f64(0.5 + 0.5 * self.random())
+    }
+
+    fn set_state(&mut self, state: State, out: &mut Vec<Effect>) {
+        if self.state != state {
+            self.state = state;
+            out.push(Effect::State(state));
+        }
+    }
+
+    /// Handles one event at time `now` and returns the effects, in order.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match event {
+            Event::Start => {
+                if self.state == State::Idle {
+                    self.open(now, &mut out);
+                }
+            }
+            Event::Stop => self.stop(now, &mut out),
+            Event::InputClosed => {
+                self.input_closed = true;
+                self.maybe_close(now, &mut out);
+            }
+            Event::Payload(p) => self.admit(p, now, &mut out),
+            Event::Opened(e) => self.opened(e, now, &mut out),
+            Event::OpenFailed(e, f) => {
+                if e == self.epoch && self.state == State::Connecting {
+                    self.fail(f, now, &mut out);
+                }
+            }
+            Event::Ack(e, id, status) => {
+                if e == self.epoch
+                    && matches!(
+                        self.state,
+                        State::Active | State::Draining | State::ShuttingDown | State::Closing
+                    )
+                {
+                    self.ack(id, status, now, &mut out);
+                }
+            }
+            Event::Ended(e, f) => {
+                if e == self.epoch {
+                    self.ended(f, now, &mut out);
+                }
+            }
+            Event::Timer(t) => {
+                if self.timers[t as usize].is_some_and(|at| at <= now) {
+                    self.timers[t as usize] = None;
+                    self.timer(t, now, &mut out);
+                }
+            }
+            Event::ApiKeyReloaded => {
+                if matches!(self.state, State::Paused(_)) {
+                    self.disarm(Timer::Recheck);
+                    self.open(now, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn open(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        self.epoch += 1;
+        for t in TIMERS {
+            if !matches!(t, Timer::Grace) {
+                self.disarm(t);
+            }
+        }
+        self.arm(Timer::Connect, now + self.config.connect_timeout);
+        out.push(Effect::Open(self.epoch));
+        self.set_state(State::Connecting, out);
+    }
+
+    fn opened(&mut self, e: Epoch, now: Instant, out: &mut Vec<Effect>) {
+        if e != self.epoch || self.state != State::Connecting {
+            out.push(Effect::Cancel(e)); // a late stream is never leaked
+            return;
+        }
+        self.disarm(Timer::Connect);
+        // Reset the tracker: every sent payload becomes buffered again, in order.
+        for t in self.tracked.iter_mut() {
+            if t.sent.take().is_some() {
+                self.stats.replayed += 1;
+            }
+        }
+        self.sent_count = 0;
+        self.next_id = 1;
+        self.expected = VecDeque::from([0]);
+        let (datums, known) = self.snapshot.batch0(self.full_snapshot);
+        self.known = known;
+        let data = self.encode(&datums);
+        self.send(0, data, out);
+        let jitter = if self.first_stream {
+            0.5 + 0.6 * self.random()
+        } else {
+            1.0 - self.config.lifetime_jitter + 2.0 * self.config.lifetime_jitter * self.random()
+        };
+        self.first_stream = false;
+        self.arm(Timer::Lifetime, now + self.config.lifetime.mul_f64(jitter));
+        self.arm(Timer::Stability, now + self.config.stability_window);
+        self.data_acks = 0;
+        self.stable = false;
+        self.set_state(State::Active, out);
+        self.pump(now, out);
+    }
+
+    fn encode(&self, datums: &[Datum]) -> Arc<Vec<u8>> {
+        // Encoding canonical datums cannot fail for v3 payloads the engine produced; an error here means
+        // a bug, and sending an empty batch would lose defines, so it aborts loudly.
+        match self.encoder.encode(datums) {
+            Ok(e) => Arc::new(e.data),
+            Err(err) => panic!("stencil-agent: encoding a batch failed: {err}"),
+        }
+    }
+
+    fn send(&mut self, batch_id: u32, data: Arc<Vec<u8>>, out: &mut Vec<Effect>) {
+        self.stats.batches_sent += 1;
+        self.stats.bytes_sent += data.len() as u64;
+        out.push(Effect::Send {
+            epoch: self.epoch,
+            batch_id,
+            data,
+        });
+    }
+
+    /// Sends buffered payloads, each with the defines its stream lacks.
+    fn pump(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        if !matches!(self.state, State::Active | State::ShuttingDown) {
+            return;
+        }
+        while self.sent_count < self.tracked.len() {
+            let i = self.sent_count;
+            let (prefix, dangling) = self.snapshot.plan(&self.known, &self.tracked[i].payload);
+            self.stats.dangling += dangling as u64;
+            if dangling > 0 {
+                tracing::error!(dangling, "a payload references ids no define resolves");
+            }
+            let payload = &self.tracked[i].payload;
+            let data = if prefix.is_empty() {
+                Arc::new(payload.encoded.data.clone())
+            } else {
+                let mut all = prefix.clone();
+                all.extend(payload.wire.iter().cloned());
+                self.encode(&all)
+            };
+            for d in prefix.iter().chain(payload.wire.iter()) {
+                if let Some(r) = crate::snapshot::target(d) {
+                    self.known.insert(r);
+                }
+            }
+            let id = self.next_id;
+            self.next_id = self.next_id.saturating_add(1);
+            self.expected.push_back(id);
+            self.tracked[i].sent = Some((self.epoch, now));
+            self.sent_count += 1;
+            self.send(id, data, out);
+        }
+    }
+
+    fn admit(&mut self, p: Payload, now: Instant, out: &mut Vec<Effect>) {
+        let refs = self.snapshot.expand(&p.refs);
+        self.snapshot.protect(&refs);
+        let size = p.encoded.data.len();
+        self.bytes += size;
+        self.tracked.push_back(Tracked {
+            payload: p,
+            refs,
+            size,
+            sent: None,
+            rejections: 0,
+        });
+        self.pump(now, out);
+    }
+
+    fn ack(&mut self, id: u32, status: i32, now: Instant, out: &mut Vec<Effect>) {
+        if status != 1 {
+            let message = format!("batch {id} acked with status {status} (a NACK)");
+            return self.fail(
+                Failure {
+                    code: Some(code::INVALID_ARGUMENT),
+                    message,
+                },
+                now,
+                out,
+            );
+        }
+        if self.expected.front() == Some(&0) && id == 1 {
+            self.expected.pop_front(); // the snapshot's ack is optional
+        }
+        if self.expected.front() != Some(&id) {
+            let message = format!("ack for batch {id}, expected {:?}", self.expected.front());
+            return self.fail(
+                Failure {
+                    code: None,
+                    message,
+                },
+                now,
+                out,
+            );
+        }
+        self.expected.pop_front();
+        if id == 0 {
+            self.snapshot_rejections = 0;
+            self.full_snapshot = false;
+            return;
+        }
+        let Some(t) = self.tracked.pop_front() else {
+            return self.fail(
+                Failure {
+                    code: None,
+                    message: format!("ack for batch {id} with nothing in flight"),
+                },
+                now,
+                out,
+            );
+        };
+        self.sent_count -= 1;
+        self.bytes -= t.size;
+        self.snapshot.ack(&t.refs, &t.payload.changes);
+        self.stats.released += 1;
+        self.data_acks += 1;
+        if self.stable {
+            self.error_count = 0;
+        }
+        out.push(Effect::Release {
+            seq: t.payload.seq,
+            checkpoints: t.payload.checkpoints,
+            logs: t.payload.logs,
+        });
+        if self.state == State::Draining && self.sent_count == 0 {
+            self.disarm(Timer::Drain);
+            self.stats.rotations += 1;
+            out.push(Effect::HalfClose(self.epoch));
+            self.open(now, out);
+        } else {
+            self.maybe_close(now, out);
+        }
+    }
+
+    fn maybe_close(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        if self.state == State::ShuttingDown && self.input_closed && self.tracked.is_empty() {
+            self.disarm(Timer::Grace);
+            out.push(Effect::HalfClose(self.epoch));
+            self.arm(Timer::Close, now + self.config.close_timeout);
+            self.set_state(State::Closing, out);
+        }
+    }
+
+    fn ended(&mut self, f: Failure, now: Instant, out: &mut Vec<Effect>) {
+        match self.state {
+            State::Closing => {
+                self.disarm(Timer::Close);
+                self.set_state(State::Stopped, out);
+            }
+            State::Active | State::Draining if f.code == Some(code::OK) && self.data_acks > 0 => {
+                // The intake ended the stream cleanly after acking: a soft rotation, no backoff.
+                self.stats.rotations += 1;
+                self.open(now, out);
+            }
+            State::Active | State::Draining | State::ShuttingDown | State::Connecting => {
+                self.fail(f, now, out)
+            }
+            _ => {}
+        }
+    }
+
+    fn timer(&mut self, t: Timer, now: Instant, out: &mut Vec<Effect>) {
+        match (t, self.state) {
+            (Timer::Connect, State::Connecting) => self.fail(
+                Failure {
+                    code: None,
+                    message: "connect timeout".into(),
+                },
+                now,
+                out,
+            ),
+            (Timer::Lifetime, State::Active) => {
+                if self.sent_count == 0 {
+                    self.stats.rotations += 1;
+                    out.push(Effect::HalfClose(self.epoch));
+                    self.open(now, out);
+                } else {
+                    self.arm(Timer::Drain, now + self.config.drain_timeout);
+                    self.set_state(State::Draining, out);
+                }
+            }
+            (Timer::Drain, State::Draining) => {
+                self.stats.rotations += 1;
+                out.push(Effect::Cancel(self.epoch));
+                self.open(now, out);
+            }
+            (Timer::Stability, State::Active | State::Draining | State::ShuttingDown) => {
+                if self.data_acks > 0 {
+                    self.error_count = 0;
+                }
+                self.stable = true;
+            }
+            (Timer::Backoff, State::Backoff) | (Timer::Recheck, State::Paused(_)) => {
+                self.open(now, out)
+            }
+            (Timer::Grace, State::ShuttingDown) => {
+                out.push(Effect::HalfClose(self.epoch));
+                self.arm(Timer::Close, now + self.config.close_timeout);
+                self.set_state(State::Closing, out);
+            }
+            (Timer::Close, State::Closing) => {
+                out.push(Effect::Cancel(self.epoch));
+                self.set_state(State::Stopped, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn stop(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        match self.state {
+            State::Idle | State::Backoff | State::Paused(_) => {
+                self.timers = [None; 8];
+                self.set_state(State::Stopped, out);
+            }
+            State::Connecting => {
+                self.timers = [None; 8];
+                out.push(Effect::Cancel(self.epoch));
+                self.set_state(State::Stopped, out);
+            }
+            State::Active | State::Draining => {
+                self.disarm(Timer::Lifetime);
+                self.disarm(Timer::Drain);
+                self.arm(Timer::Grace, now + self.config.grace_period);
+                self.set_state(State::ShuttingDown, out);
+                self.pump(now, out);
+                self.maybe_close(now, out);
+            }
+            State::ShuttingDown | State::Closing | State::Stopped => {}
+        }
+    }
+
+    fn fail(&mut self, f: Failure, now: Instant, out: &mut Vec<Effect>) {
+        self.stats.failures += 1;
+        match self.state {
+            State::ShuttingDown | State::Closing => {
+                out.push(Effect::Cancel(self.epoch));
+                self.timers = [None; 8];
+                self.set_state(State::Stopped, out);
+                return;
+            }
+            State::Stopped | State::Idle => return,
+            _ => {}
+        }
+        out.push(Effect::Cancel(self.epoch));
+        self.disarm(Timer::Lifetime);
+        self.disarm(Timer::Drain);
+        self.disarm(Timer::Stability);
+        self.disarm(Timer::Connect);
+        tracing::warn!(code = ?f.code, message = %f.message, state = self.state.name(), "stream failed");
+        match f.code {
+            Some(code::UNAUTHENTICATED | code::PERMISSION_DENIED) => {
+                self.arm(Timer::Recheck, now + self.config.recheck_interval);
+                self.set_state(State::Paused(Pause::Auth), out);
+                return;
+            }
+            Some(code::UNIMPLEMENTED | code::FAILED_PRECONDITION) => {
+                self.arm(Timer::Recheck, now + self.config.recheck_interval);
+                self.set_state(State::Paused(Pause::Protocol), out);
+                return;
+            }
+            Some(c @ (code::INVALID_ARGUMENT | code::OUT_OF_RANGE | code::RESOURCE_EXHAUSTED)) => {
+                self.error_count = (self.error_count + 1).min(7);
+                self.poison(c, &f.message, out);
+            }
+            _ => self.error_count = (self.error_count + 1).min(7),
+        }
+        let delay = self.backoff_delay();
+        self.arm(Timer::Backoff, now + delay);
+        self.set_state(State::Backoff, out);
+    }
+
+    /// The poison ladder: the oldest unacked batch is the suspect. Every `poison_threshold` rejections
+    /// move it down a step: a full snapshot on the next stream, then dropping its logs (counted, with
+    /// the intake's message, checkpoints released).
+    fn poison(&mut self, code: i32, message: &str, out: &mut Vec<Effect>) {
+        let threshold = self.config.poison_threshold.max(1);
+        let suspect_is_snapshot = self.expected.front() == Some(&0) || self.sent_count == 0;
+        if suspect_is_snapshot && self.tracked.front().is_none_or(|t| t.sent.is_none()) {
+            self.snapshot_rejections += 1;
+            return;
+        }
+        let Some(head) = self.tracked.front_mut() else {
+            return;
+        };
+        head.rejections += 1;
+        let r = head.rejections;
+        if r >= 2 * threshold {
+            let Some(t) = self.tracked.pop_front() else {
+                return;
+            };
+            if t.sent.is_some() {
+                self.sent_count -= 1;
+            }
+            self.bytes -= t.size;
+            self.snapshot.ack(&t.refs, &t.payload.changes);
+            self.stats.dropped_logs += t.payload.logs as u64;
+            tracing::error!(
+                seq = t.payload.seq,
+                logs = t.payload.logs,
+                reason = message,
+                "dropping a poison payload"
+            );
+            out.push(Effect::Dropped {
+                seq: t.payload.seq,
+                checkpoints: t.payload.checkpoints,
+                logs: t.payload.logs,
+                reason: message.to_owned(),
+            });
+        } else if r >= threshold && code != code::RESOURCE_EXHAUSTED {
+            self.full_snapshot = true;
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The tokio driver of a stream worker: it turns I/O into [`Event`]s for the [`Core`] and carries out its
+//! [`Effect`]s, with no protocol logic of its own. One task per worker; one task per stream epoch reads
+//! acks. Dropping a stream's sender half-closes it; aborting its task cancels it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use stencil_proto::stateful::stateful_intake_client::StatefulIntakeClient;
+use stencil_proto::stateful::StatefulBatch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::checkpoint::Mailbox;
+use crate::core::{Core, CoreStats, Effect, Epoch, Event, Failure, State};
+use crate::payload::Payload;
+
+/// Headers sent when each stream opens (PROTOCOL.md §3).
+#[derive(Debug, Clone)]
+pub struct Headers {
+    /// `dd-content-encoding`, taken from the encoder that builds the payloads.
+    pub content_encoding: &'static str,
+    /// `dd-evp-origin`.
+    pub origin: String,
+    /// `dd-evp-origin-version`.
+    pub origin_version: String,
+    /// `dd-protocol`, if configured.
+    pub protocol: Option<String>,
+    /// Extra headers; they never override the ones above.
+    pub extra: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// Stencil's defaults for a codec.
+    pub fn new(content_encoding: &'static str) -> Self {
+        Headers {
+            content_encoding,
+            origin: "stencil-agent".into(),
+            origin_version: env!("CARGO_PKG_VERSION").into(),
+            protocol: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// What a worker hands back when it stops.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerReport {
+    /// The core's counters.
+    pub stats: CoreStats,
+    /// Payloads still unacked at the stop (they will be re-read after a restart).
+    pub unacked: usize,
+}
+
+/// A running worker.
+pub struct Worker {
+    stop: CancellationToken,
+    join: JoinHandle<WorkerReport>,
+    state: watch::Receiver<State>,
+}
+
+impl Worker {
+    /// Asks the worker to stop gracefully (it keeps draining its input until the input closes).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// The worker's state, as it changes.
+    pub fn state(&self) -> watch::Receiver<State> {
+        self.state.clone()
+    }
+
+    /// Waits for the worker to finish.
+    pub async fn join(self) -> WorkerReport {
+        match self.join.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "stream worker task failed");
+                WorkerReport {
+                    stats: CoreStats::default(),
+                    unacked: 0,
+                }
+            }
+        }
+    }
+}
+
+struct Stream {
+    tx: Option<mpsc::Sender<StatefulBatch>>,
+    task: JoinHandle<()>,
+}
+
+/// Starts a worker: `core` over `channel`, reading payloads from `input`, posting released checkpoints
+/// to `mailbox`. `api_key` is read at every open; a change is an `ApiKeyReloaded` event.
+pub fn spawn(
+    core: Core,
+    channel: Channel,
+    headers: Headers,
+    api_key: watch::Receiver<String>,
+    input: mpsc::Receiver<Payload>,
+    mailbox: Mailbox,
+) -> Worker {
+    let stop = CancellationToken::new();
+    let (state_tx, state_rx) = watch::channel(core.state());
+    let join = tokio::spawn(run(
+        core,
+        channel,
+        headers,
+        api_key,
+        input,
+        mailbox,
+        stop.clone(),
+        state_tx,
+    ));
+    Worker {
+        stop,
+        join,
+        state: state_rx,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    mut core: Core,
+    channel: Channel,
+    headers: Headers,
+    mut api_key: watch::Receiver<String>,
+    mut input: mpsc::Receiver<Payload>,
+    mailbox: Mailbox,
+    stop: CancellationToken,
+    state: watch::Sender<State>,
+) -> WorkerReport {
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let mut streams: HashMap<Epoch, Stream> = HashMap::new();
+    let mut input_open = true;
+    let mut stop_sent = false;
+    let mut effects = core.handle(Event::Start, tokio::time::Instant::now().into_std());
+    loop {
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Open(epoch) => {
+                    let (tx, rx) = mpsc::channel(256);
+                    let key = api_key.borrow().clone();
+                    let task = tokio::spawn(stream_task(
+                        epoch,
+                        StatefulIntakeClient::new(channel.clone()),
+                        rx,
+                        headers.clone(),
+                        key,
+                        events_tx.clone(),
+                    ));
+                    streams.insert(epoch, Stream { tx: Some(tx), task });
+                }
+                Effect::Send {
+                    epoch,
+                    batch_id,
+                    data,
+                } => {
+                    if let Some(tx) = streams.get(&epoch).and_then(|s| s.tx.as_ref()) {
+                        let batch = StatefulBatch {
+                            batch_id,
+                            data: data.as_ref().clone(),
+                        };
+                        if tx.try_send(batch).is_err() {
+                            tracing::warn!(
+                                epoch,
+                                batch_id,
+                                "stream send queue unavailable; the stream will be replaced"
+                            );
+                        }
+                    }
+                }
+                Effect::HalfClose(epoch) => {
+                    if let Some(mut s) = streams.remove(&epoch) {
+                        s.tx = None;
+                        // Let the old stream finish in the background, bounded by the close timeout.
+                        tokio::spawn(async move {
+                            if tokio::time::timeout(Duration::from_secs(5), &mut s.task)
+                                .await
+                                .is_err()
+                            {
+                                s.task.abort();
+                            }
+                        });
+                    }
+                }
+                Effect::Cancel(epoch) => {
+                    if let Some(s) = streams.remove(&epoch) {
+                        s.task.abort();
+                    }
+                }
+                Effect::Release {
+                    checkpoints, logs, ..
+                } => {
+                    mailbox.post(&checkpoints);
+                    metrics::counter!("stencil_agent_logs_acked_total").increment(logs as u64);
+                }
+                Effect::Dropped {
+                    checkpoints, logs, ..
+                } => {
+                    mailbox.post(&checkpoints);
+                    metrics::counter!("stencil_agent_logs_dropped_total", "reason" => "poison")
+                        .increment(logs as u64);
+                }
+                Effect::State(s) => {
+                    let _ = state.send(s);
+                }
+            }
+        }
+        if core.state() == State::Stopped {
+            break;
+        }
+        let deadline = core.next_deadline();
+        let now = || tokio::time::Instant::now().into_std();
+        tokio::select! {
+            biased;
+            Some(event) = events.recv() => effects = core.handle(event, now()),
+            _ = stop.cancelled(), if !stop_sent => {
+                stop_sent = true;
+                effects = core.handle(Event::Stop, now());
+            }
+            Ok(()) = api_key.changed() => effects = core.handle(Event::ApiKeyReloaded, now()),
+            next = input.recv(), if input_open && core.wants_input() => {
+                effects = match next {
+                    Some(p) => core.handle(Event::Payload(p), now()),
+                    None => {
+                        input_open = false;
+                        core.handle(Event::InputClosed, now())
+                    }
+                };
+            }
+            _ = sleep_until(deadline.map(|(at, _)| at)) => {
+                let timer = deadline.map(|(_, t)| t);
+                effects = timer.map(|t| core.handle(Event::Timer(t), now())).unwrap_or_default();
+            }
+        }
+    }
+    for (_, s) in streams.drain() {
+        s.task.abort();
+    }
+    WorkerReport {
+        stats: core.stats(),
+        unacked: core.inflight().0,
+    }
+}
+
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn failure(status: tonic::Status) -> Failure {
+    Failure {
+        code: Some(status.code() as i32),
+        message: status.message().to_owned(),
+    }
+}
+
+async fn stream_task(
+    epoch: Epoch,
+    mut client: StatefulIntakeClient<Channel>,
+    rx: mpsc::Receiver<StatefulBatch>,
+    headers: Headers,
+    api_key: String,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    let md = request.metadata_mut();
+    for (k, v) in &headers.extra {
+        if let (Ok(name), Ok(value)) = (
+            k.parse::<tonic::metadata::MetadataKey<_>>(),
+            MetadataValue::try_from(v.as_str()),
+        ) {
+            md.insert(name, value);
+        }
+    }
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = MetadataValue::try_from(value) {
+            md.insert(name, v);
+        }
+    };
+    set("dd-api-key", &api_key);
+    set("dd-content-encoding", headers.content_encoding);
+    set("dd-evp-origin", &headers.origin);
+    set("dd-evp-origin-version", &headers.origin_version);
+    if let Some(p) = &headers.protocol {
+        set("dd-protocol", p);
+    }
+    let mut acks = match client.stateful_stream(request).await {
+        Ok(resp) => resp.into_inner(),
+        Err(status) => {
+            let _ = events.send(Event::OpenFailed(epoch, failure(status)));
+            return;
+        }
+    };
+    let _ = events.send(Event::Opened(epoch));
+    loop {
+        match acks.message().await {
+            Ok(Some(ack)) => {
+                let _ = events.send(Event::Ack(epoch, ack.batch_id, ack.status));
+            }
+            Ok(None) => {
+                let _ = events.send(Event::Ended(epoch, Failure::ok()));
+                return;
+            }
+            Err(status) => {
+                let _ = events.send(Event::Ended(epoch, failure(status)));
+                return;
+            }
+        }
+    }
+}
+
+/// A lazily connected channel to `url` with the protocol's keepalive (30 s ping, 5 s timeout, also
+/// without streams) and no gRPC message compression. `ca_pem` adds a custom CA for TLS.
+pub fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, tonic::transport::Error> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("stencil-agent/", env!("CARGO_PKG_VERSION")))?;
+    if url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = ca_pem {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint.connect_lazy())
+}

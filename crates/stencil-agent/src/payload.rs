@@ -1,0 +1,151 @@
+//! Payloads: the unit of logs that is acked, checkpointed and resent as a whole (TRANSPORT.md §3).
+//!
+//! A payload keeps its datums canonical and immutable. It records the wire datums (defines and logs in
+//! entry order; deletes never go on the wire), the state changes (defines and deletes, for the snapshot),
+//! the ids its logs reference, the checkpoints it releases once acked, and its canonical encoding, made
+//! once when the payload is built.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use stencil_codec::datum::{Content, Datum, JsonContext, JsonValue, Value};
+use stencil_codec::{BatchEncoder, EncodeError, EncodedBatch, Space};
+
+/// A source's resumable position, released to the checkpoint registry once its payload is acked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The source (for files, a fingerprint-based identity).
+    pub source: Arc<str>,
+    /// The offset just past the last byte whose log is in the payload.
+    pub offset: u64,
+}
+
+/// An id a log references, in its space.
+pub type Ref = (SpaceKey, u64);
+
+/// [`Space`] as an ordered key (patterns, then dictionary, then schemas: the snapshot's group order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SpaceKey {
+    /// Pattern ids.
+    Pattern,
+    /// Dictionary ids.
+    Dictionary,
+    /// Schema ids.
+    Schema,
+}
+
+impl From<SpaceKey> for Space {
+    fn from(s: SpaceKey) -> Space {
+        match s {
+            SpaceKey::Pattern => Space::Pattern,
+            SpaceKey::Dictionary => Space::Dictionary,
+            SpaceKey::Schema => Space::Schema,
+        }
+    }
+}
+
+/// One batch of logs, ready to send on any stream.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// Production order, from 1; payloads are sent, acked and released in this order.
+    pub seq: u64,
+    /// Defines and logs, in entry order.
+    pub wire: Arc<[Datum]>,
+    /// Defines and deletes, in entry order.
+    pub changes: Arc<[Datum]>,
+    /// Every id the logs reference.
+    pub refs: Arc<BTreeSet<Ref>>,
+    /// Latest checkpoint per source.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Logs in the payload.
+    pub logs: usize,
+    /// Raw bytes of those logs, counted once per log.
+    pub raw_bytes: usize,
+    /// The canonical encoding (no prefix).
+    pub encoded: Arc<EncodedBatch>,
+}
+
+impl Payload {
+    /// Builds a payload from datums (deletes are kept as state changes only) and encodes it once.
+    pub fn build(
+        seq: u64,
+        datums: Vec<Datum>,
+        checkpoints: Vec<Checkpoint>,
+        raw_bytes: usize,
+        encoder: &BatchEncoder,
+    ) -> Result<Payload, EncodeError> {
+        let mut wire = Vec::with_capacity(datums.len());
+        let mut changes = Vec::new();
+        let mut refs = BTreeSet::new();
+        let mut logs = 0;
+        for d in datums {
+            match &d {
+                Datum::Log(_) => {
+                    logs += 1;
+                    references(&d, &mut refs);
+                    wire.push(d);
+                }
+                Datum::PatternDelete { .. }
+                | Datum::DictDelete { .. }
+                | Datum::SchemaDelete { .. } => changes.push(d),
+                _ => {
+                    changes.push(d.clone());
+                    wire.push(d);
+                }
+            }
+        }
+        // A schema defined in this payload brings its keys along as references.
+        for d in &wire {
+            if let Datum::SchemaDefine(s) = d {
+                if refs.contains(&(SpaceKey::Schema, s.id)) {
+                    refs.extend(
+                        s.keys
+                            .iter()
+                            .chain([&s.message_key])
+                            .map(|k| (SpaceKey::Dictionary, *k)),
+                    );
+                }
+            }
+        }
+        let encoded = Arc::new(encoder.encode(&wire)?);
+        Ok(Payload {
+            seq,
+            wire: wire.into(),
+            changes: changes.into(),
+            refs: Arc::new(refs),
+            checkpoints,
+            logs,
+            raw_bytes,
+            encoded,
+        })
+    }
+}
+
+/// Adds every id a log datum references.
+pub fn references(d: &Datum, refs: &mut BTreeSet<Ref>) {
+    let Datum::Log(log) = d else { return };
+    let mut dict = |v: &Option<Value>| {
+        if let Some(Value::Dict(id)) = v {
+            refs.insert((SpaceKey::Dictionary, *id));
+        }
+    };
+    dict(&log.status);
+    dict(&log.service);
+    dict(&log.tags);
+    if let Content::Pattern { id, values } = &log.content {
+        refs.insert((SpaceKey::Pattern, *id));
+        for v in values {
+            if let Value::Dict(id) = v.value {
+                refs.insert((SpaceKey::Dictionary, id));
+            }
+        }
+    }
+    if let Some(JsonContext::Columns { schema, values }) = &log.json {
+        refs.insert((SpaceKey::Schema, *schema));
+        for v in values {
+            if let JsonValue::Dict(id) = v {
+                refs.insert((SpaceKey::Dictionary, *id));
+            }
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! The worker core with a fake clock: transitions of TRANSPORT.md §6–§8 and a property test over random
+//! event interleavings.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use stencil_agent::core::{code, Pause};
+use stencil_agent::{Checkpoint, Core, CoreConfig, Effect, Event, Failure, Payload, State, Timer};
+use stencil_codec::datum::*;
+use stencil_codec::{BatchEncoder, Compression, Generation};
+
+fn encoder() -> BatchEncoder {
+    BatchEncoder::new(Generation::V3, Compression::ZSTD)
+}
+
+/// Payload `seq`: a dictionary define and one log referencing it (and, for seq > 1, the previous one's
+/// entry too, so that prefixes are needed after rotations).
+fn payload(seq: u64) -> Payload {
+    let id = seq + 1;
+    let mut datums = vec![Datum::DictDefine(DictDefine {
+        id,
+        value: format!("v{seq}"),
+    })];
+    let tags = if seq > 1 {
+        Some(Value::Dict(id - 1))
+    } else {
+        None
+    };
+    datums.push(Datum::Log(Log {
+        timestamp: seq as i64,
+        status: Some(Value::Dict(id)),
+        service: None,
+        tags,
+        content: Content::Raw(format!("line {seq}")),
+        json: None,
+        uuid: None,
+    }));
+    let cp = vec![Checkpoint {
+        source: Arc::from("src"),
+        offset: seq * 10,
+    }];
+    Payload::build(seq, datums, cp, 6, &encoder()).expect("encodes")
+}
+
+struct Harness {
+    core: Core,
+    now: Instant,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            core: Core::new(CoreConfig::default(), encoder(), 7),
+            now: Instant::now(),
+        }
+    }
+    fn ev(&mut self, e: Event) -> Vec<Effect> {
+        self.core.handle(e, self.now)
+    }
+    /// Moves the clock to `t`'s deadline and fires it.
+    fn advance_to_timer(&mut self, t: Timer) -> Vec<Effect> {
+        let at = self
+            .core
+            .deadline(t)
+            .unwrap_or_else(|| panic!("{t:?} is armed"));
+        self.now = self.now.max(at);
+        self.ev(Event::Timer(t))
+    }
+    fn active(&mut self) -> u64 {
+        let fx = self.ev(Event::Start);
+        assert!(fx.contains(&Effect::Open(1)));
+        let fx = self.ev(Event::Opened(1));
+        assert!(
+            matches!(
+                fx[0],
+                Effect::Send {
+                    epoch: 1,
+                    batch_id: 0,
+                    ..
+                }
+            ),
+            "{fx:?}"
+        );
+        assert_eq!(self.core.state(), State::Active);
+        1
+    }
+}
+
+fn sends(fx: &[Effect]) -> Vec<(u64, u32)> {
+    fx.iter()
+        .filter_map(|e| {
+            if let Effect::Send {
+                epoch, batch_id, ..
+            } = e
+            {
+                Some((*epoch, *batch_id))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn releases(fx: &[Effect]) -> Vec<u64> {
+    fx.iter()
+        .filter_map(|e| {
+            if let Effect::Release { seq, .. } = e {
+                Some(*seq)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn snapshot_then_data_and_acks_release_in_order() {
+    let mut h = Harness::new();
+    h.active();
+    assert_eq!(sends(&h.ev(Event::Payload(payload(1)))), vec![(1, 1)]);
+    assert_eq!(sends(&h.ev(Event::Payload(payload(2)))), vec![(1, 2)]);
+    // The snapshot's ack is optional: an ack of 1 first is fine.
+    assert_eq!(releases(&h.ev(Event::Ack(1, 1, 1))), vec![1]);
+    assert_eq!(releases(&h.ev(Event::Ack(1, 2, 1))), vec![2]);
+    assert_eq!(h.core.inflight().0, 0);
+}
+
+#[test]
+fn nack_backs_off_and_replays_with_new_ids_and_a_prefix() {
+    let mut h = Harness::new();
+    h.active();
+    h.ev(Event::Payload(payload(1)));
+    h.ev(Event::Ack(1, 0, 1));
+    h.ev(Event::Ack(1, 1, 1));
+    h.ev(Event::Payload(payload(2)));
+    let fx = h.ev(Event::Ack(1, 2, 0));
+    assert!(fx.contains(&Effect::Cancel(1)), "{fx:?}");
+    assert_eq!(h.core.state(), State::Backoff);
+    assert_eq!(h.core.error_count(), 1);
+    let fx = h.advance_to_timer(Timer::Backoff);
+    assert!(fx.contains(&Effect::Open(2)));
+    let fx = h.ev(Event::Opened(2));
+    // Batch 0 carries the define payload 2 references (acked in payload 1); payload 2 replays as id 1.
+    assert_eq!(sends(&fx), vec![(2, 0), (2, 1)]);
+    assert_eq!(h.core.stats().replayed, 1);
+    assert_eq!(releases(&h.ev(Event::Ack(2, 1, 1))), vec![2]);
+}
+
+#[test]
+fn out_of_order_and_extra_acks_are_protocol_errors() {
+    let mut h = Harness::new();
+    h.active();
+    h.ev(Event::Payload(payload(1)));
+    let fx = h.ev(Event::Ack(1, 5, 1));
+    assert!(fx.contains(&Effect::Cancel(1)));
+    assert_eq!(h.core.state(), State::Backoff);
+    assert!(releases(&fx).is_empty(), "nothing released on a bad ack");
+}
+
+#[test]
+fn stale_events_are_ignored_and_late_streams_cancelled() {
+    let mut h = Harness::new();
+    h.active();
+    h.ev(Event::Payload(payload(1)));
+    h.ev(Event::Ack(1, 1, 0)); // NACK → backoff, epoch 1 dead
+    assert!(
+        h.ev(Event::Ack(1, 1, 1)).is_empty(),
+        "a stale ack changes nothing"
+    );
+    assert_eq!(
+        h.ev(Event::Opened(1)),
+        vec![Effect::Cancel(1)],
+        "a late stream is cancelled"
+    );
+}
+
+#[test]
+fn auth_failures_pause_and_a_key_reload_resumes() {
+    let mut h = Harness::new();
+    h.ev(Event::Start);
+    h.ev(Event::OpenFailed(
+        1,
+        Failure {
+            code: Some(code::UNAUTHENTICATED),
+            message: "bad key".into(),
+        },
+    ));
+    assert_eq!(h.core.state(), State::Paused(Pause::Auth));
+    let (at, t) = h.core.next_deadline().expect("recheck armed");
+    assert_eq!(t, Timer::Recheck);
+    assert_eq!(at - h.now, Duration::from_secs(300));
+    assert!(h.ev(Event::ApiKeyReloaded).contains(&Effect::Open(2)));
+    h.ev(Event::OpenFailed(
+        2,
+        Failure {
+            code: Some(code::UNIMPLEMENTED),
+            message: "no".into(),
+        },
+    ));
+    assert_eq!(h.core.state(), State::Paused(Pause::Protocol));
+}
+
+#[test]
+fn lifetime_rotation_half_closes_or_drains() {
+    let mut h = Harness::new();
+    h.active();
+    // Nothing unacked: half-close and open the next stream at once.
+    let fx = h.advance_to_timer(Timer::Lifetime);
+    assert!(
+        fx.contains(&Effect::HalfClose(1)) && fx.contains(&Effect::Open(2)),
+        "{fx:?}"
+    );
+    h.ev(Event::Opened(2));
+    h.ev(Event::Payload(payload(1)));
+    h.advance_to_timer(Timer::Lifetime);
+    assert_eq!(h.core.state(), State::Draining);
+    let fx = h.ev(Event::Ack(2, 1, 1));
+    assert!(
+        fx.contains(&Effect::HalfClose(2)) && fx.contains(&Effect::Open(3)),
+        "drained: {fx:?}"
+    );
+    h.ev(Event::Opened(3));
+    h.ev(Event::Payload(payload(2)));
+    h.advance_to_timer(Timer::Lifetime);
+    let fx = h.advance_to_timer(Timer::Drain);
+    assert!(
+        fx.contains(&Effect::Cancel(3)) && fx.contains(&Effect::Open(4)),
+        "drain timeout: {fx:?}"
+    );
+    assert_eq!(h.core.error_count(), 0, "rotations are not errors");
+}
+
+#[test]
+fn lifetimes_are_jittered() {
+    let (mut first, mut later) = (Vec::new(), Vec::new());
+    for seed in 0..200 {
+        let mut core = Core::new(CoreConfig::default(), encoder(), seed);
+        let now = Instant::now();
+        core.handle(Event::Start, now);
+        core.handle(Event::Opened(1), now);
+        let at = core.deadline(Timer::Lifetime).expect("lifetime armed");
+        first.push((at - now).as_secs_f64());
+        core.handle(Event::Timer(Timer::Lifetime), at);
+        core.handle(Event::Opened(2), at);
+        let next = core.deadline(Timer::Lifetime).expect("lifetime armed");
+        later.push((next - at).as_secs_f64());
+    }
+    let spread = |v: &[f64]| {
+        v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    assert!(
+        first.iter().all(|s| (450.0..=990.0).contains(s)),
+        "first stream: 900 s × U[0.5, 1.1]"
+    );
+    assert!(
+        later.iter().all(|s| (810.0..=990.0).contains(s)),
+        "later streams: 900 s ± 10 %"
+    );
+    assert!(
+        spread(&first) > 300.0 && spread(&later) > 100.0,
+        "jittered, not lockstep"
+    );
+}
+
+#[test]
+fn clean_end_after_an_ack_is_a_soft_rotation() {
+    let mut h = Harness::new();
+    h.active();
+    h.ev(Event::Payload(payload(1)));
+    h.ev(Event::Ack(1, 1, 1));
+    let fx = h.ev(Event::Ended(1, Failure::ok()));
+    assert!(fx.contains(&Effect::Open(2)), "no backoff: {fx:?}");
+    assert_eq!(h.core.error_count(), 0);
+    // A clean end with no ack on the epoch is a retryable failure.
+    h.ev(Event::Opened(2));
+    h.ev(Event::Ended(2, Failure::ok()));
+    assert_eq!(h.core.state(), State::Backoff);
+    assert_eq!(h.core.error_count(), 1);
+}
+
+#[test]
+fn backoff_grows_and_is_jittered_at_the_cap() {
+    let mut h = Harness::new();
+    h.ev(Event::Start);
+    let mut delays = Vec::new();
+    for e in 1..=10 {
+        h.ev(Event::OpenFailed(
+            e,
+            Failure {
+                code: Some(14),
+                message: "unavailable".into(),
+            },
+        ));
+        let (at, t) = h.core.next_deadline().expect("backoff armed");
+        assert_eq!(t, Timer::Backoff);
+        delays.push((at - h.now).as_secs_f64());
+        h.advance_to_timer(Timer::Backoff);
+    }
+    assert!((1.0..=2.0).contains(&delays[0]), "{delays:?}");
+    assert!((2.0..=4.0).contains(&delays[1]), "{delays:?}");
+    for d in &delays[6..] {
+        assert!((60.0..=120.0).contains(d), "capped with jitter: {delays:?}");
+    }
+}
+
+#[test]
+fn stop_is_safe_in_every_state() {
+    // Idle, Connecting, Backoff, Paused: stopped at once.
+    let mut h = Harness::new();
+    h.ev(Event::Stop);
+    assert_eq!(h.core.state(), State::Stopped);
+    let mut h = Harness::new();
+    h.ev(Event::Start);
+    assert!(h.ev(Event::Stop).contains(&Effect::Cancel(1)));
+    assert_eq!(h.core.state(), State::Stopped);
+    let mut h = Harness::new();
+    h.ev(Event::Start);
+    h.ev(Event::OpenFailed(
+        1,
+        Failure {
+            code: None,
+            message: "reset".into(),
+        },
+    ));
+    h.ev(Event::Stop);
+    assert_eq!(h.core.state(), State::Stopped);
+    assert!(h.core.next_deadline().is_none(), "no timer left armed");
+    // Active: shutting down, acks still processed, half-close once input is closed and all acked.
+    let mut h = Harness::new();
+    h.active();
+    h.ev(Event::Payload(payload(1)));
+    h.ev(Event::Stop);
+    assert_eq!(h.core.state(), State::ShuttingDown);
+    assert_eq!(
+        releases(&h.ev(Event::Ack(1, 1, 1))),
+        vec![1],
+        "acks during shutdown are processed"
+    );
+    let fx = h.ev(Event::InputClosed);
+    assert!(fx.contains(&Effect::HalfClose(1)));
+    assert_eq!(h.core.state(), State::Closing);
+    h.ev(Event::Ended(1, Failure::ok()));
+    assert_eq!(h.core.state(), State::Stopped);
+    // Draining, then the grace period runs out.
+    let mut h = Harness::new();
+    h.active();
+    h.ev(Event::Payload(payload(1)));
+    h.advance_to_timer(Timer::Lifetime);
+    assert_eq!(h.core.state(), State::Draining);
+    h.ev(Event::Stop);
+    h.ev(Event::InputClosed);
+    let fx = h.advance_to_timer(Timer::Grace);
+    assert!(fx.contains(&Effect::HalfClose(1)));
+    h.advance_to_timer(Timer::Close);
+    assert_eq!(h.core.state(), State::Stopped);
+    assert_eq!(
+        h.core.inflight().0,
+        1,
+        "the unacked payload is kept (re-read after restart)"
+    );
+}
+
+#[test]
+fn poison_ladder_full_snapshot_then_drop() {
+    let mut h = Harness::new();
+    h.active();
+    h.ev(Event::Payload(payload(1)));
+    let mut epoch = 1;
+    let mut dropped = false;
+    for round in 1..=6 {
+        let fx = h.ev(Event::Ended(
+            epoch,
+            Failure {
+                code: Some(code::INVALID_ARGUMENT),
+                message: "bad batch".into(),
+            },
+        ));
+        dropped |= fx
+            .iter()
+            .any(|e| matches!(e, Effect::Dropped { seq: 1, .. }));
+        if round < 6 {
+            assert!(!dropped, "round {round}");
+        }
+        h.advance_to_timer(Timer::Backoff);
+        epoch += 1;
+        h.ev(Event::Opened(epoch));
+    }
+    assert!(dropped, "dropped after 2 × threshold rejections");
+    assert_eq!(h.core.stats().dropped_logs, 1);
+    assert_eq!(h.core.inflight().0, 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Random interleavings: no panic; releases are in production order and at most once; each epoch's
+    /// batch ids run 0, 1, 2, …; nothing is released without an OK ack in the same step.
+    #[test]
+    fn invariants_hold_under_random_events(ops in prop::collection::vec((0u8..12, 0u8..4), 1..200)) {
+        let mut core = Core::new(CoreConfig::default(), encoder(), 3);
+        let mut now = Instant::now();
+        let mut next_seq = 1;
+        let mut released = Vec::new();
+        let mut last_id: std::collections::HashMap<u64, u32> = Default::default();
+        let mut sent_ids: Vec<(u64, u32)> = Vec::new();
+        let mut fx = core.handle(Event::Start, now);
+        for (op, arg) in ops {
+            let epoch = core.epoch();
+            let event = match op {
+                0 | 1 if core.wants_input() => { next_seq += 1; Event::Payload(payload(next_seq - 1)) }
+                2 => Event::Opened(epoch),
+                3 => Event::Opened(epoch.saturating_sub(u64::from(arg))),
+                4 | 5 => {
+                    // Ack the oldest unacked id of this epoch, sometimes a wrong one or a NACK.
+                    let id = sent_ids.iter().find(|(e, _)| *e == epoch).map(|(_, i)| *i).unwrap_or(0);
+                    let id = if arg == 3 { id + 1 } else { id };
+                    Event::Ack(epoch, id, if arg == 2 { 0 } else { 1 })
+                }
+                6 => Event::Ended(epoch, if arg == 0 { Failure::ok() } else { Failure { code: Some(14), message: String::new() } }),
+                7 => Event::OpenFailed(epoch, Failure { code: Some(if arg == 1 { code::UNAUTHENTICATED } else { 14 }), message: String::new() }),
+                8 => match core.next_deadline() { Some((at, t)) => { now = at; Event::Timer(t) } None => Event::Start },
+                9 => Event::ApiKeyReloaded,
+                10 if arg == 0 => Event::Stop,
+                _ => Event::InputClosed,
+            };
+            let was_ack = matches!(event, Event::Ack(_, _, 1));
+            fx = core.handle(event, now);
+            for e in &fx {
+                match e {
+                    Effect::Send { epoch, batch_id, .. } => {
+                        let expect = last_id.get(epoch).map_or(0, |l| l + 1);
+                        prop_assert_eq!(*batch_id, expect, "ids consecutive from 0 on epoch {}", epoch);
+                        last_id.insert(*epoch, *batch_id);
+                        if *batch_id > 0 { sent_ids.push((*epoch, *batch_id)); }
+                    }
+                    Effect::Release { seq, .. } => {
+                        prop_assert!(was_ack, "a release only follows an OK ack");
+                        released.push(*seq);
+                        sent_ids.retain(|(e, _)| *e == core.epoch());
+                        if !sent_ids.is_empty() { sent_ids.remove(0); }
+                    }
+                    Effect::Dropped { seq, .. } => released.push(*seq),
+                    _ => {}
+                }
+            }
+            if core.state() == State::Stopped { break; }
+        }
+        let _ = fx;
+        for w in released.windows(2) {
+            prop_assert!(w[0] < w[1], "released in order, at most once: {:?}", released);
+        }
+        let (tracked, _) = core.inflight();
+        prop_assert_eq!(released.len() + tracked, (next_seq - 1) as usize, "nothing lost");
+    }
+}
