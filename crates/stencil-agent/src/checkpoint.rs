@@ -10,10 +10,13 @@ use tokio::sync::Notify;
 
 use crate::payload::Checkpoint;
 
+/// Latest offset per source.
+type Offsets = BTreeMap<Arc<str>, u64>;
+
 /// Latest released offset per source.
 #[derive(Debug, Clone, Default)]
 pub struct Mailbox {
-    inner: Arc<(Mutex<BTreeMap<Arc<str>, u64>>, Notify)>,
+    inner: Arc<(Mutex<Offsets>, Notify)>,
 }
 
 impl Mailbox {
@@ -37,7 +40,7 @@ impl Mailbox {
     }
 
     /// Takes everything posted since the last call.
-    pub fn take(&self) -> BTreeMap<Arc<str>, u64> {
+    pub fn take(&self) -> Offsets {
         self.inner
             .0
             .lock()

@@ -63,7 +63,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Asks the worker to stop gracefully (it keeps draining its input until the input closes).
+    /// Asks the worker to stop now, gracefully: from `Active` it sends what it holds and waits for acks
+    /// within the grace period; from `Connecting`, `Backoff` or `Paused` it stops at once (unacked logs
+    /// are re-read after a restart). To deliver everything instead, close the input: the worker stops by
+    /// itself once every payload is acked.
     pub fn stop(&self) {
         self.stop.cancel();
     }
@@ -212,6 +215,12 @@ async fn run(
         }
         if core.state() == State::Stopped {
             break;
+        }
+        // Input closed and everything acked: nothing is left to do, so stop gracefully.
+        if !input_open && !stop_sent && core.inflight().0 == 0 {
+            stop_sent = true;
+            effects = core.handle(Event::Stop, tokio::time::Instant::now().into_std());
+            continue;
         }
         let deadline = core.next_deadline();
         let now = || tokio::time::Instant::now().into_std();
