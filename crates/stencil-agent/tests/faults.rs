@@ -74,7 +74,6 @@ impl Proxy {
         });
         Proxy {
             addr,
-            generation,
             stalled,
             conns,
             accept,
