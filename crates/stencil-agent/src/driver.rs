@@ -209,10 +209,15 @@ async fn run(
                         .increment(logs as u64);
                 }
                 Effect::State(s) => {
+                    let previous = *state.borrow();
+                    metrics::gauge!("stencil_agent_stream_state", "state" => previous.name())
+                        .set(0.0);
+                    metrics::gauge!("stencil_agent_stream_state", "state" => s.name()).set(1.0);
                     let _ = state.send(s);
                 }
             }
         }
+        publish(&core);
         if core.state() == State::Stopped {
             break;
         }
@@ -254,6 +259,22 @@ async fn run(
         stats: core.stats(),
         unacked: core.inflight().0,
     }
+}
+
+/// Publishes the core's counters and gauges (TRANSPORT.md §12 names).
+fn publish(core: &Core) {
+    let s = core.stats();
+    metrics::counter!("stencil_agent_batches_sent_total").absolute(s.batches_sent);
+    metrics::counter!("stencil_agent_batch_wire_bytes_total").absolute(s.bytes_sent);
+    metrics::counter!("stencil_agent_payloads_acked_total").absolute(s.released);
+    metrics::counter!("stencil_agent_payloads_replayed_total").absolute(s.replayed);
+    metrics::counter!("stencil_agent_dangling_references_total").absolute(s.dangling);
+    metrics::counter!("stencil_agent_stream_failures_total").absolute(s.failures);
+    metrics::counter!("stencil_agent_stream_rotations_total").absolute(s.rotations);
+    let (payloads, bytes) = core.inflight();
+    metrics::gauge!("stencil_agent_inflight_payloads").set(payloads as f64);
+    metrics::gauge!("stencil_agent_inflight_bytes").set(bytes as f64);
+    metrics::gauge!("stencil_agent_stream_error_count").set(f64::from(core.error_count()));
 }
 
 async fn sleep_until(at: Option<std::time::Instant>) {

@@ -362,3 +362,67 @@ async fn stopped_while_draining_stops_cleanly() {
     assert!(!sink.messages().is_empty());
     drop(run.input);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_killed_and_restarted_mid_stream() {
+    let (first, sink_a) = intake().await;
+    let addr = first.local_addr();
+    let lines = lines(1000);
+    let all = payloads(&lines, 20);
+    let run = start(addr, config());
+    let input = run.input.clone().expect("input");
+    for p in all[..20].iter().cloned() {
+        input.send(p).await.expect("alive");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.abort(); // no graceful end, no acks for what was in flight
+    for p in all[20..30].iter().cloned() {
+        input.send(p).await.expect("alive");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let config = IntakeConfig {
+        api_keys: vec![KEY.into()],
+        ..IntakeConfig::default()
+    };
+    let sink_b = MemorySink::new();
+    let _second = stencil_intake::bind(&addr.to_string(), config, Arc::new(sink_b.clone()))
+        .await
+        .expect("restart");
+    drop(input);
+    let (report, offset) = feed_and_finish(run, all[30..].to_vec(), |_| {}).await;
+    let mut got = sink_a.messages();
+    got.extend(sink_b.messages());
+    assert_delivered(&got, &lines);
+    assert_eq!(offset, 1000);
+    assert!(report.stats.failures > 0, "the kill was seen as a failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_while_connecting_stops_cleanly() {
+    let (intake, _sink) = intake().await;
+    let proxy = Proxy::start(intake.local_addr()).await;
+    proxy.stall(true); // response headers never arrive: the stream stays connecting
+    let cfg = CoreConfig {
+        connect_timeout: Duration::from_secs(30),
+        ..config()
+    };
+    let run = start(proxy.addr, cfg);
+    let mut state = run.worker.state();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| *s == State::Connecting),
+    )
+    .await
+    .expect("connecting")
+    .expect("open");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*state.borrow(), State::Connecting);
+    let started = std::time::Instant::now();
+    run.worker.stop();
+    let report = tokio::time::timeout(Duration::from_secs(5), run.worker.join())
+        .await
+        .expect("stops");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(report.stats.released, 0);
+    drop(run.input);
+}

@@ -62,6 +62,13 @@ impl RunningIntake {
         self.shutdown.clone()
     }
 
+    /// Stops at once, like a crash: connections are dropped, nothing is flushed or acked. For fault tests
+    /// and emergencies; use [`RunningIntake::shutdown`] otherwise.
+    pub fn abort(self) {
+        self.shutdown.cancel();
+        self.task.abort();
+    }
+
     /// Shuts down gracefully and waits, at most the grace period, for streams and connections to end.
     pub async fn shutdown(self) -> Result<(), IntakeError> {
         self.shutdown.cancel();
