@@ -68,6 +68,9 @@ pub struct CoreConfig {
     pub max_inflight_bytes: usize,
     /// Rejections of the same payload per poison-ladder step.
     pub poison_threshold: u32,
+    /// Largest encoded batch 0; past it, batch 0 carries the longest ordered prefix that fits and the
+    /// rest travels as payload prefixes.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for CoreConfig {
@@ -86,6 +89,7 @@ impl Default for CoreConfig {
             max_inflight_payloads: 50,
             max_inflight_bytes: 32 << 20,
             poison_threshold: 3,
+            max_batch_bytes: 4 << 20,
         }
     }
 }
@@ -265,6 +269,8 @@ struct Tracked {
     size: usize,
     sent: Option<(Epoch, Instant)>,
     rejections: u32,
+    /// Poison-ladder step reached (0 none, 1 full snapshot tried, 3 sent raw).
+    step: u8,
 }
 
 /// Counters, for metrics and tests.
@@ -503,9 +509,23 @@ impl Core {
         self.sent_count = 0;
         self.next_id = 1;
         self.expected = VecDeque::from([0]);
-        let (datums, known) = self.snapshot.batch0(self.full_snapshot);
-        self.known = known;
-        let data = self.encode(&datums);
+        let (mut datums, _) = self.snapshot.batch0(self.full_snapshot);
+        let mut data = self.encode(&datums);
+        if data.len() > self.config.max_batch_bytes {
+            // The longest ordered prefix that fits (binary search on the datum count).
+            let (mut lo, mut hi) = (0, datums.len());
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if self.encode(&datums[..mid]).len() <= self.config.max_batch_bytes {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            datums.truncate(lo);
+            data = self.encode(&datums);
+        }
+        self.known = datums.iter().filter_map(crate::snapshot::target).collect();
         self.send(0, data, out);
         let jitter = if self.first_stream {
             0.5 + 0.6 * self.random()
@@ -585,6 +605,7 @@ impl Core {
             size,
             sent: None,
             rejections: 0,
+            step: 0,
         });
         self.pump(now, out);
     }
@@ -782,7 +803,12 @@ impl Core {
             }
             Some(c @ (code::INVALID_ARGUMENT | code::OUT_OF_RANGE | code::RESOURCE_EXHAUSTED)) => {
                 self.error_count = (self.error_count + 1).min(7);
-                self.poison(c, &f.message, out);
+                if self.poison(c, &f.message, out) {
+                    tracing::error!("the snapshot keeps being rejected; pausing");
+                    self.arm(Timer::Recheck, now + self.config.recheck_interval);
+                    self.set_state(State::Paused(Pause::Protocol), out);
+                    return;
+                }
             }
             _ => self.error_count = (self.error_count + 1).min(7),
         }
@@ -791,45 +817,187 @@ impl Core {
         self.set_state(State::Backoff, out);
     }
 
-    /// The poison ladder: the oldest unacked batch is the suspect. Every `poison_threshold` rejections
-    /// move it down a step: a full snapshot on the next stream, then dropping its logs (counted, with
-    /// the intake's message, checkpoints released).
-    fn poison(&mut self, code: i32, message: &str, out: &mut Vec<Effect>) {
+    /// The poison ladder (TRANSPORT.md §8): the oldest unacked batch is the suspect. Every
+    /// `poison_threshold` rejections move it one step: a full snapshot on the next stream (skipped for
+    /// `RESOURCE_EXHAUSTED`), then splitting it in two (repeated on the failing half), then sending a
+    /// single log as raw text rebuilt here, then dropping it (counted, with the intake's message, its
+    /// checkpoints released). Returns true when the snapshot itself keeps failing (pause).
+    fn poison(&mut self, code: i32, message: &str, out: &mut Vec<Effect>) -> bool {
         let threshold = self.config.poison_threshold.max(1);
-        let suspect_is_snapshot = self.expected.front() == Some(&0) || self.sent_count == 0;
-        if suspect_is_snapshot && self.tracked.front().is_none_or(|t| t.sent.is_none()) {
+        if self.sent_count == 0 {
+            // Batch 0 is the suspect: fall back to the lazy snapshot, then pause.
             self.snapshot_rejections += 1;
-            return;
+            if self.snapshot_rejections >= threshold {
+                self.full_snapshot = false;
+            }
+            return self.snapshot_rejections >= 2 * threshold;
         }
         let Some(head) = self.tracked.front_mut() else {
-            return;
+            return false;
         };
         head.rejections += 1;
-        let r = head.rejections;
-        if r >= 2 * threshold {
-            let Some(t) = self.tracked.pop_front() else {
-                return;
-            };
-            if t.sent.is_some() {
-                self.sent_count -= 1;
-            }
-            self.bytes -= t.size;
-            self.snapshot.ack(&t.refs, &t.payload.changes);
-            self.stats.dropped_logs += t.payload.logs as u64;
-            tracing::error!(
-                seq = t.payload.seq,
-                logs = t.payload.logs,
-                reason = message,
-                "dropping a poison payload"
-            );
-            out.push(Effect::Dropped {
-                seq: t.payload.seq,
-                checkpoints: t.payload.checkpoints,
-                logs: t.payload.logs,
-                reason: message.to_owned(),
-            });
-        } else if r >= threshold && code != code::RESOURCE_EXHAUSTED {
-            self.full_snapshot = true;
+        if head.rejections < threshold {
+            return false;
         }
+        head.rejections = 0;
+        if head.step == 0 && code != code::RESOURCE_EXHAUSTED {
+            head.step = 1;
+            self.full_snapshot = true;
+            return false;
+        }
+        metrics::counter!("stencil_agent_poison_steps_total").increment(1);
+        if head.payload.logs > 1 {
+            self.split_head();
+        } else if head.step < 3 && self.raw_head() {
+            tracing::warn!(reason = message, "sending a rejected log as raw text");
+        } else {
+            self.drop_head(message, out);
+        }
+        false
+    }
+
+    fn take_head(&mut self) -> Option<Tracked> {
+        let t = self.tracked.pop_front()?;
+        if t.sent.is_some() {
+            self.sent_count -= 1;
+        }
+        self.bytes -= t.size;
+        Some(t)
+    }
+
+    fn push_front(&mut self, payload: Payload, step: u8) {
+        let refs = self.snapshot.expand(&payload.refs);
+        self.snapshot.protect(&refs);
+        let size = payload.encoded.data.len();
+        self.bytes += size;
+        self.tracked.push_front(Tracked {
+            payload,
+            refs,
+            size,
+            sent: None,
+            rejections: 0,
+            step,
+        });
+    }
+
+    /// Splits the head payload after its middle log (entries stay in order). The first half carries the
+    /// state changes and no checkpoint; the second half releases the original checkpoints.
+    fn split_head(&mut self) {
+        let Some(t) = self.take_head() else { return };
+        let p = &t.payload;
+        let mut seen = 0;
+        let cut = p
+            .wire
+            .iter()
+            .position(|d| {
+                seen += usize::from(matches!(d, Datum::Log(_)));
+                seen == p.logs / 2
+            })
+            .map_or(p.wire.len(), |i| i + 1);
+        let build = |datums: &[Datum], cps: Vec<Checkpoint>| {
+            Payload::build(p.seq, datums.to_vec(), cps, 0, &self.encoder)
+        };
+        match (
+            build(&p.wire[..cut], Vec::new()),
+            build(&p.wire[cut..], p.checkpoints.clone()),
+        ) {
+            (Ok(mut first), Ok(mut second)) => {
+                first.changes = p.changes.clone();
+                second.changes = Vec::new().into();
+                self.snapshot.release(&t.refs);
+                self.push_front(second, 1);
+                self.push_front(first, 1);
+            }
+            _ => {
+                // Re-encoding what already encoded once cannot fail; keep the payload if it does.
+                self.tracked.push_front(t);
+            }
+        }
+    }
+
+    /// Replaces a single-log head payload by the same log as raw text, rebuilt from the snapshot and the
+    /// payload's own defines. False when that is impossible (the log is then dropped).
+    fn raw_head(&mut self) -> bool {
+        let Some(head) = self.tracked.front() else {
+            return false;
+        };
+        let mut state = stencil_codec::StreamState::new(
+            stencil_codec::Generation::V3,
+            stencil_codec::Limits::default(),
+        );
+        for d in self.snapshot.defines().chain(head.payload.wire.iter()) {
+            let _ = match d {
+                Datum::PatternDefine(p) => state.define_pattern(p),
+                Datum::DictDefine(e) => state.define_dict(e),
+                Datum::SchemaDefine(s) => state.define_schema(s),
+                _ => Ok(()),
+            };
+        }
+        let Some(Datum::Log(log)) = head
+            .payload
+            .wire
+            .iter()
+            .find(|d| matches!(d, Datum::Log(_)))
+        else {
+            return false;
+        };
+        let Ok(record) = state.reconstruct(log) else {
+            return false;
+        };
+        let Ok(text) = stencil_codec::original_bytes(&record)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        else {
+            return false;
+        };
+        if text.is_empty() {
+            return false;
+        }
+        let raw = Datum::Log(stencil_codec::datum::Log {
+            content: stencil_codec::datum::Content::Raw(text),
+            json: None,
+            ..log.clone()
+        });
+        let mut datums: Vec<Datum> = head
+            .payload
+            .wire
+            .iter()
+            .filter(|d| !matches!(d, Datum::Log(_)))
+            .cloned()
+            .collect();
+        datums.push(raw);
+        let (seq, cps, raw_bytes) = (
+            head.payload.seq,
+            head.payload.checkpoints.clone(),
+            head.payload.raw_bytes,
+        );
+        let changes = head.payload.changes.clone();
+        let Ok(mut payload) = Payload::build(seq, datums, cps, raw_bytes, &self.encoder) else {
+            return false;
+        };
+        payload.changes = changes;
+        let Some(t) = self.take_head() else {
+            return false;
+        };
+        self.snapshot.release(&t.refs);
+        self.push_front(payload, 3);
+        true
+    }
+
+    fn drop_head(&mut self, message: &str, out: &mut Vec<Effect>) {
+        let Some(t) = self.take_head() else { return };
+        self.snapshot.ack(&t.refs, &t.payload.changes);
+        self.stats.dropped_logs += t.payload.logs as u64;
+        tracing::error!(
+            seq = t.payload.seq,
+            logs = t.payload.logs,
+            reason = message,
+            "dropping a poison payload"
+        );
+        out.push(Effect::Dropped {
+            seq: t.payload.seq,
+            checkpoints: t.payload.checkpoints,
+            logs: t.payload.logs,
+            reason: message.to_owned(),
+        });
     }
 }

@@ -70,6 +70,16 @@ impl Snapshot {
         out
     }
 
+    /// Every define held, in group order.
+    pub fn defines(&self) -> impl Iterator<Item = &Datum> {
+        self.entries.values()
+    }
+
+    /// Releases references without applying anything (a payload replaced by others).
+    pub fn release(&mut self, refs: &BTreeSet<Ref>) {
+        self.ack(refs, &[]);
+    }
+
     /// Counts a newly tracked payload's references.
     pub fn protect(&mut self, refs: &BTreeSet<Ref>) {
         for r in refs {

@@ -361,34 +361,168 @@ fn stop_is_safe_in_every_state() {
     );
 }
 
-#[test]
-fn poison_ladder_full_snapshot_then_drop() {
-    let mut h = Harness::new();
-    h.active();
-    h.ev(Event::Payload(payload(1)));
-    let mut epoch = 1;
-    let mut dropped = false;
-    for round in 1..=6 {
-        let fx = h.ev(Event::Ended(
+/// A payload of `n` raw logs.
+fn payload_of(seq: u64, n: usize) -> Payload {
+    let datums = (0..n)
+        .map(|i| {
+            Datum::Log(Log {
+                timestamp: i as i64,
+                status: None,
+                service: None,
+                tags: None,
+                content: Content::Raw(format!("p{seq} l{i}")),
+                json: None,
+                uuid: None,
+            })
+        })
+        .collect();
+    let cp = vec![Checkpoint {
+        source: Arc::from("src"),
+        offset: seq * 100,
+    }];
+    Payload::build(seq, datums, cp, 0, &encoder()).expect("encodes")
+}
+
+/// Rejects the current stream `rounds` times, reopening after each backoff; returns every effect.
+fn reject(h: &mut Harness, rounds: usize) -> Vec<Effect> {
+    let mut all = Vec::new();
+    for _ in 0..rounds {
+        let epoch = h.core.epoch();
+        all.extend(h.ev(Event::Ended(
             epoch,
             Failure {
                 code: Some(code::INVALID_ARGUMENT),
                 message: "bad batch".into(),
             },
-        ));
-        dropped |= fx
-            .iter()
-            .any(|e| matches!(e, Effect::Dropped { seq: 1, .. }));
-        if round < 6 {
-            assert!(!dropped, "round {round}");
-        }
+        )));
         h.advance_to_timer(Timer::Backoff);
-        epoch += 1;
-        h.ev(Event::Opened(epoch));
+        all.extend(h.ev(Event::Opened(h.core.epoch())));
     }
-    assert!(dropped, "dropped after 2 × threshold rejections");
+    all
+}
+
+#[test]
+fn poison_ladder_full_snapshot_raw_then_drop() {
+    let mut h = Harness::new();
+    h.active();
+    h.ev(Event::Payload(payload(1)));
+    let fx = reject(&mut h, 6);
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Dropped { .. })),
+        "full snapshot, then raw: not dropped yet"
+    );
+    assert_eq!(h.core.inflight().0, 1);
+    let fx = reject(&mut h, 3);
+    assert!(
+        fx.iter().any(|e| matches!(
+            e,
+            Effect::Dropped {
+                seq: 1,
+                logs: 1,
+                ..
+            }
+        )),
+        "then dropped"
+    );
     assert_eq!(h.core.stats().dropped_logs, 1);
     assert_eq!(h.core.inflight().0, 0);
+}
+
+#[test]
+fn poison_ladder_splits_multi_log_payloads() {
+    let mut h = Harness::new();
+    h.active();
+    h.ev(Event::Payload(payload_of(1, 4)));
+    reject(&mut h, 3); // step 1: full snapshot
+    assert_eq!(h.core.inflight().0, 1);
+    let fx = reject(&mut h, 3); // step 2: split in two halves, both sent on the new stream
+    assert_eq!(h.core.inflight().0, 2, "split in two: {fx:?}");
+    let epoch = h.core.epoch();
+    let fx = h.ev(Event::Ack(epoch, 1, 1));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Release { seq: 1, checkpoints, logs: 2 } if checkpoints.is_empty())), "{fx:?}");
+    let fx = h.ev(Event::Ack(epoch, 2, 1));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Release { seq: 1, checkpoints, logs: 2 } if checkpoints.len() == 1)), "{fx:?}");
+}
+
+#[test]
+fn an_oversized_snapshot_is_cut_and_the_rest_travels_as_prefixes() {
+    let config = CoreConfig {
+        max_batch_bytes: 200,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(config, encoder(), 1);
+    let now = Instant::now();
+    core.handle(Event::Start, now);
+    core.handle(Event::Opened(1), now);
+    // Payload 1 defines 20 big entries; payload 2 references them all.
+    // Incompressible values, so that 20 of them cannot fit in 200 bytes.
+    let noise = |id: u64| {
+        (0..8)
+            .map(|k| format!("{:016x}", (id * 31 + k).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .collect::<String>()
+    };
+    let defines: Vec<Datum> = (2..22)
+        .map(|id| {
+            Datum::DictDefine(DictDefine {
+                id,
+                value: noise(id),
+            })
+        })
+        .collect();
+    let p1 = Payload::build(1, defines, vec![], 0, &encoder()).expect("encodes");
+    core.handle(Event::Payload(p1), now);
+    core.handle(Event::Ack(1, 1, 1), now);
+    let logs: Vec<Datum> = (2..22)
+        .map(|id| {
+            Datum::Log(Log {
+                timestamp: 0,
+                status: Some(Value::Dict(id)),
+                service: None,
+                tags: None,
+                content: Content::Raw("x".into()),
+                json: None,
+                uuid: None,
+            })
+        })
+        .collect();
+    let p2 = Payload::build(2, logs, vec![], 0, &encoder()).expect("encodes");
+    let canonical = p2.encoded.data.len();
+    core.handle(Event::Payload(p2), now);
+    // Reconnect: batch 0 must stay under 200 bytes; payload 2 then carries the missing defines.
+    core.handle(
+        Event::Ended(
+            1,
+            Failure {
+                code: Some(14),
+                message: String::new(),
+            },
+        ),
+        now,
+    );
+    let at = core.deadline(Timer::Backoff).expect("backoff");
+    core.handle(Event::Timer(Timer::Backoff), at);
+    let fx = core.handle(Event::Opened(2), at);
+    let sizes: Vec<(u32, usize)> = fx
+        .iter()
+        .filter_map(|e| {
+            if let Effect::Send { batch_id, data, .. } = e {
+                Some((*batch_id, data.len()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(sizes.len(), 2);
+    assert!(sizes[0].1 <= 200, "batch 0 fits: {sizes:?}");
+    assert!(
+        sizes[1].1 > canonical + 1000,
+        "payload 2 carries the defines batch 0 could not: {sizes:?} vs {canonical}"
+    );
+    assert_eq!(
+        core.stats().dangling,
+        0,
+        "every reference resolves through the prefix"
+    );
 }
 
 proptest! {
