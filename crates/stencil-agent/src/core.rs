@@ -567,10 +567,19 @@ impl Core {
         }
         while self.sent_count < self.tracked.len() {
             let i = self.sent_count;
-            let (prefix, dangling) = self.snapshot.plan(&self.known, &self.tracked[i].payload);
-            self.stats.dangling += dangling as u64;
+            let (mut prefix, dangling) = self.snapshot.plan(&self.known, &self.tracked[i].payload);
             if dangling > 0 {
-                tracing::error!(dangling, "a payload references ids no define resolves");
+                // Cannot happen while no define is dropped. If it does, never send an unresolved
+                // reference: count it and send the affected logs as raw text.
+                self.stats.dangling += dangling as u64;
+                metrics::counter!("stencil_agent_dangling_references_total")
+                    .increment(dangling as u64);
+                tracing::error!(
+                    dangling,
+                    "a payload references ids no define resolves; sending its logs raw"
+                );
+                self.degrade(i);
+                prefix = self.snapshot.plan(&self.known, &self.tracked[i].payload).0;
             }
             let payload = &self.tracked[i].payload;
             let data = if prefix.is_empty() {
@@ -915,17 +924,14 @@ impl Core {
         }
     }
 
-    /// Replaces a single-log head payload by the same log as raw text, rebuilt from the snapshot and the
-    /// payload's own defines. False when that is impossible (the log is then dropped).
-    fn raw_head(&mut self) -> bool {
-        let Some(head) = self.tracked.front() else {
-            return false;
-        };
+    /// The text of `log` rebuilt from the snapshot and `defines`, as a raw log with the same metadata.
+    /// `None` when a reference cannot be resolved or the text is empty (v3 cannot carry it raw).
+    fn as_raw(&self, log: &stencil_codec::datum::Log, defines: &[Datum]) -> Option<Datum> {
         let mut state = stencil_codec::StreamState::new(
             stencil_codec::Generation::V3,
             stencil_codec::Limits::default(),
         );
-        for d in self.snapshot.defines().chain(head.payload.wire.iter()) {
+        for d in self.snapshot.defines().chain(defines.iter()) {
             let _ = match d {
                 Datum::PatternDefine(p) => state.define_pattern(p),
                 Datum::DictDefine(e) => state.define_dict(e),
@@ -933,6 +939,93 @@ impl Core {
                 _ => Ok(()),
             };
         }
+        let record = state.reconstruct(log).ok()?;
+        let bytes = stencil_codec::original_bytes(&record).ok()?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if text.is_empty() {
+            return None;
+        }
+        // Metadata stays only if the stream can resolve it before this log: known, or in the snapshot
+        // (the planner prefixes it).
+        let resolvable = |id: u64| {
+            let r = (crate::payload::SpaceKey::Dictionary, id);
+            self.known.contains(&r)
+                || self
+                    .snapshot
+                    .defines()
+                    .any(|d| crate::snapshot::target(d) == Some(r))
+        };
+        let keep = |v: &Option<stencil_codec::datum::Value>| {
+            v.clone().filter(|v| match v {
+                stencil_codec::datum::Value::Dict(id) => resolvable(*id),
+                _ => true,
+            })
+        };
+        Some(Datum::Log(stencil_codec::datum::Log {
+            status: keep(&log.status),
+            service: keep(&log.service),
+            tags: keep(&log.tags),
+            content: stencil_codec::datum::Content::Raw(text),
+            json: None,
+            ..log.clone()
+        }))
+    }
+
+    /// Rebuilds payload `i` with every log sent raw (logs that cannot be rebuilt are dropped and
+    /// counted). Its defines and checkpoints are kept.
+    fn degrade(&mut self, i: usize) {
+        let p = &self.tracked[i].payload;
+        let defines: Vec<Datum> = p
+            .wire
+            .iter()
+            .filter(|d| !matches!(d, Datum::Log(_)))
+            .cloned()
+            .collect();
+        let mut datums = Vec::with_capacity(p.wire.len());
+        let mut lost = 0;
+        for d in p.wire.iter() {
+            match d {
+                Datum::Log(log) => match self.as_raw(log, &defines) {
+                    Some(raw) => datums.push(raw),
+                    None => lost += 1,
+                },
+                other => datums.push(other.clone()),
+            }
+        }
+        self.stats.dropped_logs += lost;
+        let changes = p.changes.clone();
+        if let Ok(mut payload) = Payload::build(
+            p.seq,
+            datums,
+            p.checkpoints.clone(),
+            p.raw_bytes,
+            &self.encoder,
+        ) {
+            payload.changes = changes;
+            let refs = self.snapshot.expand(&payload.refs);
+            self.snapshot.protect(&refs);
+            let old = std::mem::replace(&mut self.tracked[i].refs, refs);
+            self.snapshot.release(&old);
+            let size = payload.encoded.data.len();
+            self.bytes = self.bytes - self.tracked[i].size + size;
+            self.tracked[i].size = size;
+            self.tracked[i].payload = payload;
+        }
+    }
+
+    /// Replaces a single-log head payload by the same log as raw text. False when that is impossible
+    /// (the log is then dropped).
+    fn raw_head(&mut self) -> bool {
+        let Some(head) = self.tracked.front() else {
+            return false;
+        };
+        let defines: Vec<Datum> = head
+            .payload
+            .wire
+            .iter()
+            .filter(|d| !matches!(d, Datum::Log(_)))
+            .cloned()
+            .collect();
         let Some(Datum::Log(log)) = head
             .payload
             .wire
@@ -941,29 +1034,10 @@ impl Core {
         else {
             return false;
         };
-        let Ok(record) = state.reconstruct(log) else {
+        let Some(raw) = self.as_raw(log, &defines) else {
             return false;
         };
-        let Ok(text) = stencil_codec::original_bytes(&record)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-        else {
-            return false;
-        };
-        if text.is_empty() {
-            return false;
-        }
-        let raw = Datum::Log(stencil_codec::datum::Log {
-            content: stencil_codec::datum::Content::Raw(text),
-            json: None,
-            ..log.clone()
-        });
-        let mut datums: Vec<Datum> = head
-            .payload
-            .wire
-            .iter()
-            .filter(|d| !matches!(d, Datum::Log(_)))
-            .cloned()
-            .collect();
+        let mut datums = defines;
         datums.push(raw);
         let (seq, cps, raw_bytes) = (
             head.payload.seq,

@@ -1,18 +1,21 @@
 //! `stencil-agent`: the agent side of the stateful-encoding logs protocol, from payloads to acked
 //! checkpoints (TRANSPORT.md).
 //!
+//! - [`batcher`]: entries to payloads (count, bytes and age triggers; size guard).
 //! - [`payload`]: payloads (canonical datums, references, checkpoints, the canonical encoding).
 //! - [`snapshot`]: the snapshot, reference counts, parked deletes and the prefix planner.
 //! - [`core`]: the stream worker's deterministic state machine (events in, effects out).
 //! - [`driver`]: the tokio driver that runs a core over a tonic bidi stream.
 //! - [`checkpoint`]: the coalescing mailbox towards the checkpoint registry.
 
+pub mod batcher;
 pub mod checkpoint;
 pub mod core;
 pub mod driver;
 pub mod payload;
 pub mod snapshot;
 
+pub use batcher::{BatchConfig, Batcher, Entry, Flush};
 pub use checkpoint::Mailbox;
 pub use core::{Core, CoreConfig, CoreStats, Effect, Epoch, Event, Failure, State, Timer};
 pub use driver::{channel, spawn, Headers, Worker, WorkerReport};

@@ -525,6 +525,62 @@ fn an_oversized_snapshot_is_cut_and_the_rest_travels_as_prefixes() {
     );
 }
 
+#[test]
+fn a_dangling_reference_is_counted_and_the_log_sent_raw() {
+    // A malformed payload: the log comes before the defines it references.
+    let datums = vec![
+        Datum::Log(Log {
+            timestamp: 5,
+            status: Some(Value::Dict(5)),
+            service: None,
+            tags: None,
+            content: Content::Pattern {
+                id: 9,
+                values: vec![Value::Int(42).into()],
+            },
+            json: None,
+            uuid: None,
+        }),
+        Datum::DictDefine(DictDefine {
+            id: 5,
+            value: "info".into(),
+        }),
+        Datum::PatternDefine(PatternDefine {
+            id: 9,
+            template: "answer=".into(),
+            pos_list: vec![7],
+        }),
+    ];
+    let p = Payload::build(1, datums, vec![], 0, &encoder()).expect("encodes");
+    let mut h = Harness::new();
+    h.active();
+    let fx = h.ev(Event::Payload(p));
+    assert!(h.core.stats().dangling > 0);
+    let data = fx
+        .iter()
+        .find_map(|e| {
+            if let Effect::Send {
+                batch_id: 1, data, ..
+            } = e
+            {
+                Some(data.clone())
+            } else {
+                None
+            }
+        })
+        .expect("sent");
+    let mut dec = stencil_codec::StreamDecoder::new(
+        Generation::V3,
+        Compression::ZSTD,
+        stencil_codec::Limits::default(),
+    );
+    dec.decode(0, &[]).expect("snapshot");
+    let batch = dec
+        .decode(1, &data)
+        .expect("the intake accepts it: no unresolved reference");
+    assert_eq!(batch.logs[0].message, "answer=42");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
