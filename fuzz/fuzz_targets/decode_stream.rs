@@ -8,24 +8,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stencil_codec::{Compression, ErrorKind, Generation, Limits, StreamDecoder};
+
+#[path = "common.rs"]
+mod common;
+use stencil_codec::{ErrorKind, StreamDecoder};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&head, mut rest)) = data.split_first() else {
         return;
     };
-    let generation = if head & 1 == 0 { Generation::V3 } else { Generation::V2 };
-    let compression = match (head >> 1) % 3 {
-        0 => Compression::Identity,
-        1 => Compression::ZSTD,
-        _ => Compression::GZIP,
-    };
-    let limits = Limits {
-        max_decompressed_bytes: 1 << 20,
-        max_output_bytes: 4 << 20,
-        max_state_bytes: 1 << 20,
-        ..Limits::default()
-    };
+    let (generation, compression, limits) = common::stream_setup(head);
     let mut decoder = StreamDecoder::new(generation, compression, limits);
     let mut id = u32::from(head >> 7);
     let mut failed = false;

@@ -9,7 +9,9 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use stencil_codec::{Compression, Generation, Limits};
+
+#[path = "common.rs"]
+mod common;
 use stencil_intake::stream::StreamHandler;
 use stencil_intake::{MemorySink, StreamInfo};
 use stencil_proto::stateful::StatefulBatch;
@@ -23,18 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&head, mut rest)) = data.split_first() else {
         return;
     };
-    let generation = if head & 1 == 0 { Generation::V3 } else { Generation::V2 };
-    let compression = match (head >> 1) % 3 {
-        0 => Compression::Identity,
-        1 => Compression::ZSTD,
-        _ => Compression::GZIP,
-    };
-    let limits = Limits {
-        max_decompressed_bytes: 1 << 20,
-        max_output_bytes: 4 << 20,
-        max_state_bytes: 1 << 20,
-        ..Limits::default()
-    };
+    let (generation, compression, limits) = common::stream_setup(head);
     let info = StreamInfo { id: 1, generation, peer: None };
     let sink = MemorySink::new();
     let mut handler = StreamHandler::new(info, compression, limits, Arc::new(sink.clone()));

@@ -5,6 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::assert_delivered;
 use stencil_agent::{Checkpoint, Core, CoreConfig, Headers, Mailbox, Payload, State};
 use stencil_codec::{BatchEncoder, Compression, Generation};
 use stencil_intake::{IntakeConfig, MemorySink, RunningIntake};
@@ -141,28 +144,6 @@ impl Agent {
             .expect("the worker stops");
         (report, self.mailbox.take())
     }
-}
-
-/// Every line arrives at least once, first occurrences in order, and duplicates are whole replays.
-fn assert_delivered(got: &[String], want: &[String]) {
-    let mut next = 0;
-    for line in got {
-        if next < want.len() && *line == want[next] {
-            next += 1;
-        } else {
-            assert!(
-                want[..next].contains(line),
-                "unexpected or out-of-order line {line:?}"
-            );
-        }
-    }
-    assert_eq!(
-        next,
-        want.len(),
-        "all {} lines delivered (got {} records)",
-        want.len(),
-        got.len()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::assert_delivered;
 use stencil_agent::{Checkpoint, Core, CoreConfig, Headers, Mailbox, Payload, State};
 use stencil_codec::{BatchEncoder, Compression, Generation};
 use stencil_intake::{IntakeConfig, MemorySink};
@@ -139,27 +142,6 @@ fn payloads(lines: &[String], per: usize) -> Vec<Payload> {
             Payload::build(n as u64 + 1, datums, cp, 0, &encoder).expect("encodes")
         })
         .collect()
-}
-
-fn assert_delivered(got: &[String], want: &[String]) {
-    let mut next = 0;
-    for line in got {
-        if next < want.len() && *line == want[next] {
-            next += 1;
-        } else {
-            assert!(
-                want[..next].contains(line),
-                "unexpected or out-of-order line {line:?}"
-            );
-        }
-    }
-    assert_eq!(
-        next,
-        want.len(),
-        "all {} lines delivered (got {} records)",
-        want.len(),
-        got.len()
-    );
 }
 
 struct Run {

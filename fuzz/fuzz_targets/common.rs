@@ -1,0 +1,21 @@
+//! What the decoder fuzz targets share: reading the stream's generation, codec and limits from the
+//! first input byte.
+
+use stencil_codec::{Compression, Generation, Limits};
+
+/// Generation (bit 0), codec ((byte >> 1) % 3), and small limits so that limit paths are reached.
+pub fn stream_setup(head: u8) -> (Generation, Compression, Limits) {
+    let generation = if head & 1 == 0 { Generation::V3 } else { Generation::V2 };
+    let compression = match (head >> 1) % 3 {
+        0 => Compression::Identity,
+        1 => Compression::ZSTD,
+        _ => Compression::GZIP,
+    };
+    let limits = Limits {
+        max_decompressed_bytes: 1 << 20,
+        max_output_bytes: 4 << 20,
+        max_state_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    (generation, compression, limits)
+}
