@@ -6,13 +6,16 @@
 //! - [`snapshot`]: the snapshot, reference counts, parked deletes and the prefix planner.
 //! - [`core`]: the stream worker's deterministic state machine (events in, effects out).
 //! - [`driver`]: the tokio driver that runs a core over a tonic bidi stream.
+//! - [`files`] and [`ship`]: one pass over files or stdin, end to end (`stencil ship --once`).
 //! - [`checkpoint`]: the coalescing mailbox towards the checkpoint registry.
 
 pub mod batcher;
 pub mod checkpoint;
 pub mod core;
 pub mod driver;
+pub mod files;
 pub mod payload;
+pub mod ship;
 pub mod snapshot;
 
 pub use batcher::{BatchConfig, Batcher, Entry, Flush};

@@ -1,5 +1,4 @@
-//! The `stencil` command line: `intake` runs a receiver; `ship` and `bench` land with their issues and say
-//! so plainly instead of pretending to work.
+//! The `stencil` command line: `ship` sends logs, `intake` receives them, `bench` measures.
 
 mod cmd;
 
@@ -22,15 +21,13 @@ const EXAMPLES: &str = "Examples:
   stencil intake --listen 127.0.0.1:10600 --out ./rebuilt --api-key secret
   stencil intake --listen 0.0.0.0:10600 --jsonl logs.jsonl --tls-cert cert.pem --tls-key key.pem
   stencil bench patterns --loghub ../shared/corpus/loghub-2k
-  stencil ship /var/log/syslog          (not yet)";
+  stencil ship --once /var/log/syslog   (rebuilds it under ./stencil-out/var/log/syslog)
+  stencil ship --once --endpoint https://intake:10600 --api-key KEY 'logs/*.log'";
 
 #[derive(Subcommand)]
 enum Command {
-    /// Tail files (or stdin) and ship them to an intake (not yet implemented).
-    Ship {
-        /// Files, globs, or `-` for stdin.
-        paths: Vec<String>,
-    },
+    /// Ship files (or stdin) to an intake; without --endpoint, to an embedded one that rebuilds them.
+    Ship(Box<cmd::ship::ShipArgs>),
     /// Run an intake: receive both protocol generations and write the rebuilt logs to a sink.
     Intake(Box<cmd::intake::IntakeArgs>),
     /// Run a benchmark.
@@ -44,11 +41,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Intake(args) => cmd::intake::run(*args),
         Command::Bench(b) => cmd::bench::run(b),
-        Command::Ship { .. } => {
-            eprintln!(
-                "stencil: not yet. This subcommand lands with its issue; `stencil intake` works today."
-            );
-            ExitCode::from(2)
-        }
+        Command::Ship(args) => cmd::ship::run(*args),
     }
 }

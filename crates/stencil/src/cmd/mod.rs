@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod intake;
+pub mod ship;
 
 use tracing_subscriber::EnvFilter;
 

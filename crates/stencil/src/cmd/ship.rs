@@ -1,0 +1,205 @@
+//! `stencil ship`: send files (or stdin) through the pattern engine and the stream worker to an intake.
+//! Without `--endpoint` it starts an embedded intake that rebuilds every file under `--out`, so the round
+//! trip can be checked with `cmp`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use stencil_agent::ship::{Input, ShipOptions, Summary};
+use stencil_agent::{BatchConfig, Mailbox};
+use stencil_codec::Compression;
+use stencil_intake::{FilesSink, IntakeConfig};
+
+/// Flags of `stencil ship`.
+#[derive(Args, Debug)]
+pub struct ShipArgs {
+    /// Files, globs, or `-` for stdin.
+    #[arg(required = true, value_name = "PATH|GLOB|-")]
+    paths: Vec<String>,
+    /// Remote intake, e.g. `https://intake.example.com:443`. Without it, an embedded intake writes the
+    /// rebuilt files under --out.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// API key for --endpoint (`dd-api-key`).
+    #[arg(long, env = "STENCIL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// CA bundle (PEM) that signs the endpoint's certificate.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Where the embedded intake writes rebuilt files (`/var/log/x` → `DIR/var/log/x`).
+    #[arg(long, value_name = "DIR", default_value = "./stencil-out")]
+    out: PathBuf,
+    /// Read every input to its end, wait until everything is acked, print a summary and exit.
+    #[arg(long)]
+    once: bool,
+    /// Also write the summary as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<PathBuf>,
+    /// Service of every log.
+    #[arg(long)]
+    service: Option<String>,
+    /// Source (`ddsource:` tag) of every log.
+    #[arg(long)]
+    source: Option<String>,
+    /// Extra tags, `k:v,k2:v2`.
+    #[arg(long, value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Hostname tag (default: this machine's name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Payload compression.
+    #[arg(long, default_value = "zstd", value_parser = ["zstd", "gzip", "none"])]
+    compression: String,
+    /// Schema generation (the agent speaks v3).
+    #[arg(long, default_value = "v3", value_parser = ["v3", "v2"])]
+    schema: String,
+    /// Logs per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_lines: usize,
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+fn inputs(paths: &[String]) -> Result<Vec<Input>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p == "-" {
+            out.push(Input::Stdin);
+        } else if p.contains(['*', '?', '[']) {
+            let matches: Vec<PathBuf> = glob::glob(p)
+                .map_err(|e| format!("bad glob {p:?}: {e}"))?
+                .filter_map(Result::ok)
+                .filter(|m| m.is_file())
+                .collect();
+            if matches.is_empty() {
+                return Err(format!("{p:?} matches no file"));
+            }
+            out.extend(matches.into_iter().map(Input::File));
+        } else {
+            let path = PathBuf::from(p);
+            if !path.is_file() {
+                return Err(format!("{p}: no such file (pass `-` for stdin)"));
+            }
+            out.push(Input::File(path));
+        }
+    }
+    Ok(out)
+}
+
+fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
+    let j = s.to_json();
+    eprintln!(
+        "shipped {} lines, {} raw bytes as {} wire bytes ({:.2}x smaller than raw, {:.2}x vs per-batch zstd-1 = {} bytes) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped",
+        s.lines,
+        s.raw_bytes,
+        s.wire_bytes,
+        j["ratio_to_raw"].as_f64().unwrap_or(0.0),
+        j["ratio_to_zstd1"].as_f64().unwrap_or(0.0),
+        s.zstd1_bytes,
+        s.seconds,
+        j["lines_per_sec"].as_f64().unwrap_or(0.0),
+        s.patterns,
+        s.replayed,
+        s.split_lines,
+        s.dropped,
+    );
+    if let Some(out) = embedded_out {
+        eprintln!(
+            "rebuilt files are under {} (compare with `cmp`)",
+            out.display()
+        );
+    }
+}
+
+/// Runs `stencil ship`.
+pub fn run(args: ShipArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stencil ship: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_inner(args: ShipArgs) -> Result<(), String> {
+    if !args.once {
+        return Err("following files (tailing) is not implemented yet; pass --once to ship each input to its end".into());
+    }
+    if args.schema == "v2" {
+        return Err(
+            "--schema v2: the Stencil agent speaks v3 only (the intake accepts both)".into(),
+        );
+    }
+    let inputs = inputs(&args.paths)?;
+    let options = ShipOptions {
+        service: args.service.clone(),
+        source: args.source.clone(),
+        hostname: args.hostname.clone().or_else(hostname),
+        tags: args.tags.clone(),
+        compression: match args.compression.as_str() {
+            "gzip" => Compression::GZIP,
+            "none" => Compression::Identity,
+            _ => Compression::ZSTD,
+        },
+        batch: BatchConfig {
+            max_logs: args.batch_lines.max(1),
+            ..BatchConfig::default()
+        },
+        ..ShipOptions::default()
+    };
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let (channel, key, embedded) = match &args.endpoint {
+            Some(url) => {
+                let key = args
+                    .api_key
+                    .clone()
+                    .ok_or("--endpoint needs --api-key (or STENCIL_API_KEY)")?;
+                let ca = match &args.ca_file {
+                    Some(p) => Some(
+                        std::fs::read(p).map_err(|e| format!("--ca-file {}: {e}", p.display()))?,
+                    ),
+                    None => None,
+                };
+                let channel = stencil_agent::channel(url, ca.as_deref())
+                    .map_err(|e| format!("--endpoint {url}: {e}"))?;
+                (channel, key, None)
+            }
+            None => {
+                let key = format!("embedded-{}", std::process::id());
+                let sink = FilesSink::new(&args.out, false).map_err(|e| format!("--out: {e}"))?;
+                let config = IntakeConfig {
+                    api_keys: vec![key.clone()],
+                    ..IntakeConfig::default()
+                };
+                let intake = stencil_intake::bind("127.0.0.1:0", config, Arc::new(sink))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let addr: SocketAddr = intake.local_addr();
+                let channel = stencil_agent::channel(&format!("http://{addr}"), None)
+                    .map_err(|e| e.to_string())?;
+                (channel, key, Some(intake))
+            }
+        };
+        let summary =
+            stencil_agent::ship::ship_once(inputs, options, channel, key, Mailbox::new()).await?;
+        if let Some(intake) = embedded {
+            intake.shutdown().await.map_err(|e| e.to_string())?;
+        }
+        print_summary(&summary, args.endpoint.is_none().then_some(&args.out));
+        if let Some(path) = &args.summary_json {
+            std::fs::write(path, summary.to_json().to_string())
+                .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
+        }
+        Ok(())
+    })
+}

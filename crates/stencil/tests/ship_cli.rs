@@ -1,0 +1,95 @@
+//! `stencil ship --once` as a real process with its embedded intake: every input comes back byte for
+//! byte under `--out` (CRLF, invalid UTF-8, no final newline, empty lines), and the summary adds up.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn rebuilt(out: &Path, source: &Path) -> PathBuf {
+    let abs = std::fs::canonicalize(source).expect("absolute path");
+    out.join(abs.strip_prefix("/").expect("absolute"))
+}
+
+fn ship(out: &Path, inputs: &[PathBuf]) -> serde_json::Value {
+    let summary = out.join("summary.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["ship", "--once", "--batch-lines", "100", "--out"])
+        .arg(out)
+        .arg("--summary-json")
+        .arg(&summary)
+        .args(inputs)
+        .status()
+        .expect("stencil runs");
+    assert!(status.success());
+    serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary written"))
+        .expect("JSON")
+}
+
+#[test]
+fn hard_lines_round_trip_through_ship() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("mixed.log");
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"crlf line\r\n\n   \nplain 42 ok\n");
+    bytes.extend_from_slice(b"bad \xff\xfe utf8\nnul \x00 byte\n");
+    bytes.extend_from_slice("emoji \u{1F600} and marker \u{F8FE}\n".as_bytes());
+    bytes.extend_from_slice(br#"{"level":"info","n":1,"msg":"json line"}"#);
+    bytes.extend_from_slice(b"\n");
+    bytes.extend_from_slice(br#"{"msg":"json, message first","level":"warn"}"#);
+    bytes.extend_from_slice(b"\nlast without newline");
+    std::fs::write(&input, &bytes).expect("write input");
+    let out = dir.path().join("out");
+    let summary = ship(&out, std::slice::from_ref(&input));
+    assert_eq!(
+        std::fs::read(rebuilt(&out, &input)).expect("rebuilt file"),
+        bytes
+    );
+    assert_eq!(summary["lines"], 10);
+    assert_eq!(summary["raw_bytes"], bytes.len());
+    assert!(summary["wire_bytes"].as_u64().expect("number") > 0);
+}
+
+#[test]
+fn corpus_files_round_trip_through_ship() {
+    let Some(corpus) = std::env::var_os("STENCIL_CORPUS") else {
+        eprintln!("SKIPPED: set STENCIL_CORPUS=../shared/corpus to ship the corpus");
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(corpus)
+        .join("loghub-2k");
+    assert!(root.is_dir(), "no loghub-2k under STENCIL_CORPUS");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("readable")
+        .filter_map(Result::ok)
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            e.path().join(format!("{name}_2k.log"))
+        })
+        .filter(|p| p.is_file())
+        .collect();
+    inputs.sort();
+    assert_eq!(inputs.len(), 12);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = ship(dir.path(), &inputs);
+    for input in &inputs {
+        let original = std::fs::read(input).expect("corpus file");
+        assert_eq!(
+            std::fs::read(rebuilt(dir.path(), input)).expect("rebuilt"),
+            original,
+            "{}",
+            input.display()
+        );
+    }
+    assert_eq!(summary["lines"], 24_000);
+}
+
+#[test]
+fn ship_without_once_says_what_is_missing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["ship", "/etc/hostname"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--once"));
+}
