@@ -32,16 +32,18 @@ impl Eol {
 /// Default line cap: 1 MiB.
 pub const MAX_LINE: usize = 1 << 20;
 
-/// Calls `each(line, eol, offset_after)` for every line of `reader`. Returns the number of lines that
-/// had to be split because they exceeded `max_line`.
+/// Calls `each(line, eol, offset_after)` for every line of `reader`, whose first byte is at offset
+/// `start` of its source. Returns the number of lines that had to be split because they exceeded
+/// `max_line`.
 pub fn for_each_line(
     reader: impl Read,
+    start: u64,
     max_line: usize,
     mut each: impl FnMut(&[u8], Eol, u64),
 ) -> std::io::Result<u64> {
     let mut reader = BufReader::with_capacity(256 << 10, reader);
     let mut buf = Vec::with_capacity(4096);
-    let mut offset = 0u64;
+    let mut offset = start;
     let mut split = 0;
     loop {
         buf.clear();
@@ -76,7 +78,8 @@ mod tests {
 
     fn lines(input: &[u8], max: usize) -> (Vec<(Vec<u8>, Eol)>, u64) {
         let mut out = Vec::new();
-        let split = for_each_line(input, max, |l, e, _| out.push((l.to_vec(), e))).expect("reads");
+        let split =
+            for_each_line(input, 0, max, |l, e, _| out.push((l.to_vec(), e))).expect("reads");
         (out, split)
     }
 

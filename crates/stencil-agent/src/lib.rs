@@ -7,6 +7,7 @@
 //! - [`core`]: the stream worker's deterministic state machine (events in, effects out).
 //! - [`driver`]: the tokio driver that runs a core over a tonic bidi stream.
 //! - [`files`] and [`ship`]: one pass over files or stdin, end to end (`stencil ship --once`).
+//! - [`registry`]: the persisted checkpoint registry (atomic writes, resume after a crash).
 //! - [`checkpoint`]: the coalescing mailbox towards the checkpoint registry.
 
 pub mod batcher;
@@ -15,6 +16,7 @@ pub mod core;
 pub mod driver;
 pub mod files;
 pub mod payload;
+pub mod registry;
 pub mod ship;
 pub mod snapshot;
 

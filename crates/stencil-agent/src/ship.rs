@@ -17,6 +17,7 @@ use crate::core::{Core, CoreConfig};
 use crate::driver::Headers;
 use crate::files::{for_each_line, MAX_LINE};
 use crate::payload::{Checkpoint, Payload};
+use crate::registry::{fingerprint, Registry};
 
 /// An input: a file path, or stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,10 @@ pub struct ShipOptions {
     pub batch: BatchConfig,
     /// Worker timings.
     pub core: CoreConfig,
+    /// Where the checkpoint registry lives; with it, a rerun resumes after the last acked line.
+    pub data_dir: Option<PathBuf>,
+    /// How often acked checkpoints are persisted (default 1 s when zero).
+    pub checkpoint_interval: std::time::Duration,
 }
 
 /// The outcome of a pass.
@@ -110,7 +115,7 @@ struct ReadStats {
 
 /// Reads every input to its end and produces payloads into `tx` (blocking; run on a blocking thread).
 fn produce(
-    inputs: Vec<Input>,
+    inputs: Vec<(Input, u64)>,
     options: ShipOptions,
     tx: mpsc::Sender<Payload>,
 ) -> Result<ReadStats, String> {
@@ -141,13 +146,16 @@ fn produce(
     if let Some(h) = &options.hostname {
         common.push(format!("hostname:{h}"));
     }
-    for input in inputs {
+    for (input, start) in inputs {
         let (reader, source): (Box<dyn std::io::Read>, Option<String>) = match &input {
             Input::File(path) => {
+                use std::io::Seek;
                 let abs =
                     std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let file =
+                let mut file =
                     std::fs::File::open(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
+                file.seek(std::io::SeekFrom::Start(start))
+                    .map_err(|e| format!("{}: {e}", abs.display()))?;
                 (Box::new(file), Some(abs.to_string_lossy().into_owned()))
             }
             Input::Stdin => (Box::new(std::io::stdin()), None),
@@ -158,7 +166,7 @@ fn produce(
             tags.push(format!("filename:{s}"));
         }
         let mut failed = None;
-        let split = for_each_line(reader, MAX_LINE, |line, eol, offset| {
+        let split = for_each_line(reader, start, MAX_LINE, |line, eol, offset| {
             if failed.is_some() {
                 return;
             }
@@ -237,6 +245,45 @@ pub async fn ship_once(
     mailbox: Mailbox,
 ) -> Result<Summary, String> {
     let started = Instant::now();
+    // With a data dir, each file resumes after its last acked line.
+    let mut registry = match &options.data_dir {
+        Some(dir) => Some(Registry::open(dir)?),
+        None => None,
+    };
+    let mut planned = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let start = match (&input, registry.as_mut()) {
+            (Input::File(path), Some(reg)) => {
+                let abs =
+                    std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let key = abs.to_string_lossy().into_owned();
+                let fp = fingerprint(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
+                let start = reg.resume(&key, fp);
+                reg.track(&key, fp, start);
+                start
+            }
+            _ => 0,
+        };
+        planned.push((input, start));
+    }
+    let stop_registry = tokio_util::sync::CancellationToken::new();
+    let registry_task = match registry {
+        Some(reg) => {
+            reg.persist()
+                .map_err(|e| format!("cannot write checkpoints: {e}"))?;
+            let every = if options.checkpoint_interval.is_zero() {
+                std::time::Duration::from_secs(1)
+            } else {
+                options.checkpoint_interval
+            };
+            Some(tokio::spawn(reg.run(
+                mailbox.clone(),
+                every,
+                stop_registry.clone(),
+            )))
+        }
+        None => None,
+    };
     let encoder = BatchEncoder::new(Generation::V3, options.compression);
     let (tx, rx) = mpsc::channel(4);
     let (_key_tx, key_rx) = watch::channel(api_key);
@@ -249,9 +296,14 @@ pub async fn ship_once(
         rx,
         mailbox,
     );
-    let producer = tokio::task::spawn_blocking(move || produce(inputs, options, tx));
+    let producer = tokio::task::spawn_blocking(move || produce(planned, options, tx));
     let read = producer.await.map_err(|e| format!("reader failed: {e}"))?;
     let report = worker.join().await;
+    stop_registry.cancel();
+    if let Some(task) = registry_task {
+        task.await
+            .map_err(|e| format!("checkpoint registry failed: {e}"))?;
+    }
     let read = read?;
     Ok(Summary {
         lines: read.lines,

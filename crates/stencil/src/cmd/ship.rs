@@ -59,6 +59,12 @@ pub struct ShipArgs {
     /// Logs per batch.
     #[arg(long, default_value_t = 1000)]
     batch_lines: usize,
+    /// Keep checkpoints here: a rerun resumes each file after its last acked line (also after a crash).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// How often acked checkpoints are written to --data-dir, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
 }
 
 fn hostname() -> Option<String> {
@@ -154,6 +160,8 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             max_logs: args.batch_lines.max(1),
             ..BatchConfig::default()
         },
+        data_dir: args.data_dir.clone(),
+        checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(1)),
         ..ShipOptions::default()
     };
     let rt = super::runtime()?;
