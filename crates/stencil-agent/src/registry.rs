@@ -21,10 +21,18 @@ pub const FINGERPRINT_BYTES: usize = 256;
 /// One source's resume point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
-    /// Fingerprint of the file's first bytes when it was read.
+    /// Fingerprint of the file's first `fingerprint_len` bytes when it was opened.
     pub fingerprint: u64,
+    /// How many bytes the fingerprint covers (fewer than [`FINGERPRINT_BYTES`] for a short file).
+    pub fingerprint_len: usize,
     /// Offset just past the last acked line.
     pub offset: u64,
+}
+
+/// The checkpoint source id of a file with a fingerprint: acks for a file that has since been replaced
+/// (rotation) are recognised and ignored.
+pub fn source_id(path: &str, fingerprint: u64) -> String {
+    format!("{path}\u{0}{fingerprint:016x}")
 }
 
 /// The registry: a map from source to its position, and the file it persists to.
@@ -35,10 +43,15 @@ pub struct Registry {
 }
 
 /// The fingerprint of a file: a fixed-key hash of its first [`FINGERPRINT_BYTES`] bytes (fewer if the
-/// file is shorter) and of how many there were.
-pub fn fingerprint(path: &Path) -> std::io::Result<u64> {
+/// file is shorter) and of how many there were; returns the hash and the byte count.
+pub fn fingerprint(path: &Path) -> std::io::Result<(u64, usize)> {
+    fingerprint_n(path, FINGERPRINT_BYTES)
+}
+
+/// The fingerprint of a file's first `len` bytes (fewer if the file is shorter).
+pub fn fingerprint_n(path: &Path, len: usize) -> std::io::Result<(u64, usize)> {
     use std::io::Read;
-    let mut buf = vec![0u8; FINGERPRINT_BYTES];
+    let mut buf = vec![0u8; len];
     let mut file = std::fs::File::open(path)?;
     let mut n = 0;
     while n < buf.len() {
@@ -54,7 +67,7 @@ pub fn fingerprint(path: &Path) -> std::io::Result<u64> {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    Ok(h)
+    Ok((h, n))
 }
 
 impl Registry {
@@ -78,14 +91,17 @@ impl Registry {
                             .and_then(Value::as_str)
                             .and_then(|s| u64::from_str_radix(s, 16).ok());
                         let offset = v.get("offset").and_then(Value::as_u64);
+                        let fingerprint_len = v
+                            .get("fingerprint_len")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0) as usize;
                         if let (Some(fingerprint), Some(offset)) = (fingerprint, offset) {
-                            positions.insert(
-                                source.clone(),
-                                Position {
-                                    fingerprint,
-                                    offset,
-                                },
-                            );
+                            let position = Position {
+                                fingerprint,
+                                fingerprint_len,
+                                offset,
+                            };
+                            positions.insert(source.clone(), position);
                         }
                     }
                 }
@@ -96,36 +112,42 @@ impl Registry {
         Ok(Registry { path, positions })
     }
 
-    /// Where to resume `source` whose file now has `fingerprint`: the saved offset if the file is the
-    /// same, else 0.
-    pub fn resume(&self, source: &str, fingerprint: u64) -> u64 {
-        self.positions
-            .get(source)
-            .filter(|p| p.fingerprint == fingerprint)
-            .map_or(0, |p| p.offset)
-    }
-
-    /// Records that `source` (fingerprint known) is read from `offset` on, without moving backwards.
-    pub fn track(&mut self, source: &str, fingerprint: u64, offset: u64) {
-        let p = self.positions.entry(source.to_owned()).or_insert(Position {
-            fingerprint,
-            offset,
-        });
-        if p.fingerprint != fingerprint {
-            *p = Position {
-                fingerprint,
-                offset,
-            };
+    /// Where to resume the file at `path`: its saved offset if the file still starts with the bytes it
+    /// was fingerprinted on, else 0. Tracks the file (with a fresh fingerprint when it starts over) and
+    /// returns the checkpoint source id to use for its logs.
+    pub fn open_file(&mut self, path: &Path) -> std::io::Result<(u64, String)> {
+        let key = path.to_string_lossy().into_owned();
+        if let Some(p) = self.positions.get(&key) {
+            let (fp, _) = fingerprint_n(path, p.fingerprint_len)?;
+            let size = std::fs::metadata(path)?.len();
+            if fp == p.fingerprint && p.offset <= size {
+                return Ok((p.offset, source_id(&key, p.fingerprint)));
+            }
         }
-        p.offset = p.offset.max(offset);
+        let (fingerprint, fingerprint_len) = fingerprint(path)?;
+        self.positions.insert(
+            key.clone(),
+            Position {
+                fingerprint,
+                fingerprint_len,
+                offset: 0,
+            },
+        );
+        Ok((0, source_id(&key, fingerprint)))
     }
 
-    /// Applies acked offsets (forward only) for sources already tracked.
+    /// Applies acked offsets (forward only) for tracked files; acks for a replaced file are ignored.
     pub fn advance(&mut self, acked: &BTreeMap<Arc<str>, u64>) -> bool {
         let mut changed = false;
         for (source, offset) in acked {
-            if let Some(p) = self.positions.get_mut(source.as_ref()) {
-                if *offset > p.offset {
+            let Some((path, fp)) = source.split_once('\u{0}') else {
+                continue;
+            };
+            let Ok(fp) = u64::from_str_radix(fp, 16) else {
+                continue;
+            };
+            if let Some(p) = self.positions.get_mut(path) {
+                if p.fingerprint == fp && *offset > p.offset {
                     p.offset = *offset;
                     changed = true;
                 }
@@ -147,7 +169,11 @@ impl Registry {
             .map(|(k, p)| {
                 (
                     k.clone(),
-                    json!({"fingerprint": format!("{:016x}", p.fingerprint), "offset": p.offset}),
+                    json!({
+                        "fingerprint": format!("{:016x}", p.fingerprint),
+                        "fingerprint_len": p.fingerprint_len,
+                        "offset": p.offset,
+                    }),
                 )
             })
             .collect();
@@ -198,20 +224,29 @@ mod tests {
     #[test]
     fn persists_and_resumes_forward_only() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.log");
+        std::fs::write(&file, "first line\nsecond line\n").expect("write");
         let mut r = Registry::open(dir.path()).expect("open");
-        r.track("/a.log", 7, 0);
-        let acked: BTreeMap<Arc<str>, u64> =
-            [(Arc::from("/a.log"), 120u64), (Arc::from("/unknown"), 5)].into();
+        let (start, id) = r.open_file(&file).expect("open file");
+        assert_eq!(start, 0);
+        let acked: BTreeMap<Arc<str>, u64> = [
+            (Arc::from(id.as_str()), 11u64),
+            (Arc::from("/unknown\u{0}00"), 5),
+        ]
+        .into();
         assert!(r.advance(&acked));
         assert!(
-            !r.advance(&[(Arc::from("/a.log"), 100u64)].into()),
+            !r.advance(&[(Arc::from(id.as_str()), 5u64)].into()),
             "never backwards"
         );
         r.persist().expect("persist");
-        let again = Registry::open(dir.path()).expect("reopen");
-        assert_eq!(again.resume("/a.log", 7), 120);
-        assert_eq!(again.resume("/a.log", 8), 0, "a different file starts over");
-        assert!(again.get("/unknown").is_none());
+        let mut again = Registry::open(dir.path()).expect("reopen");
+        assert_eq!(again.open_file(&file).expect("resume").0, 11);
+        // Appending keeps the position; replacing the content starts over.
+        std::fs::write(&file, "first line\nsecond line\nthird\n").expect("append");
+        assert_eq!(again.open_file(&file).expect("resume").0, 11);
+        std::fs::write(&file, "a different file\n").expect("replace");
+        assert_eq!(again.open_file(&file).expect("start over").0, 0);
         std::fs::write(dir.path().join("checkpoints.json"), b"{not json").expect("corrupt");
         let err = Registry::open(dir.path()).expect_err("corrupt file");
         assert!(err.contains("move it away"), "{err}");

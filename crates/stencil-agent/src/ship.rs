@@ -17,7 +17,7 @@ use crate::core::{Core, CoreConfig};
 use crate::driver::Headers;
 use crate::files::{for_each_line, MAX_LINE};
 use crate::payload::{Checkpoint, Payload};
-use crate::registry::{fingerprint, Registry};
+use crate::registry::Registry;
 
 /// An input: a file path, or stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +115,7 @@ struct ReadStats {
 
 /// Reads every input to its end and produces payloads into `tx` (blocking; run on a blocking thread).
 fn produce(
-    inputs: Vec<(Input, u64)>,
+    inputs: Vec<(Input, u64, Option<String>)>,
     options: ShipOptions,
     tx: mpsc::Sender<Payload>,
 ) -> Result<ReadStats, String> {
@@ -146,7 +146,7 @@ fn produce(
     if let Some(h) = &options.hostname {
         common.push(format!("hostname:{h}"));
     }
-    for (input, start) in inputs {
+    for (input, start, id) in inputs {
         let (reader, source): (Box<dyn std::io::Read>, Option<String>) = match &input {
             Input::File(path) => {
                 use std::io::Seek;
@@ -160,7 +160,7 @@ fn produce(
             }
             Input::Stdin => (Box::new(std::io::stdin()), None),
         };
-        let source_id: Arc<str> = Arc::from(source.as_deref().unwrap_or("-"));
+        let source_id: Arc<str> = Arc::from(id.as_deref().or(source.as_deref()).unwrap_or("-"));
         let mut tags = common.clone();
         if let Some(s) = &source {
             tags.push(format!("filename:{s}"));
@@ -252,19 +252,18 @@ pub async fn ship_once(
     };
     let mut planned = Vec::with_capacity(inputs.len());
     for input in inputs {
-        let start = match (&input, registry.as_mut()) {
+        let plan = match (&input, registry.as_mut()) {
             (Input::File(path), Some(reg)) => {
                 let abs =
                     std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let key = abs.to_string_lossy().into_owned();
-                let fp = fingerprint(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
-                let start = reg.resume(&key, fp);
-                reg.track(&key, fp, start);
-                start
+                let (start, id) = reg
+                    .open_file(&abs)
+                    .map_err(|e| format!("{}: {e}", abs.display()))?;
+                (input, start, Some(id))
             }
-            _ => 0,
+            _ => (input, 0, None),
         };
-        planned.push((input, start));
+        planned.push(plan);
     }
     let stop_registry = tokio_util::sync::CancellationToken::new();
     let registry_task = match registry {
