@@ -7,6 +7,7 @@
 //! - [`core`]: the stream worker's deterministic state machine (events in, effects out).
 //! - [`driver`]: the tokio driver that runs a core over a tonic bidi stream.
 //! - [`files`] and [`ship`]: one pass over files or stdin, end to end (`stencil ship --once`).
+//! - [`tail`]: following files through rotation and truncation.
 //! - [`registry`]: the persisted checkpoint registry (atomic writes, resume after a crash).
 //! - [`checkpoint`]: the coalescing mailbox towards the checkpoint registry.
 
@@ -19,6 +20,7 @@ pub mod payload;
 pub mod registry;
 pub mod ship;
 pub mod snapshot;
+pub mod tail;
 
 pub use batcher::{BatchConfig, Batcher, Entry, Flush};
 pub use checkpoint::Mailbox;

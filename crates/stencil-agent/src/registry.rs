@@ -192,26 +192,30 @@ impl Registry {
         Ok(())
     }
 
-    /// Persists acked offsets from `mailbox` every `interval` until `stop`, then once more.
+    /// Persists acked offsets from `mailbox` every `interval` until `stop`, then once more. The
+    /// registry is shared with the readers, which open files through it.
     pub async fn run(
-        mut self,
+        registry: Arc<std::sync::Mutex<Registry>>,
         mailbox: Mailbox,
         interval: Duration,
         stop: tokio_util::sync::CancellationToken,
-    ) -> Registry {
+    ) {
         loop {
             let stopping = tokio::select! {
                 _ = tokio::time::sleep(interval) => false,
                 _ = stop.cancelled() => true,
             };
-            if self.advance(&mailbox.take()) {
-                if let Err(e) = self.persist() {
-                    metrics::counter!("stencil_agent_registry_flush_errors_total").increment(1);
-                    tracing::error!(error = %e, path = %self.path.display(), "cannot persist checkpoints");
+            let acked = mailbox.take();
+            if let Ok(mut reg) = registry.lock() {
+                if reg.advance(&acked) {
+                    if let Err(e) = reg.persist() {
+                        metrics::counter!("stencil_agent_registry_flush_errors_total").increment(1);
+                        tracing::error!(error = %e, path = %reg.path.display(), "cannot persist checkpoints");
+                    }
                 }
             }
             if stopping {
-                return self;
+                return;
             }
         }
     }

@@ -1,10 +1,13 @@
-//! One pass of the agent pipeline (`stencil ship --once`): read each input to its end, turn every line
-//! into datums with the pattern engine, batch them, send them on one stream worker, and wait until
-//! everything is acked. Each source's checkpoint is released only with its ack.
+//! The agent pipeline behind `stencil ship`: inputs → lines → pattern engine → batcher → one stream
+//! worker → intake, with each source's checkpoint released only with its ack and persisted by the
+//! registry. [`ship_once`] reads every input to its end and waits for the last ack; [`ship_follow`]
+//! follows files (and new files matching the globs) until told to stop, then shuts down gracefully.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use stencil_codec::{BatchEncoder, Compression, Generation};
 use stencil_patterns::{Engine, EngineConfig, Meta};
@@ -15,9 +18,10 @@ use crate::batcher::{BatchConfig, Batcher, Entry, Flush};
 use crate::checkpoint::Mailbox;
 use crate::core::{Core, CoreConfig};
 use crate::driver::Headers;
-use crate::files::{for_each_line, MAX_LINE};
+use crate::files::{for_each_line, Eol, MAX_LINE};
 use crate::payload::{Checkpoint, Payload};
 use crate::registry::Registry;
+use crate::tail::{Change, Tail};
 
 /// An input: a file path, or stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +52,10 @@ pub struct ShipOptions {
     /// Where the checkpoint registry lives; with it, a rerun resumes after the last acked line.
     pub data_dir: Option<PathBuf>,
     /// How often acked checkpoints are persisted (default 1 s when zero).
-    pub checkpoint_interval: std::time::Duration,
+    pub checkpoint_interval: Duration,
+    /// Follow mode: how long a last line without a newline waits before it is sent (default 1 s when
+    /// zero).
+    pub partial_line_timeout: Duration,
 }
 
 /// The outcome of a pass.
@@ -113,120 +120,177 @@ struct ReadStats {
     dropped: u64,
 }
 
+/// Lines in, payloads out: the engine, the batcher, the comparison baseline and the counters.
+struct LineEncoder {
+    engine: Engine,
+    batcher: Batcher,
+    tx: mpsc::Sender<Payload>,
+    common: Vec<String>,
+    service: Option<String>,
+    baseline: Vec<u8>,
+    baseline_lines: usize,
+    max_logs: usize,
+    stats: ReadStats,
+}
+
+impl LineEncoder {
+    fn new(options: &ShipOptions, max_wait: Duration, tx: mpsc::Sender<Payload>) -> Self {
+        let encoder = BatchEncoder::new(Generation::V3, options.compression);
+        let mut common: Vec<String> = options.tags.clone();
+        if let Some(s) = &options.source {
+            common.push(format!("ddsource:{s}"));
+        }
+        if let Some(h) = &options.hostname {
+            common.push(format!("hostname:{h}"));
+        }
+        LineEncoder {
+            engine: Engine::new(EngineConfig::default()),
+            batcher: Batcher::new(
+                BatchConfig {
+                    max_wait,
+                    ..options.batch.clone()
+                },
+                encoder,
+            ),
+            tx,
+            common,
+            service: options.service.clone(),
+            baseline: Vec::new(),
+            baseline_lines: 0,
+            max_logs: options.batch.max_logs,
+            stats: ReadStats::default(),
+        }
+    }
+
+    fn send(&self, payloads: Vec<Payload>) -> Result<(), String> {
+        for p in payloads {
+            self.tx
+                .blocking_send(p)
+                .map_err(|_| "the stream worker stopped early".to_string())?;
+        }
+        Ok(())
+    }
+
+    fn baseline_flush(&mut self) {
+        if self.baseline_lines > 0 {
+            self.stats.zstd1 += Compression::ZSTD
+                .compress(&self.baseline)
+                .map_or(0, |c| c.len()) as u64;
+            self.baseline.clear();
+            self.baseline_lines = 0;
+        }
+    }
+
+    /// Encodes one line of `file` (its absolute path, if any) ending at `offset` of `source`.
+    fn line(
+        &mut self,
+        line: &[u8],
+        eol: Eol,
+        offset: u64,
+        source: &Arc<str>,
+        file: Option<&str>,
+    ) -> Result<(), String> {
+        let filename = file.map(|f| format!("filename:{f}"));
+        let mut tags: Vec<&str> = self.common.iter().map(String::as_str).collect();
+        if let Some(f) = &filename {
+            tags.push(f);
+        }
+        if let Some(t) = eol.tag() {
+            tags.push(t);
+        }
+        let meta = Meta {
+            timestamp: now_ms(),
+            status: None,
+            service: self.service.as_deref(),
+            tags: &tags,
+        };
+        let mut datums = Vec::new();
+        self.engine.encode(line, &meta, &mut datums);
+        let terminator = match eol {
+            Eol::Lf => 1,
+            Eol::CrLf => 2,
+            Eol::None => 0,
+        };
+        self.stats.lines += 1;
+        self.stats.raw += (line.len() + terminator) as u64;
+        self.baseline.extend_from_slice(line);
+        self.baseline.push(b'\n');
+        self.baseline_lines += 1;
+        if self.baseline_lines == self.max_logs {
+            self.baseline_flush();
+        }
+        let entry = Entry {
+            datums,
+            checkpoint: Some(Checkpoint {
+                source: source.clone(),
+                offset,
+            }),
+            raw_len: line.len(),
+        };
+        let payloads = self
+            .batcher
+            .push(entry, Instant::now())
+            .map_err(|e| e.to_string())?;
+        self.send(payloads)
+    }
+
+    /// Flushes the open payload if its first line is old enough.
+    fn tick(&mut self, now: Instant) -> Result<(), String> {
+        if self.batcher.deadline().is_some_and(|d| d <= now) {
+            let payloads = self.batcher.flush(Flush::Age).map_err(|e| e.to_string())?;
+            self.send(payloads)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<ReadStats, String> {
+        self.baseline_flush();
+        let payloads = self
+            .batcher
+            .flush(Flush::Manual)
+            .map_err(|e| e.to_string())?;
+        self.send(payloads)?;
+        self.stats.patterns = self.engine.state_size().0 as u64;
+        self.stats.dropped = self.batcher.dropped_too_large;
+        Ok(self.stats)
+    }
+}
+
 /// Reads every input to its end and produces payloads into `tx` (blocking; run on a blocking thread).
 fn produce(
     inputs: Vec<(Input, u64, Option<String>)>,
     options: ShipOptions,
     tx: mpsc::Sender<Payload>,
 ) -> Result<ReadStats, String> {
-    let encoder = BatchEncoder::new(Generation::V3, options.compression);
-    let mut batcher = Batcher::new(
-        BatchConfig {
-            max_wait: std::time::Duration::MAX,
-            ..options.batch.clone()
-        },
-        encoder,
-    );
-    let mut engine = Engine::new(EngineConfig::default());
-    let mut stats = ReadStats::default();
-    let mut baseline = Vec::new();
-    let mut baseline_lines = 0usize;
-    let max_logs = options.batch.max_logs;
-    let send = |payloads: Vec<Payload>| -> Result<(), String> {
-        for p in payloads {
-            tx.blocking_send(p)
-                .map_err(|_| "the stream worker stopped early".to_string())?;
-        }
-        Ok(())
-    };
-    let mut common: Vec<String> = options.tags.clone();
-    if let Some(s) = &options.source {
-        common.push(format!("ddsource:{s}"));
-    }
-    if let Some(h) = &options.hostname {
-        common.push(format!("hostname:{h}"));
-    }
+    let mut enc = LineEncoder::new(&options, Duration::MAX, tx);
     for (input, start, id) in inputs {
-        let (reader, source): (Box<dyn std::io::Read>, Option<String>) = match &input {
+        let (reader, file): (Box<dyn std::io::Read>, Option<String>) = match &input {
             Input::File(path) => {
                 use std::io::Seek;
                 let abs =
                     std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let mut file =
+                let mut f =
                     std::fs::File::open(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
-                file.seek(std::io::SeekFrom::Start(start))
+                f.seek(std::io::SeekFrom::Start(start))
                     .map_err(|e| format!("{}: {e}", abs.display()))?;
-                (Box::new(file), Some(abs.to_string_lossy().into_owned()))
+                (Box::new(f), Some(abs.to_string_lossy().into_owned()))
             }
             Input::Stdin => (Box::new(std::io::stdin()), None),
         };
-        let source_id: Arc<str> = Arc::from(id.as_deref().or(source.as_deref()).unwrap_or("-"));
-        let mut tags = common.clone();
-        if let Some(s) = &source {
-            tags.push(format!("filename:{s}"));
-        }
+        let source: Arc<str> = Arc::from(id.as_deref().or(file.as_deref()).unwrap_or("-"));
         let mut failed = None;
         let split = for_each_line(reader, start, MAX_LINE, |line, eol, offset| {
-            if failed.is_some() {
-                return;
-            }
-            let mut line_tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-            if let Some(t) = eol.tag() {
-                line_tags.push(t);
-            }
-            let meta = Meta {
-                timestamp: now_ms(),
-                status: None,
-                service: options.service.as_deref(),
-                tags: &line_tags,
-            };
-            let mut datums = Vec::new();
-            engine.encode(line, &meta, &mut datums);
-            let terminator = match eol {
-                crate::files::Eol::Lf => 1,
-                crate::files::Eol::CrLf => 2,
-                crate::files::Eol::None => 0,
-            };
-            stats.lines += 1;
-            stats.raw += (line.len() + terminator) as u64;
-            baseline.extend_from_slice(line);
-            baseline.push(b'\n');
-            baseline_lines += 1;
-            if baseline_lines == max_logs {
-                stats.zstd1 += Compression::ZSTD.compress(&baseline).map_or(0, |c| c.len()) as u64;
-                baseline.clear();
-                baseline_lines = 0;
-            }
-            let entry = Entry {
-                datums,
-                checkpoint: Some(Checkpoint {
-                    source: source_id.clone(),
-                    offset,
-                }),
-                raw_len: line.len(),
-            };
-            match batcher
-                .push(entry, Instant::now())
-                .map_err(|e| e.to_string())
-                .and_then(&send)
-            {
-                Ok(()) => {}
-                Err(e) => failed = Some(e),
+            if failed.is_none() {
+                failed = enc.line(line, eol, offset, &source, file.as_deref()).err();
             }
         })
-        .map_err(|e| format!("reading {}: {e}", source.as_deref().unwrap_or("stdin")))?;
+        .map_err(|e| format!("reading {}: {e}", file.as_deref().unwrap_or("stdin")))?;
         if let Some(e) = failed {
             return Err(e);
         }
-        stats.split += split;
+        enc.stats.split += split;
     }
-    if baseline_lines > 0 {
-        stats.zstd1 += Compression::ZSTD.compress(&baseline).map_or(0, |c| c.len()) as u64;
-    }
-    send(batcher.flush(Flush::Manual).map_err(|e| e.to_string())?)?;
-    stats.patterns = engine.state_size().0 as u64;
-    stats.dropped = batcher.dropped_too_large;
-    Ok(stats)
+    enc.finish()
 }
 
 fn now_ms() -> i64 {
@@ -235,47 +299,66 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Ships `inputs` once over `channel` with `api_key` and waits until everything is acked. `progress` is
-/// told the number of payloads acked so far.
-pub async fn ship_once(
-    inputs: Vec<Input>,
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id())
+}
+
+/// The registry shared by readers and the flush task, if `--data-dir` was given.
+fn open_registry(options: &ShipOptions) -> Result<Option<Arc<Mutex<Registry>>>, String> {
+    match &options.data_dir {
+        Some(dir) => Ok(Some(Arc::new(Mutex::new(Registry::open(dir)?)))),
+        None => Ok(None),
+    }
+}
+
+/// Where to start `path` and the checkpoint id of its logs.
+fn open_file(
+    registry: Option<&Arc<Mutex<Registry>>>,
+    abs: &std::path::Path,
+) -> Result<(u64, Option<String>), String> {
+    match registry {
+        Some(reg) => {
+            let mut reg = reg
+                .lock()
+                .map_err(|_| "checkpoint registry lock poisoned".to_string())?;
+            let (start, id) = reg
+                .open_file(abs)
+                .map_err(|e| format!("{}: {e}", abs.display()))?;
+            Ok((start, Some(id)))
+        }
+        None => Ok((0, None)),
+    }
+}
+
+/// Runs the worker and the registry around a blocking `producer`, and waits for the last ack.
+async fn run_pipeline(
     options: ShipOptions,
     channel: Channel,
     api_key: String,
     mailbox: Mailbox,
+    registry: Option<Arc<Mutex<Registry>>>,
+    producer: impl FnOnce(ShipOptions, mpsc::Sender<Payload>) -> Result<ReadStats, String>
+        + Send
+        + 'static,
 ) -> Result<Summary, String> {
     let started = Instant::now();
-    // With a data dir, each file resumes after its last acked line.
-    let mut registry = match &options.data_dir {
-        Some(dir) => Some(Registry::open(dir)?),
-        None => None,
-    };
-    let mut planned = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let plan = match (&input, registry.as_mut()) {
-            (Input::File(path), Some(reg)) => {
-                let abs =
-                    std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let (start, id) = reg
-                    .open_file(&abs)
-                    .map_err(|e| format!("{}: {e}", abs.display()))?;
-                (input, start, Some(id))
-            }
-            _ => (input, 0, None),
-        };
-        planned.push(plan);
-    }
     let stop_registry = tokio_util::sync::CancellationToken::new();
-    let registry_task = match registry {
+    let registry_task = match &registry {
         Some(reg) => {
-            reg.persist()
+            reg.lock()
+                .map_err(|_| "registry lock poisoned".to_string())?
+                .persist()
                 .map_err(|e| format!("cannot write checkpoints: {e}"))?;
             let every = if options.checkpoint_interval.is_zero() {
-                std::time::Duration::from_secs(1)
+                Duration::from_secs(1)
             } else {
                 options.checkpoint_interval
             };
-            Some(tokio::spawn(reg.run(
+            Some(tokio::spawn(Registry::run(
+                reg.clone(),
                 mailbox.clone(),
                 every,
                 stop_registry.clone(),
@@ -295,8 +378,9 @@ pub async fn ship_once(
         rx,
         mailbox,
     );
-    let producer = tokio::task::spawn_blocking(move || produce(planned, options, tx));
-    let read = producer.await.map_err(|e| format!("reader failed: {e}"))?;
+    let read = tokio::task::spawn_blocking(move || producer(options, tx))
+        .await
+        .map_err(|e| format!("reader failed: {e}"))?;
     let report = worker.join().await;
     stop_registry.cancel();
     if let Some(task) = registry_task {
@@ -317,9 +401,136 @@ pub async fn ship_once(
     })
 }
 
-fn seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id())
+/// Ships `inputs` once over `channel` with `api_key` and waits until everything is acked.
+pub async fn ship_once(
+    inputs: Vec<Input>,
+    options: ShipOptions,
+    channel: Channel,
+    api_key: String,
+    mailbox: Mailbox,
+) -> Result<Summary, String> {
+    let registry = open_registry(&options)?;
+    let mut planned = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let plan = match &input {
+            Input::File(path) => {
+                let abs =
+                    std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let (start, id) = open_file(registry.as_ref(), &abs)?;
+                (input, start, id)
+            }
+            Input::Stdin => (input, 0, None),
+        };
+        planned.push(plan);
+    }
+    run_pipeline(
+        options,
+        channel,
+        api_key,
+        mailbox,
+        registry,
+        move |options, tx| produce(planned, options, tx),
+    )
+    .await
+}
+
+/// The files matching `patterns` now (globs, or paths that exist).
+fn matching(patterns: &[String]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in patterns {
+        if p.contains(['*', '?', '[']) {
+            if let Ok(paths) = glob::glob(p) {
+                out.extend(paths.filter_map(Result::ok).filter(|m| m.is_file()));
+            }
+        } else {
+            let path = PathBuf::from(p);
+            if path.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Follows the files matching `patterns` (paths or globs; new matches are picked up) until `stop` is
+/// set, then emits held partial lines, flushes, waits for the acks and returns the summary.
+pub async fn ship_follow(
+    patterns: Vec<String>,
+    options: ShipOptions,
+    channel: Channel,
+    api_key: String,
+    mailbox: Mailbox,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, String> {
+    let registry = open_registry(&options)?;
+    let reg = registry.clone();
+    let producer =
+        move |options: ShipOptions, tx: mpsc::Sender<Payload>| -> Result<ReadStats, String> {
+            let idle = if options.partial_line_timeout.is_zero() {
+                Duration::from_secs(1)
+            } else {
+                options.partial_line_timeout
+            };
+            let max_wait = options.batch.max_wait;
+            let mut enc = LineEncoder::new(&options, max_wait, tx);
+            let mut tails: BTreeMap<PathBuf, Tail> = BTreeMap::new();
+            let mut last_scan: Option<Instant> = None;
+            loop {
+                let stopping = stop.load(Ordering::SeqCst);
+                let now = Instant::now();
+                if last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500)) {
+                    last_scan = Some(now);
+                    for path in matching(&patterns) {
+                        let Ok(abs) = std::fs::canonicalize(&path) else {
+                            continue;
+                        };
+                        if tails.contains_key(&abs) {
+                            continue;
+                        }
+                        let (start, id) = open_file(reg.as_ref(), &abs)?;
+                        let file = abs.to_string_lossy().into_owned();
+                        tails.insert(abs.clone(), Tail::new(abs, start, id.unwrap_or(file)));
+                    }
+                }
+                let mut any = false;
+                let mut replaced = Vec::new();
+                for (path, tail) in tails.iter_mut() {
+                    let file = path.to_string_lossy().into_owned();
+                    let source = tail.source().clone();
+                    let mut failed = None;
+                    let mut each = |line: &[u8], eol: Eol, offset: u64| {
+                        if failed.is_none() {
+                            failed = enc.line(line, eol, offset, &source, Some(&file)).err();
+                        }
+                    };
+                    let (read, change) = tail
+                        .poll(now, idle, MAX_LINE, &mut each)
+                        .map_err(|e| format!("reading {file}: {e}"))?;
+                    if stopping {
+                        tail.close(&mut each);
+                    }
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                    any |= read;
+                    if change == Change::Replaced {
+                        replaced.push(path.clone());
+                    }
+                }
+                // A replaced file is picked up again by the next scan, from its start.
+                for path in replaced {
+                    tails.remove(&path);
+                    last_scan = None;
+                }
+                enc.tick(Instant::now())?;
+                if stopping {
+                    break;
+                }
+                if !any {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            enc.finish()
+        };
+    run_pipeline(options, channel, api_key, mailbox, registry, producer).await
 }

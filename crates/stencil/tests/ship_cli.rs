@@ -85,9 +85,9 @@ fn corpus_files_round_trip_through_ship() {
 }
 
 #[test]
-fn ship_without_once_says_what_is_missing() {
+fn stdin_needs_once() {
     let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args(["ship", "/etc/hostname"])
+        .args(["ship", "-"])
         .output()
         .expect("runs");
     assert!(!out.status.success());

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
@@ -32,7 +33,8 @@ pub struct ShipArgs {
     /// Where the embedded intake writes rebuilt files (`/var/log/x` → `DIR/var/log/x`).
     #[arg(long, value_name = "DIR", default_value = "./stencil-out")]
     out: PathBuf,
-    /// Read every input to its end, wait until everything is acked, print a summary and exit.
+    /// Read every input to its end, wait until everything is acked, print a summary and exit. Without
+    /// it, files are followed as they grow (rotation and truncation included) until SIGINT/SIGTERM.
     #[arg(long)]
     once: bool,
     /// Also write the summary as JSON to PATH.
@@ -59,6 +61,9 @@ pub struct ShipArgs {
     /// Logs per batch.
     #[arg(long, default_value_t = 1000)]
     batch_lines: usize,
+    /// Follow mode: send a batch at the latest this many milliseconds after its first line.
+    #[arg(long, default_value_t = 5000)]
+    batch_wait_ms: u64,
     /// Keep checkpoints here: a rerun resumes each file after its last acked line (also after a crash).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -137,15 +142,19 @@ pub fn run(args: ShipArgs) -> ExitCode {
 }
 
 fn run_inner(args: ShipArgs) -> Result<(), String> {
-    if !args.once {
-        return Err("following files (tailing) is not implemented yet; pass --once to ship each input to its end".into());
+    if !args.once && args.paths.iter().any(|p| p == "-") {
+        return Err("stdin (`-`) can only be shipped with --once".into());
     }
     if args.schema == "v2" {
         return Err(
             "--schema v2: the Stencil agent speaks v3 only (the intake accepts both)".into(),
         );
     }
-    let inputs = inputs(&args.paths)?;
+    let inputs = if args.once {
+        inputs(&args.paths)?
+    } else {
+        Vec::new()
+    };
     let options = ShipOptions {
         service: args.service.clone(),
         source: args.source.clone(),
@@ -158,6 +167,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         },
         batch: BatchConfig {
             max_logs: args.batch_lines.max(1),
+            max_wait: std::time::Duration::from_millis(args.batch_wait_ms.max(1)),
             ..BatchConfig::default()
         },
         data_dir: args.data_dir.clone(),
@@ -198,8 +208,30 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                 (channel, key, Some(intake))
             }
         };
-        let summary =
-            stencil_agent::ship::ship_once(inputs, options, channel, key, Mailbox::new()).await?;
+        let summary = if args.once {
+            stencil_agent::ship::ship_once(inputs, options, channel, key, Mailbox::new()).await?
+        } else {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                super::shutdown_signal().await;
+                tracing::info!("shutdown requested: sending what was read, waiting for acks");
+                flag.store(true, Ordering::SeqCst);
+            });
+            eprintln!(
+                "stencil ship: following {} (Ctrl-C to stop)",
+                args.paths.join(" ")
+            );
+            stencil_agent::ship::ship_follow(
+                args.paths.clone(),
+                options,
+                channel,
+                key,
+                Mailbox::new(),
+                stop,
+            )
+            .await?
+        };
         if let Some(intake) = embedded {
             intake.shutdown().await.map_err(|e| e.to_string())?;
         }

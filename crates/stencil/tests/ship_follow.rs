@@ -1,0 +1,100 @@
+//! `stencil ship` following files: appends, a new file matching the glob, rotation by rename,
+//! copytruncate, and a last line without a newline; then SIGTERM. The embedded intake's output must be
+//! every byte written, in order, with nothing doubled.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn append(path: &std::path::Path, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    f.write_all(bytes).expect("append");
+}
+
+fn rebuilt(out: &std::path::Path, source: &std::path::Path) -> Vec<u8> {
+    std::fs::read(out.join(source.strip_prefix("/").expect("absolute"))).unwrap_or_default()
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(20), "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn follows_appends_new_files_rotation_and_truncation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = std::fs::canonicalize(dir.path()).expect("abs").join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let out = dir.path().join("out");
+    let app = logs.join("app.log");
+    let other = logs.join("other.log");
+    append(&app, b"one\ntwo\r\n");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args([
+            "ship",
+            "--checkpoint-interval-ms",
+            "50",
+            "--batch-wait-ms",
+            "100",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--out")
+        .arg(&out)
+        .arg(format!("{}/*.log", logs.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+
+    wait_for(|| rebuilt(&out, &app) == b"one\ntwo\r\n");
+    append(&app, b"three\n");
+    append(&other, b"other 1\n");
+    wait_for(|| rebuilt(&out, &other) == b"other 1\n" && rebuilt(&out, &app).ends_with(b"three\n"));
+
+    // Rotation by rename: the old file is read to its end, the new one from its start.
+    append(&app, b"four, last of the old file\n");
+    std::fs::rename(&app, logs.join("app.log.1")).expect("rotate");
+    append(&app, b"new file 1\n");
+    // copytruncate on the other file.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&other)
+        .expect("truncate");
+    std::thread::sleep(Duration::from_millis(300));
+    append(&other, b"after truncate\n");
+    wait_for(|| {
+        rebuilt(&out, &app).ends_with(b"new file 1\n")
+            && rebuilt(&out, &other).ends_with(b"after truncate\n")
+    });
+
+    // A last line without a newline goes out after the idle timeout, once.
+    append(&app, b"partial tail");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "graceful exit: {status:?}");
+
+    assert_eq!(
+        String::from_utf8_lossy(&rebuilt(&out, &app)),
+        "one\ntwo\r\nthree\nfour, last of the old file\nnew file 1\npartial tail"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&rebuilt(&out, &other)),
+        "other 1\nafter truncate\n"
+    );
+}
