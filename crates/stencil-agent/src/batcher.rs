@@ -192,7 +192,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stencil_codec::datum::{Content, DictDefine, Log};
+    use stencil_codec::datum::{DictDefine, Log};
     use stencil_codec::{Compression, Generation};
 
     fn entry(i: u64, text: &str) -> Entry {
@@ -202,15 +202,7 @@ mod tests {
                     id: i + 2,
                     value: format!("d{i}"),
                 }),
-                Datum::Log(Log {
-                    timestamp: 0,
-                    status: None,
-                    service: None,
-                    tags: None,
-                    content: Content::Raw(text.into()),
-                    json: None,
-                    uuid: None,
-                }),
+                Datum::Log(Log::raw(0, text)),
             ],
             checkpoint: Some(Checkpoint {
                 source: "s".into(),

@@ -364,17 +364,7 @@ fn stop_is_safe_in_every_state() {
 /// A payload of `n` raw logs.
 fn payload_of(seq: u64, n: usize) -> Payload {
     let datums = (0..n)
-        .map(|i| {
-            Datum::Log(Log {
-                timestamp: i as i64,
-                status: None,
-                service: None,
-                tags: None,
-                content: Content::Raw(format!("p{seq} l{i}")),
-                json: None,
-                uuid: None,
-            })
-        })
+        .map(|i| Datum::Log(Log::raw(i as i64, format!("p{seq} l{i}"))))
         .collect();
     let cp = vec![Checkpoint {
         source: Arc::from("src"),

@@ -5,22 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stencil_agent::{Checkpoint, Core, CoreConfig, Headers, Mailbox, Payload};
-use stencil_codec::datum::{Content, Datum, Log};
+use stencil_codec::datum::{Datum, Log};
 use stencil_codec::{BatchEncoder, Compression, Generation};
 use stencil_intake::{IntakeConfig, MemorySink, TlsFiles};
 use tokio::sync::{mpsc, watch};
 
 fn payload(seq: u64, text: &str) -> Payload {
     let encoder = BatchEncoder::new(Generation::V3, Compression::ZSTD);
-    let datums = vec![Datum::Log(Log {
-        timestamp: seq as i64,
-        status: None,
-        service: None,
-        tags: None,
-        content: Content::Raw(text.into()),
-        json: None,
-        uuid: None,
-    })];
+    let datums = vec![Datum::Log(Log::raw(seq as i64, text))];
     let cp = vec![Checkpoint {
         source: Arc::from(text),
         offset: seq,

@@ -133,6 +133,21 @@ pub struct Log {
     pub uuid: Option<String>,
 }
 
+impl Log {
+    /// A raw log: `text` verbatim at `timestamp`, with no status, service, tags, JSON context or uuid.
+    pub fn raw(timestamp: i64, text: impl Into<String>) -> Log {
+        Log {
+            timestamp,
+            status: None,
+            service: None,
+            tags: None,
+            content: Content::Raw(text.into()),
+            json: None,
+            uuid: None,
+        }
+    }
+}
+
 /// The message text of a log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Content {
