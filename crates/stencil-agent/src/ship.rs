@@ -56,6 +56,8 @@ pub struct ShipOptions {
     /// Follow mode: how long a last line without a newline waits before it is sent (default 1 s when
     /// zero).
     pub partial_line_timeout: Duration,
+    /// Kept up to date with the stream worker's state, for `/health`.
+    pub health: Option<Arc<Mutex<crate::core::State>>>,
 }
 
 /// The outcome of a pass.
@@ -378,6 +380,19 @@ async fn run_pipeline(
         rx,
         mailbox,
     );
+    if let Some(health) = options.health.clone() {
+        let mut states = worker.state();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(mut h) = health.lock() {
+                    *h = *states.borrow();
+                }
+                if states.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let read = tokio::task::spawn_blocking(move || producer(options, tx))
         .await
         .map_err(|e| format!("reader failed: {e}"))?;

@@ -11,8 +11,11 @@ use clap::{Parser, Subcommand};
 #[command(name = "stencil", version, about, after_help = EXAMPLES)]
 struct Cli {
     /// Log level for stencil's own diagnostics (error, warn, info, debug, trace). RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
+    #[arg(long, global = true, default_value = "info", env = "STENCIL_LOG_LEVEL")]
     log_level: String,
+    /// Format of stencil's own diagnostics on stderr: text or json.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], env = "STENCIL_LOG_FORMAT")]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,7 +40,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cmd::init_tracing(&cli.log_level);
+    cmd::init_tracing(&cli.log_level, &cli.log_format);
     match cli.command {
         Command::Intake(args) => cmd::intake::run(*args),
         Command::Bench(b) => cmd::bench::run(b),

@@ -93,3 +93,32 @@ fn stdin_needs_once() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--once"));
 }
+
+#[test]
+fn env_vars_configure_ship_and_flags_win() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.log");
+    std::fs::write(&input, b"from env\n").expect("write");
+    let env_out = dir.path().join("env-out");
+    let flag_out = dir.path().join("flag-out");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let status = Command::new(env!("CARGO_BIN_EXE_stencil"))
+            .env("STENCIL_OUT", &env_out)
+            .args(["ship", "--once"])
+            .args(extra)
+            .arg(&input)
+            .status()
+            .expect("runs");
+        assert!(status.success());
+    };
+    run(&[]);
+    assert_eq!(
+        std::fs::read(rebuilt(&env_out, &input)).expect("env chose --out"),
+        b"from env\n"
+    );
+    run(&["--out".as_ref(), flag_out.as_os_str()]);
+    assert_eq!(
+        std::fs::read(rebuilt(&flag_out, &input)).expect("the flag wins"),
+        b"from env\n"
+    );
+}

@@ -98,3 +98,63 @@ fn follows_appends_new_files_rotation_and_truncation() {
         "other 1\nafter truncate\n"
     );
 }
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn agent_serves_metrics_and_health() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("a.log");
+    append(&log, b"hello 1\nhello 2\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args([
+            "ship",
+            "--batch-wait-ms",
+            "50",
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+            "--out",
+        ])
+        .arg(dir.path().join("out"))
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    wait_for(|| {
+        http_get(port, "/health")
+            .is_some_and(|h| h.contains("200 OK") && h.contains("\"stream\":\"active\""))
+    });
+    wait_for(|| {
+        http_get(port, "/metrics")
+            .is_some_and(|m| m.contains("stencil_agent_payloads_acked_total 1"))
+    });
+    let metrics = http_get(port, "/metrics").expect("metrics");
+    for series in [
+        "stencil_agent_batches_sent_total",
+        "stencil_agent_inflight_payloads",
+        "stencil_agent_stream_state{state=\"active\"} 1",
+    ] {
+        assert!(metrics.contains(series), "missing {series}");
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    assert!(child.wait().expect("exits").success());
+}

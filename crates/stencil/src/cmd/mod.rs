@@ -6,13 +6,18 @@ pub mod ship;
 
 use tracing_subscriber::EnvFilter;
 
-/// Diagnostics go to stderr, so that `--stdout` sinks keep stdout for data.
-pub fn init_tracing(level: &str) {
+/// Diagnostics go to stderr, so that `--stdout` sinks keep stdout for data; `json` gives one JSON object
+/// per event for log collectors.
+pub fn init_tracing(level: &str, format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// A multi-threaded tokio runtime, or a clear error.

@@ -22,16 +22,21 @@ pub struct ShipArgs {
     paths: Vec<String>,
     /// Remote intake, e.g. `https://intake.example.com:443`. Without it, an embedded intake writes the
     /// rebuilt files under --out.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "STENCIL_ENDPOINT")]
     endpoint: Option<String>,
     /// API key for --endpoint (`dd-api-key`).
     #[arg(long, env = "STENCIL_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// CA bundle (PEM) that signs the endpoint's certificate.
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PEM", env = "STENCIL_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// Where the embedded intake writes rebuilt files (`/var/log/x` → `DIR/var/log/x`).
-    #[arg(long, value_name = "DIR", default_value = "./stencil-out")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "./stencil-out",
+        env = "STENCIL_OUT"
+    )]
     out: PathBuf,
     /// Read every input to its end, wait until everything is acked, print a summary and exit. Without
     /// it, files are followed as they grow (rotation and truncation included) until SIGINT/SIGTERM.
@@ -41,16 +46,16 @@ pub struct ShipArgs {
     #[arg(long, value_name = "PATH")]
     summary_json: Option<PathBuf>,
     /// Service of every log.
-    #[arg(long)]
+    #[arg(long, env = "STENCIL_SERVICE")]
     service: Option<String>,
     /// Source (`ddsource:` tag) of every log.
-    #[arg(long)]
+    #[arg(long, env = "STENCIL_SOURCE")]
     source: Option<String>,
     /// Extra tags, `k:v,k2:v2`.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', env = "STENCIL_TAGS")]
     tags: Vec<String>,
     /// Hostname tag (default: this machine's name).
-    #[arg(long)]
+    #[arg(long, env = "STENCIL_HOSTNAME")]
     hostname: Option<String>,
     /// Payload compression.
     #[arg(long, default_value = "zstd", value_parser = ["zstd", "gzip", "none"])]
@@ -61,11 +66,14 @@ pub struct ShipArgs {
     /// Logs per batch.
     #[arg(long, default_value_t = 1000)]
     batch_lines: usize,
+    /// Serve Prometheus /metrics and /health (the stream's state) on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Follow mode: send a batch at the latest this many milliseconds after its first line.
     #[arg(long, default_value_t = 5000)]
     batch_wait_ms: u64,
     /// Keep checkpoints here: a rerun resumes each file after its last acked line (also after a crash).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "STENCIL_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// How often acked checkpoints are written to --data-dir, in milliseconds.
     #[arg(long, default_value_t = 1000)]
@@ -108,7 +116,7 @@ fn inputs(paths: &[String]) -> Result<Vec<Input>, String> {
 fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
     let j = s.to_json();
     eprintln!(
-        "shipped {} lines, {} raw bytes as {} wire bytes ({:.2}x smaller than raw, {:.2}x vs per-batch zstd-1 = {} bytes) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped",
+        "shipped {} lines, {} raw bytes as {} wire bytes (raw/wire {:.2}:1; per-batch zstd-1 would be {:.2}:1 of that = {} bytes) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped",
         s.lines,
         s.raw_bytes,
         s.wire_bytes,
@@ -174,8 +182,44 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(1)),
         ..ShipOptions::default()
     };
+    let health = Arc::new(std::sync::Mutex::new(stencil_agent::State::Idle));
+    let options = ShipOptions {
+        health: Some(health.clone()),
+        ..options
+    };
     let rt = super::runtime()?;
     rt.block_on(async move {
+        if let Some(addr) = args.metrics_listen {
+            let report = Arc::new(move || {
+                let state = health
+                    .lock()
+                    .map(|s| *s)
+                    .unwrap_or(stencil_agent::State::Idle);
+                let healthy = matches!(
+                    state,
+                    stencil_agent::State::Active
+                        | stencil_agent::State::Connecting
+                        | stencil_agent::State::Idle
+                        | stencil_agent::State::ShuttingDown
+                        | stencil_agent::State::Closing
+                        | stencil_agent::State::Stopped
+                        | stencil_agent::State::Draining
+                );
+                let status = if healthy { 200 } else { 503 };
+                (
+                    status,
+                    format!(
+                        "{{\"status\":\"{}\",\"stream\":\"{}\"}}",
+                        if healthy { "ok" } else { "degraded" },
+                        state.name()
+                    ),
+                )
+            });
+            let (bound, _task) = stencil_telemetry::bind_and_serve(addr, report)
+                .await
+                .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+            tracing::info!(%bound, "metrics on /metrics, health on /health");
+        }
         let (channel, key, embedded) = match &args.endpoint {
             Some(url) => {
                 let key = args
