@@ -13,6 +13,9 @@ struct Cli {
     /// Log level for stencil's own diagnostics (error, warn, info, debug, trace). RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info", env = "STENCIL_LOG_LEVEL")]
     log_level: String,
+    /// TOML file with `[ship]` / `[intake]` tables of flag values (flags and STENCIL_* env vars win).
+    #[arg(long, global = true, value_name = "FILE", env = "STENCIL_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Format of stencil's own diagnostics on stderr: text or json.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], env = "STENCIL_LOG_FORMAT")]
     log_format: String,
@@ -39,7 +42,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match cmd::config::apply::<Cli>(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("stencil: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     cmd::init_tracing(&cli.log_level, &cli.log_format);
     match cli.command {
         Command::Intake(args) => cmd::intake::run(*args),

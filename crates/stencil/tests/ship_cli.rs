@@ -122,3 +122,48 @@ fn env_vars_configure_ship_and_flags_win() {
         b"from env\n"
     );
 }
+
+#[test]
+fn config_file_then_env_then_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.log");
+    std::fs::write(&input, b"configured\n").expect("write");
+    let (toml_out, env_out, flag_out) = (
+        dir.path().join("toml-out"),
+        dir.path().join("env-out"),
+        dir.path().join("flag-out"),
+    );
+    let config = dir.path().join("stencil.toml");
+    std::fs::write(&config, format!("[ship]\nonce = true\nout = {:?}\nbatch_lines = 10\ntags = [\"env:test\", \"team:a\"]\n", toml_out.display().to_string())).expect("write config");
+    let run = |envs: &[(&str, &std::path::Path)], extra: &[&std::ffi::OsStr]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stencil"));
+        cmd.arg("--config").arg(&config).arg("ship");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.args(extra).arg(&input).output().expect("runs")
+    };
+    assert!(run(&[], &[]).status.success());
+    assert_eq!(
+        std::fs::read(rebuilt(&toml_out, &input)).expect("the file chose --out"),
+        b"configured\n"
+    );
+    assert!(run(&[("STENCIL_OUT", &env_out)], &[]).status.success());
+    assert!(rebuilt(&env_out, &input).exists(), "env beats the file");
+    assert!(run(
+        &[("STENCIL_OUT", &env_out)],
+        &["--out".as_ref(), flag_out.as_os_str()]
+    )
+    .status
+    .success());
+    assert!(rebuilt(&flag_out, &input).exists(), "the flag beats env");
+
+    std::fs::write(&config, "[ship]\nbatch_linez = 3\n").expect("write bad config");
+    let out = run(&[], &["--once".as_ref()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown key `ship.batch_linez`") && err.contains("batch_lines"),
+        "{err}"
+    );
+}
