@@ -58,6 +58,8 @@ pub struct ShipOptions {
     pub partial_line_timeout: Duration,
     /// Kept up to date with the stream worker's state, for `/health`.
     pub health: Option<Arc<Mutex<crate::core::State>>>,
+    /// Follow mode: newline-delimited TCP listeners (no checkpoints: a network input cannot resume).
+    pub tcp: Vec<Arc<std::net::TcpListener>>,
 }
 
 /// The outcome of a pass.
@@ -449,6 +451,39 @@ pub async fn ship_once(
     .await
 }
 
+/// Accepts connections on `listener` until `stop`; each connection's lines go to `lines` with the peer
+/// as their source.
+fn tcp_accept(
+    listener: Arc<std::net::TcpListener>,
+    lines: std::sync::mpsc::SyncSender<(Vec<u8>, Eol, Arc<str>)>,
+    stop: Arc<AtomicBool>,
+) {
+    std::thread::spawn(move || {
+        let _ = listener.set_nonblocking(true);
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((conn, peer)) => {
+                    let _ = conn.set_nonblocking(false);
+                    let lines = lines.clone();
+                    let source: Arc<str> = Arc::from(format!("tcp:{peer}"));
+                    std::thread::spawn(move || {
+                        let _ = for_each_line(conn, 0, MAX_LINE, |line, eol, _| {
+                            let _ = lines.send((line.to_vec(), eol, source.clone()));
+                        });
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TCP accept failed");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    });
+}
+
 /// The files matching `patterns` now (globs, or paths that exist).
 fn matching(patterns: &[String]) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -489,6 +524,11 @@ pub async fn ship_follow(
             let max_wait = options.batch.max_wait;
             let mut enc = LineEncoder::new(&options, max_wait, tx);
             let mut tails: BTreeMap<PathBuf, Tail> = BTreeMap::new();
+            let (net_tx, net_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Eol, Arc<str>)>(4096);
+            for listener in &options.tcp {
+                tcp_accept(listener.clone(), net_tx.clone(), stop.clone());
+            }
+            drop(net_tx);
             let mut last_scan: Option<Instant> = None;
             loop {
                 let stopping = stop.load(Ordering::SeqCst);
@@ -536,6 +576,10 @@ pub async fn ship_follow(
                 for path in replaced {
                     tails.remove(&path);
                     last_scan = None;
+                }
+                while let Ok((line, eol, peer)) = net_rx.try_recv() {
+                    any = true;
+                    enc.line(&line, eol, 0, &peer, None)?;
                 }
                 enc.tick(Instant::now())?;
                 if stopping {

@@ -158,3 +158,49 @@ fn agent_serves_metrics_and_health() {
         .success());
     assert!(child.wait().expect("exits").success());
 }
+
+#[test]
+fn tcp_lines_are_shipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args([
+            "ship",
+            "--batch-wait-ms",
+            "50",
+            "--tcp",
+            &format!("127.0.0.1:{port}"),
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let started = Instant::now();
+    let mut conn = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("the TCP input never listened: {e}"),
+        }
+    };
+    conn.write_all(b"over tcp 1\nover tcp 2\r\n").expect("send");
+    drop(conn);
+    let unfiled = out.join("_unfiled.log");
+    wait_for(|| std::fs::read(&unfiled).is_ok_and(|b| b == b"over tcp 1\nover tcp 2\r\n"));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    assert!(child.wait().expect("exits").success());
+}

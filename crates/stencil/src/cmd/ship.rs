@@ -18,8 +18,11 @@ use stencil_intake::{FilesSink, IntakeConfig};
 #[derive(Args, Debug)]
 pub struct ShipArgs {
     /// Files, globs, or `-` for stdin.
-    #[arg(required = true, value_name = "PATH|GLOB|-")]
+    #[arg(required_unless_present = "tcp", value_name = "PATH|GLOB|-")]
     paths: Vec<String>,
+    /// Also accept newline-delimited logs on this TCP address (follow mode; repeatable).
+    #[arg(long, value_name = "ADDR")]
+    tcp: Vec<SocketAddr>,
     /// Remote intake, e.g. `https://intake.example.com:443`. Without it, an embedded intake writes the
     /// rebuilt files under --out.
     #[arg(long, value_name = "URL", env = "STENCIL_ENDPOINT")]
@@ -182,9 +185,19 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(1)),
         ..ShipOptions::default()
     };
+    if args.once && !args.tcp.is_empty() {
+        return Err("--tcp is a follow-mode input: drop --once".into());
+    }
+    let mut tcp = Vec::new();
+    for addr in &args.tcp {
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|e| format!("--tcp {addr}: {e}"))?;
+        tcp.push(Arc::new(listener));
+    }
     let health = Arc::new(std::sync::Mutex::new(stencil_agent::State::Idle));
     let options = ShipOptions {
         health: Some(health.clone()),
+        tcp,
         ..options
     };
     let rt = super::runtime()?;
