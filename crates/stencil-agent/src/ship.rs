@@ -60,6 +60,9 @@ pub struct ShipOptions {
     pub health: Option<Arc<Mutex<crate::core::State>>>,
     /// Follow mode: newline-delimited TCP listeners (no checkpoints: a network input cannot resume).
     pub tcp: Vec<Arc<std::net::TcpListener>>,
+    /// Pipelines (engine + batcher + stream each) over the shared channel; each source belongs to
+    /// exactly one. 0 means 1.
+    pub pipelines: usize,
 }
 
 /// The outcome of a pass.
@@ -122,6 +125,17 @@ struct ReadStats {
     patterns: u64,
     split: u64,
     dropped: u64,
+}
+
+impl ReadStats {
+    fn add(&mut self, o: &ReadStats) {
+        self.lines += o.lines;
+        self.raw += o.raw;
+        self.zstd1 += o.zstd1;
+        self.patterns += o.patterns;
+        self.split += o.split;
+        self.dropped += o.dropped;
+    }
 }
 
 /// Lines in, payloads out: the engine, the batcher, the comparison baseline and the counters.
@@ -337,16 +351,18 @@ fn open_file(
     }
 }
 
-/// Runs the worker and the registry around a blocking `producer`, and waits for the last ack.
+/// A reading side: fills one pipeline's payload channel (runs on a blocking thread).
+type Producer =
+    Box<dyn FnOnce(ShipOptions, mpsc::Sender<Payload>) -> Result<ReadStats, String> + Send>;
+
+/// Runs one stream worker per producer (all over `channel`) and the registry, and waits for the last ack.
 async fn run_pipeline(
     options: ShipOptions,
     channel: Channel,
     api_key: String,
     mailbox: Mailbox,
     registry: Option<Arc<Mutex<Registry>>>,
-    producer: impl FnOnce(ShipOptions, mpsc::Sender<Payload>) -> Result<ReadStats, String>
-        + Send
-        + 'static,
+    producers: Vec<Producer>,
 ) -> Result<Summary, String> {
     let started = Instant::now();
     let stop_registry = tokio_util::sync::CancellationToken::new();
@@ -371,51 +387,78 @@ async fn run_pipeline(
         None => None,
     };
     let encoder = BatchEncoder::new(Generation::V3, options.compression);
-    let (tx, rx) = mpsc::channel(4);
     let (_key_tx, key_rx) = watch::channel(api_key);
-    let core = Core::new(options.core.clone(), encoder, seed());
-    let worker = crate::driver::spawn(
-        core,
-        channel,
-        Headers::new(encoder.content_encoding()),
-        key_rx,
-        rx,
-        mailbox,
-    );
-    if let Some(health) = options.health.clone() {
-        let mut states = worker.state();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(mut h) = health.lock() {
-                    *h = *states.borrow();
+    let mut workers = Vec::new();
+    let mut readers = Vec::new();
+    for (i, producer) in producers.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel(4);
+        let core = Core::new(
+            options.core.clone(),
+            encoder,
+            seed() ^ (i as u64).wrapping_mul(0x9E37_79B9),
+        );
+        let worker = crate::driver::spawn(
+            core,
+            channel.clone(),
+            Headers::new(encoder.content_encoding()),
+            key_rx.clone(),
+            rx,
+            mailbox.clone(),
+        );
+        if let (0, Some(health)) = (i, options.health.clone()) {
+            let mut states = worker.state();
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(mut h) = health.lock() {
+                        *h = *states.borrow();
+                    }
+                    if states.changed().await.is_err() {
+                        break;
+                    }
                 }
-                if states.changed().await.is_err() {
-                    break;
-                }
-            }
-        });
+            });
+        }
+        let opts = options.clone();
+        readers.push(tokio::task::spawn_blocking(move || producer(opts, tx)));
+        workers.push(worker);
     }
-    let read = tokio::task::spawn_blocking(move || producer(options, tx))
-        .await
-        .map_err(|e| format!("reader failed: {e}"))?;
-    let report = worker.join().await;
+    let mut read = ReadStats::default();
+    let mut first_error = None;
+    for r in readers {
+        match r
+            .await
+            .map_err(|e| format!("reader failed: {e}"))
+            .and_then(|x| x)
+        {
+            Ok(s) => read.add(&s),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let mut summary = Summary::default();
+    for w in workers {
+        let report = w.join().await;
+        summary.wire_bytes += report.stats.bytes_sent;
+        summary.replayed += report.stats.replayed;
+        summary.dropped += report.stats.dropped_logs;
+    }
     stop_registry.cancel();
     if let Some(task) = registry_task {
         task.await
             .map_err(|e| format!("checkpoint registry failed: {e}"))?;
     }
-    let read = read?;
-    Ok(Summary {
-        lines: read.lines,
-        raw_bytes: read.raw,
-        wire_bytes: report.stats.bytes_sent,
-        zstd1_bytes: read.zstd1,
-        seconds: started.elapsed().as_secs_f64(),
-        replayed: report.stats.replayed,
-        patterns: read.patterns,
-        split_lines: read.split,
-        dropped: read.dropped + report.stats.dropped_logs,
-    })
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    summary.lines = read.lines;
+    summary.raw_bytes = read.raw;
+    summary.zstd1_bytes = read.zstd1;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.patterns = read.patterns;
+    summary.split_lines = read.split;
+    summary.dropped += read.dropped;
+    Ok(summary)
 }
 
 /// Ships `inputs` once over `channel` with `api_key` and waits until everything is acked.
@@ -440,15 +483,21 @@ pub async fn ship_once(
         };
         planned.push(plan);
     }
-    run_pipeline(
-        options,
-        channel,
-        api_key,
-        mailbox,
-        registry,
-        move |options, tx| produce(planned, options, tx),
-    )
-    .await
+    // Each input belongs to exactly one pipeline (round robin, in order).
+    let n = options.pipelines.max(1).min(planned.len().max(1));
+    let mut groups: Vec<Vec<(Input, u64, Option<String>)>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, plan) in planned.into_iter().enumerate() {
+        groups[i % n].push(plan);
+    }
+    let producers: Vec<Producer> = groups
+        .into_iter()
+        .map(|group| {
+            Box::new(move |options: ShipOptions, tx: mpsc::Sender<Payload>| {
+                produce(group, options, tx)
+            }) as Producer
+        })
+        .collect();
+    run_pipeline(options, channel, api_key, mailbox, registry, producers).await
 }
 
 /// Accepts connections on `listener` until `stop`; each connection's lines go to `lines` with the peer
@@ -513,7 +562,36 @@ pub async fn ship_follow(
     stop: Arc<AtomicBool>,
 ) -> Result<Summary, String> {
     let registry = open_registry(&options)?;
-    let reg = registry.clone();
+    let n = options.pipelines.max(1);
+    let mut producers: Vec<Producer> = Vec::with_capacity(n);
+    for index in 0..n {
+        let (reg, patterns, stop) = (registry.clone(), patterns.clone(), stop.clone());
+        producers.push(Box::new(
+            move |options: ShipOptions, tx: mpsc::Sender<Payload>| {
+                follow(index, n, &patterns, reg, stop, options, tx)
+            },
+        ));
+    }
+    run_pipeline(options, channel, api_key, mailbox, registry, producers).await
+}
+
+/// Pipeline `index` of `n`: follows the matching files whose path hashes to it (and the TCP inputs, for
+/// pipeline 0) until `stop`.
+fn follow(
+    index: usize,
+    n: usize,
+    patterns: &[String],
+    reg: Option<Arc<Mutex<Registry>>>,
+    stop: Arc<AtomicBool>,
+    options: ShipOptions,
+    tx: mpsc::Sender<Payload>,
+) -> Result<ReadStats, String> {
+    let mine = |path: &std::path::Path| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        path.hash(&mut h);
+        (h.finish() as usize) % n == index
+    };
     let producer =
         move |options: ShipOptions, tx: mpsc::Sender<Payload>| -> Result<ReadStats, String> {
             let idle = if options.partial_line_timeout.is_zero() {
@@ -525,7 +603,7 @@ pub async fn ship_follow(
             let mut enc = LineEncoder::new(&options, max_wait, tx);
             let mut tails: BTreeMap<PathBuf, Tail> = BTreeMap::new();
             let (net_tx, net_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Eol, Arc<str>)>(4096);
-            for listener in &options.tcp {
+            for listener in options.tcp.iter().filter(|_| index == 0) {
                 tcp_accept(listener.clone(), net_tx.clone(), stop.clone());
             }
             drop(net_tx);
@@ -539,7 +617,7 @@ pub async fn ship_follow(
                         let Ok(abs) = std::fs::canonicalize(&path) else {
                             continue;
                         };
-                        if tails.contains_key(&abs) {
+                        if tails.contains_key(&abs) || !mine(&abs) {
                             continue;
                         }
                         let (start, id) = open_file(reg.as_ref(), &abs)?;
@@ -591,5 +669,5 @@ pub async fn ship_follow(
             }
             enc.finish()
         };
-    run_pipeline(options, channel, api_key, mailbox, registry, producer).await
+    producer(options, tx)
 }

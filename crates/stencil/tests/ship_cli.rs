@@ -12,7 +12,15 @@ fn rebuilt(out: &Path, source: &Path) -> PathBuf {
 fn ship(out: &Path, inputs: &[PathBuf]) -> serde_json::Value {
     let summary = out.join("summary.json");
     let status = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args(["ship", "--once", "--batch-lines", "100", "--out"])
+        .args([
+            "ship",
+            "--once",
+            "--streams",
+            "4",
+            "--batch-lines",
+            "100",
+            "--out",
+        ])
         .arg(out)
         .arg("--summary-json")
         .arg(&summary)

@@ -69,6 +69,10 @@ pub struct ShipArgs {
     /// Logs per batch.
     #[arg(long, default_value_t = 1000)]
     batch_lines: usize,
+    /// Pipelines, each with its own engine and stream over one shared connection; every source belongs
+    /// to exactly one (default: min(4, CPUs)).
+    #[arg(long, value_name = "N", env = "STENCIL_STREAMS")]
+    streams: Option<usize>,
     /// Serve Prometheus /metrics and /health (the stream's state) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -195,9 +199,11 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         tcp.push(Arc::new(listener));
     }
     let health = Arc::new(std::sync::Mutex::new(stencil_agent::State::Idle));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = ShipOptions {
         health: Some(health.clone()),
         tcp,
+        pipelines: args.streams.unwrap_or(cpus.min(4)).max(1),
         ..options
     };
     let rt = super::runtime()?;
