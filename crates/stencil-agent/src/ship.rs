@@ -613,7 +613,7 @@ fn follow(
                 let now = Instant::now();
                 if last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500)) {
                     last_scan = Some(now);
-                    for path in matching(&patterns) {
+                    for path in matching(patterns) {
                         let Ok(abs) = std::fs::canonicalize(&path) else {
                             continue;
                         };
