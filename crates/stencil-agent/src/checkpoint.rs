@@ -13,10 +13,11 @@ use crate::payload::Checkpoint;
 /// Latest offset per source.
 type Offsets = BTreeMap<Arc<str>, u64>;
 
-/// Latest released offset per source.
+/// Latest released offset per source, and a count of acked logs (for progress displays).
 #[derive(Debug, Clone, Default)]
 pub struct Mailbox {
     inner: Arc<(Mutex<Offsets>, Notify)>,
+    acked: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Mailbox {
@@ -37,6 +38,17 @@ impl Mailbox {
             }
         }
         self.inner.1.notify_one();
+    }
+
+    /// Counts logs whose payload was acked (or dropped on purpose).
+    pub fn add_acked(&self, logs: u64) {
+        self.acked
+            .fetch_add(logs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Logs acked so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes everything posted since the last call.

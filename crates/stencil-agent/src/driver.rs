@@ -199,6 +199,7 @@ async fn run(
                     checkpoints, logs, ..
                 } => {
                     mailbox.post(&checkpoints);
+                    mailbox.add_acked(logs as u64);
                     metrics::counter!("stencil_agent_logs_acked_total").increment(logs as u64);
                 }
                 Effect::Dropped {

@@ -120,6 +120,29 @@ fn inputs(paths: &[String]) -> Result<Vec<Input>, String> {
     Ok(out)
 }
 
+/// A progress line on the terminal (none when stdout is not a TTY): logs acked so far, and the rate.
+fn progress(mailbox: &Mailbox) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos} lines acked ({per_sec}) {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let (b, m) = (bar.clone(), mailbox.clone());
+    std::thread::spawn(move || {
+        while !b.is_finished() {
+            b.set_position(m.acked());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    Some(bar)
+}
+
 fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
     let j = s.to_json();
     eprintln!(
@@ -271,8 +294,10 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                 (channel, key, Some(intake))
             }
         };
+        let mailbox = Mailbox::new();
+        let progress = progress(&mailbox);
         let summary = if args.once {
-            stencil_agent::ship::ship_once(inputs, options, channel, key, Mailbox::new()).await?
+            stencil_agent::ship::ship_once(inputs, options, channel, key, mailbox.clone()).await?
         } else {
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
@@ -290,11 +315,14 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                 options,
                 channel,
                 key,
-                Mailbox::new(),
+                mailbox.clone(),
                 stop,
             )
             .await?
         };
+        if let Some(bar) = progress {
+            bar.finish_and_clear();
+        }
         if let Some(intake) = embedded {
             intake.shutdown().await.map_err(|e| e.to_string())?;
         }
