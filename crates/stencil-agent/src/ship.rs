@@ -63,6 +63,9 @@ pub struct ShipOptions {
     /// Pipelines (engine + batcher + stream each) over the shared channel; each source belongs to
     /// exactly one. 0 means 1.
     pub pipelines: usize,
+    /// Also compress the raw lines per batch with zstd-1 for the summary's comparison (always on for
+    /// one pass; costs CPU when following).
+    pub compare: bool,
 }
 
 /// The outcome of a pass.
@@ -148,6 +151,7 @@ struct LineEncoder {
     baseline: Vec<u8>,
     baseline_lines: usize,
     max_logs: usize,
+    compare: bool,
     stats: ReadStats,
 }
 
@@ -176,6 +180,7 @@ impl LineEncoder {
             baseline: Vec::new(),
             baseline_lines: 0,
             max_logs: options.batch.max_logs,
+            compare: options.compare,
             stats: ReadStats::default(),
         }
     }
@@ -231,11 +236,13 @@ impl LineEncoder {
         };
         self.stats.lines += 1;
         self.stats.raw += (line.len() + terminator) as u64;
-        self.baseline.extend_from_slice(line);
-        self.baseline.push(b'\n');
-        self.baseline_lines += 1;
-        if self.baseline_lines == self.max_logs {
-            self.baseline_flush();
+        if self.compare {
+            self.baseline.extend_from_slice(line);
+            self.baseline.push(b'\n');
+            self.baseline_lines += 1;
+            if self.baseline_lines == self.max_logs {
+                self.baseline_flush();
+            }
         }
         let entry = Entry {
             datums,
@@ -470,6 +477,10 @@ pub async fn ship_once(
     mailbox: Mailbox,
 ) -> Result<Summary, String> {
     let registry = open_registry(&options)?;
+    let options = ShipOptions {
+        compare: true,
+        ..options
+    };
     let mut planned = Vec::with_capacity(inputs.len());
     for input in inputs {
         let plan = match &input {

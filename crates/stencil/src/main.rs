@@ -30,13 +30,31 @@ const EXAMPLES: &str = "Examples:
   stencil ship --once /var/log/syslog   (rebuilds it under ./stencil-out/var/log/syslog)
   stencil ship --once --endpoint https://intake:10600 --api-key KEY 'logs/*.log'";
 
+const SHIP_EXAMPLES: &str = "Examples:
+  stencil ship --once examples/sample.log            rebuild it under ./stencil-out and print a summary
+  stencil ship --once --summary-json s.json 'logs/*.log'
+  stencil ship --data-dir /var/lib/stencil /var/log/syslog          follow until Ctrl-C, resume after restarts
+  stencil ship --endpoint https://intake:10600 --api-key KEY --ca-file ca.pem '/var/log/*.log'
+  cat app.log | stencil ship --once -
+  stencil --config examples/stencil.toml ship";
+
+const INTAKE_EXAMPLES: &str = "Examples:
+  stencil intake --listen 127.0.0.1:10600 --out ./rebuilt --api-key secret
+  stencil intake --listen 0.0.0.0:10600 --jsonl logs.jsonl --tls-cert cert.pem --tls-key key.pem
+  stencil intake --stdout --metrics-listen 127.0.0.1:9100";
+
 #[derive(Subcommand)]
 enum Command {
     /// Ship files (or stdin) to an intake; without --endpoint, to an embedded one that rebuilds them.
+    #[command(after_help = SHIP_EXAMPLES)]
     Ship(Box<cmd::ship::ShipArgs>),
     /// Run an intake: receive both protocol generations and write the rebuilt logs to a sink.
+    #[command(after_help = INTAKE_EXAMPLES)]
     Intake(Box<cmd::intake::IntakeArgs>),
     /// Run a benchmark.
+    #[command(
+        after_help = "Examples:\n  stencil bench patterns --loghub ../shared/corpus/loghub-2k\n  stencil bench patterns --json --loghub ../shared/corpus/loghub-2k"
+    )]
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
 }
