@@ -65,6 +65,7 @@ pub fn for_each_line(
         } else if n > max_line {
             // Over the cap: emit this part without a terminator; the rest follows as the next record.
             split += 1;
+            metrics::counter!("stencil_agent_lines_split_total").increment(1);
             each(&buf, Eol::None, offset);
         } else {
             each(&buf, Eol::None, offset);

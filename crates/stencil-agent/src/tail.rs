@@ -134,6 +134,7 @@ impl Tail {
             }
             self.partial.drain(..start);
             while self.partial.len() > max_line {
+                metrics::counter!("stencil_agent_lines_split_total").increment(1);
                 let rest = self.partial.split_off(max_line);
                 self.offset += max_line as u64;
                 each(&self.partial, Eol::None, self.offset);

@@ -195,3 +195,23 @@ fn the_readme_sample_round_trips() {
     );
     assert_eq!(summary["lines"], 60);
 }
+
+#[test]
+fn intake_reads_its_config_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("stencil.toml");
+    std::fs::write(
+        &config,
+        "[intake]\napi_keys = [\"a\", \"b\"]\nlisten = \"256.0.0.1:1\"\nmax_streams = 8\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .arg("--config")
+        .arg(&config)
+        .arg("intake")
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The values reached the intake (it tried the configured address), and no flag was refused.
+    assert!(err.contains("cannot listen on 256.0.0.1:1"), "{err}");
+}

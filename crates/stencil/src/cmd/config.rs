@@ -1,5 +1,6 @@
-//! `--config FILE`: a TOML file with one table per subcommand (`[ship]`, `[intake]`) whose keys are the
-//! subcommand's long flags with `_` for `-` (`batch_lines = 500`, `tags = ["env:prod"]`, `once = true`).
+//! `--config FILE`: a TOML file with one table per subcommand (`[ship]`, `[intake]`) whose keys name the
+//! subcommand's flags with `_` for `-` (`batch_lines = 500`, `tags = ["env:prod"]`, `once = true`;
+//! repeatable flags take arrays: `api_keys = ["a", "b"]`).
 //!
 //! Precedence: the file < `STENCIL_…` environment variables < command-line flags. A key is applied only
 //! where clap found no value from the environment or the command line. Unknown tables and keys are errors
@@ -51,27 +52,31 @@ pub fn apply<C: CommandFactory>(args: Vec<OsString>) -> Result<Vec<OsString>, St
     let Some(subcommand) = command.find_subcommand(sub) else {
         return Ok(args);
     };
-    let flags: Vec<String> = subcommand
+    // Config keys are argument ids (the field names); the flag to inject is the argument's long name.
+    let flags: Vec<(String, String)> = subcommand
         .get_arguments()
-        .filter(|a| a.get_long().is_some())
-        .map(|a| a.get_id().to_string())
+        .filter_map(|a| a.get_long().map(|l| (a.get_id().to_string(), l.to_owned())))
         .collect();
     let mut out = args;
     for (key, value) in section {
-        if !flags.contains(key) {
+        let Some((_, long)) = flags.iter().find(|(id, _)| id == key) else {
             return Err(format!(
                 "--config {}: unknown key `{sub}.{key}`; valid keys: {}",
                 path.display(),
-                flags.join(", ")
+                flags
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
-        }
+        };
         if matches!(
             sub_matches.value_source(key),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         ) {
             continue;
         }
-        let flag = format!("--{}", key.replace('_', "-"));
+        let flag = format!("--{long}");
         let scalar = |v: &toml::Value| -> Result<String, String> {
             match v {
                 toml::Value::String(s) => Ok(s.clone()),

@@ -79,6 +79,9 @@ pub struct ShipArgs {
     /// Serve Prometheus /metrics and /health (the stream's state) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Raw bytes per batch (a batch is sent before going over it).
+    #[arg(long, default_value_t = 5_000_000)]
+    batch_bytes: usize,
     /// Follow mode: send a batch at the latest this many milliseconds after its first line.
     #[arg(long, default_value_t = 5000)]
     batch_wait_ms: u64,
@@ -209,6 +212,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         batch: BatchConfig {
             max_logs: args.batch_lines.max(1),
             max_wait: std::time::Duration::from_millis(args.batch_wait_ms.max(1)),
+            max_raw_bytes: args.batch_bytes.max(1),
             ..BatchConfig::default()
         },
         data_dir: args.data_dir.clone(),
