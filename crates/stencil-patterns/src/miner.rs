@@ -1,12 +1,12 @@
 //! Template mining: a bounded online clusterer over typed tokens (PATTERNS.md §3.2).
 //!
-//! Lines are bucketed by a key made of their token count, their structural skeleton (punctuation and keys
-//! exactly; whitespace, words and values by kind only) and their first two non-whitespace symbols. In a
-//! bucket, a line is compatible with a cluster when every structural token matches; similarity is the
-//! share of compared positions that agree: a word equal to the cluster's static word, or a value where the
-//! cluster has a slot. The most similar cluster at or above the threshold wins (ties: most static
-//! positions, then the lowest id) and widens: each differing word (or whitespace run) becomes a slot.
-//! Slots never revert, a cluster keeps its id for life, and ids are never reused.
+//! Lines are bucketed by a key made of their token count, their structural skeleton (punctuation and
+//! keys exactly; whitespace by kind; words and values only as positions that may vary) and their first two
+//! non-whitespace symbols. In a bucket, a line is compatible with a cluster when every structural token
+//! matches; similarity is the share of compared positions that agree: a word equal to the cluster's static
+//! word, or a value where the cluster has a slot. The most similar cluster at or above the threshold wins
+//! (ties: most static positions, then the lowest id) and widens: each differing word, value or whitespace
+//! run becomes a slot. Slots never revert, a cluster keeps its id for life, and ids are never reused.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -157,9 +157,9 @@ impl Miner {
                     skeleton.write_u8(0);
                     skeleton.write(t.text(line).as_bytes());
                 }
-                Role::Mined => skeleton.write_u8(1),
-                // Values of any class may share a slot (an IP in one line, a host name in the next).
-                Role::Dynamic => skeleton.write_u8(2),
+                // Words and values may share a position (`user webmaster`, `user test9`; an IP in one line, a
+                // host name in the next): only the kind of position goes into the key.
+                Role::Mined | Role::Dynamic => skeleton.write_u8(1),
             }
             if symbols < 2 && t.class != Class::Ws {
                 symbols += 1;
