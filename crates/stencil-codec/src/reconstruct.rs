@@ -287,8 +287,7 @@ pub(crate) fn output_bytes(record: &LogRecord) -> usize {
         .map(|m| m.as_ref().map_or(0, |s| s.len()))
         .sum::<usize>();
     let json = record.json.as_ref().map_or(0, |m| {
-        // Values are already bounded by the decompressed size; keys and nesting add little. Count the
-        // serialized length only when there is more than the message (cheap path for plain text logs).
+        // JSON logs count their serialized document (plain text logs skip this cost entirely).
         serde_json::to_vec(m).map_or(0, |v| v.len())
     });
     record.message.len() + meta + json
