@@ -648,7 +648,7 @@ fn follow(
                         }
                     };
                     let (read, change) = tail
-                        .poll(now, idle, MAX_LINE, &mut each)
+                        .poll(now, idle, &mut each)
                         .map_err(|e| format!("reading {file}: {e}"))?;
                     if stopping {
                         tail.close(&mut each);

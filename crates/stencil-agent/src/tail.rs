@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::files::Eol;
+use crate::files::{Eol, Splitter};
 
 /// What a poll found besides lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +30,9 @@ pub struct Tail {
     path: PathBuf,
     file: Option<File>,
     ino: u64,
-    offset: u64,
     read_pos: u64,
     source: Arc<str>,
-    partial: Vec<u8>,
+    lines: Splitter,
     partial_since: Option<Instant>,
 }
 
@@ -44,10 +43,9 @@ impl Tail {
             path,
             file: None,
             ino: 0,
-            offset: start,
             read_pos: start,
             source: Arc::from(source),
-            partial: Vec::new(),
+            lines: Splitter::new(start, crate::files::MAX_LINE),
             partial_since: None,
         }
     }
@@ -65,17 +63,13 @@ impl Tail {
     /// Starts over on a replaced file, from `start`, under a new source id.
     pub fn restart(&mut self, start: u64, source: String) {
         self.file = None;
-        self.offset = start;
         self.read_pos = start;
+        self.lines = Splitter::new(start, crate::files::MAX_LINE);
         self.source = Arc::from(source);
     }
 
     fn emit_partial(&mut self, each: &mut dyn FnMut(&[u8], Eol, u64)) {
-        if !self.partial.is_empty() {
-            self.offset += self.partial.len() as u64;
-            each(&self.partial, Eol::None, self.offset);
-            self.partial.clear();
-        }
+        self.lines.flush(each);
         self.partial_since = None;
     }
 
@@ -90,7 +84,6 @@ impl Tail {
         &mut self,
         now: Instant,
         idle: Duration,
-        max_line: usize,
         each: &mut dyn FnMut(&[u8], Eol, u64),
     ) -> std::io::Result<(bool, Change)> {
         if self.file.is_none() {
@@ -104,8 +97,8 @@ impl Tail {
             let meta = f.metadata()?;
             if meta.len() < self.read_pos {
                 // Shorter than where we were: it was truncated or replaced while we were away.
-                self.offset = 0;
                 self.read_pos = 0;
+                self.lines = Splitter::new(0, crate::files::MAX_LINE);
             }
             f.seek(SeekFrom::Start(self.read_pos))?;
             self.ino = meta.ino();
@@ -120,29 +113,10 @@ impl Tail {
             }
             any = true;
             self.read_pos += n as u64;
-            self.partial.extend_from_slice(&buf[..n]);
-            let mut start = 0;
-            while let Some(pos) = self.partial[start..].iter().position(|&b| b == b'\n') {
-                let end = start + pos;
-                let (line, eol) = match self.partial[start..end].last() {
-                    Some(b'\r') => (&self.partial[start..end - 1], Eol::CrLf),
-                    _ => (&self.partial[start..end], Eol::Lf),
-                };
-                self.offset += (end + 1 - start) as u64;
-                each(line, eol, self.offset);
-                start = end + 1;
-            }
-            self.partial.drain(..start);
-            while self.partial.len() > max_line {
-                metrics::counter!("stencil_agent_lines_split_total").increment(1);
-                let rest = self.partial.split_off(max_line);
-                self.offset += max_line as u64;
-                each(&self.partial, Eol::None, self.offset);
-                self.partial = rest;
-            }
+            self.lines.feed(&buf[..n], each);
         }
         if any {
-            self.partial_since = (!self.partial.is_empty()).then_some(now);
+            self.partial_since = self.lines.has_partial().then_some(now);
         }
         // At end of file: was the path rotated or truncated?
         let replaced = match std::fs::metadata(&self.path) {
