@@ -21,6 +21,8 @@ use stencil_patterns::{Engine, EngineConfig, Meta};
 pub enum BenchCommand {
     /// Pattern engine quality and speed on Loghub samples.
     Patterns(PatternsArgs),
+    /// Bytes on the wire: Stencil v3 against per-batch zstd, HTTP JSON and OTLP, on the same lines.
+    Wire(super::bench_wire::WireArgs),
 }
 
 /// Flags of `stencil bench patterns`.
@@ -44,6 +46,7 @@ pub struct PatternsArgs {
 pub fn run(command: BenchCommand) -> ExitCode {
     let result = match command {
         BenchCommand::Patterns(args) => patterns(&args),
+        BenchCommand::Wire(args) => super::bench_wire::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
