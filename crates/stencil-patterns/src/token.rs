@@ -205,6 +205,53 @@ pub fn tokenize(line: &str, out: &mut Vec<Token>) {
     if after_key {
         out.push(tok(n, n, Class::KvValue));
     }
+    merge_dates(b, out);
+}
+
+/// Joins a date written as several words (`Sun Dec 04 04:47:44 2005`, `Jun  9 06:06:20`) into one
+/// `DateTime` token: a run of date parts (calendar words, numbers, times) separated by one or two spaces,
+/// holding a time or a calendar word and at least two parts. One value instead of five on the wire.
+fn merge_dates(b: &[u8], tokens: &mut Vec<Token>) {
+    let part = |t: &Token| matches!(t.class, Class::DateTime | Class::Int);
+    let anchor = |t: &Token| t.class == Class::DateTime;
+    let gap = |t: &Token| {
+        t.class == Class::Ws
+            && t.end - t.start <= 2
+            && b[t.start as usize..t.end as usize]
+                .iter()
+                .all(|&c| c == b' ')
+    };
+    let mut out = 0;
+    let mut i = 0;
+    while i < tokens.len() {
+        let mut j = i;
+        let mut parts = 0;
+        let mut anchored = false;
+        if part(&tokens[i]) {
+            // Extend over `part (gap part)*`.
+            j = i + 1;
+            parts = 1;
+            anchored = anchor(&tokens[i]);
+            while j + 1 < tokens.len() && gap(&tokens[j]) && part(&tokens[j + 1]) {
+                anchored |= anchor(&tokens[j + 1]);
+                parts += 1;
+                j += 2;
+            }
+        }
+        if parts >= 2 && anchored {
+            tokens[out] = tok(
+                tokens[i].start as usize,
+                tokens[j - 1].end as usize,
+                Class::DateTime,
+            );
+            i = j;
+        } else {
+            tokens[out] = tokens[i];
+            i += 1;
+        }
+        out += 1;
+    }
+    tokens.truncate(out);
 }
 
 fn tok(start: usize, end: usize, class: Class) -> Token {
@@ -515,7 +562,10 @@ fn is_ipv6(w: &[u8]) -> bool {
         None => w,
     };
     let groups = core.split(|&c| c == b':').count();
+    // `hh:mm:ss` has three groups too: an address needs `::` or at least six groups.
+    let compressed = core.windows(2).any(|w| w == b"::");
     (3..=8).contains(&groups)
+        && (compressed || groups >= 6)
         && core
             .iter()
             .all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.')
@@ -758,6 +808,25 @@ mod tests {
         assert!(c.contains(&("\"a b c\"".into(), Class::KvValue)));
         let c = classes("say 'hello world' now");
         assert!(c.contains(&("'hello world'".into(), Class::Quoted)));
+    }
+
+    #[test]
+    fn multi_word_dates_are_one_token() {
+        let c = classes("[Sun Dec 04 04:47:44 2005] [notice] ok");
+        assert!(
+            c.contains(&("Sun Dec 04 04:47:44 2005".into(), Class::DateTime)),
+            "{c:?}"
+        );
+        let c = classes("Jun  9 06:06:20 combo sshd");
+        assert!(
+            c.contains(&("Jun  9 06:06:20".into(), Class::DateTime)),
+            "{c:?}"
+        );
+        let c = classes("took 15 ms");
+        assert!(
+            c.contains(&("15".into(), Class::Int)),
+            "numbers alone stay numbers: {c:?}"
+        );
     }
 
     #[test]
