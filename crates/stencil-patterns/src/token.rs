@@ -238,6 +238,20 @@ fn merge_dates(b: &[u8], tokens: &mut Vec<Token>) {
                 j += 2;
             }
         }
+        // A comma fraction right after a time (`18:01:47,978`) belongs to it.
+        if parts >= 1
+            && anchored
+            && j + 1 < tokens.len()
+            && tokens[j].class == Class::Punct
+            && b[tokens[j].start as usize] == b','
+            && tokens[j].start == tokens[j - 1].end
+            && tokens[j + 1].class == Class::Int
+            && tokens[j + 1].start == tokens[j].end
+            && b[tokens[j - 1].start as usize..tokens[j - 1].end as usize].contains(&b':')
+        {
+            parts += 1;
+            j += 2;
+        }
         if parts >= 2 && anchored {
             tokens[out] = tok(
                 tokens[i].start as usize,
@@ -820,6 +834,11 @@ mod tests {
         let c = classes("Jun  9 06:06:20 combo sshd");
         assert!(
             c.contains(&("Jun  9 06:06:20".into(), Class::DateTime)),
+            "{c:?}"
+        );
+        let c = classes("2015-10-18 18:01:47,978 INFO x");
+        assert!(
+            c.contains(&("2015-10-18 18:01:47,978".into(), Class::DateTime)),
             "{c:?}"
         );
         let c = classes("took 15 ms");
