@@ -254,6 +254,15 @@ async fn acks_stalled_past_the_drain_timeout() {
         ..config()
     };
     let run = start(proxy.addr, cfg);
+    // Stall only once the stream is up, so that acks (not the stream's opening) are what is held.
+    let mut state = run.worker.state();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| *s == State::Active),
+    )
+    .await
+    .expect("active in time")
+    .expect("state channel open");
     let p = proxy.clone();
     let (report, offset) = feed_and_finish(run, payloads(&lines, 20), move |i| {
         if i == 5 {
