@@ -204,18 +204,17 @@ impl LineEncoder {
         }
     }
 
-    /// Encodes one line of `file` (its absolute path, if any) ending at `offset` of `source`.
+    /// Encodes one line ending at `offset` of `source`; `filename_tag` is `filename:<absolute path>` for files.
     fn line(
         &mut self,
         line: &[u8],
         eol: Eol,
         offset: u64,
         source: &Arc<str>,
-        file: Option<&str>,
+        filename_tag: Option<&str>,
     ) -> Result<(), String> {
-        let filename = file.map(|f| format!("filename:{f}"));
         let mut tags: Vec<&str> = self.common.iter().map(String::as_str).collect();
-        if let Some(f) = &filename {
+        if let Some(f) = filename_tag {
             tags.push(f);
         }
         if let Some(t) = eol.tag() {
@@ -303,10 +302,13 @@ fn produce(
             Input::Stdin => (Box::new(std::io::stdin()), None),
         };
         let source: Arc<str> = Arc::from(id.as_deref().or(file.as_deref()).unwrap_or("-"));
+        let filename_tag = file.as_ref().map(|f| format!("filename:{f}"));
         let mut failed = None;
         let split = for_each_line(reader, start, MAX_LINE, |line, eol, offset| {
             if failed.is_none() {
-                failed = enc.line(line, eol, offset, &source, file.as_deref()).err();
+                failed = enc
+                    .line(line, eol, offset, &source, filename_tag.as_deref())
+                    .err();
             }
         })
         .map_err(|e| format!("reading {}: {e}", file.as_deref().unwrap_or("stdin")))?;
@@ -640,11 +642,14 @@ fn follow(
                 let mut replaced = Vec::new();
                 for (path, tail) in tails.iter_mut() {
                     let file = path.to_string_lossy().into_owned();
+                    let filename_tag = format!("filename:{file}");
                     let source = tail.source().clone();
                     let mut failed = None;
                     let mut each = |line: &[u8], eol: Eol, offset: u64| {
                         if failed.is_none() {
-                            failed = enc.line(line, eol, offset, &source, Some(&file)).err();
+                            failed = enc
+                                .line(line, eol, offset, &source, Some(&filename_tag))
+                                .err();
                         }
                     };
                     let (read, change) = tail

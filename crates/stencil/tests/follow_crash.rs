@@ -3,6 +3,8 @@
 //! every number is present at the intake at least once and, per file, in order. The duplicate count is
 //! printed.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -104,13 +106,7 @@ fn sigkill_at_random_moments_loses_no_line() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    assert!(child.wait().expect("exits").success());
+    common::sigterm_and_wait(&mut child);
 
     let mut duplicates = 0;
     for f in &files {

@@ -2,6 +2,8 @@
 //! copytruncate, and a last line without a newline; then SIGTERM. The embedded intake's output must be
 //! every byte written, in order, with nothing doubled.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,14 +19,6 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
 
 fn rebuilt(out: &std::path::Path, source: &std::path::Path) -> Vec<u8> {
     std::fs::read(out.join(source.strip_prefix("/").expect("absolute"))).unwrap_or_default()
-}
-
-fn wait_for(mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < Duration::from_secs(20), "timed out");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -55,10 +49,12 @@ fn follows_appends_new_files_rotation_and_truncation() {
         .spawn()
         .expect("starts");
 
-    wait_for(|| rebuilt(&out, &app) == b"one\ntwo\r\n");
+    common::wait_for(|| rebuilt(&out, &app) == b"one\ntwo\r\n");
     append(&app, b"three\n");
     append(&other, b"other 1\n");
-    wait_for(|| rebuilt(&out, &other) == b"other 1\n" && rebuilt(&out, &app).ends_with(b"three\n"));
+    common::wait_for(|| {
+        rebuilt(&out, &other) == b"other 1\n" && rebuilt(&out, &app).ends_with(b"three\n")
+    });
 
     // Rotation by rename: the old file is read to its end, the new one from its start.
     append(&app, b"four, last of the old file\n");
@@ -72,7 +68,7 @@ fn follows_appends_new_files_rotation_and_truncation() {
         .expect("truncate");
     std::thread::sleep(Duration::from_millis(300));
     append(&other, b"after truncate\n");
-    wait_for(|| {
+    common::wait_for(|| {
         rebuilt(&out, &app).ends_with(b"new file 1\n")
             && rebuilt(&out, &other).ends_with(b"after truncate\n")
     });
@@ -80,14 +76,7 @@ fn follows_appends_new_files_rotation_and_truncation() {
     // A last line without a newline goes out after the idle timeout, once.
     append(&app, b"partial tail");
     std::thread::sleep(Duration::from_millis(1_500));
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let status = child.wait().expect("exits");
-    assert!(status.success(), "graceful exit: {status:?}");
+    common::sigterm_and_wait(&mut child);
 
     assert_eq!(
         String::from_utf8_lossy(&rebuilt(&out, &app)),
@@ -134,11 +123,11 @@ fn agent_serves_metrics_and_health() {
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
-    wait_for(|| {
+    common::wait_for(|| {
         http_get(port, "/health")
             .is_some_and(|h| h.contains("200 OK") && h.contains("\"stream\":\"active\""))
     });
-    wait_for(|| {
+    common::wait_for(|| {
         http_get(port, "/metrics")
             .is_some_and(|m| m.contains("stencil_agent_payloads_acked_total 1"))
     });
@@ -150,13 +139,7 @@ fn agent_serves_metrics_and_health() {
     ] {
         assert!(metrics.contains(series), "missing {series}");
     }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    assert!(child.wait().expect("exits").success());
+    common::sigterm_and_wait(&mut child);
 }
 
 #[test]
@@ -195,12 +178,6 @@ fn tcp_lines_are_shipped() {
     conn.write_all(b"over tcp 1\nover tcp 2\r\n").expect("send");
     drop(conn);
     let unfiled = out.join("_unfiled.log");
-    wait_for(|| std::fs::read(&unfiled).is_ok_and(|b| b == b"over tcp 1\nover tcp 2\r\n"));
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    assert!(child.wait().expect("exits").success());
+    common::wait_for(|| std::fs::read(&unfiled).is_ok_and(|b| b == b"over tcp 1\nover tcp 2\r\n"));
+    common::sigterm_and_wait(&mut child);
 }

@@ -204,7 +204,8 @@ fn zstd1_per_batch(lines: &[&[u8]], batch: usize) -> usize {
         .sum()
 }
 
-fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
+/// The lines of a file, without their `\n` (a final newline does not add an empty line).
+pub fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     if body.is_empty() {
         return Vec::new();

@@ -251,12 +251,7 @@ pub fn run(args: &WireArgs) -> Result<(), String> {
     for &batch in &sizes {
         let mut total = Sizes::default();
         for ((name, bytes), path) in contents.iter().zip(&args.files) {
-            let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-            let lines: Vec<&[u8]> = if body.is_empty() {
-                Vec::new()
-            } else {
-                body.split(|&b| b == b'\n').collect()
-            };
+            let lines = super::bench::split_lines(bytes);
             let s = measure(path, &lines, batch)?;
             total.add(&s);
             emit(args.json, name, batch, &s);

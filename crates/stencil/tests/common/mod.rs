@@ -1,0 +1,27 @@
+//! Helpers for the tests that run `stencil` as a process.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Sends SIGTERM and asserts a graceful exit (status 0).
+pub fn sigterm_and_wait(child: &mut Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs")
+        .success());
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "graceful exit: {status:?}");
+}
+
+/// Polls `done` every 50 ms; fails after 20 s.
+pub fn wait_for(mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(20), "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
