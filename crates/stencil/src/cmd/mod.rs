@@ -1,7 +1,6 @@
 //! Subcommand implementations and what they share (diagnostic logging, runtime setup).
 
 pub mod bench;
-pub mod bench_wire;
 pub mod config;
 pub mod intake;
 pub mod ship;

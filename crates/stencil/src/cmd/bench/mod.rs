@@ -5,6 +5,11 @@
 //! engine; steady: second pass), whether every raw line round-trips byte-exactly through the codec, and the
 //! encoded bytes against per-batch zstd-1 of the raw lines.
 
+mod baselines;
+mod chart;
+mod native;
+mod wire;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +27,7 @@ pub enum BenchCommand {
     /// Pattern engine quality and speed on Loghub samples.
     Patterns(PatternsArgs),
     /// Bytes on the wire: Stencil v3 against per-batch zstd, HTTP JSON and OTLP, on the same lines.
-    Wire(super::bench_wire::WireArgs),
+    Wire(wire::WireArgs),
 }
 
 /// Flags of `stencil bench patterns`.
@@ -46,7 +51,7 @@ pub struct PatternsArgs {
 pub fn run(command: BenchCommand) -> ExitCode {
     let result = match command {
         BenchCommand::Patterns(args) => patterns(&args),
-        BenchCommand::Wire(args) => super::bench_wire::run(&args),
+        BenchCommand::Wire(args) => wire::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

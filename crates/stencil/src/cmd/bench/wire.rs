@@ -1,0 +1,342 @@
+//! `stencil bench wire`: bytes on the wire for the same lines and metadata, side by side, per batch size:
+//! Stencil v3 (every batch, snapshot included, plus gRPC framing), raw lines with zstd-1 and zstd-3 per
+//! batch, the Datadog HTTP JSON transport (zstd-1), and OTLP logs (protobuf `LogsData`, zstd-1). The
+//! baselines are built here from the same lines; no number is copied from anywhere.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use stencil_codec::{BatchEncoder, Compression, Generation};
+use stencil_patterns::{Engine, EngineConfig, Meta};
+
+use super::baselines::{self, Line, Metadata};
+use super::native;
+
+/// Flags of `stencil bench wire`.
+#[derive(clap::Args, Debug)]
+pub struct WireArgs {
+    /// Files to measure (each line is one log).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Lines per batch (repeatable; default 10, 100 and 1000).
+    #[arg(long = "batch-lines")]
+    batch_lines: Vec<usize>,
+    /// One JSON object per (file, batch size), then a `total` row per batch size.
+    #[arg(long, conflicts_with = "markdown")]
+    json: bool,
+    /// Markdown tables (one per batch size), as pasted into BENCHMARKS.md.
+    #[arg(long)]
+    markdown: bool,
+    /// Also write SVG charts of bytes per log (by method and batch size, and by file) into this folder.
+    #[arg(long, value_name = "DIR")]
+    charts: Option<PathBuf>,
+}
+
+const HOST: &str = "bench-host";
+const SERVICE: &str = "bench";
+const SOURCE: &str = "bench";
+const STATUS: &str = "info";
+const BASE_MS: i64 = 1_700_000_000_000;
+
+/// gRPC message framing: 1 compression flag byte and a 4-byte length.
+const GRPC_FRAME: usize = 5;
+
+#[derive(Default, Clone, Copy)]
+struct Sizes {
+    lines: u64,
+    raw: u64,
+    stencil: u64,
+    native: u64,
+    zstd1: u64,
+    zstd3: u64,
+    http_json: u64,
+    otlp: u64,
+}
+
+impl Sizes {
+    fn add(&mut self, o: &Sizes) {
+        self.lines += o.lines;
+        self.raw += o.raw;
+        self.stencil += o.stencil;
+        self.native += o.native;
+        self.zstd1 += o.zstd1;
+        self.zstd3 += o.zstd3;
+        self.http_json += o.http_json;
+        self.otlp += o.otlp;
+    }
+}
+
+fn zstd(level: i32, bytes: &[u8]) -> u64 {
+    Compression::Zstd { level }
+        .compress(bytes)
+        .map_or(0, |c| c.len()) as u64
+}
+
+fn measure(path: &std::path::Path, lines: &[&[u8]], batch: usize) -> Result<Sizes, String> {
+    let file = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = Metadata {
+        host: HOST.into(),
+        service: SERVICE.into(),
+        source: SOURCE.into(),
+        status: STATUS.into(),
+        file: file.display().to_string(),
+    };
+    let filename = format!("filename:{}", meta.file);
+    let tags = [filename.as_str(), "env:bench"];
+    let encoder = BatchEncoder::new(Generation::V3, Compression::ZSTD);
+    let mut engine = Engine::new(EngineConfig::default());
+    // The prototype runs its own engine with the settings the native profile would use (see native.rs).
+    let mut native_engine = Engine::new(native::engine_config());
+    let mut native_encoder = native::NativeEncoder::default();
+    // The stream opens with an (empty) snapshot: batch 0.
+    let snapshot = encoder.encode(&[]).map_err(|e| e.to_string())?;
+    let opening = (snapshot.batch_len(0) + GRPC_FRAME) as u64;
+    let mut s = Sizes {
+        stencil: opening,
+        native: opening,
+        ..Sizes::default()
+    };
+    for (n, chunk) in lines.chunks(batch.max(1)).enumerate() {
+        let mut datums = Vec::new();
+        let mut native_datums = Vec::new();
+        let timed: Vec<Line<'_>> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, line)| (*line, BASE_MS + ((n * batch + i) as i64) * 7))
+            .collect();
+        for (line, ts) in &timed {
+            let m = Meta {
+                timestamp: *ts,
+                status: Some(STATUS),
+                service: Some(SERVICE),
+                tags: &tags,
+            };
+            engine.encode(line, &m, &mut datums);
+            native_engine.encode(line, &m, &mut native_datums);
+        }
+        let payload = encoder.encode(&datums).map_err(|e| e.to_string())?;
+        let framing = payload.batch_len(n as u32 + 1) - payload.data.len() + GRPC_FRAME;
+        s.stencil += (payload.data.len() + framing) as u64;
+        s.native += match native_encoder.encode(&native_datums) {
+            Some(bytes) => zstd(1, &bytes) + framing as u64,
+            None => {
+                let v3 = encoder.encode(&native_datums).map_err(|e| e.to_string())?;
+                (v3.data.len() + framing) as u64
+            }
+        };
+        let raw = baselines::raw_lines(&timed);
+        s.lines += chunk.len() as u64;
+        s.raw += raw.len() as u64;
+        s.zstd1 += zstd(1, &raw);
+        s.zstd3 += zstd(3, &raw);
+        s.http_json += zstd(1, &baselines::http_json(&timed, &meta)?);
+        s.otlp += zstd(1, &baselines::otlp(&timed, &meta));
+    }
+    Ok(s)
+}
+
+fn row(file: &str, batch: usize, s: &Sizes) -> serde_json::Value {
+    json!({
+        "file": file,
+        "batch_lines": batch,
+        "lines": s.lines,
+        "raw_bytes": s.raw,
+        "stencil_bytes": s.stencil,
+        "native_prototype_bytes": s.native,
+        "zstd1_bytes": s.zstd1,
+        "zstd3_bytes": s.zstd3,
+        "http_json_zstd1_bytes": s.http_json,
+        "otlp_zstd1_bytes": s.otlp,
+    })
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// One measured row: a file (or `total`) at one batch size.
+struct Row {
+    name: String,
+    batch: usize,
+    sizes: Sizes,
+}
+
+/// Runs the wire benchmark.
+pub fn run(args: &WireArgs) -> Result<(), String> {
+    let sizes = if args.batch_lines.is_empty() {
+        vec![10, 100, 1000]
+    } else {
+        args.batch_lines.clone()
+    };
+    if let Some(&zero) = sizes.iter().find(|&&b| b == 0) {
+        return Err(format!(
+            "--batch-lines {zero}: a batch needs at least one line"
+        ));
+    }
+    let contents: Vec<(String, Vec<u8>)> = args
+        .files
+        .iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(|b| (p.display().to_string(), b))
+                .map_err(|e| format!("{}: {e}", p.display()))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::new();
+    for &batch in &sizes {
+        let mut total = Sizes::default();
+        for ((name, bytes), path) in contents.iter().zip(&args.files) {
+            let lines = super::split_lines(bytes);
+            let s = measure(path, &lines, batch)?;
+            total.add(&s);
+            rows.push(Row {
+                name: name.clone(),
+                batch,
+                sizes: s,
+            });
+        }
+        rows.push(Row {
+            name: "total".into(),
+            batch,
+            sizes: total,
+        });
+    }
+    if args.json {
+        for r in &rows {
+            println!("{}", row(&r.name, r.batch, &r.sizes));
+        }
+    } else if args.markdown {
+        print_markdown(&rows);
+    } else {
+        print_table(&rows);
+    }
+    if let Some(dir) = &args.charts {
+        write_charts(dir, &rows, &sizes)?;
+    }
+    Ok(())
+}
+
+/// The name shown in tables and charts: the file's name without the Loghub `_2k.log` suffix.
+fn short_name(name: &str) -> String {
+    let file = std::path::Path::new(name)
+        .file_name()
+        .map_or_else(|| name.to_string(), |f| f.to_string_lossy().into_owned());
+    file.strip_suffix("_2k.log")
+        .map_or(file.clone(), str::to_string)
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<24} {:>6} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}   zstd1/v3 json/v3 otlp/v3 zstd1/native",
+        "file", "batch", "lines", "raw", "v3", "native*", "zstd1", "zstd3", "http_json", "otlp"
+    );
+    for r in rows {
+        let s = &r.sizes;
+        println!(
+            "{:<24} {:>6} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}   {:>8.2} {:>7.2} {:>7.2} {:>12.2}",
+            short_name(&r.name),
+            r.batch,
+            s.lines,
+            s.raw,
+            s.stencil,
+            s.native,
+            s.zstd1,
+            s.zstd3,
+            s.http_json,
+            s.otlp,
+            ratio(s.zstd1, s.stencil),
+            ratio(s.http_json, s.stencil),
+            ratio(s.otlp, s.stencil),
+            ratio(s.zstd1, s.native),
+        );
+    }
+    println!("* native: the prototype layout of docs/native-encoding.md, measured only (not a shipped format)");
+}
+
+fn print_markdown(rows: &[Row]) {
+    let mut batch = None;
+    for r in rows {
+        if batch != Some(r.batch) {
+            batch = Some(r.batch);
+            println!();
+            println!("#### {} lines per batch", r.batch);
+            println!();
+            println!(
+                "| file | raw | Stencil v3 | zstd-1 | zstd-3 | HTTP JSON | OTLP | zstd-1 ÷ v3 | HTTP JSON ÷ v3 | OTLP ÷ v3 | native prototype | zstd-1 ÷ native |"
+            );
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        }
+        let s = &r.sizes;
+        let name = short_name(&r.name);
+        let name = if r.name == "total" {
+            "**total**".to_string()
+        } else {
+            name
+        };
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× | {} | {:.2}× |",
+            s.raw,
+            s.stencil,
+            s.zstd1,
+            s.zstd3,
+            s.http_json,
+            s.otlp,
+            ratio(s.zstd1, s.stencil),
+            ratio(s.http_json, s.stencil),
+            ratio(s.otlp, s.stencil),
+            s.native,
+            ratio(s.zstd1, s.native),
+        );
+    }
+}
+
+/// Bytes per log of each method, in chart order.
+fn per_log(s: &Sizes) -> Vec<f64> {
+    let lines = s.lines.max(1) as f64;
+    [s.zstd1, s.zstd3, s.http_json, s.otlp, s.stencil, s.native]
+        .iter()
+        .map(|&b| b as f64 / lines)
+        .collect()
+}
+
+const METHODS: [&str; 6] = [
+    "raw + zstd-1",
+    "raw + zstd-3",
+    "HTTP JSON + zstd-1",
+    "OTLP + zstd-1",
+    "Stencil v3",
+    "native prototype",
+];
+
+fn write_charts(dir: &std::path::Path, rows: &[Row], sizes: &[usize]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("--charts {}: {e}", dir.display()))?;
+    let totals: Vec<(String, Vec<f64>)> = rows
+        .iter()
+        .filter(|r| r.name == "total")
+        .map(|r| (format!("{} lines/batch", r.batch), per_log(&r.sizes)))
+        .collect();
+    let path = dir.join("wire-bytes-per-log.svg");
+    super::chart::grouped_bars(
+        &path,
+        "Bytes per log on the wire, 12 Loghub systems (lower is better)",
+        &METHODS,
+        &totals,
+    )?;
+    let focus = if sizes.contains(&100) { 100 } else { sizes[0] };
+    let systems: Vec<(String, Vec<f64>)> = rows
+        .iter()
+        .filter(|r| r.batch == focus)
+        .map(|r| (short_name(&r.name), per_log(&r.sizes)))
+        .collect();
+    let path = dir.join(format!("wire-bytes-per-log-by-file-{focus}.svg"));
+    super::chart::grouped_bars(
+        &path,
+        &format!("Bytes per log by file, {focus} lines per batch (lower is better)"),
+        &METHODS,
+        &systems,
+    )
+}
