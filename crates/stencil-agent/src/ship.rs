@@ -63,9 +63,11 @@ pub struct ShipOptions {
     /// Pipelines (engine + batcher + stream each) over the shared channel; each source belongs to
     /// exactly one. 0 means 1.
     pub pipelines: usize,
-    /// Also compress the raw lines per batch with zstd-1 for the summary's comparison (always on for
-    /// one pass; costs CPU when following).
+    /// Also compress the raw lines per batch with zstd-1 for the summary's comparison (costs CPU; the
+    /// CLI turns it on for one pass unless told not to).
     pub compare: bool,
+    /// Pattern engine settings of every pipeline (budgets bound each engine's memory).
+    pub engine: EngineConfig,
 }
 
 /// The outcome of a pass.
@@ -166,7 +168,7 @@ impl LineEncoder {
             common.push(format!("hostname:{h}"));
         }
         LineEncoder {
-            engine: Engine::new(EngineConfig::default()),
+            engine: Engine::new(options.engine.clone()),
             batcher: Batcher::new(
                 BatchConfig {
                     max_wait,
@@ -479,10 +481,6 @@ pub async fn ship_once(
     mailbox: Mailbox,
 ) -> Result<Summary, String> {
     let registry = open_registry(&options)?;
-    let options = ShipOptions {
-        compare: true,
-        ..options
-    };
     let mut planned = Vec::with_capacity(inputs.len());
     for input in inputs {
         let plan = match &input {

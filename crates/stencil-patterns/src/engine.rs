@@ -84,6 +84,32 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// Bytes the default budgets add up to (patterns 8 MiB, meta 2, values 4, schemas 1, keys 1).
+    pub const DEFAULT_STATE_BYTES: usize = 16 << 20;
+
+    /// The defaults with every state budget scaled so that their bytes add up to `bytes`: entry counts
+    /// and doorkeeper slots scale alike (at least 16 entries per budget, 1,024 slots). This is the one
+    /// knob a user needs to bound an engine's memory.
+    pub fn with_state_budget(bytes: usize) -> Self {
+        let d = EngineConfig::default();
+        let scale = |n: usize, floor: usize| {
+            ((n as u128 * bytes as u128) / Self::DEFAULT_STATE_BYTES as u128).max(floor as u128)
+                as usize
+        };
+        let budget = |b: Budget| Budget::new(scale(b.count, 16), scale(b.bytes, 1024));
+        EngineConfig {
+            patterns: budget(d.patterns),
+            meta: budget(d.meta),
+            values: budget(d.values),
+            schemas: budget(d.schemas),
+            keys: budget(d.keys),
+            doorkeeper_slots: scale(d.doorkeeper_slots, 1024),
+            ..d
+        }
+    }
+}
+
 /// A record's metadata.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Meta<'a> {
@@ -410,5 +436,29 @@ impl Engine {
             }
         }
         Value::Str(text.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_budget_scales_every_budget() {
+        let d = EngineConfig::default();
+        let total = |c: &EngineConfig| {
+            c.patterns.bytes + c.meta.bytes + c.values.bytes + c.schemas.bytes + c.keys.bytes
+        };
+        assert_eq!(total(&d), EngineConfig::DEFAULT_STATE_BYTES);
+        let same = EngineConfig::with_state_budget(EngineConfig::DEFAULT_STATE_BYTES);
+        assert_eq!(same.patterns, d.patterns);
+        assert_eq!(same.doorkeeper_slots, d.doorkeeper_slots);
+        let quarter = EngineConfig::with_state_budget(4 << 20);
+        assert_eq!(total(&quarter), 4 << 20);
+        assert_eq!(quarter.patterns.count, 1024);
+        assert_eq!(quarter.doorkeeper_slots, 16_384);
+        let tiny = EngineConfig::with_state_budget(0);
+        assert_eq!(tiny.values.count, 16);
+        assert_eq!(tiny.values.bytes, 1024);
     }
 }

@@ -92,3 +92,74 @@ fn bench_wire_reports_every_method() {
     assert_eq!(rows[1]["file"], "total");
     assert_eq!(rows[3]["batch_lines"], 100);
 }
+
+/// The pipeline benchmark runs both processes for real and checks the rebuilt files; a tiny input keeps
+/// it fast (the numbers themselves are for `stencil bench pipeline` runs, not for this test).
+#[test]
+fn bench_pipeline_runs_two_processes_and_verifies_the_output() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["bench", "pipeline", "--json", "--min-mib", "1"])
+        .arg(&sample)
+        .output()
+        .expect("stencil runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["rebuilt_identical"], true);
+    assert!(r["input_bytes"].as_u64().expect("bytes") >= 1 << 20);
+    assert_eq!(
+        r["lines"].as_u64().expect("lines") % 60,
+        0,
+        "whole copies of the 60-line sample"
+    );
+    for key in [
+        "lines_per_sec",
+        "mib_per_sec",
+        "agent_cpu_seconds_per_gib",
+        "intake_cpu_seconds_per_gib",
+        "engine_lines_per_sec",
+        "zstd1_mib_per_sec",
+    ] {
+        assert!(r[key].as_f64().expect("number") > 0.0, "{key} in {r}");
+    }
+    assert!(r["agent_peak_rss_bytes"].as_u64().expect("rss") > 1 << 20);
+    assert!(r["intake_peak_rss_bytes"].as_u64().expect("rss") > 1 << 20);
+}
+
+#[test]
+fn bench_cardinality_reports_rss_per_budget() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args([
+            "bench",
+            "cardinality",
+            "--json",
+            "--lines",
+            "3000",
+            "--budgets-mib",
+            "1,4",
+            "--levels",
+            "extreme",
+        ])
+        .output()
+        .expect("stencil runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for (r, budget) in rows.iter().zip([1, 4]) {
+        assert_eq!(r["budget_mib"], budget);
+        assert_eq!(r["lines"], 3000);
+        assert!(r["agent_peak_rss_bytes"].as_u64().expect("rss") > 1 << 20);
+        assert!(r["wire_bytes"].as_u64().expect("bytes") > 0);
+    }
+}

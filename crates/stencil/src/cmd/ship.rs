@@ -48,6 +48,10 @@ pub struct ShipArgs {
     /// In follow mode too, compare with per-batch zstd-1 of the same lines in the summary (costs CPU).
     #[arg(long)]
     compare: bool,
+    /// With --once, skip the per-batch zstd-1 comparison in the summary (saves its CPU, e.g. when
+    /// benchmarking the agent).
+    #[arg(long, conflicts_with = "compare")]
+    no_compare: bool,
     /// Also write the summary as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     summary_json: Option<PathBuf>,
@@ -76,6 +80,15 @@ pub struct ShipArgs {
     /// to exactly one (default: min(4, CPUs)).
     #[arg(long, value_name = "N", env = "STENCIL_STREAMS")]
     streams: Option<usize>,
+    /// Memory budget of each pipeline's pattern state (patterns, dictionary, JSON schemas), in MiB. At
+    /// the budget the least recently used entries are evicted; nothing is lost, compression degrades.
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = 16,
+        env = "STENCIL_STATE_BUDGET_MIB"
+    )]
+    state_budget_mib: usize,
     /// Serve Prometheus /metrics and /health (the stream's state) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -151,14 +164,21 @@ fn progress(mailbox: &Mailbox) -> Option<indicatif::ProgressBar> {
 
 fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
     let j = s.to_json();
+    let comparison = if s.zstd1_bytes > 0 {
+        format!(
+            ", zstd-1/wire {:.2}:1 with per-batch zstd-1 = {} bytes",
+            j["ratio_to_zstd1"].as_f64().unwrap_or(0.0),
+            s.zstd1_bytes
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "shipped {} lines, {} raw bytes as {} wire bytes (raw/wire {:.2}:1, zstd-1/wire {:.2}:1 with per-batch zstd-1 = {} bytes) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped",
+        "shipped {} lines, {} raw bytes as {} wire bytes (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped",
         s.lines,
         s.raw_bytes,
         s.wire_bytes,
         j["ratio_to_raw"].as_f64().unwrap_or(0.0),
-        j["ratio_to_zstd1"].as_f64().unwrap_or(0.0),
-        s.zstd1_bytes,
         s.seconds,
         j["lines_per_sec"].as_f64().unwrap_or(0.0),
         s.patterns,
@@ -234,7 +254,10 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         health: Some(health.clone()),
         tcp,
         pipelines: args.streams.unwrap_or(cpus.min(4)).max(1),
-        compare: args.compare,
+        compare: args.compare || (args.once && !args.no_compare),
+        engine: stencil_patterns::EngineConfig::with_state_budget(
+            args.state_budget_mib.saturating_mul(1 << 20),
+        ),
         ..options
     };
     let rt = super::runtime()?;

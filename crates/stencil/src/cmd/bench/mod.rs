@@ -6,8 +6,10 @@
 //! encoded bytes against per-batch zstd-1 of the raw lines.
 
 mod baselines;
+mod cardinality;
 mod chart;
 mod native;
+mod pipeline;
 mod wire;
 
 use std::collections::HashMap;
@@ -28,6 +30,10 @@ pub enum BenchCommand {
     Patterns(PatternsArgs),
     /// Bytes on the wire: Stencil v3 against per-batch zstd, HTTP JSON and OTLP, on the same lines.
     Wire(wire::WireArgs),
+    /// End to end: the agent and an intake as two processes over loopback, acks on (speed, CPU, RSS).
+    Pipeline(pipeline::PipelineArgs),
+    /// Memory and compression under unique-heavy logs, at several state budgets.
+    Cardinality(cardinality::CardinalityArgs),
 }
 
 /// Flags of `stencil bench patterns`.
@@ -52,6 +58,8 @@ pub fn run(command: BenchCommand) -> ExitCode {
     let result = match command {
         BenchCommand::Patterns(args) => patterns(&args),
         BenchCommand::Wire(args) => wire::run(&args),
+        BenchCommand::Pipeline(args) => pipeline::run(&args),
+        BenchCommand::Cardinality(args) => cardinality::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,24 +179,28 @@ fn mine_groups(lines: &[&[u8]], config: &EngineConfig) -> (Vec<Option<u64>>, usi
     (groups, engine.state_size().0)
 }
 
+/// Seconds one thread takes to tokenize, mine and encode `lines` (serialized v3 datums, uncompressed, in
+/// batches of 1,000) with `engine`.
+pub fn engine_pass(engine: &mut Engine, lines: &[&[u8]]) -> f64 {
+    let encoder = BatchEncoder::new(Generation::V3, Compression::Identity);
+    let started = Instant::now();
+    let mut datums = Vec::with_capacity(2048);
+    let mut sink = 0usize;
+    for chunk in lines.chunks(1000) {
+        datums.clear();
+        for l in chunk {
+            engine.encode(l, &Meta::default(), &mut datums);
+        }
+        sink += encoder.serialize(&datums).map_or(0, |b| b.len());
+    }
+    std::hint::black_box(sink);
+    started.elapsed().as_secs_f64().max(1e-9)
+}
+
 /// Lines per second of tokenize + mine + encode (serialized v3 datums, uncompressed), cold and steady.
 fn throughput(lines: &[&[u8]], config: &EngineConfig) -> (f64, f64) {
-    let encoder = BatchEncoder::new(Generation::V3, Compression::Identity);
     let mut engine = Engine::new(config.clone());
-    let pass = |engine: &mut Engine| {
-        let started = Instant::now();
-        let mut datums = Vec::with_capacity(2048);
-        let mut sink = 0usize;
-        for chunk in lines.chunks(1000) {
-            datums.clear();
-            for l in chunk {
-                engine.encode(l, &Meta::default(), &mut datums);
-            }
-            sink += encoder.serialize(&datums).map_or(0, |b| b.len());
-        }
-        std::hint::black_box(sink);
-        lines.len() as f64 / started.elapsed().as_secs_f64().max(1e-9)
-    };
+    let pass = |engine: &mut Engine| lines.len() as f64 / engine_pass(engine, lines);
     let cold = pass(&mut engine);
     let mut steady: Vec<f64> = (0..5).map(|_| pass(&mut engine)).collect();
     steady.sort_by(f64::total_cmp);

@@ -1,0 +1,396 @@
+//! `stencil bench cardinality`: memory and compression under unique-heavy input. A deterministic generator
+//! writes logs with random ids and, at each level, a growing share of never-seen templates; the real agent
+//! ships each file to a real intake (two processes, loopback) under several `--state-budget-mib` values.
+//! It reports the agent's peak RSS against its configured budget, and the wire ratio against per-batch
+//! zstd-1 of the same lines, so one can see memory stay bounded and compression degrade gracefully.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::pipeline::{start_intake, wait_with_usage};
+
+/// Flags of `stencil bench cardinality`.
+#[derive(clap::Args, Debug)]
+pub struct CardinalityArgs {
+    /// Lines generated per level.
+    #[arg(long, default_value_t = 400_000)]
+    lines: usize,
+    /// State budgets to run the agent with, in MiB (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [2usize, 8, 32])]
+    budgets_mib: Vec<usize>,
+    /// Cardinality levels (comma-separated): low, high, extreme.
+    #[arg(long, value_delimiter = ',', default_values_t = [Level::Low, Level::High, Level::Extreme])]
+    levels: Vec<Level>,
+    /// Seed of the generator (same seed, same files).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// One JSON object per run instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Keep the generated files and the processes' logs under this folder.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+/// How unique the generated logs are.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// 1 line in 2,000 uses a new template; ids repeat from small sets.
+    Low,
+    /// 1 line in 20 uses a new template; every id is unique.
+    High,
+    /// Every line is a new template full of unique ids.
+    Extreme,
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Low => "low",
+            Level::High => "high",
+            Level::Extreme => "extreme",
+        })
+    }
+}
+
+/// SplitMix64: a small, fast, seedable generator; the files only need to be reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn word(&mut self) -> String {
+        let len = 3 + self.below(8) as usize;
+        (0..len)
+            .map(|_| (b'a' + self.below(26) as u8) as char)
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Uuid,
+    Hex,
+    Int,
+    Ip,
+    Millis,
+    Path,
+}
+
+#[derive(Clone)]
+enum Part {
+    Word(String),
+    Slot(Slot),
+}
+
+/// The generator: a pool of recent templates, new ones at the level's rate, values unique or not.
+struct Generator {
+    rng: Rng,
+    level: Level,
+    templates: Vec<Vec<Part>>,
+    clock_ms: u64,
+}
+
+const LEVELS: [&str; 4] = ["INFO", "WARN", "ERROR", "DEBUG"];
+const COMPONENTS: [&str; 8] = [
+    "api",
+    "db",
+    "auth",
+    "cache",
+    "queue",
+    "worker",
+    "scheduler",
+    "gateway",
+];
+const TEMPLATE_POOL: usize = 4096;
+
+impl Generator {
+    fn new(level: Level, seed: u64) -> Self {
+        let mut g = Generator {
+            rng: Rng(seed),
+            level,
+            templates: Vec::new(),
+            clock_ms: 1_798_000_000_000,
+        };
+        for _ in 0..64 {
+            let t = g.template();
+            g.templates.push(t);
+        }
+        g
+    }
+
+    fn template(&mut self) -> Vec<Part> {
+        let n = 4 + self.rng.below(9);
+        (0..n)
+            .map(|_| {
+                if self.rng.below(10) < 6 {
+                    Part::Word(self.rng.word())
+                } else {
+                    Part::Slot(match self.rng.below(6) {
+                        0 => Slot::Uuid,
+                        1 => Slot::Hex,
+                        2 => Slot::Int,
+                        3 => Slot::Ip,
+                        4 => Slot::Millis,
+                        _ => Slot::Path,
+                    })
+                }
+            })
+            .collect()
+    }
+
+    fn value(&mut self, slot: Slot, out: &mut String) {
+        use std::fmt::Write as _;
+        // Low cardinality draws ids from small sets; the other levels make each one unique.
+        let unique = self.level != Level::Low;
+        let id = if unique {
+            self.rng.next()
+        } else {
+            self.rng.below(50)
+        };
+        let _ = match slot {
+            Slot::Uuid => {
+                let (x, y) = if unique {
+                    (id, self.rng.next())
+                } else {
+                    (
+                        id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                        id.wrapping_mul(0xC2B2_AE3D_27D4_EB4F),
+                    )
+                };
+                write!(
+                    out,
+                    "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+                    x >> 32,
+                    (x >> 16) & 0xffff,
+                    x & 0xfff,
+                    y >> 52,
+                    y & 0xffff_ffff_ffff
+                )
+            }
+            Slot::Hex => write!(out, "0x{id:016x}"),
+            Slot::Int => write!(out, "{}", self.rng.below(100_000)),
+            Slot::Ip => write!(
+                out,
+                "10.{}.{}.{}",
+                (id >> 16) & 255,
+                (id >> 8) & 255,
+                id & 255
+            ),
+            Slot::Millis => write!(out, "{}ms", self.rng.below(5000)),
+            Slot::Path => write!(out, "/srv/data/{:x}/part-{}.bin", id & 0xffff_ffff, id % 97),
+        };
+    }
+
+    fn line(&mut self, out: &mut String) {
+        use std::fmt::Write as _;
+        out.clear();
+        self.clock_ms += self.rng.below(20);
+        let (secs, ms) = (self.clock_ms / 1000, self.clock_ms % 1000);
+        let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+        let level = LEVELS[self.rng.below(4) as usize];
+        let component = COMPONENTS[self.rng.below(8) as usize];
+        let _ = write!(
+            out,
+            "2026-11-27T{h:02}:{m:02}:{s:02}.{ms:03}Z {level} [{component}]"
+        );
+        let rate = match self.level {
+            Level::Low => 2000,
+            Level::High => 20,
+            Level::Extreme => 1,
+        };
+        let template = if self.rng.below(rate) == 0 {
+            let t = self.template();
+            if self.templates.len() >= TEMPLATE_POOL {
+                let k = self.rng.below(TEMPLATE_POOL as u64) as usize;
+                self.templates[k] = t.clone();
+            } else {
+                self.templates.push(t.clone());
+            }
+            t
+        } else {
+            // Skewed reuse: recent-ish templates are more common.
+            let n = self.templates.len() as u64;
+            let a = self.rng.below(n);
+            let b = self.rng.below(n);
+            self.templates[a.min(b) as usize].clone()
+        };
+        for part in template {
+            out.push(' ');
+            match part {
+                Part::Word(w) => out.push_str(&w),
+                Part::Slot(slot) => self.value(slot, out),
+            }
+        }
+    }
+}
+
+fn generate(path: &Path, level: Level, lines: usize, seed: u64) -> Result<u64, String> {
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(fail)?);
+    let mut g = Generator::new(level, seed);
+    let mut line = String::new();
+    let mut bytes = 0u64;
+    for _ in 0..lines {
+        g.line(&mut line);
+        line.push('\n');
+        out.write_all(line.as_bytes()).map_err(fail)?;
+        bytes += line.len() as u64;
+    }
+    out.flush().map_err(fail)?;
+    Ok(bytes)
+}
+
+/// Runs the cardinality benchmark.
+pub fn run(args: &CardinalityArgs) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating the stencil binary: {e}"))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("stencil-bench-cardinality")
+        .tempdir()
+        .map_err(|e| format!("temporary folder: {e}"))?;
+    let dir = args
+        .keep
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !args.json {
+        println!(
+            "{:<8} {:>7} {:>9} {:>10} {:>14} {:>13} {:>11} {:>9} {:>10}",
+            "level",
+            "budget",
+            "lines",
+            "input MiB",
+            "agent RSS MiB",
+            "RSS - budget",
+            "wire bytes",
+            "÷ zstd-1",
+            "lines/s"
+        );
+    }
+    let mut worst_overhead = f64::MIN;
+    for &level in &args.levels {
+        let input = dir.join(format!("{level}.log"));
+        let input_bytes = generate(&input, level, args.lines, args.seed)?;
+        for &budget in &args.budgets_mib {
+            let run_dir = dir.join(format!("{level}-{budget}"));
+            std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+            let (mut intake, addr) =
+                start_intake(&exe, &run_dir.join("out"), &run_dir.join("intake.log"))?;
+            let summary_path = run_dir.join("summary.json");
+            let started = Instant::now();
+            let mut agent = Command::new(&exe)
+                .args(["ship", "--once", "--streams", "1", "--log-level", "warn"])
+                .args(["--api-key", "bench", "--state-budget-mib"])
+                .arg(budget.to_string())
+                .arg("--endpoint")
+                .arg(format!("http://{addr}"))
+                .arg("--summary-json")
+                .arg(&summary_path)
+                .arg(&input)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(run_dir.join("ship.log"))
+                        .map(Stdio::from)
+                        .unwrap_or_else(|_| Stdio::null()),
+                )
+                .spawn()
+                .map_err(|e| format!("starting the agent: {e}"))?;
+            let usage = wait_with_usage(&mut agent)?;
+            let wall = started.elapsed().as_secs_f64();
+            // SAFETY: plain syscall on our own child's pid.
+            unsafe {
+                libc::kill(intake.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let _ = wait_with_usage(&mut intake)?;
+            if !usage.success {
+                return Err(format!(
+                    "the agent failed; see {}",
+                    run_dir.join("ship.log").display()
+                ));
+            }
+            let summary: serde_json::Value = std::fs::read(&summary_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or("the agent wrote no summary")?;
+            let rss_mib = usage.peak_rss_bytes as f64 / (1024.0 * 1024.0);
+            let overhead = rss_mib - budget as f64;
+            worst_overhead = worst_overhead.max(overhead);
+            let row = json!({
+                "level": level.to_string(),
+                "budget_mib": budget,
+                "lines": summary["lines"],
+                "input_bytes": input_bytes,
+                "agent_peak_rss_bytes": usage.peak_rss_bytes,
+                "rss_minus_budget_mib": overhead,
+                "wire_bytes": summary["wire_bytes"],
+                "ratio_to_zstd1": summary["ratio_to_zstd1"],
+                "patterns": summary["patterns"],
+                "lines_per_sec": summary["lines"].as_f64().unwrap_or(0.0) / wall,
+            });
+            if args.json {
+                println!("{row}");
+            } else {
+                println!(
+                    "{:<8} {:>7} {:>9} {:>10.1} {:>14.1} {:>13.1} {:>11} {:>9.2} {:>10.0}",
+                    level.to_string(),
+                    format!("{budget} MiB"),
+                    row["lines"],
+                    input_bytes as f64 / (1024.0 * 1024.0),
+                    rss_mib,
+                    overhead,
+                    row["wire_bytes"],
+                    row["ratio_to_zstd1"].as_f64().unwrap_or(0.0),
+                    row["lines_per_sec"].as_f64().unwrap_or(0.0),
+                );
+            }
+        }
+    }
+    if !args.json {
+        println!("largest agent RSS above its state budget: {worst_overhead:.1} MiB");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_is_deterministic_and_levels_differ() {
+        let lines = |level, seed| {
+            let mut g = Generator::new(level, seed);
+            let mut out = Vec::new();
+            let mut line = String::new();
+            for _ in 0..2000 {
+                g.line(&mut line);
+                out.push(line.clone());
+            }
+            out
+        };
+        assert_eq!(lines(Level::High, 7), lines(Level::High, 7));
+        assert_ne!(lines(Level::High, 7), lines(Level::High, 8));
+        let distinct = |v: &[String]| v.iter().collect::<std::collections::HashSet<_>>().len();
+        // Low cardinality repeats whole lines' values often; extreme makes every line unique.
+        assert_eq!(distinct(&lines(Level::Extreme, 1)), 2000);
+        let words = |v: &[String]| {
+            v.iter()
+                .flat_map(|l| l.split(' ').skip(3))
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        assert!(words(&lines(Level::Low, 1)) * 5 < words(&lines(Level::Extreme, 1)));
+    }
+}

@@ -1,0 +1,346 @@
+//! `stencil bench pipeline`: the real agent (`stencil ship --once`) and a real intake (`stencil intake
+//! --out`) as two processes over loopback gRPC, acks on, on the same input. It reports end-to-end lines/s
+//! and MiB/s, the CPU seconds of each process per GiB of input, each process's peak RSS (from `wait4`), and
+//! checks that the intake's files equal the input byte for byte. In the same run it measures, on one
+//! thread, tokenize + mine + encode throughput and, as the baseline, per-batch zstd-1 of the same lines.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use stencil_codec::Compression;
+use stencil_patterns::{Engine, EngineConfig};
+
+/// Flags of `stencil bench pipeline`.
+#[derive(clap::Args, Debug)]
+pub struct PipelineArgs {
+    /// Input files (each line is one log). Each is repeated until the inputs reach --min-mib together.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Repeat the inputs until they hold at least this many MiB (small files measure process start-up).
+    #[arg(long, default_value_t = 128)]
+    min_mib: u64,
+    /// Logs per batch, passed to the agent.
+    #[arg(long, default_value_t = 1000)]
+    batch_lines: usize,
+    /// Agent pipelines (`ship --streams`); default: the agent's own default.
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Keep the working folder (inputs, rebuilt files, logs of both processes) at this path.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
+
+/// Resource use of one finished child process, from `wait4`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Usage {
+    pub cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
+    pub success: bool,
+}
+
+/// Waits for `child` and returns its CPU time and peak RSS (Linux `wait4`; `ru_maxrss` is in KiB).
+pub(super) fn wait_with_usage(child: &mut Child) -> Result<Usage, String> {
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain old data, so all-zero is a valid value; `wait4` writes into the two
+    // pointers, which are valid for the duration of the call, and `pid` is our own unreaped child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc != pid {
+        return Err(format!("wait4({pid}): {}", std::io::Error::last_os_error()));
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Usage {
+        cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
+        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    })
+}
+
+/// Writes each input, repeated, under `dir/in`, until the copies hold at least `min_bytes` together.
+/// Returns the paths written and their total size.
+fn prepare_inputs(
+    files: &[PathBuf],
+    dir: &Path,
+    min_bytes: u64,
+) -> Result<(Vec<PathBuf>, u64), String> {
+    let inputs: Vec<Vec<u8>> = files
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+        .collect::<Result<_, _>>()?;
+    let once: u64 = inputs.iter().map(|b| b.len() as u64 + 1).sum();
+    if once <= files.len() as u64 {
+        return Err("the input files are empty".into());
+    }
+    let copies = min_bytes.div_ceil(once).max(1);
+    let folder = dir.join("in");
+    std::fs::create_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    let mut paths = Vec::new();
+    let mut total = 0u64;
+    for (i, (bytes, path)) in inputs.iter().zip(files).enumerate() {
+        let name = path.file_name().map_or_else(
+            || format!("input-{i}"),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let target = folder.join(format!("{i:02}-{name}"));
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?,
+        );
+        for _ in 0..copies {
+            out.write_all(bytes)
+                .and_then(|()| {
+                    if bytes.ends_with(b"\n") {
+                        Ok(())
+                    } else {
+                        out.write_all(b"\n")
+                    }
+                })
+                .map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+        out.flush()
+            .map_err(|e| format!("{}: {e}", target.display()))?;
+        total += std::fs::metadata(&target)
+            .map_err(|e| format!("{}: {e}", target.display()))?
+            .len();
+        paths.push(target);
+    }
+    Ok((paths, total))
+}
+
+/// Starts `stencil intake` on an ephemeral loopback port and returns it with the address it reports.
+pub(super) fn start_intake(exe: &Path, out: &Path, log: &Path) -> Result<(Child, String), String> {
+    let mut child = Command::new(exe)
+        .args([
+            "intake",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+            "--out",
+        ])
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting the intake ({}): {e}", exe.display()))?;
+    let stderr = child.stderr.take().ok_or("intake stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = log.to_path_buf();
+    std::thread::spawn(move || {
+        let mut file = std::fs::File::create(&log).ok();
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = file.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+            if !sent {
+                if let Some(addr) = line.strip_prefix("stencil intake: listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                    sent = true;
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => Ok((child, addr)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err("the intake did not report its address within 30 s".into())
+        }
+    }
+}
+
+/// Where the intake's file sink puts the rebuilt copy of `source` under `out`.
+fn rebuilt_path(out: &Path, source: &Path) -> Result<PathBuf, String> {
+    let abs = std::fs::canonicalize(source).map_err(|e| format!("{}: {e}", source.display()))?;
+    Ok(out.join(abs.strip_prefix("/").unwrap_or(&abs)))
+}
+
+/// Runs the pipeline benchmark.
+pub fn run(args: &PipelineArgs) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating the stencil binary: {e}"))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("stencil-bench-pipeline")
+        .tempdir()
+        .map_err(|e| format!("temporary folder: {e}"))?;
+    let dir = args
+        .keep
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (inputs, input_bytes) =
+        prepare_inputs(&args.files, &dir, args.min_mib.saturating_mul(1 << 20))?;
+    let out = dir.join("out");
+    let (mut intake, addr) = start_intake(&exe, &out, &dir.join("intake.log"))?;
+
+    let summary_path = dir.join("summary.json");
+    let mut ship = Command::new(&exe);
+    // --no-compare: the agent's own zstd-1 comparison would add CPU that a production agent does not spend.
+    ship.args([
+        "ship",
+        "--once",
+        "--no-compare",
+        "--log-level",
+        "warn",
+        "--api-key",
+        "bench",
+    ])
+    .arg("--endpoint")
+    .arg(format!("http://{addr}"))
+    .arg("--batch-lines")
+    .arg(args.batch_lines.to_string())
+    .arg("--summary-json")
+    .arg(&summary_path)
+    .args(&inputs)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(
+        std::fs::File::create(dir.join("ship.log"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null()),
+    );
+    if let Some(n) = args.streams {
+        ship.arg("--streams").arg(n.to_string());
+    }
+    let started = Instant::now();
+    let mut agent = ship
+        .spawn()
+        .map_err(|e| format!("starting the agent: {e}"))?;
+    let agent_usage = wait_with_usage(&mut agent)?;
+    let wall = started.elapsed().as_secs_f64();
+    // SAFETY: plain syscall on our own child's pid.
+    unsafe {
+        libc::kill(intake.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let intake_usage = wait_with_usage(&mut intake)?;
+    if !agent_usage.success {
+        return Err(format!(
+            "the agent failed; see {}",
+            dir.join("ship.log").display()
+        ));
+    }
+    let summary: serde_json::Value = std::fs::read(&summary_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or("the agent wrote no summary")?;
+
+    // Lossless check: every rebuilt file equals its input.
+    let mut verified = true;
+    for input in &inputs {
+        let rebuilt = std::fs::read(rebuilt_path(&out, input)?).unwrap_or_default();
+        let original = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
+        verified &= rebuilt == original;
+    }
+
+    // Same run, one thread: the engine, and per-batch zstd-1 as the baseline.
+    let contents: Vec<Vec<u8>> = inputs
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+        .collect::<Result<_, _>>()?;
+    let mut lines: Vec<&[u8]> = Vec::new();
+    for c in &contents {
+        lines.extend(super::split_lines(c));
+    }
+    let mut engine = Engine::new(EngineConfig::default());
+    let engine_secs = super::engine_pass(&mut engine, &lines);
+    let zstd_started = Instant::now();
+    let mut packed = 0usize;
+    for chunk in lines.chunks(args.batch_lines.max(1)) {
+        packed += Compression::ZSTD
+            .compress(&super::baselines::raw_lines(
+                &chunk.iter().map(|l| (*l, 0)).collect::<Vec<_>>(),
+            ))
+            .map_or(0, |c| c.len());
+    }
+    std::hint::black_box(packed);
+    let zstd_secs = zstd_started.elapsed().as_secs_f64().max(1e-9);
+
+    let n_lines = summary["lines"].as_u64().unwrap_or(0);
+    let mib = input_bytes as f64 / MIB;
+    let gib = input_bytes as f64 / GIB;
+    let report = json!({
+        "inputs": args.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "input_bytes": input_bytes,
+        "lines": n_lines,
+        "batch_lines": args.batch_lines,
+        "wall_seconds": wall,
+        "lines_per_sec": n_lines as f64 / wall,
+        "mib_per_sec": mib / wall,
+        "agent_cpu_seconds": agent_usage.cpu_seconds,
+        "intake_cpu_seconds": intake_usage.cpu_seconds,
+        "agent_cpu_seconds_per_gib": agent_usage.cpu_seconds / gib,
+        "intake_cpu_seconds_per_gib": intake_usage.cpu_seconds / gib,
+        "agent_mib_per_cpu_second": mib / agent_usage.cpu_seconds.max(1e-9),
+        "agent_peak_rss_bytes": agent_usage.peak_rss_bytes,
+        "intake_peak_rss_bytes": intake_usage.peak_rss_bytes,
+        "wire_bytes": summary["wire_bytes"],
+        "wire_ratio_to_zstd1": packed as f64 / summary["wire_bytes"].as_f64().unwrap_or(0.0).max(1.0),
+        "rebuilt_identical": verified,
+        "engine_lines_per_sec": lines.len() as f64 / engine_secs,
+        "engine_mib_per_sec": mib / engine_secs,
+        "zstd1_mib_per_sec": mib / zstd_secs,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        print_report(&report);
+    }
+    if !verified {
+        return Err("the rebuilt files differ from the input".into());
+    }
+    Ok(())
+}
+
+fn print_report(r: &serde_json::Value) {
+    let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    let mb = |k: &str| f(k) / MIB;
+    println!(
+        "input: {:.1} MiB, {} lines, {} lines per batch (agent and intake as two processes, loopback gRPC, acks on)",
+        mb("input_bytes"),
+        r["lines"],
+        r["batch_lines"]
+    );
+    println!(
+        "end to end: {:.2} s, {:.0} lines/s, {:.1} MiB/s",
+        f("wall_seconds"),
+        f("lines_per_sec"),
+        f("mib_per_sec")
+    );
+    println!(
+        "agent:  {:.2} CPU s ({:.2} CPU s/GiB, {:.1} MiB per CPU second), peak RSS {:.1} MiB",
+        f("agent_cpu_seconds"),
+        f("agent_cpu_seconds_per_gib"),
+        f("agent_mib_per_cpu_second"),
+        mb("agent_peak_rss_bytes")
+    );
+    println!(
+        "intake: {:.2} CPU s ({:.2} CPU s/GiB), peak RSS {:.1} MiB",
+        f("intake_cpu_seconds"),
+        f("intake_cpu_seconds_per_gib"),
+        mb("intake_peak_rss_bytes")
+    );
+    println!(
+        "wire: {} bytes ({:.2}x fewer than per-batch zstd-1 of the same batches); rebuilt files identical: {}",
+        r["wire_bytes"],
+        f("wire_ratio_to_zstd1"),
+        r["rebuilt_identical"]
+    );
+    println!(
+        "one thread: tokenize+mine+encode {:.0} lines/s ({:.1} MiB/s); per-batch zstd-1 {:.1} MiB/s (engine = {:.2}x zstd-1's time)",
+        f("engine_lines_per_sec"),
+        f("engine_mib_per_sec"),
+        f("zstd1_mib_per_sec"),
+        f("zstd1_mib_per_sec") / f("engine_mib_per_sec").max(1e-9)
+    );
+}
