@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub dict_min_len: usize,
     /// Longest value admitted (default 128 bytes).
     pub dict_max_len: usize,
+    /// Slots separated only by short punctuation share one hole and one string value (default true:
+    /// fewer, longer values frame and compress better in the v3 row layout).
+    pub merge_slots: bool,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +83,7 @@ impl Default for EngineConfig {
             admit_after: 2,
             dict_min_len: 2,
             dict_max_len: 128,
+            merge_slots: true,
         }
     }
 }
@@ -379,8 +383,9 @@ impl Engine {
         if !cluster.defined && cluster.matches < define_after {
             return Some((Content::Raw(text.to_owned()), mined.id));
         }
+        let holes = cluster.holes(self.config.merge_slots);
         if !cluster.defined || cluster.dirty {
-            let (template, pos_list) = cluster.template();
+            let (template, pos_list) = cluster.template_with(&holes);
             cluster.defined = true;
             cluster.dirty = false;
             *define = Some(PatternDefine {
@@ -389,12 +394,17 @@ impl Engine {
                 pos_list,
             });
         }
-        let cluster = self.miner.cluster(mined.slot)?;
-        let positions: Vec<usize> = cluster.slot_positions().collect();
-        let mut values = Vec::with_capacity(positions.len());
-        for p in positions {
-            let t = tokens[p];
-            values.push(DynValue::new(self.value(t.text(text), t.class)));
+        let mut values = Vec::with_capacity(holes.len());
+        for (start, end) in holes {
+            let value = if end == start + 1 {
+                let t = tokens[start];
+                self.value(t.text(text), t.class)
+            } else {
+                let from = tokens[start].start as usize;
+                let to = tokens[end - 1].end as usize;
+                Value::Str(text.get(from..to)?.to_owned())
+            };
+            values.push(DynValue::new(value));
         }
         Some((
             Content::Pattern {

@@ -60,6 +60,62 @@ impl Cluster {
         (template, pos)
     }
 
+    /// The wire's holes as token ranges `[start, end)`. Without `merge`, one range per slot. With it,
+    /// slots separated only by short glue (at most 2 bytes of static punctuation or whitespace) share one
+    /// hole, whose value is the exact text of the whole range: fewer, longer values.
+    pub fn holes(&self, merge: bool) -> Vec<(usize, usize)> {
+        let mut holes: Vec<(usize, usize)> = Vec::with_capacity(self.slots);
+        for (i, t) in self.toks.iter().enumerate() {
+            if !t.slot {
+                continue;
+            }
+            if merge {
+                if let Some(last) = holes.last_mut() {
+                    let glue = &self.toks[last.1..i];
+                    let glue_bytes: u32 = glue.iter().map(|g| g.end - g.start).sum();
+                    let only_punct = glue.iter().all(|g| {
+                        !g.slot
+                            && self.text[g.start as usize..g.end as usize]
+                                .bytes()
+                                .all(|b| b.is_ascii_punctuation() || b == b' ')
+                    });
+                    if glue_bytes <= 2 && only_punct {
+                        last.1 = i + 1;
+                        continue;
+                    }
+                }
+            }
+            holes.push((i, i + 1));
+        }
+        holes
+    }
+
+    /// The template with `holes` (token ranges from [`Cluster::holes`]) omitted, and `pos_list` in code
+    /// points.
+    pub fn template_with(&self, holes: &[(usize, usize)]) -> (String, Vec<u32>) {
+        let mut template = String::with_capacity(self.text.len());
+        let mut pos = Vec::with_capacity(holes.len());
+        let mut cp = 0u32;
+        let mut next = holes.iter().peekable();
+        let mut i = 0;
+        while i < self.toks.len() {
+            if let Some(&&(start, end)) = next.peek() {
+                if start == i {
+                    pos.push(cp);
+                    i = end;
+                    next.next();
+                    continue;
+                }
+            }
+            let t = &self.toks[i];
+            let s = &self.text[t.start as usize..t.end as usize];
+            cp += s.chars().count() as u32;
+            template.push_str(s);
+            i += 1;
+        }
+        (template, pos)
+    }
+
     /// Token positions that are slots, in order.
     pub fn slot_positions(&self) -> impl Iterator<Item = usize> + '_ {
         self.toks

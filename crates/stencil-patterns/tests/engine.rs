@@ -56,6 +56,18 @@ fn widening_resends_the_define_under_the_same_id() {
         defs[1].2.len() > defs[0].2.len(),
         "more slots after widening"
     );
+    // `22 ssh2`: two slots glued by one space share one hole (EngineConfig::merge_slots).
+    assert_eq!(defs[1].1, "Accepted password for  from  port ");
+    assert_eq!(defs[1].2, vec![22, 28, 34]);
+
+    // Without merging, each slot is its own hole.
+    let config = EngineConfig {
+        merge_slots: false,
+        ..now()
+    };
+    let datums = assert_lossless(&lines, config, 1, "widening, unmerged");
+    validate(&datums);
+    let defs = patterns(&datums);
     assert_eq!(defs[1].1, "Accepted password for  from  port  ");
     assert_eq!(defs[1].2, vec![22, 28, 34, 35]);
 }

@@ -28,6 +28,7 @@ pub fn engine_config() -> stencil_patterns::EngineConfig {
     stencil_patterns::EngineConfig {
         define_after: 1,
         admit_after: u8::MAX,
+        merge_slots: false,
         ..stencil_patterns::EngineConfig::default()
     }
 }

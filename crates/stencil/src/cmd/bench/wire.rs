@@ -27,6 +27,20 @@ pub struct WireArgs {
     /// Markdown tables (one per batch size), as pasted into BENCHMARKS.md.
     #[arg(long)]
     markdown: bool,
+    /// Experiment: the v3 engine defines a pattern on its Nth line (default: the engine's, 2).
+    #[arg(long, value_name = "N")]
+    v3_define_after: Option<u32>,
+    /// Experiment: the v3 engine admits a value to the dictionary on its Nth sighting (default: the
+    /// engine's, 2; 255 = never).
+    #[arg(long, value_name = "N")]
+    v3_admit_after: Option<u8>,
+    /// Experiment: every slot is its own value in v3 (the default merges slots separated only by short
+    /// punctuation into one string value).
+    #[arg(long)]
+    v3_separate_slots: bool,
+    /// Experiment: zstd level of the v3 payloads (default 1, as the baselines).
+    #[arg(long, value_name = "LEVEL", default_value_t = 1)]
+    v3_zstd_level: i32,
     /// Also write SVG charts of bytes per log (by method and batch size, and by file) into this folder.
     #[arg(long, value_name = "DIR")]
     charts: Option<PathBuf>,
@@ -72,7 +86,12 @@ fn zstd(level: i32, bytes: &[u8]) -> u64 {
         .map_or(0, |c| c.len()) as u64
 }
 
-fn measure(path: &std::path::Path, lines: &[&[u8]], batch: usize) -> Result<Sizes, String> {
+fn measure(
+    path: &std::path::Path,
+    lines: &[&[u8]],
+    batch: usize,
+    args: &WireArgs,
+) -> Result<Sizes, String> {
     let file = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let meta = Metadata {
         host: HOST.into(),
@@ -83,8 +102,23 @@ fn measure(path: &std::path::Path, lines: &[&[u8]], batch: usize) -> Result<Size
     };
     let filename = format!("filename:{}", meta.file);
     let tags = [filename.as_str(), "env:bench"];
-    let encoder = BatchEncoder::new(Generation::V3, Compression::ZSTD);
-    let mut engine = Engine::new(EngineConfig::default());
+    let encoder = BatchEncoder::new(
+        Generation::V3,
+        Compression::Zstd {
+            level: args.v3_zstd_level,
+        },
+    );
+    let mut config = EngineConfig::default();
+    if let Some(n) = args.v3_define_after {
+        config.define_after = n;
+    }
+    if args.v3_separate_slots {
+        config.merge_slots = false;
+    }
+    if let Some(n) = args.v3_admit_after {
+        config.admit_after = n;
+    }
+    let mut engine = Engine::new(config);
     // The prototype runs its own engine with the settings the native profile would use (see native.rs).
     let mut native_engine = Engine::new(native::engine_config());
     let mut native_encoder = native::NativeEncoder::default();
@@ -120,7 +154,9 @@ fn measure(path: &std::path::Path, lines: &[&[u8]], batch: usize) -> Result<Size
         s.native += match native_encoder.encode(&native_datums) {
             Some(bytes) => zstd(1, &bytes) + framing as u64,
             None => {
-                let v3 = encoder.encode(&native_datums).map_err(|e| e.to_string())?;
+                let v3 = BatchEncoder::new(Generation::V3, Compression::ZSTD)
+                    .encode(&native_datums)
+                    .map_err(|e| e.to_string())?;
                 (v3.data.len() + framing) as u64
             }
         };
@@ -191,7 +227,7 @@ pub fn run(args: &WireArgs) -> Result<(), String> {
         let mut total = Sizes::default();
         for ((name, bytes), path) in contents.iter().zip(&args.files) {
             let lines = super::split_lines(bytes);
-            let s = measure(path, &lines, batch)?;
+            let s = measure(path, &lines, batch, args)?;
             total.add(&s);
             rows.push(Row {
                 name: name.clone(),
