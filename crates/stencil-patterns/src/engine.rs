@@ -58,8 +58,9 @@ pub struct EngineConfig {
     pub dict_min_len: usize,
     /// Longest value admitted (default 128 bytes).
     pub dict_max_len: usize,
-    /// Slots separated only by short punctuation share one hole and one string value (default true:
-    /// fewer, longer values frame and compress better in the v3 row layout).
+    /// Adjacent volatile slots (numbers, dates, ids) separated only by short punctuation share one hole
+    /// and one string value (default true: fewer values frame and compress better in the v3 row
+    /// layout). See `Cluster::holes`.
     pub merge_slots: bool,
 }
 

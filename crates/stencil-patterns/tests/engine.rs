@@ -56,20 +56,36 @@ fn widening_resends_the_define_under_the_same_id() {
         defs[1].2.len() > defs[0].2.len(),
         "more slots after widening"
     );
-    // `22 ssh2`: two slots glued by one space share one hole (EngineConfig::merge_slots).
-    assert_eq!(defs[1].1, "Accepted password for  from  port ");
-    assert_eq!(defs[1].2, vec![22, 28, 34]);
+    assert_eq!(defs[1].1, "Accepted password for  from  port  ");
+    assert_eq!(defs[1].2, vec![22, 28, 34, 35]);
+}
 
-    // Without merging, each slot is its own hole.
-    let config = EngineConfig {
+#[test]
+fn volatile_slots_glued_by_punctuation_share_one_hole() {
+    let lines: Vec<&[u8]> = vec![
+        b"081109 203615 148 INFO block blk_1 of 12:34 from host-a",
+        b"081109 203618 9 INFO block blk_2 of 5:6 from host-b",
+        b"081110 000001 77 INFO block blk_3 of 7:899 from host-c",
+    ];
+    let datums = assert_lossless(&lines, now(), 1, "merged");
+    validate(&datums);
+    let merged = patterns(&datums);
+    let unmerged_config = EngineConfig {
         merge_slots: false,
         ..now()
     };
-    let datums = assert_lossless(&lines, config, 1, "widening, unmerged");
+    let datums = assert_lossless(&lines, unmerged_config, 1, "unmerged");
     validate(&datums);
-    let defs = patterns(&datums);
-    assert_eq!(defs[1].1, "Accepted password for  from  port  ");
-    assert_eq!(defs[1].2, vec![22, 28, 34, 35]);
+    let unmerged = patterns(&datums);
+    let last = |d: &[(u64, String, Vec<u32>)]| d.last().expect("a define").clone();
+    let (m, u) = (last(&merged), last(&unmerged));
+    assert!(
+        m.2.len() < u.2.len(),
+        "fewer holes when merged: {m:?} vs {u:?}"
+    );
+    // The date, time and pid become one value; the words around them stay static.
+    assert!(m.1.starts_with(" INFO block "), "{m:?}");
+    assert!(m.1.contains(" from "), "{m:?}");
 }
 
 #[test]

@@ -65,6 +65,15 @@ fn main() {
             .serialize(&datums)
             .expect("encodes");
         plain += serialized.len();
+        if std::env::var("DUMP_BATCH")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            == Some(n)
+        {
+            for d in &datums {
+                println!("{d:?}");
+            }
+        }
         z1 += Compression::ZSTD.compress(&serialized).expect("zstd").len();
         z3 += Compression::Zstd { level: 3 }
             .compress(&serialized)
