@@ -15,7 +15,7 @@ pub fn grouped_bars(
     groups: &[(String, Vec<f64>)],
 ) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("chart {}: {e}", path.display());
-    let width = (160 + groups.len() * 30 * series.len()).clamp(900, 2400) as u32;
+    let width = (160 + groups.len() * 20 * series.len()).clamp(900, 1800) as u32;
     let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let top = groups
@@ -69,7 +69,7 @@ pub fn grouped_bars(
     let names = groups.iter().enumerate().map(|(g, (label, _))| {
         Text::new(
             label.clone(),
-            (g as f64 + 0.5, 0.0),
+            (g as f64 + 0.5, -top * 0.005),
             ("sans-serif", 14)
                 .into_font()
                 .color(&BLACK)

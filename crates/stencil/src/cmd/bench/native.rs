@@ -494,7 +494,7 @@ fn read_value(st: &mut ColumnMemory, streams: &mut [Reader<'_>]) -> Result<DynVa
                         let n = match index {
                             Some(k) => {
                                 let prev = &mut st.last_numbers[k][run];
-                                *prev += delta;
+                                *prev = prev.wrapping_add(delta);
                                 *prev
                             }
                             None => delta,
@@ -608,7 +608,7 @@ impl NativeDecoder {
                     } else {
                         let id = pids.varint()?;
                         let n = *self.holes.get(&id).ok_or("unknown pattern")?;
-                        let mut values = Vec::with_capacity(n);
+                        let mut values = Vec::with_capacity(n.min(1024));
                         for hole in 0..n {
                             let next = index.len();
                             let c = *index.entry((id, hole)).or_insert(next);
@@ -746,6 +746,35 @@ mod tests {
             }
         }
         assert_eq!(files, 12, "the 12 Loghub systems");
+    }
+
+    #[test]
+    fn damaged_batches_are_errors_not_panics() {
+        let lines = corpus_lines();
+        let mut engine = Engine::new(engine_config());
+        let mut datums = Vec::new();
+        for l in &lines {
+            engine.encode(l, &Meta::default(), &mut datums);
+        }
+        let bytes = NativeEncoder::default().encode(&datums).expect("in scope");
+        for cut in 0..bytes.len() {
+            // Must return, whatever it returns; a cut inside the header or a section is an error.
+            let _ = NativeDecoder::default().decode(&bytes[..cut]);
+        }
+        assert!(NativeDecoder::default()
+            .decode(&bytes[..bytes.len() - 1])
+            .is_err());
+        let mut flipped = 0;
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= bit;
+                if NativeDecoder::default().decode(&damaged).as_ref() != Ok(&datums) {
+                    flipped += 1;
+                }
+            }
+        }
+        assert!(flipped > bytes.len(), "most bit flips change the result");
     }
 
     #[test]
