@@ -20,7 +20,7 @@ use crate::core::{Core, CoreConfig};
 use crate::driver::Headers;
 use crate::files::{for_each_line, Eol, MAX_LINE};
 use crate::payload::{Checkpoint, Payload};
-use crate::registry::Registry;
+use crate::registry::{Leftover, Registry};
 use crate::tail::{Change, Tail};
 
 /// An input: a file path, or stdin.
@@ -284,12 +284,18 @@ impl LineEncoder {
 
 /// Reads every input to its end and produces payloads into `tx` (blocking; run on a blocking thread).
 fn produce(
-    inputs: Vec<(Input, u64, Option<String>)>,
+    inputs: Vec<Planned>,
     options: ShipOptions,
     tx: mpsc::Sender<Payload>,
 ) -> Result<ReadStats, String> {
     let mut enc = LineEncoder::new(&options, Duration::MAX, tx);
-    for (input, start, id) in inputs {
+    for Planned {
+        input,
+        start,
+        id,
+        tag_as,
+    } in inputs
+    {
         let (reader, file): (Box<dyn std::io::Read>, Option<String>) = match &input {
             Input::File(path) => {
                 use std::io::Seek;
@@ -304,7 +310,10 @@ fn produce(
             Input::Stdin => (Box::new(std::io::stdin()), None),
         };
         let source: Arc<str> = Arc::from(id.as_deref().or(file.as_deref()).unwrap_or("-"));
-        let filename_tag = file.as_ref().map(|f| format!("filename:{f}"));
+        let filename_tag = tag_as
+            .as_ref()
+            .or(file.as_ref())
+            .map(|f| format!("filename:{f}"));
         let mut failed = None;
         let split = for_each_line(reader, start, MAX_LINE, |line, eol, offset| {
             if failed.is_none() {
@@ -343,23 +352,41 @@ fn open_registry(options: &ShipOptions) -> Result<Option<Arc<Mutex<Registry>>>, 
     }
 }
 
-/// Where to start `path` and the checkpoint id of its logs.
+/// Where to start `path`, the checkpoint id of its logs, and the rest of the file it was rotated from
+/// while the agent was down, if any (to read first).
 fn open_file(
     registry: Option<&Arc<Mutex<Registry>>>,
     abs: &std::path::Path,
-) -> Result<(u64, Option<String>), String> {
+) -> Result<(u64, Option<String>, Option<Leftover>), String> {
     match registry {
         Some(reg) => {
             let mut reg = reg
                 .lock()
                 .map_err(|_| "checkpoint registry lock poisoned".to_string())?;
-            let (start, id) = reg
+            let opened = reg
                 .open_file(abs)
                 .map_err(|e| format!("{}: {e}", abs.display()))?;
-            Ok((start, Some(id)))
+            if let Some(l) = &opened.leftover {
+                tracing::info!(
+                    file = %abs.display(),
+                    rotated = %l.path.display(),
+                    offset = l.offset,
+                    "reading the rest of a file rotated while stencil was down"
+                );
+            }
+            Ok((opened.start, Some(opened.source), opened.leftover))
         }
-        None => Ok((0, None)),
+        None => Ok((0, None, None)),
     }
+}
+
+/// One file to read in a single pass: where to start, its checkpoint id, and the path its lines are tagged
+/// with (`filename:`), which differs from the file's own for the rest of a rotated file.
+struct Planned {
+    input: Input,
+    start: u64,
+    id: Option<String>,
+    tag_as: Option<String>,
 }
 
 /// A reading side: fills one pipeline's payload channel (runs on a blocking thread).
@@ -481,24 +508,46 @@ pub async fn ship_once(
     mailbox: Mailbox,
 ) -> Result<Summary, String> {
     let registry = open_registry(&options)?;
-    let mut planned = Vec::with_capacity(inputs.len());
+    // One unit per input: the rest of its rotated predecessor (if any), then the input itself, so that
+    // both go through the same pipeline, in order.
+    let mut planned: Vec<Vec<Planned>> = Vec::with_capacity(inputs.len());
     for input in inputs {
-        let plan = match &input {
+        let unit = match &input {
             Input::File(path) => {
                 let abs =
                     std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let (start, id) = open_file(registry.as_ref(), &abs)?;
-                (input, start, id)
+                let (start, id, leftover) = open_file(registry.as_ref(), &abs)?;
+                let mut unit = Vec::with_capacity(2);
+                if let Some(l) = leftover {
+                    unit.push(Planned {
+                        input: Input::File(l.path),
+                        start: l.offset,
+                        id: Some(l.source),
+                        tag_as: Some(abs.to_string_lossy().into_owned()),
+                    });
+                }
+                unit.push(Planned {
+                    input,
+                    start,
+                    id,
+                    tag_as: None,
+                });
+                unit
             }
-            Input::Stdin => (input, 0, None),
+            Input::Stdin => vec![Planned {
+                input,
+                start: 0,
+                id: None,
+                tag_as: None,
+            }],
         };
-        planned.push(plan);
+        planned.push(unit);
     }
     // Each input belongs to exactly one pipeline (round robin, in order).
     let n = options.pipelines.max(1).min(planned.len().max(1));
-    let mut groups: Vec<Vec<(Input, u64, Option<String>)>> = (0..n).map(|_| Vec::new()).collect();
-    for (i, plan) in planned.into_iter().enumerate() {
-        groups[i % n].push(plan);
+    let mut groups: Vec<Vec<Planned>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, unit) in planned.into_iter().enumerate() {
+        groups[i % n].extend(unit);
     }
     let producers: Vec<Producer> = groups
         .into_iter()
@@ -586,6 +635,28 @@ pub async fn ship_follow(
     run_pipeline(options, channel, api_key, mailbox, registry, producers).await
 }
 
+/// Reads the rest of a rotated file once, to its current end, under its own checkpoint and tagged with
+/// the path it was rotated from.
+fn read_leftover(enc: &mut LineEncoder, l: &Leftover, tag_as: &str) -> Result<(), String> {
+    use std::io::Seek;
+    let mut f = std::fs::File::open(&l.path).map_err(|e| format!("{}: {e}", l.path.display()))?;
+    f.seek(std::io::SeekFrom::Start(l.offset))
+        .map_err(|e| format!("{}: {e}", l.path.display()))?;
+    let source: Arc<str> = Arc::from(l.source.as_str());
+    let filename_tag = format!("filename:{tag_as}");
+    let mut failed = None;
+    let split = for_each_line(f, l.offset, MAX_LINE, |line, eol, offset| {
+        if failed.is_none() {
+            failed = enc
+                .line(line, eol, offset, &source, Some(&filename_tag))
+                .err();
+        }
+    })
+    .map_err(|e| format!("reading {}: {e}", l.path.display()))?;
+    enc.stats.split += split;
+    failed.map_or(Ok(()), Err)
+}
+
 /// Pipeline `index` of `n`: follows the matching files whose path hashes to it (and the TCP inputs, for
 /// pipeline 0) until `stop`.
 fn follow(
@@ -631,8 +702,11 @@ fn follow(
                         if tails.contains_key(&abs) || !mine(&abs) {
                             continue;
                         }
-                        let (start, id) = open_file(reg.as_ref(), &abs)?;
+                        let (start, id, leftover) = open_file(reg.as_ref(), &abs)?;
                         let file = abs.to_string_lossy().into_owned();
+                        if let Some(l) = leftover {
+                            read_leftover(&mut enc, &l, &file)?;
+                        }
                         tails.insert(abs.clone(), Tail::new(abs, start, id.unwrap_or(file)));
                     }
                 }

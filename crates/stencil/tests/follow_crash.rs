@@ -129,3 +129,74 @@ fn sigkill_at_random_moments_loses_no_line() {
     }
     eprintln!("crash test: {total} lines per file, 4 SIGKILLs, {duplicates} duplicates (replays of unacked data)");
 }
+
+/// Follow mode: the agent is killed mid-file, the file is rotated (renamed to `app.log.1`, which the glob
+/// does not match) and a new `app.log` is written while it is down. The restarted agent reads the rest of
+/// `app.log.1` from its checkpoint before the new file: nothing is lost.
+#[test]
+fn rotated_while_down_the_rest_is_read_before_the_new_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = std::fs::canonicalize(dir.path()).expect("abs").join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let input = logs.join("app.log");
+    let old: Vec<String> = (0..300_000)
+        .map(|i| format!("{i:07} old request id={} ms={}", i * 31 % 10_007, i % 211))
+        .collect();
+    std::fs::write(&input, old.join("\n") + "\n").expect("write");
+    let size = std::fs::metadata(&input).expect("stat").len();
+    let offset = |dir: &std::path::Path| -> u64 {
+        std::fs::read(dir.join("data/checkpoints.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["sources"][input.to_string_lossy().as_ref()]["offset"].as_u64())
+            .unwrap_or(0)
+    };
+
+    let mut first = agent(dir.path(), &logs);
+    let started = Instant::now();
+    loop {
+        let o = offset(dir.path());
+        if o > 0 && o < size {
+            break;
+        }
+        assert!(
+            o < size && started.elapsed() < Duration::from_secs(60),
+            "could not catch the agent mid-file (offset {o} of {size})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+
+    std::fs::rename(&input, logs.join("app.log.1")).expect("rotate");
+    let new: Vec<String> = (0..500).map(|i| format!("{i:07} new line")).collect();
+    std::fs::write(&input, new.join("\n") + "\n").expect("new file");
+
+    let mut second = agent(dir.path(), &logs);
+    let rebuilt_path = dir
+        .path()
+        .join("out")
+        .join(input.strip_prefix("/").expect("absolute"));
+    let last = new.last().expect("lines").clone();
+    common::wait_for(|| {
+        std::fs::read_to_string(&rebuilt_path).is_ok_and(|s| s.lines().any(|l| l == last))
+    });
+    common::sigterm_and_wait(&mut second);
+
+    let rebuilt = std::fs::read_to_string(&rebuilt_path).expect("rebuilt");
+    let expected: Vec<&String> = old.iter().chain(new.iter()).collect();
+    let mut next = 0;
+    for line in rebuilt.lines() {
+        if next < expected.len() && line == expected[next] {
+            next += 1;
+        } else {
+            assert!(old.iter().any(|l| l == line), "unexpected line {line:?}");
+        }
+    }
+    assert_eq!(
+        next,
+        expected.len(),
+        "every old line, then every new one (stopped at {:?})",
+        expected.get(next)
+    );
+}

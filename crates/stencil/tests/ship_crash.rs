@@ -124,3 +124,85 @@ fn kill_9_then_rerun_loses_no_line() {
         "{duplicates} duplicates, but only {after_checkpoint} lines were unacked"
     );
 }
+
+/// The file is rotated (renamed away, a new one created) while the agent is down after a SIGKILL. The
+/// rerun on the original path first reads the rest of the rotated file from its checkpoint, then the new
+/// file: nothing of either is lost, and both land in the original path's rebuilt file, in order.
+#[test]
+fn file_rotated_while_down_is_finished_before_the_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("app.log");
+    let old: Vec<String> = (0..400_000)
+        .map(|i| format!("{i:07} old worker={} took={}ms", i % 13, i * 7 % 997))
+        .collect();
+    std::fs::write(&input, old.join("\n") + "\n").expect("write input");
+    let size = std::fs::metadata(&input).expect("stat").len();
+
+    let mut first = ship(dir.path(), &input).spawn().expect("starts");
+    let started = Instant::now();
+    let mut killed = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        if first.try_wait().expect("wait").is_some() {
+            break;
+        }
+        let offset = saved_offset(dir.path());
+        if offset > 0 && offset < size {
+            first.kill().expect("SIGKILL");
+            killed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !killed && first.try_wait().ok().flatten().is_none() {
+        let _ = first.kill();
+    }
+    first.wait().expect("reaped");
+    assert!(killed, "the run finished before it could be killed");
+
+    // Rotate while the agent is down.
+    let rotated = dir.path().join("app.log.1");
+    std::fs::rename(&input, &rotated).expect("rotate");
+    let new: Vec<String> = (0..1000)
+        .map(|i| format!("{i:07} new worker={}", i % 5))
+        .collect();
+    std::fs::write(&input, new.join("\n") + "\n").expect("new file");
+
+    let status = ship(dir.path(), &input).status().expect("reruns");
+    assert!(status.success());
+
+    let abs = std::fs::canonicalize(&input).expect("abs");
+    let rebuilt = std::fs::read_to_string(
+        dir.path()
+            .join("out")
+            .join(abs.strip_prefix("/").expect("absolute")),
+    )
+    .expect("rebuilt");
+    let expected: Vec<&String> = old.iter().chain(new.iter()).collect();
+    let mut next = 0;
+    for line in rebuilt.lines() {
+        if next < expected.len() && line == expected[next] {
+            next += 1;
+        } else {
+            assert!(
+                old.iter().any(|l| l == line),
+                "only old lines may repeat: {line:?}"
+            );
+        }
+    }
+    assert_eq!(
+        next,
+        expected.len(),
+        "every old line, then every new line (stopped at {:?})",
+        expected.get(next)
+    );
+    // The rotated file's checkpoint reached its end.
+    let doc: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("data/checkpoints.json")).expect("checkpoints"),
+    )
+    .expect("JSON");
+    let rotated_abs = std::fs::canonicalize(&rotated).expect("abs");
+    assert_eq!(
+        doc["sources"][rotated_abs.to_string_lossy().as_ref()]["offset"].as_u64(),
+        Some(size)
+    );
+}
