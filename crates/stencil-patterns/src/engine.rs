@@ -384,9 +384,9 @@ impl Engine {
         if !cluster.defined && cluster.matches < define_after {
             return Some((Content::Raw(text.to_owned()), mined.id));
         }
-        let holes = cluster.holes(self.config.merge_slots);
         if !cluster.defined || cluster.dirty {
-            let (template, pos_list) = cluster.template_with(&holes);
+            cluster.wire_holes = cluster.holes(self.config.merge_slots);
+            let (template, pos_list) = cluster.template_with(&cluster.wire_holes);
             cluster.defined = true;
             cluster.dirty = false;
             *define = Some(PatternDefine {
@@ -395,17 +395,32 @@ impl Engine {
                 pos_list,
             });
         }
+        // The holes of the version last defined (taken out while `self.value` needs `&mut self`).
+        let holes = std::mem::take(&mut self.miner.cluster_mut(mined.slot)?.wire_holes);
         let mut values = Vec::with_capacity(holes.len());
-        for (start, end) in holes {
+        let mut complete = true;
+        for &(start, end) in &holes {
             let value = if end == start + 1 {
                 let t = tokens[start];
                 self.value(t.text(text), t.class)
             } else {
                 let from = tokens[start].start as usize;
                 let to = tokens[end - 1].end as usize;
-                Value::Str(text.get(from..to)?.to_owned())
+                match text.get(from..to) {
+                    Some(s) => Value::Str(s.to_owned()),
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
             };
             values.push(DynValue::new(value));
+        }
+        if let Some(c) = self.miner.cluster_mut(mined.slot) {
+            c.wire_holes = holes;
+        }
+        if !complete {
+            return None;
         }
         Some((
             Content::Pattern {

@@ -40,6 +40,9 @@ pub struct Cluster {
     /// Lines matched, creation included.
     pub matches: u32,
     slots: usize,
+    /// The wire holes of the last define ([`Cluster::holes`]), kept so that each line need not recompute
+    /// them; replaced whenever the pattern is (re)defined.
+    pub wire_holes: Vec<(usize, usize)>,
 }
 
 impl Cluster {
@@ -147,7 +150,8 @@ impl Cluster {
     }
 
     fn cost(&self) -> usize {
-        self.text.len() + self.toks.len() * std::mem::size_of::<CTok>() + 96
+        // Wire holes are at most one per token, so the token term bounds them too.
+        self.text.len() + self.toks.len() * (std::mem::size_of::<CTok>() + 16) + 96
     }
 }
 
@@ -425,6 +429,7 @@ impl Miner {
             dirty: false,
             matches: 1,
             slots,
+            wire_holes: Vec::new(),
         };
         let cost = cluster.cost();
         let mut evicted_keys = Vec::new();
