@@ -31,6 +31,9 @@ pub struct CardinalityArgs {
     /// One JSON object per run instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write an SVG chart (agent peak RSS against the state budget, per level) into this folder.
+    #[arg(long, value_name = "DIR")]
+    charts: Option<PathBuf>,
     /// Keep the generated files and the processes' logs under this folder.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
@@ -280,6 +283,7 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
         );
     }
     let mut worst_overhead = f64::MIN;
+    let mut bars: Vec<(String, Vec<f64>)> = Vec::new();
     for &level in &args.levels {
         let input = dir.join(format!("{level}.log"));
         let input_bytes = generate(&input, level, args.lines, args.seed)?;
@@ -328,6 +332,10 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
             let rss_mib = usage.peak_rss_bytes as f64 / (1024.0 * 1024.0);
             let overhead = rss_mib - budget as f64;
             worst_overhead = worst_overhead.max(overhead);
+            bars.push((
+                format!("{level}, {budget} MiB"),
+                vec![rss_mib, budget as f64],
+            ));
             let row = json!({
                 "level": level.to_string(),
                 "budget_mib": budget,
@@ -360,6 +368,16 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
     }
     if !args.json {
         println!("largest agent RSS above its state budget: {worst_overhead:.1} MiB");
+    }
+    if let Some(dir) = &args.charts {
+        std::fs::create_dir_all(dir).map_err(|e| format!("--charts {}: {e}", dir.display()))?;
+        super::chart::grouped_bars(
+            &dir.join("cardinality-rss.svg"),
+            "Agent peak RSS against its state budget, by cardinality level",
+            "MiB",
+            &["agent peak RSS", "configured state budget"],
+            &bars,
+        )?;
     }
     Ok(())
 }

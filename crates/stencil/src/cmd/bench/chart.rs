@@ -7,15 +7,16 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// Draws one group of bars per `(label, values)` entry, one bar per series (`series[i]` names the `i`-th
-/// value of every group), with a legend, into the SVG file at `path`.
+/// value of every group), with a legend and `y_label` on the vertical axis, into the SVG file at `path`.
 pub fn grouped_bars(
     path: &Path,
     title: &str,
+    y_label: &str,
     series: &[&str],
     groups: &[(String, Vec<f64>)],
 ) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("chart {}: {e}", path.display());
-    let width = (160 + groups.len() * 20 * series.len()).clamp(900, 1800) as u32;
+    let width = (160 + groups.len() * (20 * series.len()).max(110)).clamp(900, 1800) as u32;
     let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let top = groups
@@ -36,7 +37,7 @@ pub fn grouped_bars(
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0)
-        .y_desc("bytes per log")
+        .y_desc(y_label)
         .draw()
         .map_err(|e| fail(&e))?;
     let slot = 0.8 / series.len().max(1) as f64;

@@ -359,6 +359,7 @@ fn write_charts(dir: &std::path::Path, rows: &[Row], sizes: &[usize]) -> Result<
     super::chart::grouped_bars(
         &path,
         "Bytes per log on the wire, 12 Loghub systems (lower is better)",
+        "bytes per log",
         &METHODS,
         &totals,
     )?;
@@ -372,6 +373,7 @@ fn write_charts(dir: &std::path::Path, rows: &[Row], sizes: &[usize]) -> Result<
     super::chart::grouped_bars(
         &path,
         &format!("Bytes per log by file, {focus} lines per batch (lower is better)"),
+        "bytes per log",
         &METHODS,
         &systems,
     )
