@@ -410,39 +410,59 @@ fn is_hex_id(w: &[u8]) -> bool {
     w.len() >= 8 && w.iter().all(u8::is_ascii_hexdigit)
 }
 
+/// Byte categories counted by [`classify`]: 0 digit, 1 letter or `_`, 2 `.`, 3 `:`, 4 `-`, 5 `/` or `\\`,
+/// 6 `@`, 7 non-ASCII, 8 anything else.
+static CHUNK_CLASS: [u8; 256] = {
+    let mut t = [8u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match i as u8 {
+            b'0'..=b'9' => 0,
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => 1,
+            b'.' => 2,
+            b':' => 3,
+            b'-' => 4,
+            b'/' | b'\\' => 5,
+            b'@' => 6,
+            0x80..=0xff => 7,
+            _ => 8,
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Classifies a whole chunk, or `None` if it must be split.
 pub(crate) fn classify(w: &[u8]) -> Option<Class> {
     let first = *w.first()?;
-    let mut digits = 0usize;
-    let mut alpha = 0usize;
-    let mut high = 0usize;
-    let (mut dots, mut colons, mut dashes, mut slashes, mut at) =
-        (0usize, 0usize, 0usize, 0usize, 0usize);
-    let mut other = 0usize;
+    // Which categories occur (a bit each), and counts of the rare separators only: counting every byte
+    // into a table serialises on memory, this stays in registers.
+    let mut seen = 0u16;
+    let (mut dots, mut colons, mut dashes, mut at) = (0usize, 0usize, 0usize, 0usize);
     for &c in w {
-        match c {
-            b'0'..=b'9' => digits += 1,
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' => alpha += 1,
-            b'.' => dots += 1,
-            b':' => colons += 1,
-            b'-' => dashes += 1,
-            b'/' | b'\\' => slashes += 1,
-            b'@' => at += 1,
-            0x80..=0xff => high += 1,
-            _ => other += 1,
+        let k = CHUNK_CLASS[c as usize];
+        seen |= 1 << k;
+        match k {
+            2 => dots += 1,
+            3 => colons += 1,
+            4 => dashes += 1,
+            6 => at += 1,
+            _ => {}
         }
     }
-    if slashes > 0 && is_url(w) {
+    let has = |k: u8| seen & (1 << k) != 0;
+    let (digits, alpha, slashes, high, other) = (has(0), has(1), has(5), has(7), has(8));
+    if slashes && is_url(w) {
         return Some(Class::Url);
     }
     if at == 1 && is_email(w) {
         return Some(Class::Email);
     }
-    if digits == 0 {
-        if slashes > 0 {
+    if !digits {
+        if slashes {
             return is_path(w).then_some(Class::Path);
         }
-        if other > 0 || colons > 0 || at > 0 {
+        if other || colons > 0 || at > 0 {
             return None;
         }
         if dots + dashes > 0 {
@@ -484,17 +504,18 @@ pub(crate) fn classify(w: &[u8]) -> Option<Class> {
     if let Some(class) = unit_number(w) {
         return Some(class);
     }
-    if slashes > 0 {
+    if slashes {
         return is_path(w).then_some(Class::Path);
     }
     if colons == 1 && is_host_port(w) {
         return Some(Class::HostPort);
     }
-    if high == 0 && other == 0 && colons == 0 && at == 0 {
-        if alpha + digits == w.len() && is_hex_id(w) {
+    if !high && !other && colons == 0 && at == 0 {
+        // Only letters and digits: a hex id?
+        if seen & !0b11 == 0 && is_hex_id(w) {
             return Some(Class::Hex);
         }
-        if alpha > 0 {
+        if alpha {
             return Some(Class::Id);
         }
     }
