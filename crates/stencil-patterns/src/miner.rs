@@ -40,6 +40,8 @@ pub struct Cluster {
     /// Lines matched, creation included.
     pub matches: u32,
     slots: usize,
+    /// Non-structural positions (the similarity's denominator for any line that fits the skeleton).
+    variable: u32,
     /// The wire holes of the last define ([`Cluster::holes`]), kept so that each line need not recompute
     /// them; replaced whenever the pattern is (re)defined.
     pub wire_holes: Vec<(usize, usize)>,
@@ -266,10 +268,19 @@ impl Miner {
     /// Structural tokens must be equal (whitespace may differ in length). Every other position compares a
     /// word or value: it counts in the denominator when either side is a word, and as equal when the
     /// cluster holds the same static word.
-    fn similarity(c: &Cluster, line: &str, tokens: &[Token]) -> Option<(f64, usize)> {
+    ///
+    /// `None` as well as soon as the similarity is sure to end below `min` (the same lines are rejected as
+    /// by comparing the final value, only sooner): every non-structural position is compared, so after
+    /// `misses` mismatches it can reach at most `(variable - misses) / variable`.
+    fn similarity(c: &Cluster, line: &str, tokens: &[Token], min: f64) -> Option<(f64, usize)> {
         if c.toks.len() != tokens.len() {
             return None;
         }
+        let variable = c.variable as usize;
+        let hopeless = |misses: usize| {
+            variable > 0 && ((variable - misses.min(variable)) as f64 / variable as f64) < min
+        };
+        let mut misses = 0usize;
         let (mut compared, mut equal, mut statics) = (0usize, 0usize, 0usize);
         for (ct, t) in c.toks.iter().zip(tokens) {
             let cls = t.class;
@@ -292,6 +303,7 @@ impl Miner {
                         return None;
                     }
                     let cluster_word = !ct.slot;
+                    let before = equal;
                     if cluster_word || role == Role::Mined {
                         compared += 1;
                     } else {
@@ -305,6 +317,12 @@ impl Miner {
                             && c.text[ct.start as usize..ct.end as usize] == *t.text(line)
                         {
                             equal += 1;
+                        }
+                    }
+                    if equal == before {
+                        misses += 1;
+                        if hopeless(misses) {
+                            return None;
                         }
                     }
                 }
@@ -334,7 +352,9 @@ impl Miner {
                 let Some(c) = self.store.get(slot) else {
                     continue;
                 };
-                let Some((sim, statics)) = Self::similarity(c, line, tokens) else {
+                let Some((sim, statics)) =
+                    Self::similarity(c, line, tokens, self.config.similarity)
+                else {
                     continue;
                 };
                 if sim < self.config.similarity {
@@ -419,6 +439,10 @@ impl Miner {
         if slots > self.config.max_slots {
             return None;
         }
+        let variable = toks
+            .iter()
+            .filter(|t| t.class.role() != Role::Structural)
+            .count() as u32;
         let id = self.next_id;
         let cluster = Cluster {
             id,
@@ -430,6 +454,7 @@ impl Miner {
             matches: 1,
             slots,
             wire_holes: Vec::new(),
+            variable,
         };
         let cost = cluster.cost();
         let mut evicted_keys = Vec::new();

@@ -270,7 +270,7 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !args.json {
         println!(
-            "{:<8} {:>7} {:>9} {:>10} {:>14} {:>13} {:>11} {:>9} {:>10}",
+            "{:<8} {:>7} {:>9} {:>10} {:>14} {:>13} {:>11} {:>9} {:>10} {:>6}",
             "level",
             "budget",
             "lines",
@@ -279,7 +279,8 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
             "RSS - budget",
             "wire bytes",
             "÷ zstd-1",
-            "lines/s"
+            "lines/s",
+            "MiB/s"
         );
     }
     let mut worst_overhead = f64::MIN;
@@ -347,12 +348,13 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
                 "ratio_to_zstd1": summary["ratio_to_zstd1"],
                 "patterns": summary["patterns"],
                 "lines_per_sec": summary["lines"].as_f64().unwrap_or(0.0) / wall,
+                "mib_per_sec": input_bytes as f64 / (1024.0 * 1024.0) / wall,
             });
             if args.json {
                 println!("{row}");
             } else {
                 println!(
-                    "{:<8} {:>7} {:>9} {:>10.1} {:>14.1} {:>13.1} {:>11} {:>9.2} {:>10.0}",
+                    "{:<8} {:>7} {:>9} {:>10.1} {:>14.1} {:>13.1} {:>11} {:>9.2} {:>10.0} {:>6.1}",
                     level.to_string(),
                     format!("{budget} MiB"),
                     row["lines"],
@@ -362,6 +364,7 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
                     row["wire_bytes"],
                     row["ratio_to_zstd1"].as_f64().unwrap_or(0.0),
                     row["lines_per_sec"].as_f64().unwrap_or(0.0),
+                    row["mib_per_sec"].as_f64().unwrap_or(0.0),
                 );
             }
         }
