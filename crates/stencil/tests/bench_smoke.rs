@@ -161,5 +161,6 @@ fn bench_cardinality_reports_rss_per_budget() {
         assert_eq!(r["lines"], 3000);
         assert!(r["agent_peak_rss_bytes"].as_u64().expect("rss") > 1 << 20);
         assert!(r["wire_bytes"].as_u64().expect("bytes") > 0);
+        assert_eq!(r["rebuilt_identical"], true);
     }
 }

@@ -2,7 +2,8 @@
 //! writes logs with random ids and, at each level, a growing share of never-seen templates; the real agent
 //! ships each file to a real intake (two processes, loopback) under several `--state-budget-mib` values.
 //! It reports the agent's peak RSS against its configured budget, and the wire ratio against per-batch
-//! zstd-1 of the same lines, so one can see memory stay bounded and compression degrade gracefully.
+//! zstd-1 of the same lines, so one can see memory stay bounded and compression degrade gracefully. Each
+//! run also checks that the intake rebuilt the file byte for byte.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::pipeline::{start_intake, wait_with_usage};
+use super::pipeline::{rebuilt_path, start_intake, wait_with_usage};
 
 /// Flags of `stencil bench cardinality`.
 #[derive(clap::Args, Debug)]
@@ -330,6 +331,17 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .ok_or("the agent wrote no summary")?;
+            let rebuilt =
+                std::fs::read(rebuilt_path(&run_dir.join("out"), &input)?).unwrap_or_default();
+            let original =
+                std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            if rebuilt != original {
+                return Err(format!(
+                    "{level}, {budget} MiB: the intake's copy differs from the input; rerun with --keep DIR \
+                     to inspect {}",
+                    run_dir.display()
+                ));
+            }
             let rss_mib = usage.peak_rss_bytes as f64 / (1024.0 * 1024.0);
             let overhead = rss_mib - budget as f64;
             worst_overhead = worst_overhead.max(overhead);
@@ -347,6 +359,7 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
                 "wire_bytes": summary["wire_bytes"],
                 "ratio_to_zstd1": summary["ratio_to_zstd1"],
                 "patterns": summary["patterns"],
+                "rebuilt_identical": true,
                 "lines_per_sec": summary["lines"].as_f64().unwrap_or(0.0) / wall,
                 "mib_per_sec": input_bytes as f64 / (1024.0 * 1024.0) / wall,
             });

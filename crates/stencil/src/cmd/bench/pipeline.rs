@@ -162,7 +162,7 @@ pub(super) fn start_intake(exe: &Path, out: &Path, log: &Path) -> Result<(Child,
 }
 
 /// Where the intake's file sink puts the rebuilt copy of `source` under `out`.
-fn rebuilt_path(out: &Path, source: &Path) -> Result<PathBuf, String> {
+pub(super) fn rebuilt_path(out: &Path, source: &Path) -> Result<PathBuf, String> {
     let abs = std::fs::canonicalize(source).map_err(|e| format!("{}: {e}", source.display()))?;
     Ok(out.join(abs.strip_prefix("/").unwrap_or(&abs)))
 }
