@@ -25,6 +25,18 @@ struct CTok {
     slot: bool,
 }
 
+/// True when the cluster's static token `ct` has the same bytes as the line's token `t` (byte slices:
+/// token bounds are always character boundaries, so no UTF-8 checks are needed on this hot path).
+#[inline]
+fn same_text(c: &Cluster, ct: &CTok, line: &str, t: &Token) -> bool {
+    let (a, b) = (c.text.as_bytes(), line.as_bytes());
+    ct.end - ct.start == t.end - t.start
+        && matches!(
+            (a.get(ct.start as usize..ct.end as usize), b.get(t.start as usize..t.end as usize)),
+            (Some(x), Some(y)) if x == y
+        )
+}
+
 /// A learned pattern.
 #[derive(Debug)]
 pub struct Cluster {
@@ -291,10 +303,7 @@ impl Miner {
                     }
                 }
                 Role::Structural => {
-                    if ct.slot
-                        || ct.class != cls
-                        || c.text[ct.start as usize..ct.end as usize] != *t.text(line)
-                    {
+                    if ct.slot || ct.class != cls || !same_text(c, ct, line, t) {
                         return None;
                     }
                 }
@@ -313,9 +322,7 @@ impl Miner {
                     }
                     if cluster_word {
                         statics += 1;
-                        if ct.class == cls
-                            && c.text[ct.start as usize..ct.end as usize] == *t.text(line)
-                        {
+                        if ct.class == cls && same_text(c, ct, line, t) {
                             equal += 1;
                         }
                     }
@@ -391,8 +398,7 @@ impl Miner {
         for (i, (ct, t)) in c.toks.iter().zip(tokens).enumerate() {
             if (t.class.role() != Role::Structural || t.class == Class::Ws)
                 && !ct.slot
-                && (ct.class != t.class
-                    || c.text[ct.start as usize..ct.end as usize] != *t.text(line))
+                && (ct.class != t.class || !same_text(c, ct, line, t))
             {
                 new_slots.push(i);
             }
