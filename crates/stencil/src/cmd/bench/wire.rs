@@ -4,6 +4,7 @@
 //! baselines are built here from the same lines; no number is copied from anywhere.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use serde_json::json;
 use stencil_codec::{BatchEncoder, Compression, Generation};
@@ -65,6 +66,10 @@ struct Sizes {
     zstd3: u64,
     http_json: u64,
     otlp: u64,
+    /// Seconds spent laying out and compressing the datums as v3 (the engine's time excluded).
+    v3_seconds: f64,
+    /// Seconds spent laying out and compressing the same kind of datums as the native prototype.
+    native_seconds: f64,
 }
 
 impl Sizes {
@@ -77,6 +82,8 @@ impl Sizes {
         self.zstd3 += o.zstd3;
         self.http_json += o.http_json;
         self.otlp += o.otlp;
+        self.v3_seconds += o.v3_seconds;
+        self.native_seconds += o.native_seconds;
     }
 }
 
@@ -148,11 +155,16 @@ fn measure(
             engine.encode(line, &m, &mut datums);
             native_engine.encode(line, &m, &mut native_datums);
         }
+        let started = Instant::now();
         let payload = encoder.encode(&datums).map_err(|e| e.to_string())?;
+        s.v3_seconds += started.elapsed().as_secs_f64();
         let framing = payload.batch_len(n as u32 + 1) - payload.data.len() + GRPC_FRAME;
         s.stencil += (payload.data.len() + framing) as u64;
-        s.native += match native_encoder.encode(&native_datums) {
-            Some(bytes) => zstd(1, &bytes) + framing as u64,
+        let started = Instant::now();
+        let native = native_encoder.encode(&native_datums).map(|b| zstd(1, &b));
+        s.native_seconds += started.elapsed().as_secs_f64();
+        s.native += match native {
+            Some(bytes) => bytes + framing as u64,
             None => {
                 let v3 = BatchEncoder::new(Generation::V3, Compression::ZSTD)
                     .encode(&native_datums)
@@ -183,7 +195,17 @@ fn row(file: &str, batch: usize, s: &Sizes) -> serde_json::Value {
         "zstd3_bytes": s.zstd3,
         "http_json_zstd1_bytes": s.http_json,
         "otlp_zstd1_bytes": s.otlp,
+        "v3_layout_seconds": s.v3_seconds,
+        "native_layout_seconds": s.native_seconds,
     })
+}
+
+fn ratio_f(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -291,6 +313,16 @@ fn print_table(rows: &[Row]) {
         );
     }
     println!("* native: the prototype layout of docs/native-encoding.md, measured only (not a shipped format)");
+    for r in rows.iter().filter(|r| r.name == "total") {
+        let s = &r.sizes;
+        println!(
+            "  layout + zstd-1 time at {} lines/batch (engine excluded): v3 {:.1} ms, native prototype {:.1} ms ({:.2}x)",
+            r.batch,
+            s.v3_seconds * 1e3,
+            s.native_seconds * 1e3,
+            ratio_f(s.native_seconds, s.v3_seconds)
+        );
+    }
 }
 
 fn print_markdown(rows: &[Row]) {
