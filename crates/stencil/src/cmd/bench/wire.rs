@@ -28,6 +28,10 @@ pub struct WireArgs {
     /// Markdown tables (one per batch size), as pasted into BENCHMARKS.md.
     #[arg(long)]
     markdown: bool,
+    /// All files over one stream (one engine, state shared, as an agent pipeline reads several files)
+    /// instead of one stream per file. Batches still hold one file's lines each.
+    #[arg(long)]
+    shared_stream: bool,
     /// Experiment: the v3 engine defines a pattern on its Nth line (default: the engine's, 2).
     #[arg(long, value_name = "N")]
     v3_define_after: Option<u32>,
@@ -93,11 +97,58 @@ fn zstd(level: i32, bytes: &[u8]) -> u64 {
         .map_or(0, |c| c.len()) as u64
 }
 
+/// One simulated stream: the engines (v3 and the native prototype's), their encoders, and the next batch id.
+struct Stream {
+    encoder: BatchEncoder,
+    engine: Engine,
+    native_engine: Engine,
+    native_encoder: native::NativeEncoder,
+    next_batch: u32,
+}
+
+impl Stream {
+    /// A fresh stream, and the bytes of its opening (empty) snapshot, batch 0, with its gRPC frame.
+    fn open(args: &WireArgs) -> Result<(Stream, u64), String> {
+        let encoder = BatchEncoder::new(
+            Generation::V3,
+            Compression::Zstd {
+                level: args.v3_zstd_level,
+            },
+        );
+        let mut config = EngineConfig::default();
+        if let Some(n) = args.v3_define_after {
+            config.define_after = n;
+        }
+        if args.v3_separate_slots {
+            config.merge_slots = false;
+        }
+        if let Some(n) = args.v3_admit_after {
+            config.admit_after = n;
+        }
+        let snapshot = encoder.encode(&[]).map_err(|e| e.to_string())?;
+        let opening = (snapshot.batch_len(0) + GRPC_FRAME) as u64;
+        Ok((
+            Stream {
+                encoder,
+                engine: Engine::new(config),
+                // The prototype runs its own engine with the settings the native profile would use.
+                native_engine: Engine::new(native::engine_config()),
+                native_encoder: native::NativeEncoder::default(),
+                next_batch: 1,
+            },
+            opening,
+        ))
+    }
+}
+
+/// The sizes of one file's batches on `stream`, plus `opening` bytes for the stream's batch 0 (0 when the
+/// stream was opened for an earlier file).
 fn measure(
     path: &std::path::Path,
     lines: &[&[u8]],
     batch: usize,
-    args: &WireArgs,
+    stream: &mut Stream,
+    opening: u64,
 ) -> Result<Sizes, String> {
     let file = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let meta = Metadata {
@@ -109,29 +160,13 @@ fn measure(
     };
     let filename = format!("filename:{}", meta.file);
     let tags = [filename.as_str(), "env:bench"];
-    let encoder = BatchEncoder::new(
-        Generation::V3,
-        Compression::Zstd {
-            level: args.v3_zstd_level,
-        },
-    );
-    let mut config = EngineConfig::default();
-    if let Some(n) = args.v3_define_after {
-        config.define_after = n;
-    }
-    if args.v3_separate_slots {
-        config.merge_slots = false;
-    }
-    if let Some(n) = args.v3_admit_after {
-        config.admit_after = n;
-    }
-    let mut engine = Engine::new(config);
-    // The prototype runs its own engine with the settings the native profile would use (see native.rs).
-    let mut native_engine = Engine::new(native::engine_config());
-    let mut native_encoder = native::NativeEncoder::default();
-    // The stream opens with an (empty) snapshot: batch 0.
-    let snapshot = encoder.encode(&[]).map_err(|e| e.to_string())?;
-    let opening = (snapshot.batch_len(0) + GRPC_FRAME) as u64;
+    let Stream {
+        encoder,
+        engine,
+        native_engine,
+        native_encoder,
+        next_batch,
+    } = stream;
     let mut s = Sizes {
         stencil: opening,
         native: opening,
@@ -158,7 +193,8 @@ fn measure(
         let started = Instant::now();
         let payload = encoder.encode(&datums).map_err(|e| e.to_string())?;
         s.v3_seconds += started.elapsed().as_secs_f64();
-        let framing = payload.batch_len(n as u32 + 1) - payload.data.len() + GRPC_FRAME;
+        let framing = payload.batch_len(*next_batch) - payload.data.len() + GRPC_FRAME;
+        *next_batch = next_batch.wrapping_add(1);
         s.stencil += (payload.data.len() + framing) as u64;
         let started = Instant::now();
         let native = native_encoder.encode(&native_datums).map(|b| zstd(1, &b));
@@ -247,9 +283,20 @@ pub fn run(args: &WireArgs) -> Result<(), String> {
     let mut rows = Vec::new();
     for &batch in &sizes {
         let mut total = Sizes::default();
+        let mut shared: Option<Stream> = None;
         for ((name, bytes), path) in contents.iter().zip(&args.files) {
             let lines = super::split_lines(bytes);
-            let s = measure(path, &lines, batch, args)?;
+            let s = match (&mut shared, args.shared_stream) {
+                (Some(stream), true) => measure(path, &lines, batch, stream, 0)?,
+                (_, true) => {
+                    let (stream, opening) = Stream::open(args)?;
+                    measure(path, &lines, batch, shared.insert(stream), opening)?
+                }
+                (_, false) => {
+                    let (mut stream, opening) = Stream::open(args)?;
+                    measure(path, &lines, batch, &mut stream, opening)?
+                }
+            };
             total.add(&s);
             rows.push(Row {
                 name: name.clone(),
