@@ -231,6 +231,13 @@ fn row(file: &str, batch: usize, s: &Sizes) -> serde_json::Value {
         "zstd3_bytes": s.zstd3,
         "http_json_zstd1_bytes": s.http_json,
         "otlp_zstd1_bytes": s.otlp,
+        "ratios_to_stencil": {
+            "raw": ratio(s.raw, s.stencil),
+            "zstd1": ratio(s.zstd1, s.stencil),
+            "zstd3": ratio(s.zstd3, s.stencil),
+            "http_json_zstd1": ratio(s.http_json, s.stencil),
+            "otlp_zstd1": ratio(s.otlp, s.stencil),
+        },
         "v3_layout_seconds": s.v3_seconds,
         "native_layout_seconds": s.native_seconds,
     })
@@ -336,13 +343,13 @@ fn short_name(name: &str) -> String {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<24} {:>6} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}   zstd1/v3 json/v3 otlp/v3 zstd1/native",
+        "{:<24} {:>6} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}   zstd1/v3 json/v3 otlp/v3 zstd1/native raw/v3 zstd3/v3",
         "file", "batch", "lines", "raw", "v3", "native*", "zstd1", "zstd3", "http_json", "otlp"
     );
     for r in rows {
         let s = &r.sizes;
         println!(
-            "{:<24} {:>6} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}   {:>8.2} {:>7.2} {:>7.2} {:>12.2}",
+            "{:<24} {:>6} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}   {:>8.2} {:>7.2} {:>7.2} {:>12.2} {:>6.2} {:>8.2}",
             short_name(&r.name),
             r.batch,
             s.lines,
@@ -357,6 +364,8 @@ fn print_table(rows: &[Row]) {
             ratio(s.http_json, s.stencil),
             ratio(s.otlp, s.stencil),
             ratio(s.zstd1, s.native),
+            ratio(s.raw, s.stencil),
+            ratio(s.zstd3, s.stencil),
         );
     }
     println!("* native: the prototype layout of docs/native-encoding.md, measured only (not a shipped format)");
@@ -381,9 +390,9 @@ fn print_markdown(rows: &[Row]) {
             println!("#### {} lines per batch", r.batch);
             println!();
             println!(
-                "| file | raw | Stencil v3 | zstd-1 | zstd-3 | HTTP JSON | OTLP | zstd-1 ÷ v3 | HTTP JSON ÷ v3 | OTLP ÷ v3 | native prototype | zstd-1 ÷ native |"
+                "| file | raw | Stencil v3 | zstd-1 | zstd-3 | HTTP JSON | OTLP | raw ÷ v3 | zstd-1 ÷ v3 | zstd-3 ÷ v3 | HTTP JSON ÷ v3 | OTLP ÷ v3 | native prototype | zstd-1 ÷ native |"
             );
-            println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         }
         let s = &r.sizes;
         let name = short_name(&r.name);
@@ -393,14 +402,16 @@ fn print_markdown(rows: &[Row]) {
             name
         };
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× | {} | {:.2}× |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {} | {:.2}× |",
             s.raw,
             s.stencil,
             s.zstd1,
             s.zstd3,
             s.http_json,
             s.otlp,
+            ratio(s.raw, s.stencil),
             ratio(s.zstd1, s.stencil),
+            ratio(s.zstd3, s.stencil),
             ratio(s.http_json, s.stencil),
             ratio(s.otlp, s.stencil),
             s.native,
