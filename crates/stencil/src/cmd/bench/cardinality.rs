@@ -7,12 +7,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use serde_json::json;
 
-use super::pipeline::{rebuilt_path, start_intake, wait_with_usage};
+use super::pipeline::{run_agent, work_dir};
 
 /// Flags of `stencil bench cardinality`.
 #[derive(clap::Args, Debug)]
@@ -260,15 +258,7 @@ fn generate(path: &Path, level: Level, lines: usize, seed: u64) -> Result<u64, S
 /// Runs the cardinality benchmark.
 pub fn run(args: &CardinalityArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating the stencil binary: {e}"))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("stencil-bench-cardinality")
-        .tempdir()
-        .map_err(|e| format!("temporary folder: {e}"))?;
-    let dir = args
-        .keep
-        .clone()
-        .unwrap_or_else(|| scratch.path().to_path_buf());
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (_scratch, dir) = work_dir("stencil-bench-cardinality", args.keep.as_deref())?;
     if !args.json {
         println!(
             "{:<8} {:>7} {:>9} {:>10} {:>14} {:>13} {:>11} {:>9} {:>10} {:>6}",
@@ -292,56 +282,21 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
         for &budget in &args.budgets_mib {
             let run_dir = dir.join(format!("{level}-{budget}"));
             std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-            let (mut intake, addr) =
-                start_intake(&exe, &run_dir.join("out"), &run_dir.join("intake.log"))?;
-            let summary_path = run_dir.join("summary.json");
-            let started = Instant::now();
-            let mut agent = Command::new(&exe)
-                .args(["ship", "--once", "--streams", "1", "--log-level", "warn"])
-                .args(["--api-key", "bench", "--state-budget-mib"])
-                .arg(budget.to_string())
-                .arg("--endpoint")
-                .arg(format!("http://{addr}"))
-                .arg("--summary-json")
-                .arg(&summary_path)
-                .arg(&input)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(
-                    std::fs::File::create(run_dir.join("ship.log"))
-                        .map(Stdio::from)
-                        .unwrap_or_else(|_| Stdio::null()),
-                )
-                .spawn()
-                .map_err(|e| format!("starting the agent: {e}"))?;
-            let usage = wait_with_usage(&mut agent)?;
-            let wall = started.elapsed().as_secs_f64();
-            // SAFETY: plain syscall on our own child's pid.
-            unsafe {
-                libc::kill(intake.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let _ = wait_with_usage(&mut intake)?;
-            if !usage.success {
-                return Err(format!(
-                    "the agent failed; see {}",
-                    run_dir.join("ship.log").display()
-                ));
-            }
-            let summary: serde_json::Value = std::fs::read(&summary_path)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or("the agent wrote no summary")?;
-            let rebuilt =
-                std::fs::read(rebuilt_path(&run_dir.join("out"), &input)?).unwrap_or_default();
-            let original =
-                std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
-            if rebuilt != original {
+            let ship_args = [
+                "--streams".to_string(),
+                "1".to_string(),
+                "--state-budget-mib".to_string(),
+                budget.to_string(),
+            ];
+            let run = run_agent(&exe, &run_dir, &ship_args, std::slice::from_ref(&input))?;
+            if !run.rebuilt_identical {
                 return Err(format!(
                     "{level}, {budget} MiB: the intake's copy differs from the input; rerun with --keep DIR \
                      to inspect {}",
                     run_dir.display()
                 ));
             }
+            let (usage, summary, wall) = (run.agent, run.summary, run.wall_seconds);
             let rss_mib = usage.peak_rss_bytes as f64 / (1024.0 * 1024.0);
             let overhead = rss_mib - budget as f64;
             worst_overhead = worst_overhead.max(overhead);

@@ -48,7 +48,7 @@ pub(super) struct Usage {
 }
 
 /// Waits for `child` and returns its CPU time and peak RSS (Linux `wait4`; `ru_maxrss` is in KiB).
-pub(super) fn wait_with_usage(child: &mut Child) -> Result<Usage, String> {
+fn wait_with_usage(child: &mut Child) -> Result<Usage, String> {
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     // SAFETY: `rusage` is plain old data, so all-zero is a valid value; `wait4` writes into the two
@@ -117,7 +117,7 @@ fn prepare_inputs(
 }
 
 /// Starts `stencil intake` on an ephemeral loopback port and returns it with the address it reports.
-pub(super) fn start_intake(exe: &Path, out: &Path, log: &Path) -> Result<(Child, String), String> {
+fn start_intake(exe: &Path, out: &Path, log: &Path) -> Result<(Child, String), String> {
     let mut child = Command::new(exe)
         .args([
             "intake",
@@ -162,86 +162,127 @@ pub(super) fn start_intake(exe: &Path, out: &Path, log: &Path) -> Result<(Child,
 }
 
 /// Where the intake's file sink puts the rebuilt copy of `source` under `out`.
-pub(super) fn rebuilt_path(out: &Path, source: &Path) -> Result<PathBuf, String> {
+fn rebuilt_path(out: &Path, source: &Path) -> Result<PathBuf, String> {
     let abs = std::fs::canonicalize(source).map_err(|e| format!("{}: {e}", source.display()))?;
     Ok(out.join(abs.strip_prefix("/").unwrap_or(&abs)))
 }
 
-/// Runs the pipeline benchmark.
-pub fn run(args: &PipelineArgs) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("locating the stencil binary: {e}"))?;
+/// The working folder of a process benchmark: `keep` if given (created), else a temporary folder that
+/// lives as long as the returned guard.
+pub(super) fn work_dir(
+    prefix: &str,
+    keep: Option<&Path>,
+) -> Result<(tempfile::TempDir, PathBuf), String> {
     let scratch = tempfile::Builder::new()
-        .prefix("stencil-bench-pipeline")
+        .prefix(prefix)
         .tempdir()
         .map_err(|e| format!("temporary folder: {e}"))?;
-    let dir = args
-        .keep
-        .clone()
-        .unwrap_or_else(|| scratch.path().to_path_buf());
+    let dir = keep.map_or_else(|| scratch.path().to_path_buf(), Path::to_path_buf);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (inputs, input_bytes) =
-        prepare_inputs(&args.files, &dir, args.min_mib.saturating_mul(1 << 20))?;
-    let out = dir.join("out");
-    let (mut intake, addr) = start_intake(&exe, &out, &dir.join("intake.log"))?;
+    Ok((scratch, dir))
+}
 
+/// One `stencil ship --once` run against a fresh `stencil intake`, both as child processes.
+pub(super) struct AgentRun {
+    pub agent: Usage,
+    pub intake: Usage,
+    /// From the agent's start to its exit.
+    pub wall_seconds: f64,
+    /// The agent's `--summary-json`.
+    pub summary: serde_json::Value,
+    /// Every rebuilt file equals its input, byte for byte.
+    pub rebuilt_identical: bool,
+}
+
+/// Starts an intake writing under `dir/out`, ships `inputs` with `stencil ship --once --endpoint …` plus
+/// `ship_args` (both processes log under `dir`), stops the intake with SIGTERM, and compares every rebuilt
+/// file with its input.
+pub(super) fn run_agent(
+    exe: &Path,
+    dir: &Path,
+    ship_args: &[String],
+    inputs: &[PathBuf],
+) -> Result<AgentRun, String> {
+    let out = dir.join("out");
+    let (mut intake, addr) = start_intake(exe, &out, &dir.join("intake.log"))?;
     let summary_path = dir.join("summary.json");
-    let mut ship = Command::new(&exe);
-    // --no-compare: the agent's own zstd-1 comparison would add CPU that a production agent does not spend.
-    ship.args([
-        "ship",
-        "--once",
-        "--no-compare",
-        "--log-level",
-        "warn",
-        "--api-key",
-        "bench",
-    ])
-    .arg("--endpoint")
-    .arg(format!("http://{addr}"))
-    .arg("--batch-lines")
-    .arg(args.batch_lines.to_string())
-    .arg("--summary-json")
-    .arg(&summary_path)
-    .args(&inputs)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(
-        std::fs::File::create(dir.join("ship.log"))
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null()),
-    );
-    if let Some(n) = args.streams {
-        ship.arg("--streams").arg(n.to_string());
-    }
+    let ship_log = dir.join("ship.log");
     let started = Instant::now();
-    let mut agent = ship
+    let mut agent = Command::new(exe)
+        .args([
+            "ship",
+            "--once",
+            "--log-level",
+            "warn",
+            "--api-key",
+            "bench",
+        ])
+        .arg("--endpoint")
+        .arg(format!("http://{addr}"))
+        .arg("--summary-json")
+        .arg(&summary_path)
+        .args(ship_args)
+        .args(inputs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(&ship_log)
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
         .spawn()
         .map_err(|e| format!("starting the agent: {e}"))?;
     let agent_usage = wait_with_usage(&mut agent)?;
-    let wall = started.elapsed().as_secs_f64();
+    let wall_seconds = started.elapsed().as_secs_f64();
     // SAFETY: plain syscall on our own child's pid.
     unsafe {
         libc::kill(intake.id() as libc::pid_t, libc::SIGTERM);
     }
     let intake_usage = wait_with_usage(&mut intake)?;
     if !agent_usage.success {
-        return Err(format!(
-            "the agent failed; see {}",
-            dir.join("ship.log").display()
-        ));
+        return Err(format!("the agent failed; see {}", ship_log.display()));
     }
     let summary: serde_json::Value = std::fs::read(&summary_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or("the agent wrote no summary")?;
-
-    // Lossless check: every rebuilt file equals its input.
-    let mut verified = true;
-    for input in &inputs {
+    let mut rebuilt_identical = true;
+    for input in inputs {
         let rebuilt = std::fs::read(rebuilt_path(&out, input)?).unwrap_or_default();
         let original = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
-        verified &= rebuilt == original;
+        rebuilt_identical &= rebuilt == original;
     }
+    Ok(AgentRun {
+        agent: agent_usage,
+        intake: intake_usage,
+        wall_seconds,
+        summary,
+        rebuilt_identical,
+    })
+}
+
+/// Runs the pipeline benchmark.
+pub fn run(args: &PipelineArgs) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating the stencil binary: {e}"))?;
+    let (_scratch, dir) = work_dir("stencil-bench-pipeline", args.keep.as_deref())?;
+    let (inputs, input_bytes) =
+        prepare_inputs(&args.files, &dir, args.min_mib.saturating_mul(1 << 20))?;
+    // --no-compare: the agent's own zstd-1 comparison would add CPU that a production agent does not spend.
+    let mut ship_args = vec![
+        "--no-compare".to_string(),
+        "--batch-lines".to_string(),
+        args.batch_lines.to_string(),
+    ];
+    if let Some(n) = args.streams {
+        ship_args.extend(["--streams".to_string(), n.to_string()]);
+    }
+    let AgentRun {
+        agent: agent_usage,
+        intake: intake_usage,
+        wall_seconds: wall,
+        summary,
+        rebuilt_identical: verified,
+    } = run_agent(&exe, &dir, &ship_args, &inputs)?;
 
     // Same run, one thread: the engine, and per-batch zstd-1 as the baseline.
     let contents: Vec<Vec<u8>> = inputs
