@@ -1,7 +1,30 @@
-//! Smoke test of `stencil bench patterns` on the shared corpus: it runs, reports every system, and every
-//! raw line round-trips. (The quality and speed targets are read from the benchmark, not asserted here.)
+//! Smoke tests of the `stencil bench` commands on small inputs: each runs, reports every field, and (where
+//! it checks it) rebuilds its input byte for byte. The quality, size and speed targets are read from the
+//! benchmarks, not asserted here.
 
+use std::ffi::OsStr;
 use std::process::Command;
+
+/// Runs `stencil ARGS`, asserts success, and parses each stdout line as one JSON object.
+fn json_rows<I, S>(args: I) -> Vec<serde_json::Value>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(args)
+        .output()
+        .expect("stencil runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
 
 #[test]
 fn bench_patterns_runs_on_the_corpus() {
@@ -13,20 +36,13 @@ fn bench_patterns_runs_on_the_corpus() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let loghub = root.join(&corpus).join("loghub-2k");
     assert!(loghub.is_dir(), "STENCIL_CORPUS has no loghub-2k folder");
-    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args(["bench", "patterns", "--json", "--loghub"])
-        .arg(&loghub)
-        .output()
-        .expect("stencil runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let rows = json_rows([
+        OsStr::new("bench"),
+        OsStr::new("patterns"),
+        OsStr::new("--json"),
+        OsStr::new("--loghub"),
+        loghub.as_os_str(),
+    ]);
     assert_eq!(rows.len(), 13, "12 systems and the average");
     for r in &rows {
         assert_eq!(r["roundtrip_ok"], true, "{r}");
@@ -49,28 +65,16 @@ fn bench_patterns_runs_on_the_corpus() {
 #[test]
 fn bench_wire_reports_every_method() {
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args([
-            "bench",
-            "wire",
-            "--json",
-            "--batch-lines",
-            "10",
-            "--batch-lines",
-            "100",
-        ])
-        .arg(&sample)
-        .output()
-        .expect("stencil runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let rows = json_rows([
+        OsStr::new("bench"),
+        OsStr::new("wire"),
+        OsStr::new("--json"),
+        OsStr::new("--batch-lines"),
+        OsStr::new("10"),
+        OsStr::new("--batch-lines"),
+        OsStr::new("100"),
+        sample.as_os_str(),
+    ]);
     assert_eq!(rows.len(), 4, "one file and the total, for two batch sizes");
     for r in &rows {
         for key in [
@@ -98,17 +102,16 @@ fn bench_wire_reports_every_method() {
 #[test]
 fn bench_pipeline_runs_two_processes_and_verifies_the_output() {
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args(["bench", "pipeline", "--json", "--min-mib", "1"])
-        .arg(&sample)
-        .output()
-        .expect("stencil runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let rows = json_rows([
+        OsStr::new("bench"),
+        OsStr::new("pipeline"),
+        OsStr::new("--json"),
+        OsStr::new("--min-mib"),
+        OsStr::new("1"),
+        sample.as_os_str(),
+    ]);
+    assert_eq!(rows.len(), 1, "one JSON object");
+    let r = &rows[0];
     assert_eq!(r["rebuilt_identical"], true);
     assert!(r["input_bytes"].as_u64().expect("bytes") >= 1 << 20);
     assert_eq!(
@@ -132,29 +135,17 @@ fn bench_pipeline_runs_two_processes_and_verifies_the_output() {
 
 #[test]
 fn bench_cardinality_reports_rss_per_budget() {
-    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args([
-            "bench",
-            "cardinality",
-            "--json",
-            "--lines",
-            "3000",
-            "--budgets-mib",
-            "1,4",
-            "--levels",
-            "extreme",
-        ])
-        .output()
-        .expect("stencil runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let rows = json_rows([
+        "bench",
+        "cardinality",
+        "--json",
+        "--lines",
+        "3000",
+        "--budgets-mib",
+        "1,4",
+        "--levels",
+        "extreme",
+    ]);
     assert_eq!(rows.len(), 2);
     for (r, budget) in rows.iter().zip([1, 4]) {
         assert_eq!(r["budget_mib"], budget);

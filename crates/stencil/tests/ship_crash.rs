@@ -36,6 +36,36 @@ fn saved_offset(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs `ship` on `input` (`size` bytes) and SIGKILLs it as soon as a checkpoint is saved partway through
+/// the file; fails if the run ends on its own first.
+fn kill_once_partly_acked(dir: &std::path::Path, input: &std::path::Path, size: u64) {
+    let mut first = ship(dir, input).spawn().expect("starts");
+    let started = Instant::now();
+    let mut killed = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Some(status) = first.try_wait().expect("wait") {
+            assert!(status.success(), "the first run failed on its own");
+            break;
+        }
+        let offset = saved_offset(dir);
+        if offset > 0 && offset < size {
+            first.kill().expect("SIGKILL");
+            killed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Reap the first run (killed above, or exited on its own, or still running at the deadline).
+    if !killed && first.try_wait().ok().flatten().is_none() {
+        let _ = first.kill();
+    }
+    first.wait().expect("reaped");
+    assert!(
+        killed,
+        "the run finished before it could be killed; make the input bigger"
+    );
+}
+
 #[test]
 fn kill_9_then_rerun_loses_no_line() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -55,31 +85,7 @@ fn kill_9_then_rerun_loses_no_line() {
     std::fs::write(&input, lines.join("\n") + "\n").expect("write input");
     let size = std::fs::metadata(&input).expect("stat").len();
 
-    let mut first = ship(dir.path(), &input).spawn().expect("starts");
-    let started = Instant::now();
-    let mut killed = false;
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Some(status) = first.try_wait().expect("wait") {
-            assert!(status.success(), "the first run failed on its own");
-            break;
-        }
-        let offset = saved_offset(dir.path());
-        if offset > 0 && offset < size {
-            first.kill().expect("SIGKILL");
-            killed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Reap the first run (killed above, or exited on its own, or still running at the deadline).
-    if !killed && first.try_wait().ok().flatten().is_none() {
-        let _ = first.kill();
-    }
-    first.wait().expect("reaped");
-    assert!(
-        killed,
-        "the run finished before it could be killed; make the input bigger"
-    );
+    kill_once_partly_acked(dir.path(), &input, size);
     let acked_before = saved_offset(dir.path());
 
     let status = ship(dir.path(), &input).status().expect("reruns");
@@ -138,26 +144,7 @@ fn file_rotated_while_down_is_finished_before_the_new_one() {
     std::fs::write(&input, old.join("\n") + "\n").expect("write input");
     let size = std::fs::metadata(&input).expect("stat").len();
 
-    let mut first = ship(dir.path(), &input).spawn().expect("starts");
-    let started = Instant::now();
-    let mut killed = false;
-    while started.elapsed() < Duration::from_secs(60) {
-        if first.try_wait().expect("wait").is_some() {
-            break;
-        }
-        let offset = saved_offset(dir.path());
-        if offset > 0 && offset < size {
-            first.kill().expect("SIGKILL");
-            killed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if !killed && first.try_wait().ok().flatten().is_none() {
-        let _ = first.kill();
-    }
-    first.wait().expect("reaped");
-    assert!(killed, "the run finished before it could be killed");
+    kill_once_partly_acked(dir.path(), &input, size);
 
     // Rotate while the agent is down.
     let rotated = dir.path().join("app.log.1");
