@@ -3,12 +3,14 @@
 //! A log's source is its `filename:` tag; `/var/log/app.log` is written to `<root>/var/log/app.log`. A
 //! path that is relative, empty or climbs with `..` cannot be mapped safely and goes to
 //! `<root>/_unfiled.log`, as do logs without the tag. Each line gets its original bytes (see
-//! [`super::original_bytes`]) and terminator (see [`super::line_terminator`]) back. Every batch is flushed to the OS before it is acked, and synced to disk
-//! too when `fsync` is on.
+//! [`super::original_bytes`]) and terminator (see [`super::line_terminator`]) back. A batch's lines for
+//! one file are gathered first and appended with one write, so a file only ever grows by whole lines:
+//! an intake killed mid-batch leaves no torn line for the replayed batch to be glued to. Every batch is
+//! handed to the OS before it is acked, and synced to disk too when `fsync` is on.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
@@ -31,7 +33,7 @@ pub struct FilesSink {
 
 #[derive(Default)]
 struct OpenFiles {
-    files: HashMap<PathBuf, BufWriter<File>>,
+    files: HashMap<PathBuf, File>,
     order: Vec<PathBuf>,
 }
 
@@ -72,20 +74,17 @@ fn safe_relative(p: &Path) -> Option<PathBuf> {
 }
 
 impl OpenFiles {
-    fn get(&mut self, path: &Path) -> std::io::Result<&mut BufWriter<File>> {
+    fn get(&mut self, path: &Path) -> std::io::Result<&mut File> {
         if !self.files.contains_key(path) {
             if self.files.len() >= MAX_OPEN_FILES {
                 let oldest = self.order.remove(0);
-                if let Some(mut f) = self.files.remove(&oldest) {
-                    f.flush()?;
-                }
+                self.files.remove(&oldest);
             }
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             let file = OpenOptions::new().create(true).append(true).open(path)?;
-            self.files
-                .insert(path.to_owned(), BufWriter::with_capacity(64 << 10, file));
+            self.files.insert(path.to_owned(), file);
             self.order.push(path.to_owned());
         }
         self.files
@@ -100,26 +99,28 @@ impl Sink for FilesSink {
             .open
             .lock()
             .map_err(|_| SinkError::io("files sink", std::io::Error::other("lock poisoned")))?;
-        let mut touched: Vec<PathBuf> = Vec::new();
+        // Each file's bytes for this batch, in order of first appearance (a batch rarely spans many).
+        let mut pending: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for record in logs {
             let path = self.path_for(record.tag(FILENAME_TAG));
+            let k = match pending.iter().rposition(|(p, _)| *p == path) {
+                Some(k) => k,
+                None => {
+                    pending.push((path, Vec::new()));
+                    pending.len() - 1
+                }
+            };
+            let bytes = &mut pending[k].1;
+            bytes.extend_from_slice(&original_bytes(record));
+            bytes.extend_from_slice(line_terminator(record));
+        }
+        for (path, bytes) in pending {
             let context = || format!("writing {}", path.display());
             let file = open.get(&path).map_err(|e| SinkError::io(context(), e))?;
-            file.write_all(&original_bytes(record))
-                .and_then(|()| file.write_all(line_terminator(record)))
+            file.write_all(&bytes)
                 .map_err(|e| SinkError::io(context(), e))?;
-            if touched.last() != Some(&path) && !touched.contains(&path) {
-                touched.push(path);
-            }
-        }
-        for path in touched {
-            let context = || format!("flushing {}", path.display());
-            let file = open.get(&path).map_err(|e| SinkError::io(context(), e))?;
-            file.flush().map_err(|e| SinkError::io(context(), e))?;
             if self.fsync {
-                file.get_ref()
-                    .sync_data()
-                    .map_err(|e| SinkError::io(context(), e))?;
+                file.sync_data().map_err(|e| SinkError::io(context(), e))?;
             }
         }
         Ok(())
