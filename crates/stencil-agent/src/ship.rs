@@ -187,6 +187,27 @@ impl LineEncoder {
         }
     }
 
+    /// Encodes every line of `reader` (whose first byte is at `start` in its source) under `source`, tagged
+    /// `filename_tag`; `name` names the input in errors.
+    fn read_all(
+        &mut self,
+        reader: impl std::io::Read,
+        start: u64,
+        source: &Arc<str>,
+        filename_tag: Option<&str>,
+        name: &str,
+    ) -> Result<(), String> {
+        let mut failed = None;
+        let split = for_each_line(reader, start, MAX_LINE, |line, eol, offset| {
+            if failed.is_none() {
+                failed = self.line(line, eol, offset, source, filename_tag).err();
+            }
+        })
+        .map_err(|e| format!("reading {name}: {e}"))?;
+        self.stats.split += split;
+        failed.map_or(Ok(()), Err)
+    }
+
     fn send(&self, payloads: Vec<Payload>) -> Result<(), String> {
         for p in payloads {
             self.tx
@@ -314,19 +335,13 @@ fn produce(
             .as_ref()
             .or(file.as_ref())
             .map(|f| format!("filename:{f}"));
-        let mut failed = None;
-        let split = for_each_line(reader, start, MAX_LINE, |line, eol, offset| {
-            if failed.is_none() {
-                failed = enc
-                    .line(line, eol, offset, &source, filename_tag.as_deref())
-                    .err();
-            }
-        })
-        .map_err(|e| format!("reading {}: {e}", file.as_deref().unwrap_or("stdin")))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        enc.stats.split += split;
+        enc.read_all(
+            reader,
+            start,
+            &source,
+            filename_tag.as_deref(),
+            file.as_deref().unwrap_or("stdin"),
+        )?;
     }
     enc.finish()
 }
@@ -644,17 +659,13 @@ fn read_leftover(enc: &mut LineEncoder, l: &Leftover, tag_as: &str) -> Result<()
         .map_err(|e| format!("{}: {e}", l.path.display()))?;
     let source: Arc<str> = Arc::from(l.source.as_str());
     let filename_tag = format!("filename:{tag_as}");
-    let mut failed = None;
-    let split = for_each_line(f, l.offset, MAX_LINE, |line, eol, offset| {
-        if failed.is_none() {
-            failed = enc
-                .line(line, eol, offset, &source, Some(&filename_tag))
-                .err();
-        }
-    })
-    .map_err(|e| format!("reading {}: {e}", l.path.display()))?;
-    enc.stats.split += split;
-    failed.map_or(Ok(()), Err)
+    enc.read_all(
+        f,
+        l.offset,
+        &source,
+        Some(&filename_tag),
+        &l.path.to_string_lossy(),
+    )
 }
 
 /// Pipeline `index` of `n`: follows the matching files whose path hashes to it (and the TCP inputs, for

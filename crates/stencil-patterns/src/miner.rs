@@ -60,23 +60,6 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The template (static text, slots omitted) and `pos_list` in code points.
-    pub fn template(&self) -> (String, Vec<u32>) {
-        let mut template = String::with_capacity(self.text.len());
-        let mut pos = Vec::with_capacity(self.slots);
-        let mut cp = 0u32;
-        for t in &self.toks {
-            if t.slot {
-                pos.push(cp);
-            } else {
-                let s = &self.text[t.start as usize..t.end as usize];
-                cp += s.chars().count() as u32;
-                template.push_str(s);
-            }
-        }
-        (template, pos)
-    }
-
     /// The wire's holes as token ranges `[start, end)`. Without `merge`, one range per slot. With it,
     /// slots of volatile classes (numbers, dates, ids that are never dictionary hits) separated only by
     /// short glue (at most 2 bytes of static punctuation or whitespace) share one hole, whose value is
@@ -147,15 +130,6 @@ impl Cluster {
             i += 1;
         }
         (template, pos)
-    }
-
-    /// Token positions that are slots, in order.
-    pub fn slot_positions(&self) -> impl Iterator<Item = usize> + '_ {
-        self.toks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.slot)
-            .map(|(i, _)| i)
     }
 
     /// Number of slots.
