@@ -185,13 +185,9 @@ fn rotated_while_down_the_rest_is_read_before_the_new_file() {
 
     let rebuilt = std::fs::read_to_string(&rebuilt_path).expect("rebuilt");
     let expected: Vec<&String> = old.iter().chain(new.iter()).collect();
-    let mut next = 0;
-    for line in rebuilt.lines() {
-        if next < expected.len() && line == expected[next] {
-            next += 1;
-        } else {
-            assert!(old.iter().any(|l| l == line), "unexpected line {line:?}");
-        }
+    let (next, extras) = common::in_order(rebuilt.lines(), &expected);
+    for (_, line) in extras {
+        assert!(old.iter().any(|l| l == line), "unexpected line {line:?}");
     }
     assert_eq!(
         next,

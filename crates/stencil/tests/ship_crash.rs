@@ -1,6 +1,8 @@
 //! Crash safety: `stencil ship --once --data-dir` is killed with SIGKILL mid-run, then run again. No line
 //! is lost, and the only duplicates are lines that were written but not yet acked when the process died.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -103,21 +105,15 @@ fn kill_9_then_rerun_loses_no_line() {
             .join(abs.strip_prefix("/").expect("absolute")),
     )
     .expect("rebuilt");
-    let got: Vec<&str> = rebuilt.lines().collect();
     // First occurrences cover every line in order; every extra line repeats an earlier one.
-    let mut next = 0;
-    let mut duplicates = 0;
-    for line in &got {
-        if next < lines.len() && *line == lines[next] {
-            next += 1;
-        } else {
-            duplicates += 1;
-            assert!(
-                lines[..next].iter().any(|l| l == line),
-                "unexpected line {line:?}"
-            );
-        }
+    let (next, extras) = common::in_order(rebuilt.lines(), &lines);
+    for &(seen, line) in &extras {
+        assert!(
+            lines[..seen].iter().any(|l| l == line),
+            "unexpected line {line:?}"
+        );
     }
+    let duplicates = extras.len();
     assert_eq!(next, lines.len(), "no line lost");
     // Only lines after the last saved checkpoint can repeat.
     let replayable = lines.iter().scan(0u64, |off, l| {
@@ -165,16 +161,12 @@ fn file_rotated_while_down_is_finished_before_the_new_one() {
     )
     .expect("rebuilt");
     let expected: Vec<&String> = old.iter().chain(new.iter()).collect();
-    let mut next = 0;
-    for line in rebuilt.lines() {
-        if next < expected.len() && line == expected[next] {
-            next += 1;
-        } else {
-            assert!(
-                old.iter().any(|l| l == line),
-                "only old lines may repeat: {line:?}"
-            );
-        }
+    let (next, extras) = common::in_order(rebuilt.lines(), &expected);
+    for (_, line) in extras {
+        assert!(
+            old.iter().any(|l| l == line),
+            "only old lines may repeat: {line:?}"
+        );
     }
     assert_eq!(
         next,

@@ -25,3 +25,22 @@ pub fn wait_for(mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Walks the rebuilt `got` lines against `expected`: a line equal to the next expected one advances;
+/// any other line is an extra, returned with how many expected lines had been seen before it. Returns
+/// how many expected lines were found in order, and the extras.
+pub fn in_order<'a, S: AsRef<str>>(
+    got: impl IntoIterator<Item = &'a str>,
+    expected: &[S],
+) -> (usize, Vec<(usize, &'a str)>) {
+    let mut next = 0;
+    let mut extras = Vec::new();
+    for line in got {
+        if next < expected.len() && line == expected[next].as_ref() {
+            next += 1;
+        } else {
+            extras.push((next, line));
+        }
+    }
+    (next, extras)
+}
