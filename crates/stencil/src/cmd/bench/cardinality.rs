@@ -282,6 +282,8 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
         for &budget in &args.budgets_mib {
             let run_dir = dir.join(format!("{level}-{budget}"));
             std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+            // A repeated budget (or a --keep folder from an earlier run) must not append to old output.
+            let _ = std::fs::remove_dir_all(run_dir.join("out"));
             let ship_args = [
                 "--streams".to_string(),
                 "1".to_string(),

@@ -73,43 +73,50 @@ fn prepare_inputs(
     dir: &Path,
     min_bytes: u64,
 ) -> Result<(Vec<PathBuf>, u64), String> {
-    let inputs: Vec<Vec<u8>> = files
-        .iter()
-        .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
-        .collect::<Result<_, _>>()?;
-    let once: u64 = inputs.iter().map(|b| b.len() as u64 + 1).sum();
+    // Streamed, never held whole: this process's peak RSS would show up in the agent's (see `same_bytes`).
+    let fail = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let mut sizes = Vec::with_capacity(files.len());
+    for p in files {
+        let len = std::fs::metadata(p).map_err(|e| fail(p, e))?.len();
+        // Does the file end with a newline? (A copy without one gets it, so that copies do not merge.)
+        let ends_with_newline = len > 0 && {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(p).map_err(|e| fail(p, e))?;
+            let mut last = [0u8];
+            f.seek(SeekFrom::End(-1))
+                .and_then(|_| f.read_exact(&mut last))
+                .map_err(|e| fail(p, e))?;
+            last[0] == b'\n'
+        };
+        sizes.push((len, ends_with_newline));
+    }
+    let once: u64 = sizes.iter().map(|(len, _)| len + 1).sum();
     if once <= files.len() as u64 {
         return Err("the input files are empty".into());
     }
     let copies = min_bytes.div_ceil(once).max(1);
     let folder = dir.join("in");
-    std::fs::create_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    std::fs::create_dir_all(&folder).map_err(|e| fail(&folder, e))?;
     let mut paths = Vec::new();
     let mut total = 0u64;
-    for (i, (bytes, path)) in inputs.iter().zip(files).enumerate() {
+    for (i, (&(_, ends_with_newline), path)) in sizes.iter().zip(files).enumerate() {
         let name = path.file_name().map_or_else(
             || format!("input-{i}"),
             |n| n.to_string_lossy().into_owned(),
         );
         let target = folder.join(format!("{i:02}-{name}"));
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?,
-        );
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(&target).map_err(|e| fail(&target, e))?);
         for _ in 0..copies {
-            out.write_all(bytes)
-                .and_then(|()| {
-                    if bytes.ends_with(b"\n") {
-                        Ok(())
-                    } else {
-                        out.write_all(b"\n")
-                    }
-                })
-                .map_err(|e| format!("{}: {e}", target.display()))?;
+            let mut src = std::fs::File::open(path).map_err(|e| fail(path, e))?;
+            std::io::copy(&mut src, &mut out).map_err(|e| fail(&target, e))?;
+            if !ends_with_newline {
+                out.write_all(b"\n").map_err(|e| fail(&target, e))?;
+            }
         }
-        out.flush()
-            .map_err(|e| format!("{}: {e}", target.display()))?;
+        out.flush().map_err(|e| fail(&target, e))?;
         total += std::fs::metadata(&target)
-            .map_err(|e| format!("{}: {e}", target.display()))?
+            .map_err(|e| fail(&target, e))?
             .len();
         paths.push(target);
     }
@@ -165,6 +172,35 @@ fn start_intake(exe: &Path, out: &Path, log: &Path) -> Result<(Child, String), S
 fn rebuilt_path(out: &Path, source: &Path) -> Result<PathBuf, String> {
     let abs = std::fs::canonicalize(source).map_err(|e| format!("{}: {e}", source.display()))?;
     Ok(out.join(abs.strip_prefix("/").unwrap_or(&abs)))
+}
+
+/// Whether two files hold the same bytes (a missing `rebuilt` differs). Compared in small chunks, never
+/// whole: a child started later reports the larger of its own peak RSS and this process's (Linux carries
+/// the spawning process's high-water mark into the child at `exec`), so this process must stay small.
+fn same_bytes(rebuilt: &Path, original: &Path) -> Result<bool, String> {
+    use std::io::BufRead;
+    let Ok(a) = std::fs::File::open(rebuilt) else {
+        return Ok(false);
+    };
+    let b = std::fs::File::open(original).map_err(|e| format!("{}: {e}", original.display()))?;
+    let (mut a, mut b) = (
+        std::io::BufReader::with_capacity(1 << 20, a),
+        std::io::BufReader::with_capacity(1 << 20, b),
+    );
+    let fail = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    loop {
+        let x = a.fill_buf().map_err(|e| fail(rebuilt, e))?;
+        let y = b.fill_buf().map_err(|e| fail(original, e))?;
+        if x.is_empty() || y.is_empty() {
+            return Ok(x.is_empty() && y.is_empty());
+        }
+        let n = x.len().min(y.len());
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        a.consume(n);
+        b.consume(n);
+    }
 }
 
 /// The working folder of a process benchmark: `keep` if given (created), else a temporary folder that
@@ -248,9 +284,7 @@ pub(super) fn run_agent(
         .ok_or("the agent wrote no summary")?;
     let mut rebuilt_identical = true;
     for input in inputs {
-        let rebuilt = std::fs::read(rebuilt_path(&out, input)?).unwrap_or_default();
-        let original = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
-        rebuilt_identical &= rebuilt == original;
+        rebuilt_identical &= same_bytes(&rebuilt_path(&out, input)?, input)?;
     }
     Ok(AgentRun {
         agent: agent_usage,
