@@ -4,9 +4,10 @@
 //! path that is relative, empty or climbs with `..` cannot be mapped safely and goes to
 //! `<root>/_unfiled.log`, as do logs without the tag. Each line gets its original bytes (see
 //! [`super::original_bytes`]) and terminator (see [`super::line_terminator`]) back. A batch's lines for
-//! one file are gathered first and appended with one write, so a file only ever grows by whole lines:
-//! an intake killed mid-batch leaves no torn line for the replayed batch to be glued to. Every batch is
-//! handed to the OS before it is acked, and synced to disk too when `fsync` is on.
+//! one file are gathered first and appended with one write, under an [`AppendJournal`] kept in
+//! `<root>/.stencil-journal`: a process killed mid-batch leaves part of the batch behind, and the next
+//! sink opened on the same root cuts it away, so the replayed batch is not glued to a torn line. Every
+//! batch is handed to the OS before it is acked, and synced to disk too when `fsync` is on.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -16,6 +17,7 @@ use std::sync::Mutex;
 
 use stencil_codec::LogRecord;
 
+use super::journal::{AppendJournal, Repair};
 use super::{line_terminator, original_bytes, Sink, SinkError, StreamInfo, FILENAME_TAG};
 
 /// Open files kept at once; past it the least recently opened one is flushed and closed.
@@ -24,6 +26,9 @@ const MAX_OPEN_FILES: usize = 256;
 /// Name of the file that collects logs without a usable `filename:` tag.
 pub const UNFILED: &str = "_unfiled.log";
 
+/// Name of the append journal in the root folder.
+pub const JOURNAL: &str = ".stencil-journal";
+
 /// Appends each source's lines to its own file under a root folder.
 pub struct FilesSink {
     root: PathBuf,
@@ -31,21 +36,30 @@ pub struct FilesSink {
     open: Mutex<OpenFiles>,
 }
 
-#[derive(Default)]
 struct OpenFiles {
     files: HashMap<PathBuf, File>,
     order: Vec<PathBuf>,
+    journal: AppendJournal,
 }
 
 impl FilesSink {
-    /// A sink writing under `root` (created if missing).
+    /// A sink writing under `root` (created if missing). What a batch interrupted by a crash left in
+    /// its files is cut away first (and logged).
     pub fn new(root: &Path, fsync: bool) -> Result<Self, SinkError> {
         std::fs::create_dir_all(root)
             .map_err(|e| SinkError::io(format!("creating {}", root.display()), e))?;
+        let journal_path = root.join(JOURNAL);
+        let (journal, repairs) = AppendJournal::open(&journal_path, fsync)
+            .map_err(|e| SinkError::io(format!("recovering {}", journal_path.display()), e))?;
+        log_repairs(&repairs, "an interrupted batch");
         Ok(FilesSink {
             root: root.to_owned(),
             fsync,
-            open: Mutex::new(OpenFiles::default()),
+            open: Mutex::new(OpenFiles {
+                files: HashMap::new(),
+                order: Vec::new(),
+                journal,
+            }),
         })
     }
 
@@ -54,6 +68,18 @@ impl FilesSink {
         filename
             .and_then(|f| safe_relative(Path::new(f)))
             .map_or_else(|| self.root.join(UNFILED), |rel| self.root.join(rel))
+    }
+}
+
+fn log_repairs(repairs: &[Repair], what: &str) {
+    for r in repairs {
+        tracing::warn!(
+            file = %r.path.display(),
+            removed_bytes = r.removed,
+            length = r.len,
+            "cut away the part of {what} that reached the file; its batch was not acked and is sent again"
+        );
+        metrics::counter!("stencil_intake_sink_bytes_rolled_back_total").increment(r.removed);
     }
 }
 
@@ -114,22 +140,125 @@ impl Sink for FilesSink {
             bytes.extend_from_slice(&original_bytes(record));
             bytes.extend_from_slice(line_terminator(record));
         }
-        for (path, bytes) in pending {
+        let mut lengths = Vec::with_capacity(pending.len());
+        for (path, _) in &pending {
+            let context = || format!("opening {}", path.display());
+            let file = open.get(path).map_err(|e| SinkError::io(context(), e))?;
+            let len = file.metadata().map_err(|e| SinkError::io(context(), e))?;
+            lengths.push((path.as_path(), len.len()));
+        }
+        open.journal.begin(lengths).map_err(|e| {
+            SinkError::io(format!("writing {}", self.root.join(JOURNAL).display()), e)
+        })?;
+        let written = pending.iter().try_for_each(|(path, bytes)| {
             let context = || format!("writing {}", path.display());
-            let file = open.get(&path).map_err(|e| SinkError::io(context(), e))?;
-            file.write_all(&bytes)
+            let file = open.get(path).map_err(|e| SinkError::io(context(), e))?;
+            file.write_all(bytes)
                 .map_err(|e| SinkError::io(context(), e))?;
             if self.fsync {
                 file.sync_data().map_err(|e| SinkError::io(context(), e))?;
             }
+            Ok(())
+        });
+        let journal =
+            |e| SinkError::io(format!("writing {}", self.root.join(JOURNAL).display()), e);
+        match written {
+            Ok(()) => open.journal.commit().map_err(journal),
+            Err(e) => {
+                // Nothing of a failed batch stays: its replay starts from the same lengths.
+                match open.journal.rollback() {
+                    Ok(repairs) => log_repairs(&repairs, "a failed batch"),
+                    Err(r) => {
+                        tracing::warn!(error = %journal(r), "could not roll back a failed batch; the next batch retries")
+                    }
+                }
+                Err(e)
+            }
         }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(file: &Path, message: &str, eol: Option<&str>) -> LogRecord {
+        let mut tags = format!("filename:{}", file.display());
+        if let Some(eol) = eol {
+            tags.push_str(&format!(",stencil_eol:{eol}"));
+        }
+        LogRecord {
+            timestamp: 0,
+            status: None,
+            service: None,
+            tags: Some(tags.into()),
+            message: message.into(),
+            json: None,
+            uuid: None,
+        }
+    }
+
+    /// What a sink killed in the middle of a batch leaves behind (the journal record, then part of the
+    /// batch in each file) is cut away by the next sink on the same root; whole batches stay, including
+    /// one whose last line legitimately has no newline.
+    #[test]
+    fn a_batch_cut_short_by_a_crash_is_removed_on_reopen() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let stream = StreamInfo {
+            id: 1,
+            generation: stencil_codec::Generation::V3,
+            peer: None,
+        };
+        let (a, b) = (Path::new("/logs/a.log"), Path::new("/logs/b.log"));
+        let sink = FilesSink::new(root.path(), false).expect("sink");
+        sink.write_batch(
+            &stream,
+            &[
+                record(a, "a1", None),
+                record(b, "b1 no newline", Some("none")),
+            ],
+        )
+        .expect("batch");
+        let (fa, fb) = (
+            sink.path_for(Some("/logs/a.log")),
+            sink.path_for(Some("/logs/b.log")),
+        );
+        drop(sink);
+        let before = [
+            std::fs::read(&fa).expect("a"),
+            std::fs::read(&fb).expect("b"),
+        ];
+        assert_eq!(before, [b"a1\n".to_vec(), b"b1 no newline".to_vec()]);
+
+        // The crash: the record of the next batch is written, then only part of its appends.
+        let (mut journal, repairs) =
+            AppendJournal::open(&root.path().join(JOURNAL), false).expect("journal");
+        assert!(repairs.is_empty());
+        journal
+            .begin([(fa.as_path(), 3), (fb.as_path(), 13)])
+            .expect("begin");
+        for (p, torn) in [(&fa, "a2\na3 ha"), (&fb, "\nb2")] {
+            OpenOptions::new()
+                .append(true)
+                .open(p)
+                .and_then(|mut f| f.write_all(torn.as_bytes()))
+                .expect("torn append");
+        }
+        drop(journal);
+
+        let sink = FilesSink::new(root.path(), false).expect("reopened");
+        assert_eq!(
+            [
+                std::fs::read(&fa).expect("a"),
+                std::fs::read(&fb).expect("b")
+            ],
+            before
+        );
+        // The replay lands on whole lines.
+        sink.write_batch(&stream, &[record(a, "a2", None), record(a, "a3", None)])
+            .expect("replay");
+        assert_eq!(std::fs::read(&fa).expect("a"), b"a1\na2\na3\n");
+    }
 
     #[test]
     fn paths_map_under_the_root_or_to_unfiled() {

@@ -4,6 +4,9 @@
 //! 0000–9999), `timestamp_ms` (always, the exact integer), `status`, `service`, `hostname` (from the
 //! `hostname:` tag), `tags` (an array), `message` (the text, or the whole JSON document for JSON logs) and
 //! `uuid` when present.
+//!
+//! Every object ends with a newline, so a file that does not was torn by a crash in the middle of a
+//! batch that was never acked: opening it cuts the torn object away before the replay is appended.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -39,11 +42,14 @@ impl JsonLinesSink {
             std::fs::create_dir_all(parent)
                 .map_err(|e| SinkError::io(format!("creating {}", parent.display()), e))?;
         }
+        let context = || format!("opening {}", path.display());
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
-            .map_err(|e| SinkError::io(format!("opening {}", path.display()), e))?;
+            .map_err(|e| SinkError::io(context(), e))?;
+        cut_torn_tail(&file).map_err(|e| SinkError::io(context(), e))?;
         Ok(JsonLinesSink {
             target: Mutex::new(Target::File {
                 file: BufWriter::new(file),
@@ -59,6 +65,34 @@ impl JsonLinesSink {
             target: Mutex::new(Target::Stdout),
         }
     }
+}
+
+/// Cuts whatever follows the last newline of `file`: the torn end of an object whose batch was not
+/// acked. Returns the bytes removed.
+fn cut_torn_tail(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+        tracing::warn!(
+            removed_bytes = len - end,
+            "cut away a torn JSON line left by a crash; its batch was not acked and is sent again"
+        );
+        metrics::counter!("stencil_intake_sink_bytes_rolled_back_total").increment(len - end);
+    }
+    Ok(len - end)
 }
 
 /// Formats milliseconds since the epoch as RFC 3339 with milliseconds, or `None` when out of range.
@@ -143,6 +177,22 @@ impl Sink for JsonLinesSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_object_is_cut_away_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out.jsonl");
+        let whole = "{\"a\":1}\n".repeat(1000);
+        for torn in ["", "{\"a\"", &"x".repeat(10_000)] {
+            std::fs::write(&path, format!("{whole}{torn}")).expect("write");
+            JsonLinesSink::to_file(&path, false).expect("open");
+            assert_eq!(std::fs::read_to_string(&path).expect("read"), whole);
+        }
+        // A file with no newline at all is one torn object.
+        std::fs::write(&path, "{\"a\"").expect("write");
+        JsonLinesSink::to_file(&path, false).expect("open");
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 0);
+    }
 
     #[test]
     fn rfc3339_with_milliseconds() {

@@ -6,6 +6,7 @@
 //! replays the batch on a new stream. Sinks are synchronous and run on tokio's blocking pool.
 
 mod files;
+mod journal;
 mod jsonl;
 mod memory;
 

@@ -1,0 +1,227 @@
+//! Append journal: a batch's appends to several files are all or nothing across a crash.
+//!
+//! A process killed in the middle of `write(2)` can leave part of a batch in a file (Linux stops a large
+//! write between pages when SIGKILL arrives). That batch was never acked, so the agent sends it again, and
+//! the replay would be glued to the torn tail. So before a batch is appended, the journal records each
+//! file's length; once every append has returned, the record is cleared. A record found on open means the
+//! last batch did not finish: each file it names is cut back to its recorded length. This loses nothing,
+//! because a batch is only acked after its record is cleared.
+//!
+//! The record is written into an empty journal file, and its end marker is written last: a record without
+//! its end marker was torn while being written, before any append began, and is ignored. With `fsync`, the
+//! record is synced before the appends and the clearing is synced before the ack, so the rule also holds
+//! across a power loss.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// First bytes of a record.
+const MAGIC: &[u8; 8] = b"STNCLJ1\n";
+/// Last bytes of a complete record.
+const END: &[u8; 8] = b"\nSTNCEND";
+
+/// A file cut back to its length before an unfinished batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repair {
+    /// The file.
+    pub path: PathBuf,
+    /// Its length before the unfinished batch, which it now has again.
+    pub len: u64,
+    /// Bytes of the unfinished batch that were removed.
+    pub removed: u64,
+}
+
+/// The journal of one sink: one small file next to what the sink writes.
+pub struct AppendJournal {
+    file: File,
+    fsync: bool,
+    /// The record of the batch in progress, between `begin` and `commit`.
+    pending: Option<Vec<(PathBuf, u64)>>,
+}
+
+impl AppendJournal {
+    /// Opens (or creates) the journal at `path` and repairs what an unfinished batch left behind.
+    pub fn open(path: &Path, fsync: bool) -> std::io::Result<(Self, Vec<Repair>)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut journal = AppendJournal {
+            file,
+            fsync,
+            pending: parse(&bytes),
+        };
+        let repairs = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            journal.rollback()?
+        };
+        Ok((journal, repairs))
+    }
+
+    /// Cuts every file of the batch in progress back to its recorded length and clears the record: for
+    /// a batch whose appends failed, or one a crash interrupted.
+    pub fn rollback(&mut self) -> std::io::Result<Vec<Repair>> {
+        let mut repairs = Vec::new();
+        for (path, len) in self.pending.clone().unwrap_or_default() {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.len() > len {
+                OpenOptions::new().write(true).open(&path)?.set_len(len)?;
+                repairs.push(Repair {
+                    removed: meta.len() - len,
+                    path,
+                    len,
+                });
+            }
+        }
+        self.commit()?;
+        Ok(repairs)
+    }
+
+    /// Records the length of every file a batch is about to append to. Call before the first append.
+    /// A batch begun and never committed or rolled back is rolled back first.
+    pub fn begin<'a>(
+        &mut self,
+        files: impl IntoIterator<Item = (&'a Path, u64)>,
+    ) -> std::io::Result<()> {
+        if self.pending.is_some() {
+            self.rollback()?;
+        }
+        let files: Vec<(PathBuf, u64)> = files
+            .into_iter()
+            .map(|(p, len)| (p.to_owned(), len))
+            .collect();
+        let mut record = MAGIC.to_vec();
+        for (path, len) in &files {
+            let name = path.as_os_str().as_bytes();
+            record.extend_from_slice(&len.to_le_bytes());
+            record.extend_from_slice(&(name.len() as u64).to_le_bytes());
+            record.extend_from_slice(name);
+        }
+        record.extend_from_slice(END);
+        self.pending = Some(files);
+        // The file is empty here (opened empty or cleared by the last commit), so the write lands at 0.
+        self.file.write_all(&record)?;
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Clears the record: every append of the batch has returned. Call before the batch is acked.
+    pub fn commit(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        // `set_len` does not move the cursor; the next record must start at 0 again.
+        std::io::Seek::rewind(&mut self.file)?;
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        self.pending = None;
+        Ok(())
+    }
+}
+
+/// The (file, length) pairs of a complete record, or `None` for an empty or torn one.
+fn parse(bytes: &[u8]) -> Option<Vec<(PathBuf, u64)>> {
+    let body = bytes.strip_prefix(MAGIC)?.strip_suffix(END)?;
+    let mut rest = body;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (len, r) = take_u64(rest)?;
+        let (name_len, r) = take_u64(r)?;
+        let name_len = usize::try_from(name_len).ok()?;
+        if r.len() < name_len {
+            return None;
+        }
+        let (name, r) = r.split_at(name_len);
+        out.push((
+            PathBuf::from(std::ffi::OsStr::from_bytes(name).to_owned()),
+            len,
+        ));
+        rest = r;
+    }
+    Some(out)
+}
+
+fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*head), rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_batch_is_cut_back_and_a_finished_one_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.log");
+        let b = dir.path().join("sub dir\nodd.log");
+        std::fs::write(&a, b"one\ntwo\n").expect("a");
+        std::fs::write(&b, b"x").expect("b");
+        let jpath = dir.path().join(".journal");
+
+        let (mut j, repairs) = AppendJournal::open(&jpath, false).expect("open");
+        assert!(repairs.is_empty());
+        // A finished batch.
+        j.begin([(a.as_path(), 8)]).expect("begin");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&a)
+            .and_then(|mut f| f.write_all(b"three\n"))
+            .expect("append");
+        j.commit().expect("commit");
+        // An unfinished one: the process "dies" after a torn append to each file.
+        j.begin([(a.as_path(), 14), (b.as_path(), 1)])
+            .expect("begin");
+        for (p, torn) in [(&a, &b"fou"[..]), (&b, &b"yy"[..])] {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(p)
+                .and_then(|mut f| f.write_all(torn))
+                .expect("append");
+        }
+        drop(j);
+
+        let (_j, repairs) = AppendJournal::open(&jpath, false).expect("reopen");
+        assert_eq!(std::fs::read(&a).expect("a"), b"one\ntwo\nthree\n");
+        assert_eq!(std::fs::read(&b).expect("b"), b"x");
+        assert_eq!(
+            repairs.iter().map(|r| r.removed).collect::<Vec<_>>(),
+            [3, 2]
+        );
+        assert_eq!(std::fs::metadata(&jpath).expect("journal").len(), 0);
+    }
+
+    #[test]
+    fn a_torn_record_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.log");
+        std::fs::write(&a, b"one\ntwo\n").expect("a");
+        let jpath = dir.path().join(".journal");
+        let (mut j, _) = AppendJournal::open(&jpath, false).expect("open");
+        j.begin([(a.as_path(), 4)]).expect("begin");
+        drop(j);
+        let full = std::fs::read(&jpath).expect("record");
+        // Every cut of the record short of its end marker: the appends never began, nothing is cut.
+        for cut in 0..full.len() {
+            std::fs::write(&jpath, &full[..cut]).expect("torn record");
+            let (_j, repairs) = AppendJournal::open(&jpath, false).expect("reopen");
+            assert!(repairs.is_empty(), "cut at {cut}");
+            assert_eq!(std::fs::read(&a).expect("a"), b"one\ntwo\n");
+        }
+        // The whole record does cut the file back.
+        std::fs::write(&jpath, &full).expect("record");
+        let (_j, repairs) = AppendJournal::open(&jpath, false).expect("reopen");
+        assert_eq!(repairs.len(), 1);
+        assert_eq!(std::fs::read(&a).expect("a"), b"one\n");
+    }
+}
