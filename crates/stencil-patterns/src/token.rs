@@ -432,24 +432,32 @@ static CHUNK_CLASS: [u8; 256] = {
     t
 };
 
+/// Per byte, what [`classify`] adds to its packed separator counts: one in the 32-bit lane of `.` (lane 0),
+/// `:` (1), `-` (2) or `@` (3), nothing for other bytes. Adding a table entry per byte counts all four
+/// without a branch.
+static CHUNK_COUNT: [u128; 256] = {
+    let mut t = [0u128; 256];
+    t[b'.' as usize] = 1;
+    t[b':' as usize] = 1 << 32;
+    t[b'-' as usize] = 1 << 64;
+    t[b'@' as usize] = 1 << 96;
+    t
+};
+
 /// Classifies a whole chunk, or `None` if it must be split.
 pub(crate) fn classify(w: &[u8]) -> Option<Class> {
     let first = *w.first()?;
-    // Which categories occur (a bit each), and counts of the rare separators only: counting every byte
-    // into a table serialises on memory, this stays in registers.
+    // Which categories occur (a bit each), and counts of the rare separators, each in its own 32-bit
+    // lane (a chunk is a span of one line, whose offsets are `u32`, so no lane can overflow). Both are
+    // branch-free per byte and stay in registers.
     let mut seen = 0u16;
-    let (mut dots, mut colons, mut dashes, mut at) = (0usize, 0usize, 0usize, 0usize);
+    let mut counts = 0u128;
     for &c in w {
-        let k = CHUNK_CLASS[c as usize];
-        seen |= 1 << k;
-        match k {
-            2 => dots += 1,
-            3 => colons += 1,
-            4 => dashes += 1,
-            6 => at += 1,
-            _ => {}
-        }
+        seen |= 1 << CHUNK_CLASS[c as usize];
+        counts = counts.wrapping_add(CHUNK_COUNT[c as usize]);
     }
+    let lane = |k: u32| ((counts >> (32 * k)) as u32) as usize;
+    let (dots, colons, dashes, at) = (lane(0), lane(1), lane(2), lane(3));
     let has = |k: u8| seen & (1 << k) != 0;
     let (digits, alpha, slashes, high, other) = (has(0), has(1), has(5), has(7), has(8));
     if slashes && is_url(w) {
