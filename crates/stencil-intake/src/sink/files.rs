@@ -37,7 +37,8 @@ pub struct FilesSink {
 }
 
 struct OpenFiles {
-    files: HashMap<PathBuf, File>,
+    /// Each open file and its length (known at open, then grown by what this sink appends).
+    files: HashMap<PathBuf, (File, u64)>,
     order: Vec<PathBuf>,
     journal: AppendJournal,
 }
@@ -100,7 +101,7 @@ fn safe_relative(p: &Path) -> Option<PathBuf> {
 }
 
 impl OpenFiles {
-    fn get(&mut self, path: &Path) -> std::io::Result<&mut File> {
+    fn get(&mut self, path: &Path) -> std::io::Result<&mut (File, u64)> {
         if !self.files.contains_key(path) {
             if self.files.len() >= MAX_OPEN_FILES {
                 let oldest = self.order.remove(0);
@@ -110,7 +111,8 @@ impl OpenFiles {
                 std::fs::create_dir_all(parent)?;
             }
             let file = OpenOptions::new().create(true).append(true).open(path)?;
-            self.files.insert(path.to_owned(), file);
+            let len = file.metadata()?.len();
+            self.files.insert(path.to_owned(), (file, len));
             self.order.push(path.to_owned());
         }
         self.files
@@ -142,22 +144,23 @@ impl Sink for FilesSink {
         }
         let mut lengths = Vec::with_capacity(pending.len());
         for (path, _) in &pending {
-            let context = || format!("opening {}", path.display());
-            let file = open.get(path).map_err(|e| SinkError::io(context(), e))?;
-            let len = file.metadata().map_err(|e| SinkError::io(context(), e))?;
-            lengths.push((path.as_path(), len.len()));
+            let (_, len) = open
+                .get(path)
+                .map_err(|e| SinkError::io(format!("opening {}", path.display()), e))?;
+            lengths.push((path.as_path(), *len));
         }
         open.journal.begin(lengths).map_err(|e| {
             SinkError::io(format!("writing {}", self.root.join(JOURNAL).display()), e)
         })?;
         let written = pending.iter().try_for_each(|(path, bytes)| {
             let context = || format!("writing {}", path.display());
-            let file = open.get(path).map_err(|e| SinkError::io(context(), e))?;
+            let (file, len) = open.get(path).map_err(|e| SinkError::io(context(), e))?;
             file.write_all(bytes)
                 .map_err(|e| SinkError::io(context(), e))?;
             if self.fsync {
                 file.sync_data().map_err(|e| SinkError::io(context(), e))?;
             }
+            *len += bytes.len() as u64;
             Ok(())
         });
         let journal =
@@ -165,7 +168,10 @@ impl Sink for FilesSink {
         match written {
             Ok(()) => open.journal.commit().map_err(journal),
             Err(e) => {
-                // Nothing of a failed batch stays: its replay starts from the same lengths.
+                // Nothing of a failed batch stays: its replay starts from the same lengths. The open
+                // files are closed, so that their lengths are read again.
+                open.files.clear();
+                open.order.clear();
                 match open.journal.rollback() {
                     Ok(repairs) => log_repairs(&repairs, "a failed batch"),
                     Err(r) => {

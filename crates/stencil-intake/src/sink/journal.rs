@@ -7,20 +7,24 @@
 //! last batch did not finish: each file it names is cut back to its recorded length. This loses nothing,
 //! because a batch is only acked after its record is cleared.
 //!
-//! The record is written into an empty journal file, and its end marker is written last: a record without
-//! its end marker was torn while being written, before any append began, and is ignored. With `fsync`, the
-//! record is synced before the appends and the clearing is synced before the ack, so the rule also holds
-//! across a power loss.
+//! A record is a magic number, the body's length, a checksum of the body, then the body: (length, path)
+//! per file. It is written at the start of the journal file in one write, and cleared by zeroing its
+//! header (cheaper than truncating the file on every batch); what follows a record is left over from
+//! longer ones and ignored. A record whose checksum does not match was torn while being written, before
+//! any append began, and is ignored too. With `fsync`, the record is synced before the appends and the
+//! clearing is synced before the ack, so the rule also holds across a power loss.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// First bytes of a record.
-const MAGIC: &[u8; 8] = b"STNCLJ1\n";
-/// Last bytes of a complete record.
-const END: &[u8; 8] = b"\nSTNCEND";
+const MAGIC: &[u8; 8] = b"STNCLJ2\n";
+/// What replaces a record's header (magic number, length, checksum) when it is cleared: a record torn
+/// while being written over a cleared one then never reads as that older record.
+const CLEARED: &[u8; 24] = &[0; 24];
 
 /// A file cut back to its length before an unfinished batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,17 +103,20 @@ impl AppendJournal {
             .into_iter()
             .map(|(p, len)| (p.to_owned(), len))
             .collect();
-        let mut record = MAGIC.to_vec();
+        let mut body = Vec::new();
         for (path, len) in &files {
             let name = path.as_os_str().as_bytes();
-            record.extend_from_slice(&len.to_le_bytes());
-            record.extend_from_slice(&(name.len() as u64).to_le_bytes());
-            record.extend_from_slice(name);
+            body.extend_from_slice(&len.to_le_bytes());
+            body.extend_from_slice(&(name.len() as u64).to_le_bytes());
+            body.extend_from_slice(name);
         }
-        record.extend_from_slice(END);
+        let mut record = Vec::with_capacity(24 + body.len());
+        record.extend_from_slice(MAGIC);
+        record.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        record.extend_from_slice(&checksum(&body).to_le_bytes());
+        record.extend_from_slice(&body);
         self.pending = Some(files);
-        // The file is empty here (opened empty or cleared by the last commit), so the write lands at 0.
-        self.file.write_all(&record)?;
+        self.file.write_all_at(&record, 0)?;
         if self.fsync {
             self.file.sync_data()?;
         }
@@ -118,9 +125,7 @@ impl AppendJournal {
 
     /// Clears the record: every append of the batch has returned. Call before the batch is acked.
     pub fn commit(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        // `set_len` does not move the cursor; the next record must start at 0 again.
-        std::io::Seek::rewind(&mut self.file)?;
+        self.file.write_all_at(CLEARED, 0)?;
         if self.fsync {
             self.file.sync_data()?;
         }
@@ -129,9 +134,14 @@ impl AppendJournal {
     }
 }
 
-/// The (file, length) pairs of a complete record, or `None` for an empty or torn one.
+/// The (file, length) pairs of a complete record, or `None` for a cleared, empty or torn one.
 fn parse(bytes: &[u8]) -> Option<Vec<(PathBuf, u64)>> {
-    let body = bytes.strip_prefix(MAGIC)?.strip_suffix(END)?;
+    let (len, rest) = take_u64(bytes.strip_prefix(MAGIC)?)?;
+    let (sum, rest) = take_u64(rest)?;
+    let body = rest.get(..usize::try_from(len).ok()?)?;
+    if checksum(body) != sum {
+        return None;
+    }
     let mut rest = body;
     let mut out = Vec::new();
     while !rest.is_empty() {
@@ -151,6 +161,13 @@ fn parse(bytes: &[u8]) -> Option<Vec<(PathBuf, u64)>> {
     Some(out)
 }
 
+/// FNV-1a (64-bit): enough to tell a whole record from one torn by a crash.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let (head, rest) = bytes.split_first_chunk::<8>()?;
     Some((u64::from_le_bytes(*head), rest))
@@ -159,6 +176,7 @@ fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn an_unfinished_batch_is_cut_back_and_a_finished_one_kept() {
@@ -198,7 +216,11 @@ mod tests {
             repairs.iter().map(|r| r.removed).collect::<Vec<_>>(),
             [3, 2]
         );
-        assert_eq!(std::fs::metadata(&jpath).expect("journal").len(), 0);
+        assert_eq!(parse(&std::fs::read(&jpath).expect("journal")), None);
+        // Reopened again: nothing more is cut.
+        let (_j, repairs) = AppendJournal::open(&jpath, false).expect("reopen");
+        assert!(repairs.is_empty());
+        assert_eq!(std::fs::read(&a).expect("a"), b"one\ntwo\nthree\n");
     }
 
     #[test]
@@ -207,16 +229,31 @@ mod tests {
         let a = dir.path().join("a.log");
         std::fs::write(&a, b"one\ntwo\n").expect("a");
         let jpath = dir.path().join(".journal");
+        // An earlier, longer record (cleared) leaves its bytes behind the next one.
+        let other = dir.path().join("a-much-longer-name-than-a.log");
         let (mut j, _) = AppendJournal::open(&jpath, false).expect("open");
+        j.begin([(other.as_path(), 7), (a.as_path(), 2)])
+            .expect("begin");
+        j.commit().expect("commit");
+        let stale = std::fs::read(&jpath).expect("old record");
         j.begin([(a.as_path(), 4)]).expect("begin");
         drop(j);
         let full = std::fs::read(&jpath).expect("record");
-        // Every cut of the record short of its end marker: the appends never began, nothing is cut.
-        for cut in 0..full.len() {
-            std::fs::write(&jpath, &full[..cut]).expect("torn record");
-            let (_j, repairs) = AppendJournal::open(&jpath, false).expect("reopen");
-            assert!(repairs.is_empty(), "cut at {cut}");
-            assert_eq!(std::fs::read(&a).expect("a"), b"one\ntwo\n");
+        let record_len = 24 + 16 + a.as_os_str().len();
+        assert!(
+            full.len() > record_len,
+            "the old record's tail is still there"
+        );
+        // Every cut of the new record, over what the old one left: the appends never began, nothing is cut.
+        for cut in 0..record_len {
+            let mut torn = full[..cut].to_vec();
+            torn.extend_from_slice(&stale[cut..]);
+            for bytes in [&full[..cut], &torn[..]] {
+                std::fs::write(&jpath, bytes).expect("torn record");
+                let (_j, repairs) = AppendJournal::open(&jpath, false).expect("reopen");
+                assert!(repairs.is_empty(), "cut at {cut}");
+                assert_eq!(std::fs::read(&a).expect("a"), b"one\ntwo\n");
+            }
         }
         // The whole record does cut the file back.
         std::fs::write(&jpath, &full).expect("record");
