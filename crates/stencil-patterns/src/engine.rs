@@ -62,6 +62,9 @@ pub struct EngineConfig {
     /// and one string value (default true: fewer values frame and compress better in the v3 row
     /// layout). See `Cluster::holes`.
     pub merge_slots: bool,
+    /// Lines of different lengths may share a pattern through span slots (PATTERNS.md §3.2 step 5;
+    /// default true). See the [`crate::miner`] module.
+    pub variable_length: bool,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +88,7 @@ impl Default for EngineConfig {
             dict_min_len: 2,
             dict_max_len: 128,
             merge_slots: true,
+            variable_length: true,
         }
     }
 }
@@ -183,6 +187,7 @@ impl Engine {
             max_children: config.max_children,
             max_slots: config.max_slots,
             budget: config.patterns,
+            variable_length: config.variable_length,
         });
         Engine {
             miner,
@@ -395,17 +400,37 @@ impl Engine {
                 pos_list,
             });
         }
-        // The holes of the version last defined (taken out while `self.value` needs `&mut self`).
+        // The holes of the version last defined (taken out while `self.value` needs `&mut self`), as
+        // ranges of the line's tokens.
         let holes = std::mem::take(&mut self.miner.cluster_mut(mined.slot)?.wire_holes);
-        let mut values = Vec::with_capacity(holes.len());
+        let line_holes: Vec<(usize, usize)> = match self.miner.alignment() {
+            None => holes.clone(),
+            Some(align) => holes
+                .iter()
+                .map(|&(start, end)| {
+                    let first = align.get(start).map_or(0, |a| a.0 as usize);
+                    let last = align.get(end - 1).map_or(0, |a| a.1 as usize);
+                    (first, last.max(first))
+                })
+                .collect(),
+        };
+        if let Some(c) = self.miner.cluster_mut(mined.slot) {
+            c.wire_holes = holes;
+        }
+        let mut values = Vec::with_capacity(line_holes.len());
         let mut complete = true;
-        for &(start, end) in &holes {
+        for &(start, end) in &line_holes {
             let value = if end == start + 1 {
                 let t = tokens[start];
                 self.value(t.text(text), t.class)
             } else {
-                let from = tokens[start].start as usize;
-                let to = tokens[end - 1].end as usize;
+                // Several tokens, or none (an empty span): the exact bytes in between.
+                let from = tokens.get(start).map_or(text.len(), |t| t.start as usize);
+                let to = if end > start {
+                    tokens[end - 1].end as usize
+                } else {
+                    from
+                };
                 match text.get(from..to) {
                     Some(s) => Value::Str(s.to_owned()),
                     None => {
@@ -415,9 +440,6 @@ impl Engine {
                 }
             };
             values.push(DynValue::new(value));
-        }
-        if let Some(c) = self.miner.cluster_mut(mined.slot) {
-            c.wire_holes = holes;
         }
         if !complete {
             return None;

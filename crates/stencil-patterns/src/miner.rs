@@ -7,6 +7,13 @@
 //! word, or a value where the cluster has a slot. The most similar cluster at or above the threshold wins
 //! (ties: most static positions, then the lowest id) and widens: each differing word, value or whitespace
 //! run becomes a slot. Slots never revert, a cluster keeps its id for life, and ids are never reused.
+//!
+//! Variable length (PATTERNS.md §3.2 step 5): a line that fits no cluster of its bucket is aligned with
+//! recent clusters that start with the same two symbols and hold within 6 tokens of it (longest common
+//! subsequence of tokens). If at least 80 % of a cluster's static words align and the differences form at
+//! most 3 gaps, each gap becomes a *span*: a slot that covers any run of tokens, whitespace included, so
+//! `bytes` + span + `sent` rebuilds both `bytes sent` and `bytes (1.16 KB) sent`. A cluster with spans
+//! leaves its bucket; later lines reach it by their first two symbols and are aligned segment by segment.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -23,6 +30,34 @@ struct CTok {
     end: u32,
     class: Class,
     slot: bool,
+    /// A span slot: covers any number of line tokens (zero included). Its class is `Opaque`.
+    span: bool,
+}
+
+impl CTok {
+    fn slot(at: u32, class: Class) -> Self {
+        CTok {
+            start: at,
+            end: at,
+            class,
+            slot: true,
+            span: false,
+        }
+    }
+}
+
+/// Can the cluster token `ct` stand for the line token `t`? Structural tokens must be equal (whitespace
+/// only in kind), words and values may sit where the cluster has a word or value.
+#[inline]
+fn compatible(c: &Cluster, ct: &CTok, line: &str, t: &Token) -> bool {
+    if ct.span {
+        return false;
+    }
+    match t.class.role() {
+        Role::Structural if t.class == Class::Ws => ct.class == Class::Ws,
+        Role::Structural => !ct.slot && ct.class == t.class && same_text(c, ct, line, t),
+        _ => ct.class.role() != Role::Structural,
+    }
 }
 
 /// True when the cluster's static token `ct` has the same bytes as the line's token `t` (byte slices:
@@ -52,6 +87,11 @@ pub struct Cluster {
     /// Lines matched, creation included.
     pub matches: u32,
     slots: usize,
+    /// Span slots (0 for a fixed-length cluster, which lives in its bucket).
+    spans: usize,
+    /// Hash of the first two symbols ([`Miner::key`]), whatever the bucket: where variable-length lines
+    /// look for it.
+    prefix: u64,
     /// Non-structural positions (the similarity's denominator for any line that fits the skeleton).
     variable: u32,
     /// The wire holes of the last define ([`Cluster::holes`]), kept so that each line need not recompute
@@ -137,6 +177,13 @@ impl Cluster {
         self.slots
     }
 
+    /// Static words: the positions that must mostly align for a variable-length merge.
+    fn static_words(&self) -> impl Iterator<Item = &CTok> {
+        self.toks
+            .iter()
+            .filter(|t| !t.slot && t.class.role() == Role::Mined)
+    }
+
     fn cost(&self) -> usize {
         // Wire holes are at most one per token, so the token term bounds them too.
         self.text.len() + self.toks.len() * (std::mem::size_of::<CTok>() + 16) + 96
@@ -156,7 +203,18 @@ pub struct MinerConfig {
     pub max_slots: usize,
     /// Pattern budget.
     pub budget: Budget,
+    /// Merge lines of different lengths into span slots (§3.2 step 5).
+    pub variable_length: bool,
 }
+
+/// Longest line (in tokens) that is aligned for a variable-length merge.
+const SPAN_MAX_TOKENS: usize = 128;
+/// Clusters tried per line for a variable-length match, and for a merge.
+const SPAN_CANDIDATES: usize = 8;
+/// Token-count difference allowed between a line and a cluster it merges with.
+const SPAN_MAX_LEN_DIFF: usize = 10;
+/// Spans per cluster at most.
+const SPAN_MAX: usize = 3;
 
 /// The result of mining one line.
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +233,16 @@ pub struct Miner {
     buckets: FxHashMap<u64, Vec<usize>>,
     prefixes: FxHashSet<(u64, u64)>,
     prefix_counts: FxHashMap<u64, u32>,
+    /// Every cluster by its first two symbols, oldest first: the candidates of variable-length merges.
+    by_prefix: FxHashMap<u64, Vec<usize>>,
+    /// The clusters with spans by their first two symbols, oldest first.
+    spans_by_prefix: FxHashMap<u64, Vec<usize>>,
+    /// For the last line mined into a cluster with spans: the line tokens `[start, end)` each cluster
+    /// token stands for. Empty when the cluster has none (token `i` is line token `i`).
+    align: Vec<(u32, u32)>,
+    /// Scratch for the alignment table and the line's word hashes.
+    lcs: Vec<u16>,
+    words: Vec<u64>,
     next_id: u64,
 }
 
@@ -189,6 +257,11 @@ impl Miner {
             buckets: FxHashMap::default(),
             prefixes: FxHashSet::default(),
             prefix_counts: FxHashMap::default(),
+            by_prefix: FxHashMap::default(),
+            spans_by_prefix: FxHashMap::default(),
+            align: Vec::new(),
+            lcs: Vec::new(),
+            words: Vec::new(),
             next_id: 1,
         }
     }
@@ -208,7 +281,14 @@ impl Miner {
         (self.store.len(), self.store.bytes())
     }
 
-    fn key(&mut self, line: &str, tokens: &[Token]) -> u64 {
+    /// For the last line mined: the line tokens `[start, end)` that each token of its cluster stands for,
+    /// or `None` when token `i` of the cluster is line token `i` (a cluster without spans).
+    pub fn alignment(&self) -> Option<&[(u32, u32)]> {
+        (!self.align.is_empty()).then_some(self.align.as_slice())
+    }
+
+    /// The bucket key of a line, and the hash of its first two symbols.
+    fn key(&mut self, line: &str, tokens: &[Token]) -> (u64, u64) {
         let mut skeleton = FxBuildHasher.build_hasher();
         skeleton.write_usize(tokens.len());
         let mut prefix = FxBuildHasher.build_hasher();
@@ -237,6 +317,7 @@ impl Miner {
         }
         let skeleton = skeleton.finish();
         let mut prefix = prefix.finish();
+        let first_symbols = prefix;
         if !self.prefixes.contains(&(skeleton, prefix)) {
             let count = self.prefix_counts.entry(skeleton).or_insert(0);
             if *count >= self.config.max_children {
@@ -246,7 +327,7 @@ impl Miner {
                 self.prefixes.insert((skeleton, prefix));
             }
         }
-        skeleton ^ prefix.rotate_left(17)
+        (skeleton ^ prefix.rotate_left(17), first_symbols)
     }
 
     /// Similarity of `line` to `c`: `None` if incompatible, else (similarity, static positions).
@@ -318,7 +399,8 @@ impl Miner {
     }
 
     /// Finds or creates the cluster of a line. `None` when the pattern budget cannot make room (the line
-    /// goes raw). Evicted clusters that were on the wire push a `PatternDelete` to `deletes`.
+    /// goes raw). Evicted clusters that were on the wire push a `PatternDelete` to `deletes`. When the
+    /// cluster has spans, [`Miner::alignment`] maps its tokens to the line's.
     pub fn mine(
         &mut self,
         line: &str,
@@ -326,7 +408,8 @@ impl Miner {
         epoch: u64,
         deletes: &mut Vec<Datum>,
     ) -> Option<Mined> {
-        let key = self.key(line, tokens);
+        self.align.clear();
+        let (key, prefix) = self.key(line, tokens);
         let mut best: Option<(usize, f64, usize, u64)> = None;
         if let Some(bucket) = self.buckets.get(&key) {
             for &slot in bucket.iter().rev().take(self.config.max_candidates) {
@@ -354,24 +437,51 @@ impl Miner {
         }
         if let Some((slot, ..)) = best {
             if self.widen(slot, line, tokens) {
-                self.store.touch(slot, epoch);
-                let id = self.store.get(slot).map(|c| c.id)?;
-                return Some(Mined { slot, id });
+                return self.matched(slot, epoch);
             }
         }
-        self.create(key, line, tokens, epoch, deletes)
+        if self.config.variable_length && tokens.len() <= SPAN_MAX_TOKENS {
+            if let Some(slot) = self.match_spans(prefix, line, tokens) {
+                if self.widen(slot, line, tokens) {
+                    return self.matched(slot, epoch);
+                }
+            }
+            self.align.clear();
+            if let Some(slot) = self.merge_variable(prefix, line, tokens) {
+                return self.matched(slot, epoch);
+            }
+            self.align.clear();
+        }
+        self.create(key, prefix, line, tokens, epoch, deletes)
+    }
+
+    fn matched(&mut self, slot: usize, epoch: u64) -> Option<Mined> {
+        self.store.touch(slot, epoch);
+        let id = self.store.get(slot).map(|c| c.id)?;
+        Some(Mined { slot, id })
+    }
+
+    /// The line token that cluster token `i` stands for (spans aside).
+    fn line_index(align: &[(u32, u32)], i: usize) -> usize {
+        align.get(i).map_or(i, |a| a.0 as usize)
     }
 
     /// Turns differing static words into slots. False if that would exceed `max_slots`.
     fn widen(&mut self, slot: usize, line: &str, tokens: &[Token]) -> bool {
         let max_slots = self.config.max_slots;
+        let align = &self.align;
         let Some(c) = self.store.get_mut(slot) else {
             return false;
         };
         let mut new_slots = Vec::new();
-        for (i, (ct, t)) in c.toks.iter().zip(tokens).enumerate() {
+        for (i, ct) in c.toks.iter().enumerate() {
+            if ct.slot {
+                continue;
+            }
+            let Some(t) = tokens.get(Self::line_index(align, i)) else {
+                return false;
+            };
             if (t.class.role() != Role::Structural || t.class == Class::Ws)
-                && !ct.slot
                 && (ct.class != t.class || !same_text(c, ct, line, t))
             {
                 new_slots.push(i);
@@ -391,9 +501,343 @@ impl Miner {
         true
     }
 
+    /// The best cluster with spans among the recent ones with the line's first symbols, with
+    /// `self.align` set for it.
+    fn match_spans(&mut self, prefix: u64, line: &str, tokens: &[Token]) -> Option<usize> {
+        let list = self.spans_by_prefix.get(&prefix)?;
+        let mut best: Option<(usize, f64, usize, u64)> = None;
+        let mut align = std::mem::take(&mut self.align);
+        let mut best_align = Vec::new();
+        for &slot in list.iter().rev().take(SPAN_CANDIDATES) {
+            let Some(c) = self.store.get(slot).filter(|c| c.spans > 0) else {
+                continue;
+            };
+            let Some((sim, statics)) = Self::align_spans(c, line, tokens, &mut align) else {
+                continue;
+            };
+            if sim < self.config.similarity {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((_, bs, bst, bid)) => {
+                    sim > bs || (sim == bs && (statics > bst || (statics == bst && c.id < bid)))
+                }
+            };
+            if better {
+                best = Some((slot, sim, statics, c.id));
+                std::mem::swap(&mut best_align, &mut align);
+            }
+            if best.is_some_and(|b| b.1 >= 1.0) {
+                break;
+            }
+        }
+        self.align = best_align;
+        best.map(|b| b.0)
+    }
+
+    /// Aligns a line with a cluster that has spans: the tokens between spans must fit in order, the
+    /// first run at the line's start and the last at its end (unless a span is there); a run after a
+    /// span starts at the first place where it fits and its first static word is equal. Fills `align`
+    /// and returns (similarity, static positions) as [`Miner::similarity`] does, spans left out.
+    fn align_spans(
+        c: &Cluster,
+        line: &str,
+        tokens: &[Token],
+        align: &mut Vec<(u32, u32)>,
+    ) -> Option<(f64, usize)> {
+        align.clear();
+        let (toks, n) = (&c.toks, tokens.len());
+        let fits = |from: usize, to: usize, at: usize| -> bool {
+            let mut anchored = false;
+            (from..to).all(|k| {
+                let (ct, t) = (&toks[k], &tokens[at + k - from]);
+                if !compatible(c, ct, line, t) {
+                    return false;
+                }
+                if !anchored && !ct.slot && ct.class.role() == Role::Mined {
+                    anchored = true;
+                    return ct.class == t.class && same_text(c, ct, line, t);
+                }
+                true
+            })
+        };
+        let mut p = 0usize;
+        let mut i = 0usize;
+        while i < toks.len() {
+            if toks[i].span {
+                let from = i + 1;
+                let to = toks[from..]
+                    .iter()
+                    .position(|t| t.span)
+                    .map_or(toks.len(), |k| from + k);
+                let len = to - from;
+                let at = if to == toks.len() {
+                    // The last run ends the line; a span at the very end takes the rest.
+                    let at = n.checked_sub(len)?;
+                    if at < p || !fits(from, to, at) {
+                        return None;
+                    }
+                    at
+                } else {
+                    (p..=n.checked_sub(len)?).find(|&at| fits(from, to, at))?
+                };
+                align.push((p as u32, at as u32));
+                p = at;
+                i = from;
+                continue;
+            }
+            let t = tokens.get(p)?;
+            if !compatible(c, &toks[i], line, t) {
+                return None;
+            }
+            align.push((p as u32, p as u32 + 1));
+            p += 1;
+            i += 1;
+        }
+        if p != n {
+            return None;
+        }
+        let (mut compared, mut equal, mut statics) = (0usize, 0usize, 0usize);
+        for (ct, &(a, b)) in toks.iter().zip(align.iter()) {
+            if ct.span || b != a + 1 {
+                continue;
+            }
+            let t = &tokens[a as usize];
+            let role = t.class.role();
+            if role == Role::Structural {
+                continue;
+            }
+            compared += 1;
+            if ct.slot {
+                equal += usize::from(role != Role::Mined);
+            } else {
+                statics += 1;
+                equal += usize::from(ct.class == t.class && same_text(c, ct, line, t));
+            }
+        }
+        let sim = if compared == 0 {
+            1.0
+        } else {
+            equal as f64 / compared as f64
+        };
+        Some((sim, statics))
+    }
+
+    /// Merges the line into a recent cluster with the same first symbols and a length within
+    /// [`SPAN_MAX_LEN_DIFF`], turning each difference into a span (§3.2 step 5). Sets `self.align`.
+    fn merge_variable(&mut self, prefix: u64, line: &str, tokens: &[Token]) -> Option<usize> {
+        // Hashes of the line's words, to skip clusters whose static words cannot align before paying
+        // for the table.
+        self.words.clear();
+        self.words.extend(
+            tokens
+                .iter()
+                .filter(|t| t.class.role() == Role::Mined)
+                .map(|t| FxBuildHasher.hash_one(t.text(line))),
+        );
+        self.words.sort_unstable();
+        let candidates: Vec<usize> = self
+            .by_prefix
+            .get(&prefix)?
+            .iter()
+            .rev()
+            .filter(|&&slot| {
+                self.store.get(slot).is_some_and(|c| {
+                    // Spans take any length: only a fixed-length cluster is bounded from above.
+                    let fixed = c.toks.len() - c.spans;
+                    tokens.len() + SPAN_MAX_LEN_DIFF >= fixed
+                        && (c.spans > 0 || tokens.len() <= fixed + SPAN_MAX_LEN_DIFF)
+                })
+            })
+            .take(SPAN_CANDIDATES)
+            .filter(|&&slot| {
+                self.store.get(slot).is_some_and(|c| {
+                    let statics = c.static_words().count();
+                    let present = c
+                        .static_words()
+                        .filter(|ct| {
+                            let text = &c.text[ct.start as usize..ct.end as usize];
+                            self.words
+                                .binary_search(&FxBuildHasher.hash_one(text))
+                                .is_ok()
+                        })
+                        .count();
+                    statics > 0 && present * 5 >= statics * 4
+                })
+            })
+            .copied()
+            .collect();
+        candidates
+            .into_iter()
+            .find(|&slot| self.merge_into(slot, line, tokens))
+    }
+
+    /// Aligns the line with cluster `slot` (longest common subsequence of compatible tokens) and, if
+    /// enough static words align and the differences form few enough gaps, rebuilds the cluster with a
+    /// span per gap.
+    fn merge_into(&mut self, slot: usize, line: &str, tokens: &[Token]) -> bool {
+        let Some(c) = self.store.get(slot) else {
+            return false;
+        };
+        let (m, n) = (c.toks.len(), tokens.len());
+        let w = n + 1;
+        // `lcs[i * w + j]`: longest alignment of cluster tokens `i..` with line tokens `j..`.
+        let pairs_ok = |i: usize, j: usize| {
+            let (ct, t) = (&c.toks[i], &tokens[j]);
+            compatible(c, ct, line, t)
+                && match t.class.role() {
+                    Role::Structural => true,
+                    // A slot takes values of its own kind, or any word when it holds words.
+                    _ if ct.slot => {
+                        ct.class == t.class
+                            || (ct.class.role() == Role::Mined && t.class.role() == Role::Mined)
+                    }
+                    _ => ct.class == t.class && same_text(c, ct, line, t),
+                }
+        };
+        self.lcs.clear();
+        self.lcs.resize((m + 1) * w, 0);
+        let lcs = &mut self.lcs;
+        for i in (0..m).rev() {
+            for j in (0..n).rev() {
+                lcs[i * w + j] = if pairs_ok(i, j) {
+                    lcs[(i + 1) * w + j + 1] + 1
+                } else {
+                    lcs[(i + 1) * w + j].max(lcs[i * w + j + 1])
+                };
+            }
+        }
+        let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(m.min(n));
+        let (mut i, mut j) = (0, 0);
+        while i < m && j < n {
+            if pairs_ok(i, j) && lcs[i * w + j] == lcs[(i + 1) * w + j + 1] + 1 {
+                pairs.push((i, j));
+                i += 1;
+                j += 1;
+            } else if lcs[(i + 1) * w + j] >= lcs[i * w + j + 1] {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        // Gaps: the runs between aligned pairs (and before the first, after the last) that are not
+        // empty on both sides. A gap must change the length (an equal-length substitution is the fixed
+        // miner's business, judged by its similarity), may not hold a `key=`, and each of its sides
+        // that is not empty holds a value or a span and at most one word: a span is a value written
+        // with a varying number of tokens, perhaps with a unit (`0 bytes` / `1190 bytes (1.16 KB)`,
+        // `00:01` / `<1 sec`), not words that come and go (`by (uid=0)` / `by LOGIN(uid=0)`, `corrected`
+        // / `corrected over 282 seconds` are two events each).
+        let mut gaps = 0;
+        let mut prev = (0usize, 0usize);
+        for &(pi, pj) in pairs.iter().chain(std::iter::once(&(m, n))) {
+            if pi > prev.0 || pj > prev.1 {
+                gaps += 1;
+                let cluster_side = &c.toks[prev.0..pi];
+                let line_side = &tokens[prev.1..pj];
+                let valued = |classes: &mut dyn Iterator<Item = (Class, bool)>| {
+                    let (mut any, mut words) = (false, 0);
+                    for (class, span) in classes {
+                        if class == Class::Key {
+                            return None;
+                        }
+                        any |= span || class.role() == Role::Dynamic;
+                        words += usize::from(!span && class.role() == Role::Mined);
+                    }
+                    (words <= 1).then_some(any)
+                };
+                let cluster_valued = valued(&mut cluster_side.iter().map(|t| (t.class, t.span)));
+                let line_valued = valued(&mut line_side.iter().map(|t| (t.class, false)));
+                let (Some(cv), Some(lv)) = (cluster_valued, line_valued) else {
+                    return false;
+                };
+                if (cluster_side.len() == line_side.len() && !cluster_side.iter().any(|t| t.span))
+                    || (!cluster_side.is_empty() && !cv)
+                    || (!line_side.is_empty() && !lv)
+                {
+                    return false;
+                }
+            }
+            prev = (pi + 1, pj + 1);
+        }
+        // At least 80 % of the cluster's static words align.
+        let statics = c.static_words().count();
+        let aligned = pairs
+            .iter()
+            .filter(|&&(pi, _)| !c.toks[pi].slot && c.toks[pi].class.role() == Role::Mined)
+            .count();
+        if gaps == 0 || gaps > SPAN_MAX || statics == 0 || aligned * 5 < statics * 4 {
+            return false;
+        }
+        // The merged cluster: aligned tokens (whitespace of another length becomes a slot), one span per gap.
+        let mut text = String::with_capacity(c.text.len());
+        let mut toks = Vec::with_capacity(pairs.len() + gaps);
+        let mut align = Vec::with_capacity(pairs.len() + gaps);
+        let mut prev = (0usize, 0usize);
+        for &(pi, pj) in pairs.iter().chain(std::iter::once(&(m, n))) {
+            if pi > prev.0 || pj > prev.1 {
+                let at = text.len() as u32;
+                toks.push(CTok {
+                    span: true,
+                    ..CTok::slot(at, Class::Opaque)
+                });
+                align.push((prev.1 as u32, pj as u32));
+            }
+            if pi == m {
+                break;
+            }
+            let (ct, t) = (c.toks[pi], &tokens[pj]);
+            let at = text.len() as u32;
+            if ct.slot || (t.class == Class::Ws && !same_text(c, &ct, line, t)) {
+                toks.push(CTok::slot(at, ct.class));
+            } else {
+                text.push_str(&c.text[ct.start as usize..ct.end as usize]);
+                toks.push(CTok {
+                    start: at,
+                    end: text.len() as u32,
+                    ..ct
+                });
+            }
+            align.push((pj as u32, pj as u32 + 1));
+            prev = (pi + 1, pj + 1);
+        }
+        let slots = toks.iter().filter(|t| t.slot).count();
+        if slots > self.config.max_slots {
+            return false;
+        }
+        let had_spans = c.spans > 0;
+        let (key, c_prefix) = (c.key, c.prefix);
+        let Some(c) = self.store.get_mut(slot) else {
+            return false;
+        };
+        c.variable = toks
+            .iter()
+            .filter(|t| t.class.role() != Role::Structural)
+            .count() as u32;
+        c.spans = toks.iter().filter(|t| t.span).count();
+        c.slots = slots;
+        c.text = text;
+        c.toks = toks;
+        c.matches = c.matches.saturating_add(1);
+        c.dirty |= c.defined;
+        self.align = align;
+        // A cluster with spans is found by its first symbols only.
+        if !had_spans {
+            self.spans_by_prefix.entry(c_prefix).or_default().push(slot);
+            if let Some(b) = self.buckets.get_mut(&key) {
+                b.retain(|&s| s != slot);
+                if b.is_empty() {
+                    self.buckets.remove(&key);
+                }
+            }
+        }
+        true
+    }
+
     fn create(
         &mut self,
         key: u64,
+        prefix: u64,
         line: &str,
         tokens: &[Token],
         epoch: u64,
@@ -414,6 +858,7 @@ impl Miner {
                 end: text.len() as u32,
                 class: t.class,
                 slot,
+                span: false,
             });
         }
         if slots > self.config.max_slots {
@@ -427,38 +872,59 @@ impl Miner {
         let cluster = Cluster {
             id,
             key,
+            prefix,
             text,
             toks,
             defined: false,
             dirty: false,
             matches: 1,
             slots,
+            spans: 0,
             wire_holes: Vec::new(),
             variable,
         };
         let cost = cluster.cost();
-        let mut evicted_keys = Vec::new();
+        let mut evicted = Vec::new();
         let slot = self
             .store
             .insert(cluster, cost, epoch, &mut |gone: Cluster| {
                 if gone.defined {
                     deletes.push(Datum::PatternDelete { id: gone.id });
                 }
-                evicted_keys.push(gone.key);
+                evicted.push((gone.key, gone.prefix));
             })
             .ok()?;
         self.next_id += 1;
-        // Drop bucket entries of evicted clusters: their slots are free or now hold another cluster.
-        for k in evicted_keys {
+        // Drop index entries of evicted clusters: their slots are free or now hold another cluster.
+        let store = &self.store;
+        for (k, p) in evicted {
             if let Some(b) = self.buckets.get_mut(&k) {
-                let store = &self.store;
-                b.retain(|&s| s != slot && store.get(s).is_some_and(|c| c.key == k));
+                b.retain(|&s| {
+                    s != slot && store.get(s).is_some_and(|c| c.key == k && c.spans == 0)
+                });
                 if b.is_empty() {
                     self.buckets.remove(&k);
                 }
             }
+            for (index, spans) in [
+                (&mut self.by_prefix, false),
+                (&mut self.spans_by_prefix, true),
+            ] {
+                if let Some(b) = index.get_mut(&p) {
+                    b.retain(|&s| {
+                        s != slot
+                            && store
+                                .get(s)
+                                .is_some_and(|c| c.prefix == p && (!spans || c.spans > 0))
+                    });
+                    if b.is_empty() {
+                        index.remove(&p);
+                    }
+                }
+            }
         }
         self.buckets.entry(key).or_default().push(slot);
+        self.by_prefix.entry(prefix).or_default().push(slot);
         Some(Mined { slot, id })
     }
 }

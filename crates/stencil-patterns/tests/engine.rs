@@ -88,6 +88,87 @@ fn volatile_slots_glued_by_punctuation_share_one_hole() {
     assert!(m.1.contains(" from "), "{m:?}");
 }
 
+/// Pattern ids of `lines`, one fresh engine.
+fn pattern_ids(lines: &[&[u8]], config: EngineConfig) -> Vec<Option<u64>> {
+    let mut engine = Engine::new(config);
+    let mut out = Vec::new();
+    lines
+        .iter()
+        .map(|l| engine.encode(l, &Meta::default(), &mut out).pattern)
+        .collect()
+}
+
+/// PATTERNS.md §3.2 step 5: a value written with a varying number of tokens (an optional `(1.16 KB)`, a
+/// lifetime of `00:01` or `<1 sec`) does not split the event; the spans rebuild every variant exactly,
+/// empty ones included.
+#[test]
+fn values_of_varying_length_share_one_pattern_through_spans() {
+    let lines: Vec<&[u8]> = vec![
+        b"proxy.example.org:5070 close, 0 bytes sent, 0 bytes received, lifetime 00:01",
+        b"proxy.example.org:5070 close, 403 bytes sent, 426 bytes received, lifetime <1 sec",
+        b"proxy.example.org:5070 close, 451 bytes sent, 18846 bytes (18.4 KB) received, lifetime <1 sec",
+        b"proxy.example.org:5070 close, 1190 bytes (1.16 KB) sent, 1671 bytes (1.63 KB) received, lifetime 00:02",
+        b"proxy.example.org:5070 close, 0 bytes sent, 0 bytes received, lifetime 00:03",
+        b"proxy.example.org:5070 close, 1165 bytes (1.13 KB) sent, 815 bytes received, lifetime <1 sec",
+    ];
+    let ids = pattern_ids(&lines, now());
+    assert!(
+        ids.iter().all(|id| id.is_some() && *id == ids[0]),
+        "{ids:?}"
+    );
+    let fixed = pattern_ids(
+        &lines,
+        EngineConfig {
+            variable_length: false,
+            ..now()
+        },
+    );
+    let mut distinct = fixed.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() >= 3, "without spans they split: {fixed:?}");
+
+    let datums = assert_lossless(&lines, now(), 2, "spans");
+    validate(&datums);
+    let defs = patterns(&datums);
+    assert!(defs.iter().all(|d| d.0 == defs[0].0), "one id: {defs:?}");
+    let last = defs.last().expect("a define");
+    assert!(
+        last.1.contains(" close, ") && last.1.contains(" bytes") && last.1.contains("lifetime "),
+        "{last:?}"
+    );
+    // The last line is structured, and its empty span is an empty string value.
+    let Some(Datum::Log(log)) = datums.last() else {
+        panic!("ends with a log");
+    };
+    let Content::Pattern { values, .. } = &log.content else {
+        panic!("structured: {log:?}");
+    };
+    assert!(
+        values.iter().any(|v| v.value == Value::Str(String::new())),
+        "{values:?}"
+    );
+}
+
+/// Words that come and go mark another event, even next to values: no span for them.
+#[test]
+fn added_words_are_another_event() {
+    let lines: Vec<&[u8]> = vec![
+        b"total of 1 ddr error(s) detected and corrected",
+        b"total of 3 ddr error(s) detected and corrected",
+        b"total of 1 ddr error(s) detected and corrected over 282 seconds",
+        b"session opened for user cyrus by (uid=0)",
+        b"session opened for user root by LOGIN(uid=0)",
+        b"Received block blk_1 of size 67108864 from /10.0.0.1",
+        b"Received block blk_2 src: /10.0.0.2:1 dest: /10.0.0.3:2 of size 67108864",
+    ];
+    let ids = pattern_ids(&lines, now());
+    assert_eq!(ids[0], ids[1]);
+    assert_ne!(ids[1], ids[2], "{ids:?}");
+    assert_ne!(ids[3], ids[4], "{ids:?}");
+    assert_ne!(ids[5], ids[6], "{ids:?}");
+}
+
 #[test]
 fn define_after_two_sends_the_first_line_raw() {
     let mut engine = Engine::new(EngineConfig::default());
@@ -351,6 +432,23 @@ proptest! {
         for (a, b) in rebuilt.iter().zip(&refs) {
             prop_assert_eq!(a.as_slice(), *b);
         }
+    }
+
+    /// Lines whose values take a varying number of tokens, in any order: spans rebuild them exactly.
+    #[test]
+    fn varying_length_values_round_trip(parts in prop::collection::vec((any::<u16>(), prop::option::of(0u16..999), any::<bool>(), 0u8..3), 1..60)) {
+        let lines: Vec<String> = parts
+            .iter()
+            .map(|(n, kb, short, lead)| {
+                let kb = kb.map_or(String::new(), |k| format!(" ({}.{} KB)", k / 10, k % 10));
+                let life = if *short { "<1 sec".to_owned() } else { format!("00:{:02}", n % 60) };
+                let lead = ["", " ", "  "][*lead as usize];
+                format!("{lead}host:{n} close, {n} bytes{kb} sent, lifetime {life}")
+            })
+            .collect();
+        let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        let datums = assert_lossless(&refs, now(), 7, "varying");
+        validate(&datums);
     }
 
     /// Templated lines with random values: lossless, valid, and they share patterns.
