@@ -403,23 +403,18 @@ impl Engine {
         // The holes of the version last defined (taken out while `self.value` needs `&mut self`), as
         // ranges of the line's tokens.
         let holes = std::mem::take(&mut self.miner.cluster_mut(mined.slot)?.wire_holes);
-        let line_holes: Vec<(usize, usize)> = match self.miner.alignment() {
-            None => holes.clone(),
-            Some(align) => holes
-                .iter()
-                .map(|&(start, end)| {
-                    let first = align.get(start).map_or(0, |a| a.0 as usize);
-                    let last = align.get(end - 1).map_or(0, |a| a.1 as usize);
-                    (first, last.max(first))
-                })
-                .collect(),
-        };
-        if let Some(c) = self.miner.cluster_mut(mined.slot) {
-            c.wire_holes = holes;
-        }
-        let mut values = Vec::with_capacity(line_holes.len());
+        let align = self.miner.take_alignment();
+        let mut values = Vec::with_capacity(holes.len());
         let mut complete = true;
-        for &(start, end) in &line_holes {
+        for &(start, end) in &holes {
+            // The hole's tokens in the line (the same indexes unless the pattern has spans).
+            let (start, end) = if align.is_empty() {
+                (start, end)
+            } else {
+                let first = align.get(start).map_or(0, |a| a.0 as usize);
+                let last = align.get(end - 1).map_or(0, |a| a.1 as usize);
+                (first, last.max(first))
+            };
             let value = if end == start + 1 {
                 let t = tokens[start];
                 self.value(t.text(text), t.class)
@@ -440,6 +435,10 @@ impl Engine {
                 }
             };
             values.push(DynValue::new(value));
+        }
+        self.miner.restore_alignment(align);
+        if let Some(c) = self.miner.cluster_mut(mined.slot) {
+            c.wire_holes = holes;
         }
         if !complete {
             return None;
