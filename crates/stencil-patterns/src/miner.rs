@@ -97,8 +97,10 @@ pub struct Cluster {
     /// Hash of the first two symbols ([`Miner::key`]), whatever the bucket: where variable-length lines
     /// look for it.
     prefix: u64,
-    /// Hashes of the static words ([`Cluster::static_words`]), for a quick bound before aligning.
-    word_hashes: Vec<u64>,
+    /// Static words ([`Cluster::static_words`]) and their signature ([`signature_bit`]), for a quick
+    /// bound before aligning.
+    words: u32,
+    word_sig: u64,
     /// Non-structural positions (the similarity's denominator for any line that fits the skeleton).
     variable: u32,
     /// The wire holes of the last define ([`Cluster::holes`]), kept so that each line need not recompute
@@ -196,13 +198,16 @@ impl Cluster {
         self.text.len() + self.toks.len() * (std::mem::size_of::<CTok>() + 24) + 96
     }
 
-    /// Recomputes [`Cluster::word_hashes`] after the tokens changed.
+    /// Recomputes the static word count and signature after the tokens changed.
     fn index_words(&mut self) {
-        let hashes: Vec<u64> = self
-            .static_words()
-            .map(|t| FxBuildHasher.hash_one(&self.text[t.start as usize..t.end as usize]))
-            .collect();
-        self.word_hashes = hashes;
+        let (mut words, mut sig) = (0u32, 0u64);
+        for t in self.static_words() {
+            words += 1;
+            sig |=
+                signature_bit(FxBuildHasher.hash_one(&self.text[t.start as usize..t.end as usize]));
+        }
+        self.words = words;
+        self.word_sig = sig;
     }
 }
 
@@ -252,15 +257,14 @@ pub struct Miner {
     prefixes: FxHashSet<(u64, u64)>,
     prefix_counts: FxHashMap<u64, u32>,
     /// Every cluster by its first two symbols, oldest first: the candidates of variable-length merges.
-    by_prefix: FxHashMap<u64, Vec<usize>>,
+    by_prefix: FxHashMap<u64, Vec<Recent>>,
     /// The clusters with spans by their first two symbols, oldest first.
-    spans_by_prefix: FxHashMap<u64, Vec<usize>>,
+    spans_by_prefix: FxHashMap<u64, Vec<Recent>>,
     /// For the last line mined into a cluster with spans: the line tokens `[start, end)` each cluster
     /// token stands for. Empty when the cluster has none (token `i` is line token `i`).
     align: Vec<(u32, u32)>,
-    /// Scratch for the alignment table and the line's word hashes.
+    /// Scratch for the alignment table and the token hashes it compares.
     lcs: Vec<u16>,
-    words: Vec<u64>,
     line_hashes: Vec<u64>,
     cluster_hashes: Vec<u64>,
     next_id: u64,
@@ -281,7 +285,6 @@ impl Miner {
             spans_by_prefix: FxHashMap::default(),
             align: Vec::new(),
             lcs: Vec::new(),
-            words: Vec::new(),
             line_hashes: Vec::new(),
             cluster_hashes: Vec::new(),
             next_id: 1,
@@ -538,6 +541,16 @@ impl Miner {
         if !new_slots.is_empty() && c.defined {
             c.dirty = true;
         }
+        if !new_slots.is_empty() && self.config.variable_length {
+            // Words that became slots no longer count for the variable-length search.
+            c.index_words();
+            let entry = Recent::of(slot, c);
+            if let Some(list) = self.by_prefix.get_mut(&c.prefix) {
+                for r in list.iter_mut().filter(|r| r.id == entry.id) {
+                    *r = entry;
+                }
+            }
+        }
         true
     }
 
@@ -548,8 +561,9 @@ impl Miner {
         let mut best: Option<(usize, f64, usize, u64)> = None;
         let mut align = std::mem::take(&mut self.align);
         let mut best_align = Vec::new();
-        for &slot in list.iter().rev().take(SPAN_CANDIDATES) {
-            let Some(c) = self.store.get(slot).filter(|c| c.spans > 0) else {
+        for r in list.iter().rev().take(SPAN_CANDIDATES) {
+            let slot = r.slot as usize;
+            let Some(c) = self.store.get(slot).filter(|c| c.id == r.id && c.spans > 0) else {
                 continue;
             };
             let Some((sim, statics)) = Self::align_spans(c, line, tokens, &mut align) else {
@@ -667,43 +681,40 @@ impl Miner {
     /// Merges the line into a recent cluster with the same first symbols and a length within
     /// [`SPAN_MAX_LEN_DIFF`], turning each difference into a span (§3.2 step 5). Sets `self.align`.
     fn merge_variable(&mut self, prefix: u64, line: &str, tokens: &[Token]) -> Option<usize> {
-        // Hashes of the line's words, to skip clusters whose static words cannot align before paying
-        // for the table.
-        self.words.clear();
-        self.words.extend(
-            tokens
-                .iter()
-                .filter(|t| t.class.role() == Role::Mined)
-                .map(|t| FxBuildHasher.hash_one(t.text(line))),
-        );
-        self.words.sort_unstable();
+        // The signature of the line's words, to skip clusters whose static words cannot align before
+        // paying for the table.
+        let line_sig = tokens
+            .iter()
+            .filter(|t| t.class.role() == Role::Mined)
+            .fold(0u64, |sig, t| {
+                sig | signature_bit(FxBuildHasher.hash_one(t.text(line)))
+            });
+        let n = tokens.len();
         let candidates: Vec<usize> = self
             .by_prefix
             .get(&prefix)?
             .iter()
             .rev()
             .take(PREFIX_LIST_MAX / 2)
-            .filter(|&&slot| {
-                self.store.get(slot).is_some_and(|c| {
-                    // Spans take any length: only a fixed-length cluster is bounded from above.
-                    let fixed = c.toks.len() - c.spans;
-                    tokens.len() + SPAN_MAX_LEN_DIFF >= fixed
-                        && (c.spans > 0 || tokens.len() <= fixed + SPAN_MAX_LEN_DIFF)
-                })
+            // From the list entry alone (no cluster is read): the length, and the signature bits of
+            // static words that the line lacks (each at least one word that cannot align, so this
+            // never rejects a cluster the 80 % rule would accept).
+            .filter(|r| {
+                let fixed = usize::from(r.fixed);
+                let missing = (r.sig & !line_sig).count_ones() as usize;
+                // Spans take any length: only a fixed-length cluster is bounded from above.
+                n + SPAN_MAX_LEN_DIFF >= fixed
+                    && (r.spans || n <= fixed + SPAN_MAX_LEN_DIFF)
+                    && r.statics > 0
+                    && missing * 5 <= usize::from(r.statics)
             })
             .take(SPAN_CANDIDATES)
-            .filter(|&&slot| {
-                self.store.get(slot).is_some_and(|c| {
-                    let statics = c.word_hashes.len();
-                    let present = c
-                        .word_hashes
-                        .iter()
-                        .filter(|h| self.words.binary_search(h).is_ok())
-                        .count();
-                    statics > 0 && present * 5 >= statics * 4
-                })
+            .filter(|r| {
+                self.store
+                    .get(r.slot as usize)
+                    .is_some_and(|c| c.id == r.id)
             })
-            .copied()
+            .map(|r| r.slot as usize)
             .collect();
         if candidates.is_empty() {
             return None;
@@ -882,11 +893,17 @@ impl Miner {
         c.dirty |= c.defined;
         c.index_words();
         let cost = c.cost();
+        let entry = Recent::of(slot, c);
         self.store.recost(slot, cost);
         self.align = align;
         // A cluster with spans is found by its first symbols only.
+        if let Some(list) = self.by_prefix.get_mut(&c_prefix) {
+            for r in list.iter_mut().filter(|r| r.id == entry.id) {
+                *r = entry;
+            }
+        }
         if !had_spans {
-            push_recent(self.spans_by_prefix.entry(c_prefix).or_default(), slot);
+            push_recent(self.spans_by_prefix.entry(c_prefix).or_default(), entry);
             if let Some(b) = self.buckets.get_mut(&key) {
                 b.retain(|&s| s != slot);
                 if b.is_empty() {
@@ -944,7 +961,8 @@ impl Miner {
             slots,
             spans: 0,
             wire_holes: Vec::new(),
-            word_hashes: Vec::new(),
+            words: 0,
+            word_sig: 0,
             variable,
         };
         if self.config.variable_length {
@@ -958,13 +976,13 @@ impl Miner {
                 if gone.defined {
                     deletes.push(Datum::PatternDelete { id: gone.id });
                 }
-                evicted.push((gone.key, gone.prefix));
+                evicted.push((gone.key, gone.prefix, gone.id));
             })
             .ok()?;
         self.next_id += 1;
         // Drop index entries of evicted clusters: their slots are free or now hold another cluster.
         let store = &self.store;
-        for (k, p) in evicted {
+        for (k, p, gone) in evicted {
             if let Some(b) = self.buckets.get_mut(&k) {
                 b.retain(|&s| {
                     s != slot && store.get(s).is_some_and(|c| c.key == k && c.spans == 0)
@@ -973,17 +991,10 @@ impl Miner {
                     self.buckets.remove(&k);
                 }
             }
-            for (index, spans) in [
-                (&mut self.by_prefix, false),
-                (&mut self.spans_by_prefix, true),
-            ] {
+            // By id: no cluster needs reading (entries whose slot was reused fail their id check).
+            for index in [&mut self.by_prefix, &mut self.spans_by_prefix] {
                 if let Some(b) = index.get_mut(&p) {
-                    b.retain(|&s| {
-                        s != slot
-                            && store
-                                .get(s)
-                                .is_some_and(|c| c.prefix == p && (!spans || c.spans > 0))
-                    });
+                    b.retain(|r| r.id != gone);
                     if b.is_empty() {
                         index.remove(&p);
                     }
@@ -991,15 +1002,54 @@ impl Miner {
             }
         }
         self.buckets.entry(key).or_default().push(slot);
-        push_recent(self.by_prefix.entry(prefix).or_default(), slot);
+        if self.config.variable_length {
+            if let Some(c) = self.store.get(slot) {
+                let entry = Recent::of(slot, c);
+                push_recent(self.by_prefix.entry(prefix).or_default(), entry);
+            }
+        }
         Some(Mined { slot, id })
     }
 }
 
-/// Appends `slot` to a first-symbols list, dropping its older half once it holds [`PREFIX_LIST_MAX`].
-fn push_recent(list: &mut Vec<usize>, slot: usize) {
+/// A first-symbols list entry: the cluster, and what the variable-length search filters on without
+/// reading it.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    slot: u32,
+    id: u64,
+    /// Tokens other than spans (saturating).
+    fixed: u16,
+    /// Static words (saturating).
+    statics: u16,
+    /// Has spans.
+    spans: bool,
+    /// One bit per static word ([`signature_bit`]).
+    sig: u64,
+}
+
+impl Recent {
+    fn of(slot: usize, c: &Cluster) -> Self {
+        Recent {
+            slot: slot as u32,
+            id: c.id,
+            fixed: u16::try_from(c.toks.len() - c.spans).unwrap_or(u16::MAX),
+            statics: u16::try_from(c.words).unwrap_or(u16::MAX),
+            spans: c.spans > 0,
+            sig: c.word_sig,
+        }
+    }
+}
+
+/// The bit of a word hash in a 64-bit signature.
+fn signature_bit(hash: u64) -> u64 {
+    1 << (hash >> 58)
+}
+
+/// Appends to a first-symbols list, dropping its older half once it holds [`PREFIX_LIST_MAX`].
+fn push_recent(list: &mut Vec<Recent>, entry: Recent) {
     if list.len() >= PREFIX_LIST_MAX {
         list.drain(..PREFIX_LIST_MAX / 2);
     }
-    list.push(slot);
+    list.push(entry);
 }
