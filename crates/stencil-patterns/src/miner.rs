@@ -55,14 +55,24 @@ impl CTok {
 /// only in kind), words and values may sit where the cluster has a word or value.
 #[inline]
 fn compatible(c: &Cluster, ct: &CTok, line: &str, t: &Token) -> bool {
-    if ct.span {
-        return false;
-    }
-    match t.class.role() {
-        Role::Structural if t.class == Class::Ws => ct.class == Class::Ws,
-        Role::Structural => !ct.slot && ct.class == t.class && same_text(c, ct, line, t),
-        _ => ct.class.role() != Role::Structural,
-    }
+    compatible_kind(ct, t) && (!structural_text(t) || same_text(c, ct, line, t))
+}
+
+/// [`compatible`] short of comparing text: what can be told from classes alone.
+#[inline]
+fn compatible_kind(ct: &CTok, t: &Token) -> bool {
+    !ct.span
+        && match t.class.role() {
+            Role::Structural if t.class == Class::Ws => ct.class == Class::Ws,
+            Role::Structural => !ct.slot && ct.class == t.class,
+            _ => ct.class.role() != Role::Structural,
+        }
+}
+
+/// A structural token other than whitespace: compatible only with the same text.
+#[inline]
+fn structural_text(t: &Token) -> bool {
+    t.class.role() == Role::Structural && t.class != Class::Ws
 }
 
 /// True when the cluster's static token `ct` has the same bytes as the line's token `t` (byte slices:
@@ -238,6 +248,26 @@ const SPAN_MAX_LEN_DIFF: usize = 10;
 const SPAN_MAX: usize = 3;
 /// Clusters remembered per first-symbols list (the most recent; older ones are never candidates).
 const PREFIX_LIST_MAX: usize = 64;
+
+/// A cluster that a line fits, while the best one is being chosen.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    slot: usize,
+    sim: f64,
+    statics: usize,
+    id: u64,
+}
+
+impl Candidate {
+    /// Better than `best`: higher similarity, then more static positions, then the lower id.
+    fn beats(&self, best: Option<&Candidate>) -> bool {
+        best.is_none_or(|b| {
+            self.sim > b.sim
+                || (self.sim == b.sim
+                    && (self.statics > b.statics || (self.statics == b.statics && self.id < b.id)))
+        })
+    }
+}
 
 /// The result of mining one line.
 #[derive(Debug, Clone, Copy)]
@@ -441,7 +471,7 @@ impl Miner {
     ) -> Option<Mined> {
         self.align.clear();
         let (key, prefix) = self.key(line, tokens);
-        let mut best: Option<(usize, f64, usize, u64)> = None;
+        let mut best: Option<Candidate> = None;
         if let Some(bucket) = self.buckets.get(&key) {
             for &slot in bucket.iter().rev().take(self.config.max_candidates) {
                 let Some(c) = self.store.get(slot) else {
@@ -455,18 +485,18 @@ impl Miner {
                 if sim < self.config.similarity {
                     continue;
                 }
-                let better = match best {
-                    None => true,
-                    Some((_, bs, bst, bid)) => {
-                        sim > bs || (sim == bs && (statics > bst || (statics == bst && c.id < bid)))
-                    }
+                let candidate = Candidate {
+                    slot,
+                    sim,
+                    statics,
+                    id: c.id,
                 };
-                if better {
-                    best = Some((slot, sim, statics, c.id));
+                if candidate.beats(best.as_ref()) {
+                    best = Some(candidate);
                 }
             }
         }
-        if let Some((slot, ..)) = best {
+        if let Some(Candidate { slot, .. }) = best {
             if self.widen(slot, line, tokens) {
                 return self.matched(slot, epoch);
             }
@@ -558,7 +588,7 @@ impl Miner {
     /// `self.align` set for it.
     fn match_spans(&mut self, prefix: u64, line: &str, tokens: &[Token]) -> Option<usize> {
         let list = self.spans_by_prefix.get(&prefix)?;
-        let mut best: Option<(usize, f64, usize, u64)> = None;
+        let mut best: Option<Candidate> = None;
         let mut align = std::mem::take(&mut self.align);
         let mut best_align = Vec::new();
         for r in list.iter().rev().take(SPAN_CANDIDATES) {
@@ -572,22 +602,22 @@ impl Miner {
             if sim < self.config.similarity {
                 continue;
             }
-            let better = match best {
-                None => true,
-                Some((_, bs, bst, bid)) => {
-                    sim > bs || (sim == bs && (statics > bst || (statics == bst && c.id < bid)))
-                }
+            let candidate = Candidate {
+                slot,
+                sim,
+                statics,
+                id: c.id,
             };
-            if better {
-                best = Some((slot, sim, statics, c.id));
+            if candidate.beats(best.as_ref()) {
+                best = Some(candidate);
                 std::mem::swap(&mut best_align, &mut align);
             }
-            if best.is_some_and(|b| b.1 >= 1.0) {
+            if best.as_ref().is_some_and(|b| b.sim >= 1.0) {
                 break;
             }
         }
         self.align = best_align;
-        best.map(|b| b.0)
+        best.map(|b| b.slot)
     }
 
     /// Aligns a line with a cluster that has spans: the tokens between spans must fit in order, the
@@ -738,12 +768,12 @@ impl Miner {
         let w = n + 1;
         // Which tokens may align. The table compares text by hash (a byte comparison per cell cost
         // a fifth of the engine's time on unique-heavy logs); the pairs chosen are checked byte for byte.
+        // Stricter than `compatible`: a slot takes values of its own kind (or any word when it holds
+        // words), and a static word only the same word.
         let kinds_ok = |ct: &CTok, t: &Token| {
-            !ct.span
+            compatible_kind(ct, t)
                 && match t.class.role() {
-                    Role::Structural if t.class == Class::Ws => ct.class == Class::Ws,
-                    Role::Structural => !ct.slot && ct.class == t.class,
-                    // A slot takes values of its own kind, or any word when it holds words.
+                    Role::Structural => true,
                     _ if ct.slot => {
                         ct.class == t.class
                             || (ct.class.role() == Role::Mined && t.class.role() == Role::Mined)

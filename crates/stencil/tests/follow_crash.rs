@@ -90,12 +90,8 @@ fn sigkill_at_random_moments_loses_no_line() {
 
     // Wait until both files are fully delivered, then stop gracefully.
     let out = |f: &std::path::Path| {
-        std::fs::read_to_string(
-            dir.path()
-                .join("out")
-                .join(f.strip_prefix("/").expect("abs")),
-        )
-        .unwrap_or_default()
+        std::fs::read_to_string(common::rebuilt_path(&dir.path().join("out"), f))
+            .unwrap_or_default()
     };
     let last = format!("line {:08} of the crash test", total - 1);
     let started = Instant::now();
@@ -173,10 +169,7 @@ fn rotated_while_down_the_rest_is_read_before_the_new_file() {
     std::fs::write(&input, new.join("\n") + "\n").expect("new file");
 
     let mut second = agent(dir.path(), &logs);
-    let rebuilt_path = dir
-        .path()
-        .join("out")
-        .join(input.strip_prefix("/").expect("absolute"));
+    let rebuilt_path = common::rebuilt_path(&dir.path().join("out"), &input);
     let last = new.last().expect("lines").clone();
     common::wait_for(|| {
         std::fs::read_to_string(&rebuilt_path).is_ok_and(|s| s.lines().any(|l| l == last))

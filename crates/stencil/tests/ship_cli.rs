@@ -1,13 +1,12 @@
 //! `stencil ship --once` as a real process with its embedded intake: every input comes back byte for
 //! byte under `--out` (CRLF, invalid UTF-8, no final newline, empty lines), and the summary adds up.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn rebuilt(out: &Path, source: &Path) -> PathBuf {
-    let abs = std::fs::canonicalize(source).expect("absolute path");
-    out.join(abs.strip_prefix("/").expect("absolute"))
-}
+use common::rebuilt_path as rebuilt;
 
 fn ship(out: &Path, inputs: &[PathBuf]) -> serde_json::Value {
     let summary = out.join("summary.json");

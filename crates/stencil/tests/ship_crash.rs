@@ -98,13 +98,8 @@ fn kill_9_then_rerun_loses_no_line() {
         "every line acked in the end"
     );
 
-    let abs = std::fs::canonicalize(&input).expect("abs");
-    let rebuilt = std::fs::read_to_string(
-        dir.path()
-            .join("out")
-            .join(abs.strip_prefix("/").expect("absolute")),
-    )
-    .expect("rebuilt");
+    let rebuilt = std::fs::read_to_string(common::rebuilt_path(&dir.path().join("out"), &input))
+        .expect("rebuilt");
     // First occurrences cover every line in order; every extra line repeats an earlier one.
     let (next, extras) = common::in_order(rebuilt.lines(), &lines);
     for &(seen, line) in &extras {
@@ -153,13 +148,8 @@ fn file_rotated_while_down_is_finished_before_the_new_one() {
     let status = ship(dir.path(), &input).status().expect("reruns");
     assert!(status.success());
 
-    let abs = std::fs::canonicalize(&input).expect("abs");
-    let rebuilt = std::fs::read_to_string(
-        dir.path()
-            .join("out")
-            .join(abs.strip_prefix("/").expect("absolute")),
-    )
-    .expect("rebuilt");
+    let rebuilt = std::fs::read_to_string(common::rebuilt_path(&dir.path().join("out"), &input))
+        .expect("rebuilt");
     let expected: Vec<&String> = old.iter().chain(new.iter()).collect();
     let (next, extras) = common::in_order(rebuilt.lines(), &expected);
     for (_, line) in extras {

@@ -18,7 +18,7 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
 }
 
 fn rebuilt(out: &std::path::Path, source: &std::path::Path) -> Vec<u8> {
-    std::fs::read(out.join(source.strip_prefix("/").expect("absolute"))).unwrap_or_default()
+    std::fs::read(common::rebuilt_path(out, source)).unwrap_or_default()
 }
 
 #[test]

@@ -18,7 +18,9 @@ use std::sync::Mutex;
 use stencil_codec::LogRecord;
 
 use super::journal::{AppendJournal, Repair};
-use super::{line_terminator, original_bytes, Sink, SinkError, StreamInfo, FILENAME_TAG};
+use super::{
+    line_terminator, original_bytes, Sink, SinkError, StreamInfo, FILENAME_TAG, ROLLED_BACK_BYTES,
+};
 
 /// Open files kept at once; past it the least recently opened one is flushed and closed.
 const MAX_OPEN_FILES: usize = 256;
@@ -80,7 +82,7 @@ fn log_repairs(repairs: &[Repair], what: &str) {
             length = r.len,
             "cut away the part of {what} that reached the file; its batch was not acked and is sent again"
         );
-        metrics::counter!("stencil_intake_sink_bytes_rolled_back_total").increment(r.removed);
+        metrics::counter!(ROLLED_BACK_BYTES).increment(r.removed);
     }
 }
 

@@ -18,7 +18,7 @@ use stencil_codec::LogRecord;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{Sink, SinkError, StreamInfo};
+use super::{Sink, SinkError, StreamInfo, ROLLED_BACK_BYTES};
 
 enum Target {
     File {
@@ -68,8 +68,8 @@ impl JsonLinesSink {
 }
 
 /// Cuts whatever follows the last newline of `file`: the torn end of an object whose batch was not
-/// acked. Returns the bytes removed.
-fn cut_torn_tail(file: &File) -> std::io::Result<u64> {
+/// acked.
+fn cut_torn_tail(file: &File) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let len = file.metadata()?.len();
     let mut end = len;
@@ -90,9 +90,9 @@ fn cut_torn_tail(file: &File) -> std::io::Result<u64> {
             removed_bytes = len - end,
             "cut away a torn JSON line left by a crash; its batch was not acked and is sent again"
         );
-        metrics::counter!("stencil_intake_sink_bytes_rolled_back_total").increment(len - end);
+        metrics::counter!(ROLLED_BACK_BYTES).increment(len - end);
     }
-    Ok(len - end)
+    Ok(())
 }
 
 /// Formats milliseconds since the epoch as RFC 3339 with milliseconds, or `None` when out of range.

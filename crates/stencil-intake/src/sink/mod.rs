@@ -55,6 +55,9 @@ pub trait Sink: Send + Sync + 'static {
     fn write_batch(&self, stream: &StreamInfo, logs: &[LogRecord]) -> Result<(), SinkError>;
 }
 
+/// Counter of bytes a sink cut away on open because a crash left them from a batch that was never acked.
+pub(crate) const ROLLED_BACK_BYTES: &str = "stencil_intake_sink_bytes_rolled_back_total";
+
 /// The tag that names a log's source file (`filename:/var/log/syslog`).
 pub const FILENAME_TAG: &str = "filename";
 

@@ -5,6 +5,13 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// Where the files sink under `out` writes the lines of `source` (an absolute path, or one that
+/// canonicalizes to it).
+pub fn rebuilt_path(out: &std::path::Path, source: &std::path::Path) -> std::path::PathBuf {
+    let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_owned());
+    out.join(abs.strip_prefix("/").expect("absolute path"))
+}
+
 /// Sends SIGTERM and asserts a graceful exit (status 0).
 pub fn sigterm_and_wait(child: &mut Child) {
     let pid = child.id().to_string();
