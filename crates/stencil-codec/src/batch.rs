@@ -15,6 +15,7 @@ use stencil_proto::stateful::StatefulBatch;
 use crate::compression::Compression;
 use crate::datum::Datum;
 use crate::error::{DecodeError, EncodeError, ErrorKind};
+use crate::extensions::{ExtDecoder, Extensions};
 use crate::reconstruct::{output_bytes, LogRecord};
 use crate::state::{Limits, StreamState};
 use crate::{v2, v3, Generation};
@@ -126,9 +127,10 @@ enum Sequence {
 }
 
 /// Decodes the batches of one stream, in order, against that stream's own state.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StreamDecoder {
     state: StreamState,
+    ext: Option<ExtDecoder>,
     compression: Compression,
     sequence: Sequence,
     keep_datums: bool,
@@ -139,6 +141,7 @@ impl StreamDecoder {
     pub fn new(generation: Generation, compression: Compression, limits: Limits) -> Self {
         StreamDecoder {
             state: StreamState::new(generation, limits),
+            ext: None,
             compression,
             sequence: Sequence::Start,
             keep_datums: false,
@@ -149,6 +152,27 @@ impl StreamDecoder {
     pub fn keep_datums(mut self, keep: bool) -> Self {
         self.keep_datums = keep;
         self
+    }
+
+    /// Accept the extension batches of `echoed` (what the intake echoed in its response headers), with
+    /// `stream-zstd` windows up to `2^max_window_log`. Without this call, a batch that starts with the
+    /// extension marker is refused.
+    pub fn with_extensions(mut self, echoed: Extensions, max_window_log: u32) -> Self {
+        self.ext = Some(ExtDecoder::new(echoed, max_window_log));
+        self
+    }
+
+    /// The wire the stream uses now: `v3`, or the extensions its agent switched to.
+    pub fn wire_name(&self) -> &'static str {
+        match &self.ext {
+            Some(ext) => ext.wire_name(),
+            None => "v3",
+        }
+    }
+
+    /// Bytes of stream state: the tables' define payloads plus the extensions' contexts and columns.
+    pub fn state_bytes(&self) -> usize {
+        self.state.bytes() + self.ext.as_ref().map_or(0, ExtDecoder::memory)
     }
 
     /// The stream's state tables.
@@ -213,9 +237,6 @@ impl StreamDecoder {
     fn decode_inner(&mut self, batch_id: u32, data: &[u8]) -> Result<DecodedBatch, ErrorKind> {
         self.check_sequence(batch_id)?;
         let limits = self.state.limits().clone();
-        let raw = self
-            .compression
-            .decompress(data, limits.max_decompressed_bytes)?;
         let mut logs = Vec::new();
         let mut datums = Vec::new();
         let mut output = 0usize;
@@ -244,15 +265,44 @@ impl StreamDecoder {
             }
             Ok(())
         };
-        match self.state.generation() {
-            Generation::V3 => v3::decode(&raw, &mut self.state, &mut apply)?,
-            Generation::V2 => v2::decode(&raw, &mut self.state, &mut apply)?,
-        }
+        let body = match self.ext.as_mut() {
+            Some(ext) => ext.begin(data)?,
+            None if data.starts_with(&crate::extensions::MARKER) => {
+                return Err(ErrorKind::CorruptPayload {
+                    codec: "stencil-extensions",
+                    detail: "an extension batch on a stream that negotiated no extension".into(),
+                })
+            }
+            None => None,
+        };
+        let decompressed_len = match (body, self.ext.as_mut()) {
+            (Some(body), Some(ext)) => {
+                let n = ext.decode(body, self.compression, &mut self.state, &mut apply)?;
+                let held = self.state.bytes() + ext.memory();
+                if held > limits.max_state_bytes {
+                    return Err(ErrorKind::StateLimit {
+                        what: "state bytes (tables, stream-zstd context and native columns)",
+                        limit: limits.max_state_bytes,
+                    });
+                }
+                n
+            }
+            _ => {
+                let raw = self
+                    .compression
+                    .decompress(data, limits.max_decompressed_bytes)?;
+                match self.state.generation() {
+                    Generation::V3 => v3::decode(&raw, &mut self.state, &mut apply)?,
+                    Generation::V2 => v2::decode(&raw, &mut self.state, &mut apply)?,
+                }
+                raw.len()
+            }
+        };
         Ok(DecodedBatch {
             batch_id,
             logs,
             datums,
-            decompressed_len: raw.len(),
+            decompressed_len,
             output_bytes: output,
         })
     }

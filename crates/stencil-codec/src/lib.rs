@@ -46,14 +46,18 @@ pub mod compression;
 pub mod datum;
 pub mod error;
 pub mod escape;
+pub mod extensions;
 pub mod json;
+pub mod native;
 pub mod reconstruct;
 pub mod state;
+pub mod stream;
 mod v2;
 mod v3;
 
 pub use batch::{BatchEncoder, DecodedBatch, EncodedBatch, StreamDecoder};
 pub use compression::Compression;
+pub use extensions::{ExtEncoder, Extensions, Mode};
 pub use error::{DecodeError, EncodeError, ErrorKind, GrpcCode, Space};
 pub use reconstruct::{float_text, original_bytes, LogRecord};
 pub use state::{Limits, StreamState};

@@ -116,6 +116,11 @@ impl StreamState {
         })
     }
 
+    /// The hole count of a defined pattern.
+    pub fn pattern_holes(&self, id: u64) -> Option<usize> {
+        self.patterns.get(&id).map(|p| p.byte_pos.len())
+    }
+
     pub(crate) fn pattern(&self, id: u64) -> Result<&Pattern, ErrorKind> {
         self.patterns.get(&id).ok_or(ErrorKind::UnknownId {
             space: Space::Pattern,

@@ -70,6 +70,10 @@ struct Sizes {
     zstd3: u64,
     http_json: u64,
     otlp: u64,
+    stream_zstd1: u64,
+    stream_zstd3: u64,
+    native_stream: u64,
+    v3_stream: u64,
     /// Seconds spent laying out and compressing the datums as v3 (the engine's time excluded).
     v3_seconds: f64,
     /// Seconds spent laying out and compressing the same kind of datums as the native prototype.
@@ -86,9 +90,18 @@ impl Sizes {
         self.zstd3 += o.zstd3;
         self.http_json += o.http_json;
         self.otlp += o.otlp;
+        self.stream_zstd1 += o.stream_zstd1;
+        self.stream_zstd3 += o.stream_zstd3;
+        self.native_stream += o.native_stream;
+        self.v3_stream += o.v3_stream;
         self.v3_seconds += o.v3_seconds;
         self.native_seconds += o.native_seconds;
     }
+}
+
+fn sc(level: i32) -> Result<stencil_codec::stream::StreamCompressor, String> {
+    stencil_codec::stream::StreamCompressor::new(level, stencil_codec::stream::DEFAULT_WINDOW_LOG)
+        .map_err(|e| e.to_string())
 }
 
 fn zstd(level: i32, bytes: &[u8]) -> u64 {
@@ -104,6 +117,14 @@ struct Stream {
     native_engine: Engine,
     native_encoder: native::NativeEncoder,
     next_batch: u32,
+    raw1: stencil_codec::stream::StreamCompressor,
+    raw3: stencil_codec::stream::StreamCompressor,
+    native_ctx: stencil_codec::stream::StreamCompressor,
+    native2: stencil_codec::ExtEncoder,
+    raw_engine: Engine,
+    raw_native: stencil_codec::native::NativeEncoder,
+    raw_ctx: stencil_codec::stream::StreamCompressor,
+    v3_ctx: stencil_codec::stream::StreamCompressor,
 }
 
 impl Stream {
@@ -132,9 +153,21 @@ impl Stream {
                 encoder,
                 engine: Engine::new(config),
                 // The prototype runs its own engine with the settings the native profile would use.
-                native_engine: Engine::new(native::engine_config()),
+                native_engine: Engine::new(EngineConfig {
+                    define_after: std::env::var("EXP_DA").ok().and_then(|v| v.parse().ok()).unwrap_or(1),
+                    admit_after: std::env::var("EXP_AA").ok().and_then(|v| v.parse().ok()).unwrap_or(255),
+                    ..native::engine_config()
+                }),
                 native_encoder: native::NativeEncoder::default(),
                 next_batch: 1,
+                raw1: sc(1)?,
+                raw3: sc(3)?,
+                native_ctx: sc(1)?,
+                native2: stencil_codec::ExtEncoder::new(stencil_codec::Extensions::ALL, Compression::ZSTD).map_err(|e| e.to_string())?,
+                raw_engine: Engine::new(EngineConfig { define_after: u32::MAX, ..native::engine_config() }),
+                raw_native: stencil_codec::native::NativeEncoder::new(),
+                raw_ctx: sc(1)?,
+                v3_ctx: sc(1)?,
             },
             opening,
         ))
@@ -166,6 +199,14 @@ fn measure(
         native_engine,
         native_encoder,
         next_batch,
+        raw1,
+        raw3,
+        native_ctx,
+        native2,
+        v3_ctx,
+        raw_engine,
+        raw_native,
+        raw_ctx,
     } = stream;
     let mut s = Sizes {
         stencil: opening,
@@ -175,6 +216,7 @@ fn measure(
     for (n, chunk) in lines.chunks(batch.max(1)).enumerate() {
         let mut datums = Vec::new();
         let mut native_datums = Vec::new();
+        let mut raw_datums = Vec::new();
         let timed: Vec<Line<'_>> = chunk
             .iter()
             .enumerate()
@@ -189,6 +231,7 @@ fn measure(
             };
             engine.encode(line, &m, &mut datums);
             native_engine.encode(line, &m, &mut native_datums);
+            raw_engine.encode(line, &m, &mut raw_datums);
         }
         let started = Instant::now();
         let payload = encoder.encode(&datums).map_err(|e| e.to_string())?;
@@ -197,7 +240,16 @@ fn measure(
         *next_batch = next_batch.wrapping_add(1);
         s.stencil += (payload.data.len() + framing) as u64;
         let started = Instant::now();
-        let native = native_encoder.encode(&native_datums).map(|b| zstd(1, &b));
+        let v3plain = encoder.serialize(&datums).map_err(|e| e.to_string())?;
+        let _ = (v3_ctx.compress_batch(&v3plain).map_err(|e| e.to_string())?.len() + framing) as u64;
+        let _ = (&raw_native, &raw_ctx, &raw_datums);
+        let nplain = native_encoder.encode(&native_datums);
+        {
+            let b = native2.encode(&native_datums).map_err(|e| e.to_string())?;
+            s.native_stream += (b.len() + framing) as u64;
+            let _ = &native_ctx;
+        }
+        let native = nplain.map(|b| zstd(1, &b));
         s.native_seconds += started.elapsed().as_secs_f64();
         s.native += match native {
             Some(bytes) => bytes + framing as u64,
@@ -213,6 +265,8 @@ fn measure(
         s.raw += raw.len() as u64;
         s.zstd1 += zstd(1, &raw);
         s.zstd3 += zstd(3, &raw);
+        s.stream_zstd1 += raw1.compress_batch(&raw).map_err(|e| e.to_string())?.len() as u64;
+        s.stream_zstd3 += raw3.compress_batch(&raw).map_err(|e| e.to_string())?.len() as u64;
         s.http_json += zstd(1, &baselines::http_json(&timed, &meta)?);
         s.otlp += zstd(1, &baselines::otlp(&timed, &meta));
     }
@@ -231,6 +285,10 @@ fn row(file: &str, batch: usize, s: &Sizes) -> serde_json::Value {
         "zstd3_bytes": s.zstd3,
         "http_json_zstd1_bytes": s.http_json,
         "otlp_zstd1_bytes": s.otlp,
+        "stream_zstd1_bytes": s.stream_zstd1,
+        "stream_zstd3_bytes": s.stream_zstd3,
+        "native_stream_bytes": s.native_stream,
+        "v3_stream_bytes": s.v3_stream,
         "ratios_to_stencil": {
             "raw": ratio(s.raw, s.stencil),
             "zstd1": ratio(s.zstd1, s.stencil),
@@ -367,6 +425,12 @@ fn print_table(rows: &[Row]) {
             ratio(s.raw, s.stencil),
             ratio(s.zstd3, s.stencil),
         );
+    }
+    for r in rows.iter().filter(|r| r.name == "total") {
+        let s = &r.sizes;
+        let l = s.lines.max(1) as f64;
+        println!("EXP batch {} per line: stream_zstd1 {:.2} stream_zstd3 {:.2} native_stream {:.2} v3_stream {:.2} zstd1 {:.2} v3 {:.2} native {:.2}",
+            r.batch, s.stream_zstd1 as f64 / l, s.stream_zstd3 as f64 / l, s.native_stream as f64 / l, s.v3_stream as f64 / l, s.zstd1 as f64 / l, s.stencil as f64 / l, s.native as f64 / l);
     }
     println!("* native: the prototype layout of docs/native-encoding.md, measured only (not a shipped format)");
     for r in rows.iter().filter(|r| r.name == "total") {

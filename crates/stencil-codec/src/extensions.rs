@@ -1,0 +1,604 @@
+//! Stencil's negotiated wire extensions on the v3 stream (`docs/extensions.md`): `stream-zstd` and
+//! `native/1`.
+//!
+//! A Datadog intake never sees them: the agent asks with the request header `stencil-extensions`, and only
+//! an intake that echoes the header in its response headers gets extension batches. The agent never waits
+//! for the echo: it sends plain v3 until it has seen it, then switches at a batch it names by a marker
+//! ([`MARKER`]) at the start of that batch's `data`. From that batch on, every batch of the stream is an
+//! extension batch:
+//!
+//! ```text
+//! first extension batch := MARKER, flags (bit 0 stream-zstd, bit 1 native/1), window log, body
+//! later batches         := body
+//! body                  := stream-zstd ? one flushed block of the stream's zstd frame : dd-content-encoding
+//! plaintext             := layout byte (0 = v3 LogDatumSequence, 1 = native/1 batch), then the layout
+//! ```
+//!
+//! [`Extensions`] parses and formats the header; [`ExtEncoder`] is the agent's per-stream encoder (with
+//! the choice between structure and raw text, below); [`ExtDecoder`] is the intake's per-stream decoder.
+//!
+//! # Structure only where it pays
+//!
+//! Columns and templates win on strongly templated logs and lose on short, varied ones, whose words zstd's
+//! context already matches across lines. The encoder keeps a *shadow* zstd context fed the batch's raw
+//! lines, exactly what a plain zstd stream would have sent. While the real bytes of the structured
+//! batches stay within the shadow's, the stream stays structured; once the recent structured batches
+//! cost more than the shadow's raw lines, the stream sends every log as raw text into the same compressed
+//! stream (one way: a new stream, at rotation or reconnect, starts structured again). The intake needs no
+//! hint: a raw log is a raw log.
+
+use std::fmt;
+
+use prost::Message;
+
+use crate::compression::Compression;
+use crate::datum::{Content, Datum, Log};
+use crate::error::{EncodeError, ErrorKind};
+use crate::native::{NativeDecoder, NativeEncoder};
+use crate::state::{Limits, StreamState};
+use crate::stream::{StreamCompressor, StreamDecompressor, DEFAULT_WINDOW_LOG, MIN_WINDOW_LOG};
+use crate::Generation;
+
+/// The request and response header that carries the negotiation.
+pub const HEADER: &str = "stencil-extensions";
+/// The name of the stream-scoped zstd extension.
+pub const STREAM_ZSTD: &str = "stream-zstd";
+/// The `data` prefix of the first extension batch of a stream (never the start of a zstd frame, a gzip
+/// member or a v3 sequence an agent writes).
+pub const MARKER: [u8; 4] = [0xFF, b'S', b'T', b'X'];
+
+const FLAG_STREAM_ZSTD: u8 = 1;
+const FLAG_NATIVE: u8 = 2;
+const LAYOUT_V3: u8 = 0;
+const LAYOUT_NATIVE: u8 = 1;
+
+/// A set of extensions, as asked for or agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extensions {
+    /// `stream-zstd` with this window log, if any.
+    pub stream_zstd: Option<u32>,
+    /// `native/1`.
+    pub native: bool,
+}
+
+impl Extensions {
+    /// Both extensions, with zstd's level-1 window (what `stencil ship` asks for).
+    pub const ALL: Extensions = Extensions {
+        stream_zstd: Some(DEFAULT_WINDOW_LOG),
+        native: true,
+    };
+
+    /// No extension: plain v3.
+    pub fn is_empty(&self) -> bool {
+        self.stream_zstd.is_none() && !self.native
+    }
+
+    /// Parses a header value (`native/1, stream-zstd;window-log=19`). Unknown names and parameters are
+    /// ignored, so that either side can grow new ones; a malformed window log drops `stream-zstd`.
+    pub fn parse(value: &str) -> Extensions {
+        let mut out = Extensions::default();
+        for item in value.split(',') {
+            let mut parts = item.split(';').map(str::trim);
+            match parts.next() {
+                Some(STREAM_ZSTD) => {
+                    let mut window = Some(DEFAULT_WINDOW_LOG);
+                    for p in parts {
+                        if let Some(v) = p.strip_prefix("window-log=") {
+                            window = v.parse::<u32>().ok().filter(|w| *w >= MIN_WINDOW_LOG);
+                        }
+                    }
+                    out.stream_zstd = window;
+                }
+                Some(crate::native::NAME) => out.native = true,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// What an intake that supports both, with windows up to `max_window_log`, answers to `asked`.
+    pub fn answer(asked: Extensions, max_window_log: u32) -> Extensions {
+        Extensions {
+            stream_zstd: asked.stream_zstd.map(|w| w.min(max_window_log)),
+            native: asked.native,
+        }
+    }
+
+    /// The agreed set: what was asked, limited to what the echo confirms (window: the smaller).
+    pub fn agreed(asked: Extensions, echo: Extensions) -> Extensions {
+        Extensions {
+            stream_zstd: match (asked.stream_zstd, echo.stream_zstd) {
+                (Some(a), Some(e)) => Some(a.min(e)),
+                _ => None,
+            },
+            native: asked.native && echo.native,
+        }
+    }
+
+    fn flags(&self) -> u8 {
+        (if self.stream_zstd.is_some() {
+            FLAG_STREAM_ZSTD
+        } else {
+            0
+        }) | if self.native { FLAG_NATIVE } else { 0 }
+    }
+
+    /// A short name for summaries and metrics: `v3`, `v3+stream-zstd`, `native/1`,
+    /// `native/1+stream-zstd`.
+    pub fn wire_name(&self) -> &'static str {
+        match (self.native, self.stream_zstd.is_some()) {
+            (false, false) => "v3",
+            (false, true) => "v3+stream-zstd",
+            (true, false) => "native/1",
+            (true, true) => "native/1+stream-zstd",
+        }
+    }
+}
+
+impl fmt::Display for Extensions {
+    /// The header value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        if self.native {
+            f.write_str(crate::native::NAME)?;
+            first = false;
+        }
+        if let Some(w) = self.stream_zstd {
+            if !first {
+                f.write_str(", ")?;
+            }
+            write!(f, "{STREAM_ZSTD};window-log={w}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which form the encoder gives the stream's logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every log as its raw text: structure did not pay on this stream.
+    Raw,
+    /// Pattern logs as patterns and values.
+    Structured,
+}
+
+/// Logs a stream must have carried before the mode may change.
+const PROBATION_LOGS: usize = 50;
+/// The other form is taken once its recent bytes are below the real ones by this factor.
+const SWITCH_WHEN: f64 = 0.97;
+/// The same, after the stream has switched once.
+const SWITCH_AGAIN_WHEN: f64 = 0.9;
+/// Weight of the past in the recent-bytes averages (per batch).
+const DECAY: f64 = 0.7;
+
+/// Renders each log of a batch as text, in datum order (a pattern may be widened mid-batch).
+fn render_texts(
+    render: &mut StreamState,
+    datums: &[Datum],
+) -> Result<Vec<Option<String>>, EncodeError> {
+    let mut texts = Vec::with_capacity(datums.len());
+    for d in datums {
+        let mut text = None;
+        match d {
+            Datum::PatternDefine(p) => render.define_pattern(p).map_err(render_error)?,
+            Datum::PatternDelete { id } => render.delete_pattern(*id),
+            Datum::DictDefine(e) => render.define_dict(e).map_err(render_error)?,
+            Datum::DictDelete { id } => render.delete_dict(*id),
+            Datum::SchemaDefine(d) => render.define_schema(d).map_err(render_error)?,
+            Datum::SchemaDelete { id } => render.delete_schema(*id),
+            Datum::Log(log) if log.json.is_none() => {
+                if let Content::Pattern { .. } = log.content {
+                    text = Some(render.message_text(&log.content).map_err(render_error)?);
+                }
+            }
+            _ => {}
+        }
+        texts.push(text);
+    }
+    Ok(texts)
+}
+
+/// One way of sending the stream's logs: its layout state, its zstd context, and for the raw form the
+/// pattern defines it holds back.
+struct Form {
+    native: Option<NativeEncoder>,
+    ctx: Option<StreamCompressor>,
+    /// `Some` for the raw form: the patterns defined but not sent.
+    unsent: Option<std::collections::BTreeMap<u64, crate::datum::PatternDefine>>,
+}
+
+impl Form {
+    fn new(agreed: Extensions, level: i32, mode: Mode) -> std::io::Result<Self> {
+        Ok(Form {
+            native: agreed.native.then(NativeEncoder::new),
+            ctx: agreed
+                .stream_zstd
+                .map(|w| StreamCompressor::new(level, w))
+                .transpose()?,
+            unsent: (mode == Mode::Raw).then(Default::default),
+        })
+    }
+
+    fn mode(&self) -> Mode {
+        if self.unsent.is_some() {
+            Mode::Raw
+        } else {
+            Mode::Structured
+        }
+    }
+
+    /// The raw form of a batch: pattern logs as their text (`texts`), pattern defines held back until
+    /// structure is taken (a log that stays structured, a JSON one, brings its define along).
+    fn raw_form(
+        unsent: &mut std::collections::BTreeMap<u64, crate::datum::PatternDefine>,
+        datums: &[Datum],
+        texts: &[Option<String>],
+    ) -> Vec<Datum> {
+        let mut out = Vec::with_capacity(datums.len());
+        for (d, text) in datums.iter().zip(texts) {
+            match d {
+                Datum::PatternDefine(p) => {
+                    unsent.insert(p.id, p.clone());
+                }
+                Datum::PatternDelete { id } => {
+                    if unsent.remove(id).is_none() {
+                        out.push(d.clone());
+                    }
+                }
+                Datum::Log(log) => match (&log.content, text) {
+                    (_, Some(text)) => out.push(Datum::Log(Log {
+                        content: Content::Raw(text.clone()),
+                        json: None,
+                        ..log.clone()
+                    })),
+                    (Content::Pattern { id, .. }, None) => {
+                        if let Some(p) = unsent.remove(id) {
+                            out.push(Datum::PatternDefine(p));
+                        }
+                        out.push(d.clone());
+                    }
+                    _ => out.push(d.clone()),
+                },
+                _ => out.push(d.clone()),
+            }
+        }
+        out
+    }
+
+    /// Lays out and compresses one batch in this form.
+    fn encode(
+        &mut self,
+        datums: &[Datum],
+        texts: &[Option<String>],
+        compression: Compression,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let converted;
+        let datums = match self.unsent.as_mut() {
+            Some(unsent) => {
+                converted = Form::raw_form(unsent, datums, texts);
+                &converted[..]
+            }
+            None => datums,
+        };
+        let mut plain = Vec::with_capacity(64 + datums.len() * 16);
+        match self.native.as_mut() {
+            Some(n) if n.supports(datums) => {
+                plain.push(LAYOUT_NATIVE);
+                n.encode(datums, &mut plain)?;
+            }
+            _ => {
+                plain.push(LAYOUT_V3);
+                crate::v3::encode(datums)?
+                    .encode(&mut plain)
+                    .map_err(|e| EncodeError::Compression(std::io::Error::other(e.to_string())))?;
+            }
+        }
+        Ok(match self.ctx.as_mut() {
+            Some(ctx) => ctx.compress_batch(&plain)?,
+            None => compression.compress(&plain)?,
+        })
+    }
+
+    fn memory(&self) -> usize {
+        self.ctx.as_ref().map_or(0, StreamCompressor::memory)
+    }
+}
+
+/// The agent's encoder for one stream once extensions are agreed.
+pub struct ExtEncoder {
+    agreed: Extensions,
+    compression: Compression,
+    level: i32,
+    /// Templates and dictionary, to render logs as text (with native/1 only).
+    render: Option<StreamState>,
+    /// What goes on the wire.
+    real: Form,
+    /// The other form, fed the same batches but never sent: what the stream would cost the other way.
+    shadow: Option<Form>,
+    /// Defines to send before the next batch (the patterns held back while raw, once structure is taken).
+    pending: Vec<Datum>,
+    logs_seen: usize,
+    /// Decayed sums of (real bytes, shadow bytes) of recent batches.
+    recent: (f64, f64),
+    started: bool,
+    switches: u64,
+}
+
+impl fmt::Debug for ExtEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExtEncoder")
+            .field("agreed", &self.agreed)
+            .field("mode", &self.real.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExtEncoder {
+    /// An encoder for a new stream. `compression` compresses the bodies when `stream-zstd` is not agreed
+    /// (and its zstd level is the stream context's level when it is).
+    pub fn new(agreed: Extensions, compression: Compression) -> std::io::Result<Self> {
+        let level = match compression {
+            Compression::Zstd { level } => level,
+            _ => 1,
+        };
+        Ok(ExtEncoder {
+            agreed,
+            compression,
+            level,
+            render: agreed
+                .native
+                .then(|| StreamState::new(Generation::V3, Limits::default())),
+            real: Form::new(agreed, level, Mode::Structured)?,
+            // With native/1 both forms start; the first batch picks the real one.
+            shadow: agreed
+                .native
+                .then(|| Form::new(agreed, level, Mode::Raw))
+                .transpose()?,
+            pending: Vec::new(),
+            logs_seen: 0,
+            recent: (0.0, 0.0),
+            started: false,
+            switches: 0,
+        })
+    }
+
+    /// The agreed extensions.
+    pub fn agreed(&self) -> Extensions {
+        self.agreed
+    }
+
+    /// The form the stream's logs take now.
+    pub fn mode(&self) -> Mode {
+        self.real.mode()
+    }
+
+    /// How many times the stream changed form after its first batch.
+    pub fn switches(&self) -> u64 {
+        self.switches
+    }
+
+    /// Bytes the encoder's zstd contexts hold.
+    pub fn memory(&self) -> usize {
+        self.real.memory() + self.shadow.as_ref().map_or(0, Form::memory)
+    }
+
+    /// Encodes the stream's next batch. The first call writes the marker.
+    pub fn encode(&mut self, datums: &[Datum]) -> Result<Vec<u8>, EncodeError> {
+        let texts = match self.render.as_mut() {
+            Some(render) => render_texts(render, datums)?,
+            None => vec![None; datums.len()],
+        };
+        let mut body = if self.pending.is_empty() {
+            self.real.encode(datums, &texts, self.compression)?
+        } else {
+            let mut all = std::mem::take(&mut self.pending);
+            let mut all_texts = vec![None; all.len()];
+            all.extend_from_slice(datums);
+            all_texts.extend(texts.iter().cloned());
+            self.real.encode(&all, &all_texts, self.compression)?
+        };
+        if let Some(shadow) = self.shadow.as_mut() {
+            let mut other = shadow.encode(datums, &texts, self.compression)?;
+            if !self.started && other.len() < body.len() {
+                // Both forms start from empty contexts: the first batch is an exact trial.
+                std::mem::swap(&mut self.real, shadow);
+                std::mem::swap(&mut body, &mut other);
+                if let Some(unsent) = shadow.unsent.as_mut() {
+                    unsent.clear();
+                }
+            }
+            self.weigh(datums, body.len(), other.len());
+            self.decide()?;
+        }
+        let mut data = Vec::with_capacity(body.len() + 6);
+        if !self.started {
+            self.started = true;
+            data.extend_from_slice(&MARKER);
+            data.push(self.agreed.flags());
+            data.push(self.agreed.stream_zstd.unwrap_or(0) as u8);
+        }
+        data.extend_from_slice(&body);
+        Ok(data)
+    }
+
+    fn weigh(&mut self, datums: &[Datum], sent: usize, would: usize) {
+        self.recent = (
+            self.recent.0 * DECAY + sent as f64,
+            self.recent.1 * DECAY + would as f64,
+        );
+        self.logs_seen += datums.iter().filter(|d| matches!(d, Datum::Log(_))).count();
+    }
+
+    /// Takes the shadow's form once it has been clearly cheaper for a while. The stream keeps its
+    /// context (and the intake its columns); only the form of the next batches changes, and a fresh
+    /// shadow of the form left behind starts (it has no history, so a switch back needs clear evidence).
+    fn decide(&mut self) -> Result<(), EncodeError> {
+        // Each switch makes the next one harder: twice the probation, and a clearer margin.
+        let probation = PROBATION_LOGS << self.switches.min(8);
+        let margin = if self.switches == 0 { SWITCH_WHEN } else { SWITCH_AGAIN_WHEN };
+        if self.logs_seen < probation || self.recent.1 >= self.recent.0 * margin {
+            return Ok(());
+        }
+        let left = self.real.mode();
+        match left {
+            Mode::Raw => {
+                // Raw to structured: the patterns held back go first, with the next batch.
+                let unsent = self.real.unsent.take().unwrap_or_default();
+                self.pending = unsent.into_values().map(Datum::PatternDefine).collect();
+            }
+            Mode::Structured => {
+                // Structured to raw: every define so far was sent.
+                self.real.unsent = Some(Default::default());
+            }
+        }
+        self.shadow = Some(Form::new(self.agreed, self.level, left)?);
+        if let Some(unsent) = self.shadow.as_mut().and_then(|s| s.unsent.as_mut()) {
+            unsent.clear();
+        }
+        self.switches += 1;
+        self.logs_seen = 0;
+        self.recent = (0.0, 0.0);
+        Ok(())
+    }
+}
+
+fn render_error(e: ErrorKind) -> EncodeError {
+    EncodeError::Compression(std::io::Error::other(format!(
+        "rendering a log as text: {e}"
+    )))
+}
+
+/// The intake's side of the extensions for one stream.
+#[derive(Debug)]
+pub struct ExtDecoder {
+    echoed: Extensions,
+    max_window_log: u32,
+    /// Set by the marker batch.
+    active: Option<Active>,
+}
+
+#[derive(Debug)]
+struct Active {
+    flags: u8,
+    ctx: Option<StreamDecompressor>,
+    native: NativeDecoder,
+}
+
+impl ExtDecoder {
+    /// A decoder for a stream whose response echoed `echoed`, accepting windows up to `max_window_log`.
+    pub fn new(echoed: Extensions, max_window_log: u32) -> Self {
+        ExtDecoder {
+            echoed,
+            max_window_log,
+            active: None,
+        }
+    }
+
+    /// True once the stream has switched to extension batches.
+    pub fn active(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// The wire in use: `v3` until the marker, then the extensions it named.
+    pub fn wire_name(&self) -> &'static str {
+        match &self.active {
+            None => "v3",
+            Some(a) => Extensions {
+                stream_zstd: a.ctx.as_ref().map(StreamDecompressor::window_log),
+                native: a.flags & FLAG_NATIVE != 0,
+            }
+            .wire_name(),
+        }
+    }
+
+    /// Bytes held by the stream context and the column tables.
+    pub fn memory(&self) -> usize {
+        self.active.as_ref().map_or(0, |a| {
+            a.ctx.as_ref().map_or(0, StreamDecompressor::memory) + a.native.state_bytes()
+        })
+    }
+
+    /// `Some(body)` when `data` is an extension batch (the first one is recognised by its marker);
+    /// `None` for a plain v3 batch. A marker on a stream that did not negotiate, or that names more than
+    /// was echoed, is refused.
+    pub(crate) fn begin<'a>(&mut self, data: &'a [u8]) -> Result<Option<&'a [u8]>, ErrorKind> {
+        if self.active.is_some() {
+            return Ok(Some(data));
+        }
+        let Some(rest) = data.strip_prefix(&MARKER[..]) else {
+            return Ok(None);
+        };
+        let refuse = |detail: String| ErrorKind::CorruptPayload {
+            codec: "stencil-extensions",
+            detail,
+        };
+        if self.echoed.is_empty() {
+            return Err(refuse(
+                "an extension batch on a stream that negotiated no extension".into(),
+            ));
+        }
+        let (&flags, rest) = rest
+            .split_first()
+            .ok_or_else(|| refuse("truncated marker".into()))?;
+        let (&window, rest) = rest
+            .split_first()
+            .ok_or_else(|| refuse("truncated marker".into()))?;
+        if flags & !self.echoed.flags() != 0 || flags == 0 {
+            return Err(refuse(format!(
+                "the batch uses extensions {flags:#04b}, the stream agreed {:#04b}",
+                self.echoed.flags()
+            )));
+        }
+        let ctx = if flags & FLAG_STREAM_ZSTD != 0 {
+            let window = u32::from(window);
+            let cap = self.echoed.stream_zstd.unwrap_or(0).min(self.max_window_log);
+            if !(MIN_WINDOW_LOG..=cap).contains(&window) {
+                return Err(refuse(format!(
+                    "stream-zstd window log {window} is outside {MIN_WINDOW_LOG}..={cap}"
+                )));
+            }
+            Some(StreamDecompressor::new(window)?)
+        } else {
+            None
+        };
+        self.active = Some(Active {
+            flags,
+            ctx,
+            native: NativeDecoder::new(),
+        });
+        Ok(Some(rest))
+    }
+
+    /// Decompresses and decodes one extension batch body, handing each datum to `apply`.
+    pub(crate) fn decode(
+        &mut self,
+        body: &[u8],
+        compression: Compression,
+        state: &mut StreamState,
+        apply: &mut dyn FnMut(&mut StreamState, Datum) -> Result<(), ErrorKind>,
+    ) -> Result<usize, ErrorKind> {
+        let Some(active) = self.active.as_mut() else {
+            return Err(ErrorKind::StreamFailed);
+        };
+        let cap = state.limits().max_decompressed_bytes;
+        let plain = match active.ctx.as_mut() {
+            Some(ctx) => ctx.decompress_batch(body, cap)?,
+            None => compression.decompress(body, cap)?,
+        };
+        let (&layout, rest) = plain.split_first().ok_or(ErrorKind::CorruptPayload {
+            codec: "stencil-extensions",
+            detail: "an empty batch has no layout byte".into(),
+        })?;
+        match layout {
+            LAYOUT_V3 => crate::v3::decode(rest, state, apply)?,
+            LAYOUT_NATIVE if active.flags & FLAG_NATIVE != 0 => active.native.decode(rest, state, apply)?,
+            other => {
+                return Err(ErrorKind::CorruptPayload {
+                    codec: "stencil-extensions",
+                    detail: format!("layout {other} was not negotiated"),
+                })
+            }
+        }
+        Ok(plain.len())
+    }
+}

@@ -1,0 +1,881 @@
+//! The `native/1` batch layout (`docs/native-encoding.md`): the same canonical datums as v3, laid out by
+//! column and coded against state that lives as long as the stream.
+//!
+//! The v3 row layout frames every value as its own protobuf message and codes nothing but the timestamp
+//! against the log before it. This layout, used only when both ends negotiated it, writes a batch as a few
+//! sections whose lengths follow from the batch itself (nothing but the datum count is framed):
+//!
+//! ```text
+//! batch   := varint(n_datums) kinds defs times meta pids raw columns
+//! kinds   := one byte per datum (raw line, raw bytes, pattern log, the four defines and deletes)
+//! defs    := the define and delete payloads, in datum order
+//! times   := per log, zigzag(timestamp - previous log's timestamp on this stream)
+//! meta    := per log, a mask of the changed fields (status, service, tags), then each changed field
+//!            as 0 (none) or dictionary id + 1
+//! pids    := per pattern log, its pattern id
+//! raw     := per raw log, the text and `\n` (raw line), or varint(len) and the text (raw bytes)
+//! columns := for each (pattern, hole) in order of first use in this batch, its values in log order
+//! ```
+//!
+//! A column value is a kind byte (bit 7: `render_as_string`) and its payload: ints and dictionary ids are
+//! zigzag deltas against the column's previous one; a string is a back-reference into the column's recent
+//! exact values, or a *shape* (the text with each digit run replaced by its width, itself named by index
+//! once seen) plus each digit run as a delta against the same run of the shape's previous value. Dates,
+//! counters and block ids inside strings become small numbers; repeated strings become one small index.
+//!
+//! Every table is bounded by constants both ends share, and the decoder counts its bytes
+//! ([`NativeDecoder::state_bytes`]) so that the intake can charge them against the stream's state limit.
+//! Each read is bounds-checked; every malformed input is an [`ErrorKind`], never a panic.
+
+use std::collections::HashMap;
+
+use crate::datum::{Content, Datum, DictDefine, DynValue, Log, PatternDefine, Value};
+use crate::error::{EncodeError, ErrorKind, Space};
+use crate::state::StreamState;
+
+/// The extension's name in the negotiation header.
+pub const NAME: &str = "native/1";
+
+const GEN: &str = "native/1";
+
+// Datum kinds.
+const D_RAW_LINE: u8 = 0;
+const D_RAW_BYTES: u8 = 1;
+const D_PATTERN: u8 = 2;
+const D_PATTERN_DEFINE: u8 = 3;
+const D_PATTERN_DELETE: u8 = 4;
+const D_DICT_DEFINE: u8 = 5;
+const D_DICT_DELETE: u8 = 6;
+
+// Value kinds (bit 7 = render_as_string).
+const V_INT: u8 = 0;
+const V_FLOAT: u8 = 1;
+const V_DICT: u8 = 2;
+const V_FALSE: u8 = 3;
+const V_TRUE: u8 = 4;
+const V_RAW_JSON: u8 = 5;
+/// A string by its shape and digit runs.
+const V_SHAPED: u8 = 6;
+/// A string equal to an entry of the column's recent exact values.
+const V_EXACT: u8 = 7;
+/// A string sent as it is (too long for the tables).
+const V_LITERAL: u8 = 8;
+const AS_STRING: u8 = 0x80;
+
+/// Longest digit run carried as a number (10^18 < 2^63); longer runs are cut into runs of this width.
+const MAX_RUN: usize = 18;
+/// Shapes a column remembers.
+const MAX_SHAPES: usize = 64;
+/// Recent exact values a column remembers (a ring).
+const MAX_EXACT: usize = 32;
+/// Longest string kept in a column's tables; longer ones are literals.
+const MAX_TABLED: usize = 128;
+/// Most holes a pattern may have in this layout (the decoder refuses more before allocating).
+const MAX_HOLES: usize = 4096;
+
+fn refuse(what: &'static str) -> EncodeError {
+    EncodeError::NotRepresentable {
+        generation: GEN,
+        what,
+    }
+}
+
+fn malformed(detail: &str) -> ErrorKind {
+    ErrorKind::MalformedProtobuf(format!("native/1: {detail}"))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_signed(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// Splits `s` into its shape and the numbers of its digit runs. In the shape a digit run is `0x00, width`
+/// and a literal NUL is `0x00, 0x00`.
+fn shape_of(s: &[u8], shape: &mut Vec<u8>, numbers: &mut Vec<i64>) {
+    shape.clear();
+    numbers.clear();
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b.is_ascii_digit() {
+            let start = i;
+            while i < s.len() && s[i].is_ascii_digit() && i - start < MAX_RUN {
+                i += 1;
+            }
+            let n = s[start..i]
+                .iter()
+                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+            numbers.push(n);
+            shape.push(0);
+            shape.push((i - start) as u8);
+        } else {
+            if b == 0 {
+                shape.push(0);
+            }
+            shape.push(b);
+            i += 1;
+        }
+    }
+}
+
+/// What one (pattern, hole) column remembers across batches. Both ends keep the same.
+#[derive(Debug, Default, Clone)]
+struct ColumnState {
+    last_int: i64,
+    last_dict: i64,
+    last_shape: Option<usize>,
+    /// Shapes by index, with the digit runs of the shape's last value.
+    shapes: Vec<(Vec<u8>, Vec<i64>)>,
+    /// Recent exact values, a ring of `MAX_EXACT`.
+    exact: Vec<String>,
+    next_exact: usize,
+    bytes: usize,
+}
+
+impl ColumnState {
+    fn remember_exact(&mut self, s: &str) -> usize {
+        let slot = self.next_exact;
+        self.next_exact = (self.next_exact + 1) % MAX_EXACT;
+        if slot < self.exact.len() {
+            self.bytes = self.bytes - self.exact[slot].len() + s.len();
+            self.exact[slot] = s.to_owned();
+        } else {
+            self.bytes += s.len() + 24;
+            self.exact.push(s.to_owned());
+        }
+        slot
+    }
+
+    fn add_shape(&mut self, shape: Vec<u8>, runs: usize) -> Option<usize> {
+        if self.shapes.len() >= MAX_SHAPES {
+            return None;
+        }
+        self.bytes += shape.len() + 8 * runs + 48;
+        self.shapes.push((shape, vec![0; runs]));
+        Some(self.shapes.len() - 1)
+    }
+}
+
+/// The encoder's per-column index of exact values (the decoder needs only the ring).
+#[derive(Debug, Default, Clone)]
+struct ExactIndex {
+    slots: HashMap<String, usize>,
+}
+
+/// Stream-scoped state shared in meaning by both ends: timestamps, metadata and columns.
+#[derive(Debug, Default, Clone)]
+struct Shared {
+    last_ts: i64,
+    meta: [Option<u64>; 3],
+    columns: HashMap<(u64, usize), ColumnState>,
+}
+
+impl Shared {
+    /// Drops the columns of patterns deleted in the batch and not defined again (run at the batch's end).
+    fn forget(&mut self, deleted: &[u64], defined: impl Fn(u64) -> bool) {
+        for id in deleted {
+            if !defined(*id) {
+                self.columns.retain(|(pid, _), _| pid != id);
+            }
+        }
+    }
+}
+
+/// The agent's end of `native/1` for one stream.
+#[derive(Debug, Default, Clone)]
+pub struct NativeEncoder {
+    shared: Shared,
+    exact: HashMap<(u64, usize), ExactIndex>,
+    holes: HashMap<u64, usize>,
+    shape_buf: Vec<u8>,
+    numbers: Vec<i64>,
+}
+
+fn meta_id(v: &Option<Value>) -> Result<Option<u64>, EncodeError> {
+    match v {
+        None => Ok(None),
+        Some(Value::Dict(id)) if *id < u64::MAX => Ok(Some(*id)),
+        Some(_) => Err(refuse("metadata that is not a dictionary id")),
+    }
+}
+
+impl NativeEncoder {
+    /// A fresh encoder (a new stream).
+    pub fn new() -> Self {
+        NativeEncoder::default()
+    }
+
+    /// Checks that every datum fits this layout (no JSON schemas or contexts, no uuids, metadata as
+    /// dictionary ids, one value per hole of a known pattern). Nothing is changed.
+    pub fn supports(&self, datums: &[Datum]) -> bool {
+        let mut overlay: HashMap<u64, Option<usize>> = HashMap::new();
+        datums.iter().all(|d| match d {
+            Datum::PatternDefine(p) => {
+                overlay.insert(p.id, Some(p.pos_list.len()));
+                p.pos_list.len() <= MAX_HOLES
+            }
+            Datum::PatternDelete { id } => {
+                overlay.insert(*id, None);
+                true
+            }
+            Datum::DictDefine(_) | Datum::DictDelete { .. } => true,
+            Datum::SchemaDefine(_) | Datum::SchemaDelete { .. } => false,
+            Datum::Log(log) => {
+                log.json.is_none()
+                    && log.uuid.is_none()
+                    && meta_id(&log.status).is_ok()
+                    && meta_id(&log.service).is_ok()
+                    && meta_id(&log.tags).is_ok()
+                    && match &log.content {
+                        Content::Raw(_) => true,
+                        Content::Pattern { id, values } => {
+                            let holes = match overlay.get(id) {
+                                Some(h) => *h,
+                                None => self.holes.get(id).copied(),
+                            };
+                            holes == Some(values.len())
+                        }
+                    }
+            }
+        })
+    }
+
+    /// Lays out one batch, appending it to `out`. Call [`NativeEncoder::supports`] first: on an error the
+    /// stream's state may be partly updated, and the stream must not be used again.
+    pub fn encode(&mut self, datums: &[Datum], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let mut kinds = Vec::with_capacity(datums.len());
+        let (mut defs, mut times, mut meta, mut pids, mut raw) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut columns: Vec<Vec<u8>> = Vec::new();
+        let mut index: HashMap<(u64, usize), usize> = HashMap::new();
+        let mut deleted = Vec::new();
+        let mut last_define = 0u64;
+        for d in datums {
+            match d {
+                Datum::PatternDefine(p) => {
+                    kinds.push(D_PATTERN_DEFINE);
+                    put_signed(&mut defs, p.id.wrapping_sub(last_define) as i64);
+                    last_define = p.id;
+                    put_bytes(&mut defs, p.template.as_bytes());
+                    put_varint(&mut defs, p.pos_list.len() as u64);
+                    let mut prev = 0u32;
+                    for &pos in &p.pos_list {
+                        put_varint(&mut defs, u64::from(pos.wrapping_sub(prev)));
+                        prev = pos;
+                    }
+                    self.holes.insert(p.id, p.pos_list.len());
+                }
+                Datum::PatternDelete { id } => {
+                    kinds.push(D_PATTERN_DELETE);
+                    put_varint(&mut defs, *id);
+                    self.holes.remove(id);
+                    deleted.push(*id);
+                }
+                Datum::DictDefine(e) => {
+                    kinds.push(D_DICT_DEFINE);
+                    put_varint(&mut defs, e.id);
+                    put_bytes(&mut defs, e.value.as_bytes());
+                }
+                Datum::DictDelete { id } => {
+                    kinds.push(D_DICT_DELETE);
+                    put_varint(&mut defs, *id);
+                }
+                Datum::SchemaDefine(_) | Datum::SchemaDelete { .. } => {
+                    return Err(refuse("JSON schemas"))
+                }
+                Datum::Log(log) => {
+                    if log.json.is_some() || log.uuid.is_some() {
+                        return Err(refuse("JSON contexts and uuids"));
+                    }
+                    put_signed(
+                        &mut times,
+                        log.timestamp.wrapping_sub(self.shared.last_ts),
+                    );
+                    self.shared.last_ts = log.timestamp;
+                    let ids = [
+                        meta_id(&log.status)?,
+                        meta_id(&log.service)?,
+                        meta_id(&log.tags)?,
+                    ];
+                    let mask = (0..3).fold(0u8, |m, i| {
+                        if ids[i] == self.shared.meta[i] {
+                            m
+                        } else {
+                            m | 1 << i
+                        }
+                    });
+                    meta.push(mask);
+                    for i in 0..3 {
+                        if mask & 1 << i != 0 {
+                            put_varint(&mut meta, ids[i].map_or(0, |id| id + 1));
+                            self.shared.meta[i] = ids[i];
+                        }
+                    }
+                    match &log.content {
+                        Content::Raw(text) => {
+                            if text.contains('\n') {
+                                kinds.push(D_RAW_BYTES);
+                                put_bytes(&mut raw, text.as_bytes());
+                            } else {
+                                kinds.push(D_RAW_LINE);
+                                raw.extend_from_slice(text.as_bytes());
+                                raw.push(b'\n');
+                            }
+                        }
+                        Content::Pattern { id, values } => {
+                            if self.holes.get(id) != Some(&values.len()) {
+                                return Err(refuse("a log whose pattern is unknown or differs"));
+                            }
+                            kinds.push(D_PATTERN);
+                            put_varint(&mut pids, *id);
+                            for (hole, v) in values.iter().enumerate() {
+                                let next = columns.len();
+                                let c = *index.entry((*id, hole)).or_insert(next);
+                                if c == next {
+                                    columns.push(Vec::new());
+                                }
+                                self.push_value(&mut columns[c], (*id, hole), v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let holes = &self.holes;
+        self.shared.forget(&deleted, |id| holes.contains_key(&id));
+        for id in &deleted {
+            if !self.holes.contains_key(id) {
+                self.exact.retain(|(pid, _), _| pid != id);
+            }
+        }
+        put_varint(out, datums.len() as u64);
+        for section in [&kinds, &defs, &times, &meta, &pids, &raw] {
+            out.extend_from_slice(section);
+        }
+        for c in &columns {
+            out.extend_from_slice(c);
+        }
+        Ok(())
+    }
+
+    fn push_value(&mut self, out: &mut Vec<u8>, key: (u64, usize), v: &DynValue) {
+        let flag = if v.render_as_string { AS_STRING } else { 0 };
+        let st = self.shared.columns.entry(key).or_default();
+        match &v.value {
+            Value::Int(i) => {
+                out.push(V_INT | flag);
+                put_signed(out, i.wrapping_sub(st.last_int));
+                st.last_int = *i;
+            }
+            Value::Float(f) => {
+                out.push(V_FLOAT | flag);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+            Value::Dict(id) => {
+                out.push(V_DICT | flag);
+                put_signed(out, (*id as i64).wrapping_sub(st.last_dict));
+                st.last_dict = *id as i64;
+            }
+            Value::Bool(b) => out.push(if *b { V_TRUE } else { V_FALSE } | flag),
+            Value::RawJson(s) => {
+                out.push(V_RAW_JSON | flag);
+                put_bytes(out, s.as_bytes());
+            }
+            Value::Str(s) => {
+                if s.len() > MAX_TABLED {
+                    out.push(V_LITERAL | flag);
+                    put_bytes(out, s.as_bytes());
+                    return;
+                }
+                let exact = self.exact.entry(key).or_default();
+                if let Some(&slot) = exact.slots.get(s.as_str()) {
+                    out.push(V_EXACT | flag);
+                    put_varint(out, slot as u64);
+                    return;
+                }
+                let slot = st.remember_exact(s);
+                exact.slots.retain(|_, v| *v != slot);
+                exact.slots.insert(s.clone(), slot);
+                out.push(V_SHAPED | flag);
+                shape_of(s.as_bytes(), &mut self.shape_buf, &mut self.numbers);
+                let known = st.shapes.iter().position(|(sh, _)| *sh == self.shape_buf);
+                let index = match known {
+                    Some(k) if st.last_shape == Some(k) => {
+                        put_varint(out, 1);
+                        Some(k)
+                    }
+                    Some(k) => {
+                        put_varint(out, k as u64 + 2);
+                        Some(k)
+                    }
+                    None => {
+                        put_varint(out, 0);
+                        put_bytes(out, &self.shape_buf);
+                        st.add_shape(self.shape_buf.clone(), self.numbers.len())
+                    }
+                };
+                st.last_shape = index;
+                match index {
+                    Some(k) => {
+                        for (prev, n) in st.shapes[k].1.iter_mut().zip(&self.numbers) {
+                            put_signed(out, n.wrapping_sub(*prev));
+                            *prev = *n;
+                        }
+                    }
+                    None => {
+                        for n in &self.numbers {
+                            put_signed(out, *n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A cursor over one section of a batch.
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Reader { data, at: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64, ErrorKind> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self
+                .data
+                .get(self.at)
+                .ok_or_else(|| malformed("truncated varint"))?;
+            self.at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(malformed("varint longer than 10 bytes"))
+    }
+
+    fn signed(&mut self) -> Result<i64, ErrorKind> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    fn len(&mut self) -> Result<usize, ErrorKind> {
+        usize::try_from(self.varint()?).map_err(|_| malformed("length overflows"))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ErrorKind> {
+        let end = self
+            .at
+            .checked_add(n)
+            .ok_or_else(|| malformed("length overflows"))?;
+        let s = self
+            .data
+            .get(self.at..end)
+            .ok_or_else(|| malformed("a section is shorter than its contents"))?;
+        self.at = end;
+        Ok(s)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], ErrorKind> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Result<String, ErrorKind> {
+        utf8(self.bytes()?)
+    }
+
+    fn byte(&mut self) -> Result<u8, ErrorKind> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn line(&mut self) -> Result<&'a [u8], ErrorKind> {
+        let rest = &self.data[self.at..];
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| malformed("a raw line has no end"))?;
+        self.at += n + 1;
+        Ok(&rest[..n])
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        &self.data[self.at..]
+    }
+}
+
+fn utf8(b: &[u8]) -> Result<String, ErrorKind> {
+    String::from_utf8(b.to_vec()).map_err(|e| ErrorKind::InvalidUtf8(e.to_string()))
+}
+
+/// Number of digit runs in a shape, or an error when the shape is malformed.
+fn runs_in(shape: &[u8]) -> Result<usize, ErrorKind> {
+    let (mut n, mut i) = (0, 0);
+    while i < shape.len() {
+        if shape[i] == 0 {
+            let width = *shape
+                .get(i + 1)
+                .ok_or_else(|| malformed("truncated shape"))?;
+            if usize::from(width) > MAX_RUN {
+                return Err(malformed("a digit run wider than 18"));
+            }
+            if width != 0 {
+                n += 1;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The intake's end of `native/1` for one stream.
+#[derive(Debug, Default, Clone)]
+pub struct NativeDecoder {
+    shared: Shared,
+}
+
+/// A log whose values are still in their columns (first pass of the decoder).
+struct Pending {
+    timestamp: i64,
+    meta: [Option<u64>; 3],
+    content: PendingContent,
+}
+
+enum PendingContent {
+    Raw(String),
+    Pattern { id: u64, holes: usize },
+}
+
+enum Step {
+    Define(Datum),
+    Log(Pending),
+}
+
+impl NativeDecoder {
+    /// A fresh decoder (a new stream).
+    pub fn new() -> Self {
+        NativeDecoder::default()
+    }
+
+    /// Bytes held by the column tables (the intake charges them to the stream's state limit).
+    pub fn state_bytes(&self) -> usize {
+        self.shared
+            .columns
+            .values()
+            .map(|c| c.bytes + 64)
+            .sum::<usize>()
+    }
+
+    /// Decodes one batch and hands each datum, in order, to `apply` (which applies it to `state`).
+    /// The pattern holes come from `state` and from this batch's defines.
+    pub fn decode(
+        &mut self,
+        data: &[u8],
+        state: &mut StreamState,
+        apply: &mut dyn FnMut(&mut StreamState, Datum) -> Result<(), ErrorKind>,
+    ) -> Result<(), ErrorKind> {
+        let mut r = Reader::new(data);
+        let n = r.len()?;
+        // Each datum takes at least its kind byte.
+        let kinds = r.take(n)?;
+        let mut steps = Vec::with_capacity(n.min(1 << 16));
+        let mut columns: Vec<((u64, usize), usize)> = Vec::new(); // (key, values in this batch)
+        let mut index: HashMap<(u64, usize), usize> = HashMap::new();
+        let mut deleted = Vec::new();
+        let mut last_define = 0u64;
+        // The sections follow one another, and their lengths follow from the datums: defines first.
+        let mut logs = Vec::new();
+        for &kind in kinds {
+            match kind {
+                D_PATTERN_DEFINE => {
+                    let id = last_define.wrapping_add(r.signed()? as u64);
+                    last_define = id;
+                    let template = r.string()?;
+                    let holes = r.len()?;
+                    if holes > MAX_HOLES {
+                        return Err(malformed("a pattern with more than 4096 holes"));
+                    }
+                    let mut pos_list = Vec::with_capacity(holes);
+                    let mut p = 0u32;
+                    for _ in 0..holes {
+                        let delta = u32::try_from(r.varint()?)
+                            .map_err(|_| malformed("a hole position overflows"))?;
+                        p = p.wrapping_add(delta);
+                        pos_list.push(p);
+                    }
+                    steps.push(Step::Define(Datum::PatternDefine(PatternDefine {
+                        id,
+                        template,
+                        pos_list,
+                    })));
+                }
+                D_PATTERN_DELETE => {
+                    let id = r.varint()?;
+                    deleted.push(id);
+                    steps.push(Step::Define(Datum::PatternDelete { id }));
+                }
+                D_DICT_DEFINE => {
+                    let id = r.varint()?;
+                    let value = r.string()?;
+                    steps.push(Step::Define(Datum::DictDefine(DictDefine { id, value })));
+                }
+                D_DICT_DELETE => steps.push(Step::Define(Datum::DictDelete { id: r.varint()? })),
+                D_RAW_LINE | D_RAW_BYTES | D_PATTERN => {
+                    logs.push(steps.len());
+                    steps.push(Step::Log(Pending {
+                        timestamp: 0,
+                        meta: [None; 3],
+                        content: PendingContent::Raw(String::new()),
+                    }));
+                }
+                k => return Err(malformed(&format!("unknown datum kind {k}"))),
+            }
+        }
+        // Timestamps.
+        for &i in &logs {
+            let delta = r.signed()?;
+            self.shared.last_ts = self.shared.last_ts.wrapping_add(delta);
+            if let Step::Log(p) = &mut steps[i] {
+                p.timestamp = self.shared.last_ts;
+            }
+        }
+        // Metadata.
+        for &i in &logs {
+            let mask = r.byte()?;
+            if mask > 7 {
+                return Err(malformed("a metadata mask over 7"));
+            }
+            for f in 0..3 {
+                if mask & 1 << f != 0 {
+                    self.shared.meta[f] = r.varint()?.checked_sub(1);
+                }
+            }
+            if let Step::Log(p) = &mut steps[i] {
+                p.meta = self.shared.meta;
+            }
+        }
+        // Pattern ids, with the hole count in force at each log. Every value takes at least one byte, so
+        // a batch cannot announce more values than it has bytes.
+        let mut holes_now: HashMap<u64, Option<usize>> = HashMap::new();
+        let mut announced = 0usize;
+        for (k, &kind) in kinds.iter().enumerate() {
+            match (&mut steps[k], kind) {
+                (Step::Define(Datum::PatternDefine(p)), _) => {
+                    holes_now.insert(p.id, Some(p.pos_list.len()));
+                }
+                (Step::Define(Datum::PatternDelete { id }), _) => {
+                    holes_now.insert(*id, None);
+                }
+                (Step::Log(p), D_PATTERN) => {
+                    let id = r.varint()?;
+                    let holes = match holes_now.get(&id) {
+                        Some(h) => *h,
+                        None => state.pattern_holes(id),
+                    }
+                    .ok_or(ErrorKind::UnknownId {
+                        space: Space::Pattern,
+                        id,
+                    })?;
+                    announced = announced.saturating_add(holes);
+                    if announced > data.len() {
+                        return Err(malformed("more values than the batch has bytes"));
+                    }
+                    for hole in 0..holes {
+                        let next = columns.len();
+                        let c = *index.entry((id, hole)).or_insert(next);
+                        if c == next {
+                            columns.push(((id, hole), 0));
+                        }
+                        columns[c].1 += 1;
+                    }
+                    p.content = PendingContent::Pattern { id, holes };
+                }
+                _ => {}
+            }
+        }
+        // Raw texts.
+        for (k, &kind) in kinds.iter().enumerate() {
+            if let (Step::Log(p), D_RAW_LINE | D_RAW_BYTES) = (&mut steps[k], kind) {
+                let text = if kind == D_RAW_LINE {
+                    utf8(r.line()?)?
+                } else {
+                    r.string()?
+                };
+                p.content = PendingContent::Raw(text);
+            }
+        }
+        // Columns, each whole, in order of first use.
+        let mut values: Vec<std::vec::IntoIter<DynValue>> = Vec::with_capacity(columns.len());
+        for (key, count) in &columns {
+            let st = self.shared.columns.entry(*key).or_default();
+            let mut column = Vec::with_capacity((*count).min(1 << 16));
+            for _ in 0..*count {
+                column.push(read_value(st, &mut r)?);
+            }
+            values.push(column.into_iter());
+        }
+        if !r.rest().is_empty() {
+            return Err(malformed("bytes left after the last column"));
+        }
+        // Assemble and apply, in datum order.
+        for step in steps {
+            let datum = match step {
+                Step::Define(d) => d,
+                Step::Log(p) => {
+                    let content = match p.content {
+                        PendingContent::Raw(text) => Content::Raw(text),
+                        PendingContent::Pattern { id, holes } => {
+                            let mut vals = Vec::with_capacity(holes);
+                            for hole in 0..holes {
+                                let c = index.get(&(id, hole)).copied().unwrap_or(usize::MAX);
+                                let v = values
+                                    .get_mut(c)
+                                    .and_then(Iterator::next)
+                                    .ok_or_else(|| malformed("a column ran out of values"))?;
+                                vals.push(v);
+                            }
+                            Content::Pattern { id, values: vals }
+                        }
+                    };
+                    Datum::Log(Log {
+                        timestamp: p.timestamp,
+                        status: p.meta[0].map(Value::Dict),
+                        service: p.meta[1].map(Value::Dict),
+                        tags: p.meta[2].map(Value::Dict),
+                        content,
+                        json: None,
+                        uuid: None,
+                    })
+                }
+            };
+            apply(state, datum)?;
+        }
+        let st = &*state;
+        self.shared
+            .forget(&deleted, |id| st.pattern_holes(id).is_some());
+        Ok(())
+    }
+}
+
+fn read_value(st: &mut ColumnState, r: &mut Reader<'_>) -> Result<DynValue, ErrorKind> {
+    let tag = r.byte()?;
+    let value = match tag & !AS_STRING {
+        V_INT => {
+            st.last_int = st.last_int.wrapping_add(r.signed()?);
+            Value::Int(st.last_int)
+        }
+        V_FLOAT => {
+            let b: [u8; 8] = r
+                .take(8)?
+                .try_into()
+                .map_err(|_| malformed("a float is not 8 bytes"))?;
+            let f = f64::from_le_bytes(b);
+            if !f.is_finite() {
+                return Err(ErrorKind::NonFiniteFloat);
+            }
+            Value::Float(f)
+        }
+        V_DICT => {
+            st.last_dict = st.last_dict.wrapping_add(r.signed()?);
+            Value::Dict(st.last_dict as u64)
+        }
+        V_FALSE => Value::Bool(false),
+        V_TRUE => Value::Bool(true),
+        V_RAW_JSON => Value::RawJson(r.string()?),
+        V_LITERAL => Value::Str(r.string()?),
+        V_EXACT => {
+            let slot = r.len()?;
+            Value::Str(
+                st.exact
+                    .get(slot)
+                    .ok_or_else(|| malformed("a reference to an exact value never sent"))?
+                    .clone(),
+            )
+        }
+        V_SHAPED => {
+            let (shape, index) = match r.varint()? {
+                0 => {
+                    let shape = r.bytes()?.to_vec();
+                    let runs = runs_in(&shape)?;
+                    let index = st.add_shape(shape.clone(), runs);
+                    (shape, index)
+                }
+                1 => {
+                    let k = st
+                        .last_shape
+                        .ok_or_else(|| malformed("'same shape' without a previous shape"))?;
+                    (st.shapes[k].0.clone(), Some(k))
+                }
+                k => {
+                    let k = usize::try_from(k - 2).map_err(|_| malformed("shape index"))?;
+                    let shape = st
+                        .shapes
+                        .get(k)
+                        .ok_or_else(|| malformed("a reference to a shape never sent"))?;
+                    (shape.0.clone(), Some(k))
+                }
+            };
+            st.last_shape = index;
+            let mut text = Vec::with_capacity(shape.len() + 8);
+            let (mut run, mut i) = (0, 0);
+            while i < shape.len() {
+                if shape[i] == 0 {
+                    let width = usize::from(shape[i + 1]);
+                    if width == 0 {
+                        text.push(0);
+                    } else {
+                        let delta = r.signed()?;
+                        let n = match index {
+                            Some(k) => {
+                                let prev = &mut st.shapes[k].1[run];
+                                *prev = prev.wrapping_add(delta);
+                                *prev
+                            }
+                            None => delta,
+                        };
+                        if n < 0 || n >= 10i64.pow(width as u32) {
+                            return Err(malformed("a digit run does not fit its width"));
+                        }
+                        let digits = format!("{n:0width$}");
+                        text.extend_from_slice(digits.as_bytes());
+                        run += 1;
+                    }
+                    i += 2;
+                } else {
+                    text.push(shape[i]);
+                    i += 1;
+                }
+            }
+            let s = utf8(&text)?;
+            if s.len() <= MAX_TABLED {
+                st.remember_exact(&s);
+            }
+            Value::Str(s)
+        }
+        k => return Err(malformed(&format!("unknown value kind {k}"))),
+    };
+    Ok(DynValue {
+        value,
+        render_as_string: tag & AS_STRING != 0,
+    })
+}
