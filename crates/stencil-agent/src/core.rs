@@ -12,6 +12,7 @@ use stencil_codec::datum::Datum;
 use stencil_codec::BatchEncoder;
 
 use crate::payload::{Checkpoint, Payload, Ref};
+use stencil_codec::{ExtEncoder, Extensions};
 use crate::snapshot::Snapshot;
 
 /// A stream incarnation number; it only increases.
@@ -71,6 +72,13 @@ pub struct CoreConfig {
     /// Largest encoded batch 0; past it, batch 0 carries the longest ordered prefix that fits and the
     /// rest travels as payload prefixes.
     pub max_batch_bytes: usize,
+    /// Wire extensions to ask for (`stencil-extensions`); used on a stream only once the intake echoes
+    /// them. Empty (the default) = plain v3.
+    pub extensions: Extensions,
+    /// With extensions asked, how long a new stream's data batches may wait for the intake's first
+    /// answer (batch 0 never waits). Response headers come at the latest with the first ack, so this
+    /// bounds the wait only for an intake that neither sends headers early nor acks batch 0.
+    pub echo_wait: Duration,
 }
 
 impl Default for CoreConfig {
@@ -90,6 +98,8 @@ impl Default for CoreConfig {
             max_inflight_bytes: 32 << 20,
             poison_threshold: 3,
             max_batch_bytes: 4 << 20,
+            extensions: Extensions::default(),
+            echo_wait: Duration::from_secs(1),
         }
     }
 }
@@ -163,9 +173,11 @@ pub enum Timer {
     Grace,
     /// Trailer wait after half-close.
     Close,
+    /// How long data batches wait for the intake's first answer (its echo or an ack) on a new stream.
+    Echo,
 }
 
-const TIMERS: [Timer; 8] = [
+const TIMERS: [Timer; 9] = [
     Timer::Connect,
     Timer::Lifetime,
     Timer::Drain,
@@ -174,6 +186,7 @@ const TIMERS: [Timer; 8] = [
     Timer::Recheck,
     Timer::Grace,
     Timer::Close,
+    Timer::Echo,
 ];
 
 /// How a stream ended or failed to open.
@@ -210,6 +223,9 @@ pub enum Event {
     Opened(Epoch),
     /// The stream of this epoch could not open.
     OpenFailed(Epoch, Failure),
+    /// The response headers of this epoch's stream arrived, echoing these extensions (empty when the
+    /// intake did not echo). They may arrive late, or never: the stream sends v3 until then.
+    Echo(Epoch, Extensions),
     /// An ack: (epoch, batch id, status).
     Ack(Epoch, u32, i32),
     /// The stream of this epoch ended (`code` OK = clean end).
@@ -292,6 +308,12 @@ pub struct CoreStats {
     pub rotations: u64,
     /// Logs dropped by the poison ladder.
     pub dropped_logs: u64,
+    /// Batches sent with the negotiated extensions.
+    pub ext_batches: u64,
+    /// Bytes of those batches.
+    pub ext_bytes: u64,
+    /// Streams on which the intake echoed the extensions.
+    pub ext_streams: u64,
 }
 
 /// The worker core.
@@ -310,7 +332,7 @@ pub struct Core {
     expected: VecDeque<u32>,
     known: BTreeSet<Ref>,
     snapshot: Snapshot,
-    timers: [Option<Instant>; 8],
+    timers: [Option<Instant>; 9],
     error_count: u32,
     data_acks: u32,
     stable: bool,
@@ -318,6 +340,11 @@ pub struct Core {
     full_snapshot: bool,
     snapshot_rejections: u32,
     stats: CoreStats,
+    /// The current stream's extension encoder, once the intake echoed the extensions.
+    ext: Option<ExtEncoder>,
+    /// The state datums sent on the current stream in plain v3, kept until the echo (or the first ack
+    /// without one) so that the extension encoder starts from the stream's state.
+    before_echo: Option<Vec<Datum>>,
 }
 
 impl Core {
@@ -337,7 +364,7 @@ impl Core {
             expected: VecDeque::new(),
             known: BTreeSet::new(),
             snapshot: Snapshot::default(),
-            timers: [None; 8],
+            timers: [None; 9],
             error_count: 0,
             data_acks: 0,
             stable: false,
@@ -345,6 +372,8 @@ impl Core {
             full_snapshot: false,
             snapshot_rejections: 0,
             stats: CoreStats::default(),
+            ext: None,
+            before_echo: None,
         }
     }
 
@@ -446,6 +475,7 @@ impl Core {
             }
             Event::Payload(p) => self.admit(p, now, &mut out),
             Event::Opened(e) => self.opened(e, now, &mut out),
+            Event::Echo(e, echo) => self.echo(e, echo, now, &mut out),
             Event::OpenFailed(e, f) => {
                 if e == self.epoch && self.state == State::Connecting {
                     self.fail(f, now, &mut out);
@@ -500,6 +530,12 @@ impl Core {
             return;
         }
         self.disarm(Timer::Connect);
+        // A new stream starts in plain v3 with fresh contexts; replays are re-encoded, not resent.
+        self.ext = None;
+        self.before_echo = (!self.config.extensions.is_empty()).then(Vec::new);
+        if self.before_echo.is_some() {
+            self.arm(Timer::Echo, now + self.config.echo_wait);
+        }
         // Reset the tracker: every sent payload becomes buffered again, in order.
         for t in self.tracked.iter_mut() {
             if t.sent.take().is_some() {
@@ -526,6 +562,9 @@ impl Core {
             data = self.encode(&datums);
         }
         self.known = datums.iter().filter_map(crate::snapshot::target).collect();
+        if let Some(record) = self.before_echo.as_mut() {
+            record.extend(datums.iter().filter(|d| d.is_state_change()).cloned());
+        }
         self.send(0, data, out);
         let jitter = if self.first_stream {
             0.5 + 0.6 * self.random()
@@ -539,6 +578,44 @@ impl Core {
         self.stable = false;
         self.set_state(State::Active, out);
         self.pump(now, out);
+    }
+
+    /// The intake echoed `echo`: later batches of this stream use what both sides agree on. The switch
+    /// happens at the next batch sent, which carries the extension marker.
+    fn echo(&mut self, e: Epoch, echo: Extensions, now: Instant, out: &mut Vec<Effect>) {
+        if e != self.epoch || self.ext.is_some() || !matches!(self.state, State::Active) {
+            return;
+        }
+        let held = self.timers[Timer::Echo as usize].is_some();
+        self.disarm(Timer::Echo);
+        if held {
+            // Data batches waited for this answer; send them, in whichever wire it allows.
+            self.echo_inner(echo);
+            return self.pump(now, out);
+        }
+        self.echo_inner(echo);
+    }
+
+    fn echo_inner(&mut self, echo: Extensions) {
+        let Some(prior) = self.before_echo.take() else {
+            return;
+        };
+        let agreed = Extensions::agreed(self.config.extensions, echo);
+        if agreed.is_empty() {
+            return;
+        }
+        match ExtEncoder::new(agreed, self.encoder.compression(), &prior) {
+            Ok(ext) => {
+                self.stats.ext_streams += 1;
+                self.ext = Some(ext);
+            }
+            Err(err) => tracing::warn!(error = %err, "wire extensions unavailable; staying on v3"),
+        }
+    }
+
+    /// The wire of the current stream (`v3` until an echo was seen).
+    pub fn wire_name(&self) -> &'static str {
+        self.ext.as_ref().map_or("v3", |x| x.agreed().wire_name())
     }
 
     fn encode(&self, datums: &[Datum]) -> Arc<Vec<u8>> {
@@ -565,6 +642,10 @@ impl Core {
         if !matches!(self.state, State::Active | State::ShuttingDown) {
             return;
         }
+        if self.timers[Timer::Echo as usize].is_some() {
+            // A new stream's data batches wait (briefly) for the intake's first answer.
+            return;
+        }
         while self.sent_count < self.tracked.len() {
             let i = self.sent_count;
             let (mut prefix, dangling) = self.snapshot.plan(&self.known, &self.tracked[i].payload);
@@ -582,7 +663,32 @@ impl Core {
                 prefix = self.snapshot.plan(&self.known, &self.tracked[i].payload).0;
             }
             let payload = &self.tracked[i].payload;
-            let data = if prefix.is_empty() {
+            let data = if let Some(ext) = self.ext.as_mut() {
+                let mut all = prefix.clone();
+                all.extend(payload.wire.iter().cloned());
+                match ext.encode(&all) {
+                    Ok(data) => {
+                        self.stats.ext_batches += 1;
+                        self.stats.ext_bytes += data.len() as u64;
+                        Arc::new(data)
+                    }
+                    Err(err) => {
+                        // Cannot happen for datums the engine made. The stream may already carry
+                        // extension batches, so end it; later streams stay on plain v3.
+                        tracing::error!(error = %err, "extension encoding failed; replacing the stream with plain v3");
+                        self.config.extensions = Extensions::default();
+                        self.ext = None;
+                        return self.fail(
+                            Failure {
+                                code: None,
+                                message: format!("extension encoding failed: {err}"),
+                            },
+                            now,
+                            out,
+                        );
+                    }
+                }
+            } else if prefix.is_empty() {
                 Arc::new(payload.encoded.data.clone())
             } else {
                 let mut all = prefix.clone();
@@ -593,6 +699,15 @@ impl Core {
                 if let Some(r) = crate::snapshot::target(d) {
                     self.known.insert(r);
                 }
+            }
+            if let (Some(record), None) = (self.before_echo.as_mut(), self.ext.as_ref()) {
+                record.extend(
+                    prefix
+                        .iter()
+                        .chain(payload.wire.iter())
+                        .filter(|d| d.is_state_change())
+                        .cloned(),
+                );
             }
             let id = self.next_id;
             self.next_id = self.next_id.saturating_add(1);
@@ -620,6 +735,12 @@ impl Core {
     }
 
     fn ack(&mut self, id: u32, status: i32, now: Instant, out: &mut Vec<Effect>) {
+        // Response headers come at the latest with the first ack: without an echo by then, the intake
+        // does not speak the extensions, and this stream stays plain v3.
+        self.before_echo = None;
+        if self.timers[Timer::Echo as usize].take().is_some() {
+            self.pump(now, out);
+        }
         if status != 1 {
             let message = format!("batch {id} acked with status {status} (a NACK)");
             return self.fail(
@@ -736,6 +857,7 @@ impl Core {
                 out.push(Effect::Cancel(self.epoch));
                 self.open(now, out);
             }
+            (Timer::Echo, State::Active | State::Draining | State::ShuttingDown) => self.pump(now, out),
             (Timer::Stability, State::Active | State::Draining | State::ShuttingDown) => {
                 if self.data_acks > 0 {
                     self.error_count = 0;
@@ -761,11 +883,11 @@ impl Core {
     fn stop(&mut self, now: Instant, out: &mut Vec<Effect>) {
         match self.state {
             State::Idle | State::Backoff | State::Paused(_) => {
-                self.timers = [None; 8];
+                self.timers = [None; 9];
                 self.set_state(State::Stopped, out);
             }
             State::Connecting => {
-                self.timers = [None; 8];
+                self.timers = [None; 9];
                 out.push(Effect::Cancel(self.epoch));
                 self.set_state(State::Stopped, out);
             }
@@ -786,7 +908,7 @@ impl Core {
         match self.state {
             State::ShuttingDown | State::Closing => {
                 out.push(Effect::Cancel(self.epoch));
-                self.timers = [None; 8];
+                self.timers = [None; 9];
                 self.set_state(State::Stopped, out);
                 return;
             }

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use stencil_codec::extensions::{self, Extensions};
+
 use crate::checkpoint::Mailbox;
 use crate::core::{Core, CoreStats, Effect, Epoch, Event, Failure, State};
 use crate::payload::Payload;
@@ -29,6 +31,8 @@ pub struct Headers {
     pub origin_version: String,
     /// `dd-protocol`, if configured.
     pub protocol: Option<String>,
+    /// `stencil-extensions`: the wire extensions to ask for (not sent when empty).
+    pub extensions: Extensions,
     /// Extra headers; they never override the ones above.
     pub extra: Vec<(String, String)>,
 }
@@ -41,6 +45,7 @@ impl Headers {
             origin: "stencil-agent".into(),
             origin_version: env!("CARGO_PKG_VERSION").into(),
             protocol: None,
+            extensions: Extensions::default(),
             extra: Vec::new(),
         }
     }
@@ -53,6 +58,8 @@ pub struct WorkerReport {
     pub stats: CoreStats,
     /// Payloads still unacked at the stop (they will be re-read after a restart).
     pub unacked: usize,
+    /// The wire of the last stream (`v3`, or the extensions it agreed).
+    pub wire: &'static str,
 }
 
 /// A running worker.
@@ -85,6 +92,7 @@ impl Worker {
                 WorkerReport {
                     stats: CoreStats::default(),
                     unacked: 0,
+                    wire: "v3",
                 }
             }
         }
@@ -259,6 +267,7 @@ async fn run(
     WorkerReport {
         stats: core.stats(),
         unacked: core.inflight().0,
+        wire: core.wire_name(),
     }
 }
 
@@ -272,6 +281,9 @@ fn publish(core: &Core) {
     metrics::counter!("stencil_agent_dangling_references_total").absolute(s.dangling);
     metrics::counter!("stencil_agent_stream_failures_total").absolute(s.failures);
     metrics::counter!("stencil_agent_stream_rotations_total").absolute(s.rotations);
+    metrics::counter!("stencil_agent_extension_batches_total").absolute(s.ext_batches);
+    metrics::counter!("stencil_agent_extension_wire_bytes_total").absolute(s.ext_bytes);
+    metrics::counter!("stencil_agent_extension_streams_total").absolute(s.ext_streams);
     let (payloads, bytes) = core.inflight();
     metrics::gauge!("stencil_agent_inflight_payloads").set(payloads as f64);
     metrics::gauge!("stencil_agent_inflight_bytes").set(bytes as f64);
@@ -322,14 +334,29 @@ async fn stream_task(
     if let Some(p) = &headers.protocol {
         set("dd-protocol", p);
     }
+    if !headers.extensions.is_empty() {
+        set(extensions::HEADER, &headers.extensions.to_string());
+    }
+    // Send first: many servers (grpc-go's among them) send their response headers only with the first
+    // ack, so waiting for them before batch 0 would never end. The batches queue in `rx` and flow as
+    // soon as the connection is up; an open that fails ends the stream like any other failure.
+    let _ = events.send(Event::Opened(epoch));
     let mut acks = match client.stateful_stream(request).await {
-        Ok(resp) => resp.into_inner(),
+        Ok(resp) => {
+            let echo = resp
+                .metadata()
+                .get(extensions::HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(Extensions::parse)
+                .unwrap_or_default();
+            let _ = events.send(Event::Echo(epoch, echo));
+            resp.into_inner()
+        }
         Err(status) => {
-            let _ = events.send(Event::OpenFailed(epoch, failure(status)));
+            let _ = events.send(Event::Ended(epoch, failure(status)));
             return;
         }
     };
-    let _ = events.send(Event::Opened(epoch));
     loop {
         match acks.message().await {
             Ok(Some(ack)) => {

@@ -63,9 +63,12 @@ pub struct ShipOptions {
     /// Pipelines (engine + batcher + stream each) over the shared channel; each source belongs to
     /// exactly one. 0 means 1.
     pub pipelines: usize,
-    /// Also compress the raw lines per batch with zstd-1 for the summary's comparison (costs CPU; the
-    /// CLI turns it on for one pass unless told not to).
+    /// Also compress the raw lines with one zstd-1 context per pipeline, as a plain zstd stream would,
+    /// for the summary's comparison (costs CPU; the CLI turns it on for one pass unless told not to).
     pub compare: bool,
+    /// Wire extensions to ask the intake for (`stream-zstd`, `native/1`); each stream uses them only
+    /// once the intake echoes them, and plain v3 otherwise. Empty = plain v3 only.
+    pub extensions: stencil_codec::Extensions,
     /// Pattern engine settings of every pipeline (budgets bound each engine's memory).
     pub engine: EngineConfig,
 }
@@ -79,8 +82,11 @@ pub struct Summary {
     pub raw_bytes: u64,
     /// Bytes of `StatefulBatch.data` sent, snapshots and replays included.
     pub wire_bytes: u64,
-    /// Per-batch zstd-1 of the same lines (the same batch boundaries), for comparison.
+    /// A plain zstd-1 stream of the same lines (one context per pipeline, a flushed block per batch of
+    /// the same size), for comparison.
     pub zstd1_bytes: u64,
+    /// The wire the streams used: `v3`, `native/1+stream-zstd`, … (`mixed` when pipelines differ).
+    pub wire: String,
     /// Seconds from start to the last ack.
     pub seconds: f64,
     /// Payloads replayed after a reconnect.
@@ -101,8 +107,9 @@ impl Summary {
             "raw_bytes": self.raw_bytes,
             "wire_bytes": self.wire_bytes,
             "ratio_to_raw": ratio(self.raw_bytes, self.wire_bytes),
-            "zstd1_bytes": self.zstd1_bytes,
-            "ratio_to_zstd1": ratio(self.zstd1_bytes, self.wire_bytes),
+            "stream_zstd1_bytes": self.zstd1_bytes,
+            "ratio_to_stream_zstd1": ratio(self.zstd1_bytes, self.wire_bytes),
+            "wire": self.wire,
             "lines_per_sec": if self.seconds > 0.0 { self.lines as f64 / self.seconds } else { 0.0 },
             "seconds": self.seconds,
             "duplicates_replayed": self.replayed,
@@ -152,6 +159,8 @@ struct LineEncoder {
     service: Option<String>,
     baseline: Vec<u8>,
     baseline_lines: usize,
+    /// The plain zstd stream the summary compares with.
+    baseline_ctx: Option<stencil_codec::stream::StreamCompressor>,
     max_logs: usize,
     compare: bool,
     stats: ReadStats,
@@ -181,6 +190,16 @@ impl LineEncoder {
             service: options.service.clone(),
             baseline: Vec::new(),
             baseline_lines: 0,
+            baseline_ctx: options
+                .compare
+                .then(|| {
+                    stencil_codec::stream::StreamCompressor::new(
+                        1,
+                        stencil_codec::stream::DEFAULT_WINDOW_LOG,
+                    )
+                    .ok()
+                })
+                .flatten(),
             max_logs: options.batch.max_logs,
             compare: options.compare,
             stats: ReadStats::default(),
@@ -219,9 +238,9 @@ impl LineEncoder {
 
     fn baseline_flush(&mut self) {
         if self.baseline_lines > 0 {
-            self.stats.zstd1 += Compression::ZSTD
-                .compress(&self.baseline)
-                .map_or(0, |c| c.len()) as u64;
+            if let Some(ctx) = self.baseline_ctx.as_mut() {
+                self.stats.zstd1 += ctx.compress_batch(&self.baseline).map_or(0, |c| c.len()) as u64;
+            }
             self.baseline.clear();
             self.baseline_lines = 0;
         }
@@ -446,14 +465,20 @@ async fn run_pipeline(
     for (i, producer) in producers.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel(4);
         let core = Core::new(
-            options.core.clone(),
+            CoreConfig {
+                extensions: options.extensions,
+                ..options.core.clone()
+            },
             encoder,
             seed() ^ (i as u64).wrapping_mul(0x9E37_79B9),
         );
         let worker = crate::driver::spawn(
             core,
             channel.clone(),
-            Headers::new(encoder.content_encoding()),
+            Headers {
+                extensions: options.extensions,
+                ..Headers::new(encoder.content_encoding())
+            },
             key_rx.clone(),
             rx,
             mailbox.clone(),
@@ -492,6 +517,11 @@ async fn run_pipeline(
     let mut summary = Summary::default();
     for w in workers {
         let report = w.join().await;
+        if summary.wire.is_empty() {
+            summary.wire = report.wire.to_string();
+        } else if summary.wire != report.wire {
+            summary.wire = "mixed".into();
+        }
         summary.wire_bytes += report.stats.bytes_sent;
         summary.replayed += report.stats.replayed;
         summary.dropped += report.stats.dropped_logs;

@@ -334,14 +334,19 @@ impl fmt::Debug for ExtEncoder {
 }
 
 impl ExtEncoder {
-    /// An encoder for a new stream. `compression` compresses the bodies when `stream-zstd` is not agreed
-    /// (and its zstd level is the stream context's level when it is).
-    pub fn new(agreed: Extensions, compression: Compression) -> std::io::Result<Self> {
+    /// An encoder for a stream. `compression` compresses the bodies when `stream-zstd` is not agreed (and
+    /// its zstd level is the stream context's level when it is). `prior` holds the state datums (defines
+    /// and deletes) the stream carried in plain v3 before the switch, in order.
+    pub fn new(
+        agreed: Extensions,
+        compression: Compression,
+        prior: &[Datum],
+    ) -> Result<Self, EncodeError> {
         let level = match compression {
             Compression::Zstd { level } => level,
             _ => 1,
         };
-        Ok(ExtEncoder {
+        let mut encoder = ExtEncoder {
             agreed,
             compression,
             level,
@@ -359,7 +364,16 @@ impl ExtEncoder {
             recent: (0.0, 0.0),
             started: false,
             switches: 0,
-        })
+        };
+        if let Some(render) = encoder.render.as_mut() {
+            render_texts(render, prior)?;
+        }
+        for form in std::iter::once(&mut encoder.real).chain(encoder.shadow.as_mut()) {
+            if let Some(native) = form.native.as_mut() {
+                native.prime(prior);
+            }
+        }
+        Ok(encoder)
     }
 
     /// The agreed extensions.

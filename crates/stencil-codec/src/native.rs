@@ -217,6 +217,22 @@ impl NativeEncoder {
         NativeEncoder::default()
     }
 
+    /// Learns the patterns a stream already knows from batches sent before this layout took over (their
+    /// defines and deletes, in order); nothing is written.
+    pub fn prime(&mut self, datums: &[Datum]) {
+        for d in datums {
+            match d {
+                Datum::PatternDefine(p) => {
+                    self.holes.insert(p.id, p.pos_list.len());
+                }
+                Datum::PatternDelete { id } => {
+                    self.holes.remove(id);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Checks that every datum fits this layout (no JSON schemas or contexts, no uuids, metadata as
     /// dictionary ids, one value per hole of a known pattern). Nothing is changed.
     pub fn supports(&self, datums: &[Datum]) -> bool {

@@ -27,6 +27,12 @@ pub struct IntakeConfig {
     pub shutdown_grace: Duration,
     /// Serve TLS with this certificate chain and key (PEM files). `None` = plaintext.
     pub tls: Option<TlsFiles>,
+    /// Echo the Stencil wire extensions (`stream-zstd`, `native/1`) an agent asks for (default on). Off,
+    /// every stream is plain v3, as with a Datadog intake.
+    pub extensions: bool,
+    /// Largest `stream-zstd` window an agent may use, as a power of two (default 20, 1 MiB). The
+    /// context's memory counts against the stream's `max_state_bytes`.
+    pub max_window_log: u32,
 }
 
 /// PEM files for a TLS listener.
@@ -49,6 +55,8 @@ impl Default for IntakeConfig {
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
             tls: None,
+            extensions: true,
+            max_window_log: 20,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use stencil_codec::extensions::{self, Extensions};
 use stencil_codec::{Compression, Generation};
 use stencil_proto::stateful::stateful_intake_server::StatefulIntake;
 use stencil_proto::stateful::stateful_logs_service_server::StatefulLogsService;
@@ -124,6 +125,17 @@ impl IntakeService {
             metrics::counter!(m::REJECTIONS, "reason" => kind.reason()).increment(1);
             Status::invalid_argument(kind.to_string())
         })?;
+        // Wire extensions: only on v3, only when asked, and echoed in the response headers.
+        let asked = match (generation, shared.config.extensions) {
+            (Generation::V3, true) => request
+                .metadata()
+                .get(extensions::HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(Extensions::parse)
+                .unwrap_or_default(),
+            _ => Extensions::default(),
+        };
+        let echoed = Extensions::answer(asked, shared.config.max_window_log);
         let slot = StreamSlot::acquire(shared, generation)?;
         let info = StreamInfo {
             id: shared.next_stream.fetch_add(1, Ordering::Relaxed),
@@ -135,11 +147,18 @@ impl IntakeService {
             compression,
             shared.config.limits.clone(),
             shared.sink.clone(),
-        );
+        )
+        .with_extensions(echoed, shared.config.max_window_log);
         let (tx, rx) = mpsc::channel(64);
         let inbound = request.into_inner();
         tokio::spawn(run_stream(handler, inbound, tx, slot, self.shared.clone()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response: Response<AckStream> = Response::new(Box::pin(ReceiverStream::new(rx)));
+        if !echoed.is_empty() {
+            if let Ok(value) = echoed.to_string().parse() {
+                response.metadata_mut().insert(extensions::HEADER, value);
+            }
+        }
+        Ok(response)
     }
 }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use stencil_codec::{Compression, DecodeError, Limits, StreamDecoder};
+use stencil_codec::{Compression, DecodeError, Extensions, Limits, StreamDecoder};
 use stencil_proto::stateful::{batch_status, BatchStatus, StatefulBatch};
 use tonic::{Code, Status};
 
@@ -42,6 +42,18 @@ impl StreamHandler {
         }
     }
 
+    /// Accepts the extension batches of what the intake echoed (nothing changes when `echoed` is empty
+    /// except that an extension batch is refused with a clear message).
+    pub fn with_extensions(mut self, echoed: Extensions, max_window_log: u32) -> Self {
+        if !echoed.is_empty() {
+            self.decoder = self
+                .decoder
+                .take()
+                .map(|d| d.with_extensions(echoed, max_window_log));
+        }
+        self
+    }
+
     /// The stream's identity.
     pub fn info(&self) -> &StreamInfo {
         &self.info
@@ -51,7 +63,7 @@ impl StreamHandler {
     pub fn state_size(&self) -> (usize, usize) {
         self.decoder.as_ref().map_or((0, 0), |d| {
             let (dict, patterns, schemas) = d.state().entries();
-            (dict + patterns + schemas, d.state().bytes())
+            (dict + patterns + schemas, d.state_bytes())
         })
     }
 
@@ -83,10 +95,12 @@ impl StreamHandler {
             .map_err(|e| Status::internal(format!("batch {batch_id}: handler panicked: {e}")))?;
         match outcome {
             Ok((logs, decompressed)) => {
+                let wire = decoder.wire_name();
                 self.decoder = Some(decoder);
-                metrics::counter!(m::BATCHES, "generation" => generation).increment(1);
+                metrics::counter!(m::BATCHES, "generation" => generation, "wire" => wire).increment(1);
                 metrics::counter!(m::LOGS, "generation" => generation).increment(logs as u64);
-                metrics::counter!(m::BYTES, "stage" => "compressed").increment(compressed as u64);
+                metrics::counter!(m::BYTES, "stage" => "compressed", "wire" => wire)
+                    .increment(compressed as u64);
                 metrics::counter!(m::BYTES, "stage" => "decompressed")
                     .increment(decompressed as u64);
                 metrics::histogram!(m::ACK_LATENCY).record(started.elapsed().as_secs_f64());

@@ -58,6 +58,14 @@ pub struct IntakeArgs {
     /// On SIGTERM/SIGINT, seconds to let in-flight batches finish.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
+    /// Never echo the Stencil wire extensions (stream-zstd, native/1): every stream stays plain v3, as
+    /// with a Datadog intake.
+    #[arg(long)]
+    no_extensions: bool,
+    /// Largest stream-zstd window an agent may use, as a power of two (10..=27; 20 = 1 MiB per stream,
+    /// counted in --max-state-bytes).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(10..=27))]
+    max_window_log: u32,
 }
 
 fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
@@ -84,6 +92,8 @@ fn config(args: &IntakeArgs) -> IntakeConfig {
             }),
             _ => None,
         },
+        extensions: !args.no_extensions,
+        max_window_log: args.max_window_log,
         ..IntakeConfig::default()
     };
     config.limits.max_decompressed_bytes = args.max_batch_bytes;

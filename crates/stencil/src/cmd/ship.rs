@@ -45,10 +45,16 @@ pub struct ShipArgs {
     /// it, files are followed as they grow (rotation and truncation included) until SIGINT/SIGTERM.
     #[arg(long)]
     once: bool,
-    /// In follow mode too, compare with per-batch zstd-1 of the same lines in the summary (costs CPU).
+    /// In follow mode too, compare with a plain zstd-1 stream of the same lines in the summary (costs
+    /// CPU).
     #[arg(long)]
     compare: bool,
-    /// With --once, skip the per-batch zstd-1 comparison in the summary (saves its CPU, e.g. when
+    /// The wire: `auto` asks the intake for Stencil's extensions (stream-scoped zstd and the native
+    /// columnar layout) and uses them on each stream whose intake echoes them, plain v3 elsewhere; `v3`
+    /// never asks: the Datadog-compatible wire with the pattern engine's v3 settings.
+    #[arg(long, value_enum, default_value_t = Wire::Auto, env = "STENCIL_WIRE")]
+    wire: Wire,
+    /// With --once, skip the zstd-1 stream comparison in the summary (saves its CPU, e.g. when
     /// benchmarking the agent).
     #[arg(long, conflicts_with = "compare")]
     no_compare: bool,
@@ -162,22 +168,32 @@ fn progress(mailbox: &Mailbox) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// `--wire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wire {
+    /// Negotiate the Stencil extensions; plain v3 with intakes that do not echo them.
+    Auto,
+    /// Plain v3 only (what a Datadog intake speaks).
+    V3,
+}
+
 fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
     let j = s.to_json();
     let comparison = if s.zstd1_bytes > 0 {
         format!(
-            ", zstd-1/wire {:.2}:1 with per-batch zstd-1 = {} bytes",
-            j["ratio_to_zstd1"].as_f64().unwrap_or(0.0),
+            ", zstd-1/wire {:.2}:1 with a zstd-1 stream = {} bytes",
+            j["ratio_to_stream_zstd1"].as_f64().unwrap_or(0.0),
             s.zstd1_bytes
         )
     } else {
         String::new()
     };
     eprintln!(
-        "shipped {} lines, {} raw bytes as {} wire bytes (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped",
+        "shipped {} lines, {} raw bytes as {} wire bytes on {} (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped",
         s.lines,
         s.raw_bytes,
         s.wire_bytes,
+        if s.wire.is_empty() { "v3" } else { &s.wire },
         j["ratio_to_raw"].as_f64().unwrap_or(0.0),
         s.seconds,
         j["lines_per_sec"].as_f64().unwrap_or(0.0),
@@ -255,9 +271,25 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         tcp,
         pipelines: args.streams.unwrap_or(cpus.min(4)).max(1),
         compare: args.compare || (args.once && !args.no_compare),
-        engine: stencil_patterns::EngineConfig::with_state_budget(
-            args.state_budget_mib.saturating_mul(1 << 20),
-        ),
+        extensions: match args.wire {
+            Wire::Auto => stencil_codec::Extensions::ALL,
+            Wire::V3 => stencil_codec::Extensions::default(),
+        },
+        engine: {
+            let engine = stencil_patterns::EngineConfig::with_state_budget(
+                args.state_budget_mib.saturating_mul(1 << 20),
+            );
+            match args.wire {
+                // The native layout's columns do the value dictionary's job, and a define costs less
+                // than a raw first line in a compressed stream.
+                Wire::Auto => stencil_patterns::EngineConfig {
+                    define_after: 1,
+                    admit_after: u8::MAX,
+                    ..engine
+                },
+                Wire::V3 => engine,
+            }
+        },
         ..options
     };
     let rt = super::runtime()?;

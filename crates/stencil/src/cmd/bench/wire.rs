@@ -163,7 +163,7 @@ impl Stream {
                 raw1: sc(1)?,
                 raw3: sc(3)?,
                 native_ctx: sc(1)?,
-                native2: stencil_codec::ExtEncoder::new(stencil_codec::Extensions::ALL, Compression::ZSTD).map_err(|e| e.to_string())?,
+                native2: stencil_codec::ExtEncoder::new(stencil_codec::Extensions::ALL, Compression::ZSTD, &[]).map_err(|e| e.to_string())?,
                 raw_engine: Engine::new(EngineConfig { define_after: u32::MAX, ..native::engine_config() }),
                 raw_native: stencil_codec::native::NativeEncoder::new(),
                 raw_ctx: sc(1)?,
