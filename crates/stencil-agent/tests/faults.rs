@@ -389,31 +389,39 @@ async fn intake_killed_and_restarted_mid_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopped_while_connecting_stops_cleanly() {
+async fn stalled_response_headers_neither_block_sending_nor_stop() {
     let (intake, _sink) = intake().await;
     let proxy = Proxy::start(intake.local_addr()).await;
-    proxy.stall(true); // response headers never arrive: the stream stays connecting
+    proxy.stall(true); // response headers never arrive
     let cfg = CoreConfig {
         connect_timeout: Duration::from_secs(30),
+        grace_period: Duration::from_millis(500),
+        close_timeout: Duration::from_millis(500),
         ..config()
     };
     let run = start(proxy.addr, cfg);
     let mut state = run.worker.state();
+    // The agent does not wait for response headers (grpc-go servers send them with the first ack):
+    // the stream is active and batch 0 is on its way at once.
     tokio::time::timeout(
         Duration::from_secs(5),
-        state.wait_for(|s| *s == State::Connecting),
+        state.wait_for(|s| *s == State::Active),
     )
     .await
-    .expect("connecting")
+    .expect("active without response headers")
     .expect("open");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(*state.borrow(), State::Connecting);
     let started = std::time::Instant::now();
     run.worker.stop();
     let report = tokio::time::timeout(Duration::from_secs(5), run.worker.join())
         .await
         .expect("stops");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stopped within the grace period: {:?}",
+        started.elapsed()
+    );
+    assert!(report.stats.batches_sent >= 1, "batch 0 was sent");
     assert_eq!(report.stats.released, 0);
     drop(run.input);
 }

@@ -168,7 +168,7 @@ async fn metrics_endpoint_reports_traffic() {
     for series in [
         "stencil_intake_batches_total",
         "stencil_intake_logs_total",
-        "stencil_intake_bytes_total{stage=\"compressed\"}",
+        "stencil_intake_bytes_total{stage=\"compressed\",wire=\"v3\"}",
         "stencil_intake_rejections_total{reason=\"corrupt_payload\"}",
         "stencil_intake_streams_total",
         "stencil_intake_ack_latency_seconds",
