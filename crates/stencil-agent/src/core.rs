@@ -12,8 +12,8 @@ use stencil_codec::datum::Datum;
 use stencil_codec::BatchEncoder;
 
 use crate::payload::{Checkpoint, Payload, Ref};
-use stencil_codec::{ExtEncoder, Extensions};
 use crate::snapshot::Snapshot;
+use stencil_codec::{ExtEncoder, Extensions};
 
 /// A stream incarnation number; it only increases.
 pub type Epoch = u64;
@@ -857,7 +857,9 @@ impl Core {
                 out.push(Effect::Cancel(self.epoch));
                 self.open(now, out);
             }
-            (Timer::Echo, State::Active | State::Draining | State::ShuttingDown) => self.pump(now, out),
+            (Timer::Echo, State::Active | State::Draining | State::ShuttingDown) => {
+                self.pump(now, out)
+            }
             (Timer::Stability, State::Active | State::Draining | State::ShuttingDown) => {
                 if self.data_acks > 0 {
                     self.error_count = 0;

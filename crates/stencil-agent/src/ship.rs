@@ -239,7 +239,8 @@ impl LineEncoder {
     fn baseline_flush(&mut self) {
         if self.baseline_lines > 0 {
             if let Some(ctx) = self.baseline_ctx.as_mut() {
-                self.stats.zstd1 += ctx.compress_batch(&self.baseline).map_or(0, |c| c.len()) as u64;
+                self.stats.zstd1 +=
+                    ctx.compress_batch(&self.baseline).map_or(0, |c| c.len()) as u64;
             }
             self.baseline.clear();
             self.baseline_lines = 0;

@@ -154,7 +154,7 @@ impl fmt::Display for Extensions {
 }
 
 /// Which form the encoder gives the stream's logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Every log as its raw text: structure did not pay on this stream.
     Raw,
@@ -246,12 +246,12 @@ impl Form {
                     }
                 }
                 Datum::Log(log) => match (&log.content, text) {
-                    (_, Some(text)) => out.push(Datum::Log(Log {
+                    (_, Some(text)) if !text.is_empty() => out.push(Datum::Log(Log {
                         content: Content::Raw(text.clone()),
                         json: None,
                         ..log.clone()
                     })),
-                    (Content::Pattern { id, .. }, None) => {
+                    (Content::Pattern { id, .. }, _) => {
                         if let Some(p) = unsent.remove(id) {
                             out.push(Datum::PatternDefine(p));
                         }
@@ -449,7 +449,11 @@ impl ExtEncoder {
     fn decide(&mut self) -> Result<(), EncodeError> {
         // Each switch makes the next one harder: twice the probation, and a clearer margin.
         let probation = PROBATION_LOGS << self.switches.min(8);
-        let margin = if self.switches == 0 { SWITCH_WHEN } else { SWITCH_AGAIN_WHEN };
+        let margin = if self.switches == 0 {
+            SWITCH_WHEN
+        } else {
+            SWITCH_AGAIN_WHEN
+        };
         if self.logs_seen < probation || self.recent.1 >= self.recent.0 * margin {
             return Ok(());
         }
@@ -565,7 +569,11 @@ impl ExtDecoder {
         }
         let ctx = if flags & FLAG_STREAM_ZSTD != 0 {
             let window = u32::from(window);
-            let cap = self.echoed.stream_zstd.unwrap_or(0).min(self.max_window_log);
+            let cap = self
+                .echoed
+                .stream_zstd
+                .unwrap_or(0)
+                .min(self.max_window_log);
             if !(MIN_WINDOW_LOG..=cap).contains(&window) {
                 return Err(refuse(format!(
                     "stream-zstd window log {window} is outside {MIN_WINDOW_LOG}..={cap}"
@@ -605,7 +613,9 @@ impl ExtDecoder {
         })?;
         match layout {
             LAYOUT_V3 => crate::v3::decode(rest, state, apply)?,
-            LAYOUT_NATIVE if active.flags & FLAG_NATIVE != 0 => active.native.decode(rest, state, apply)?,
+            LAYOUT_NATIVE if active.flags & FLAG_NATIVE != 0 => {
+                active.native.decode(rest, state, apply)?
+            }
             other => {
                 return Err(ErrorKind::CorruptPayload {
                     codec: "stencil-extensions",

@@ -315,10 +315,7 @@ impl NativeEncoder {
                     if log.json.is_some() || log.uuid.is_some() {
                         return Err(refuse("JSON contexts and uuids"));
                     }
-                    put_signed(
-                        &mut times,
-                        log.timestamp.wrapping_sub(self.shared.last_ts),
-                    );
+                    put_signed(&mut times, log.timestamp.wrapping_sub(self.shared.last_ts));
                     self.shared.last_ts = log.timestamp;
                     let ids = [
                         meta_id(&log.status)?,

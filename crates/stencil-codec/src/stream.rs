@@ -47,7 +47,8 @@ impl std::fmt::Debug for StreamCompressor {
 impl StreamCompressor {
     /// A fresh context at `level` with a window of `2^window_log` bytes.
     pub fn new(level: i32, window_log: u32) -> std::io::Result<Self> {
-        let mut cctx = CCtx::try_create().ok_or_else(|| std::io::Error::other("zstd: no memory"))?;
+        let mut cctx =
+            CCtx::try_create().ok_or_else(|| std::io::Error::other("zstd: no memory"))?;
         cctx.set_parameter(CParameter::CompressionLevel(level))
             .map_err(|c| zstd_error("zstd level", c))?;
         cctx.set_parameter(CParameter::WindowLog(window_log))
@@ -131,7 +132,9 @@ impl StreamDecompressor {
     /// Bytes the context holds now, and at most once its window is full: what the intake counts against
     /// the stream's state limit.
     pub fn memory(&self) -> usize {
-        self.dctx.sizeof().max(Self::planned_memory(self.window_log))
+        self.dctx
+            .sizeof()
+            .max(Self::planned_memory(self.window_log))
     }
 
     /// Bytes a context with this window needs once its window is full (window plus one block of 128 KiB
@@ -156,7 +159,10 @@ impl StreamDecompressor {
                 return Err(ErrorKind::DecompressionBomb { limit: cap });
             }
             if out.capacity() - out.len() < 1024 {
-                let grow = out.capacity().max(4096).min(cap + 1 - out.len().min(cap) + 1024);
+                let grow = out
+                    .capacity()
+                    .max(4096)
+                    .min(cap + 1 - out.len().min(cap) + 1024);
                 out.reserve(grow);
             }
             let pos = out.len();
@@ -195,7 +201,8 @@ mod tests {
     fn batches() -> Vec<Vec<u8>> {
         (0..20)
             .map(|i| {
-                format!("batch {i}: GET /api/v1/items/{} 200 {}ms\n", i * 7, i % 5).repeat(i + 1)
+                format!("batch {i}: GET /api/v1/items/{} 200 {}ms\n", i * 7, i % 5)
+                    .repeat(i + 1)
                     .into_bytes()
             })
             .collect()

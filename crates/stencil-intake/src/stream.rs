@@ -97,7 +97,8 @@ impl StreamHandler {
             Ok((logs, decompressed)) => {
                 let wire = decoder.wire_name();
                 self.decoder = Some(decoder);
-                metrics::counter!(m::BATCHES, "generation" => generation, "wire" => wire).increment(1);
+                metrics::counter!(m::BATCHES, "generation" => generation, "wire" => wire)
+                    .increment(1);
                 metrics::counter!(m::LOGS, "generation" => generation).increment(logs as u64);
                 metrics::counter!(m::BYTES, "stage" => "compressed", "wire" => wire)
                     .increment(compressed as u64);

@@ -154,8 +154,14 @@ impl Stream {
                 engine: Engine::new(config),
                 // The prototype runs its own engine with the settings the native profile would use.
                 native_engine: Engine::new(EngineConfig {
-                    define_after: std::env::var("EXP_DA").ok().and_then(|v| v.parse().ok()).unwrap_or(1),
-                    admit_after: std::env::var("EXP_AA").ok().and_then(|v| v.parse().ok()).unwrap_or(255),
+                    define_after: std::env::var("EXP_DA")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1),
+                    admit_after: std::env::var("EXP_AA")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(255),
                     ..native::engine_config()
                 }),
                 native_encoder: native::NativeEncoder::default(),
@@ -163,8 +169,16 @@ impl Stream {
                 raw1: sc(1)?,
                 raw3: sc(3)?,
                 native_ctx: sc(1)?,
-                native2: stencil_codec::ExtEncoder::new(stencil_codec::Extensions::ALL, Compression::ZSTD, &[]).map_err(|e| e.to_string())?,
-                raw_engine: Engine::new(EngineConfig { define_after: u32::MAX, ..native::engine_config() }),
+                native2: stencil_codec::ExtEncoder::new(
+                    stencil_codec::Extensions::ALL,
+                    Compression::ZSTD,
+                    &[],
+                )
+                .map_err(|e| e.to_string())?,
+                raw_engine: Engine::new(EngineConfig {
+                    define_after: u32::MAX,
+                    ..native::engine_config()
+                }),
                 raw_native: stencil_codec::native::NativeEncoder::new(),
                 raw_ctx: sc(1)?,
                 v3_ctx: sc(1)?,
@@ -241,7 +255,11 @@ fn measure(
         s.stencil += (payload.data.len() + framing) as u64;
         let started = Instant::now();
         let v3plain = encoder.serialize(&datums).map_err(|e| e.to_string())?;
-        let _ = (v3_ctx.compress_batch(&v3plain).map_err(|e| e.to_string())?.len() + framing) as u64;
+        let _ = (v3_ctx
+            .compress_batch(&v3plain)
+            .map_err(|e| e.to_string())?
+            .len()
+            + framing) as u64;
         let _ = (&raw_native, &raw_ctx, &raw_datums);
         let nplain = native_encoder.encode(&native_datums);
         {

@@ -1,0 +1,455 @@
+//! The negotiated extensions (`stream-zstd`, `native/1`) end to end in the codec: every batch an
+//! [`ExtEncoder`] writes rebuilds to exactly the logs plain v3 rebuilds for the same datums, in both of
+//! the encoder's forms, and every malformed extension batch is refused with `INVALID_ARGUMENT`.
+
+use proptest::prelude::*;
+use stencil_codec::datum::{Content, Datum, DictDefine, DynValue, Log, PatternDefine, Value};
+use stencil_codec::extensions::{Extensions, MARKER};
+use stencil_codec::stream::StreamCompressor;
+use stencil_codec::{
+    BatchEncoder, Compression, ExtEncoder, Generation, GrpcCode, Limits, LogRecord, Mode,
+    StreamDecoder,
+};
+
+const CAP: u32 = 20;
+
+fn log(ts: i64, content: Content, meta: u64) -> Datum {
+    Datum::Log(Log {
+        timestamp: ts,
+        status: Some(Value::Dict(2)),
+        service: (meta % 2 == 0).then_some(Value::Dict(3)),
+        tags: Some(Value::Dict(meta)),
+        content,
+        json: None,
+        uuid: None,
+    })
+}
+
+fn s(v: &str) -> DynValue {
+    DynValue::new(Value::Str(v.into()))
+}
+
+/// A stream's batches: dictionary and patterns, widening, deletes, every value kind, raw logs, long and
+/// repeated strings, digit runs with leading zeros, NUL, and metadata that changes.
+fn batches(words: bool) -> Vec<Vec<Datum>> {
+    let mut out = Vec::new();
+    let mut first = vec![
+        Datum::DictDefine(DictDefine {
+            id: 2,
+            value: "info".into(),
+        }),
+        Datum::DictDefine(DictDefine {
+            id: 3,
+            value: "svc".into(),
+        }),
+        Datum::DictDefine(DictDefine {
+            id: 4,
+            value: "filename:/var/log/a.log".into(),
+        }),
+        Datum::DictDefine(DictDefine {
+            id: 5,
+            value: "filename:/var/log/b.log".into(),
+        }),
+        Datum::PatternDefine(PatternDefine {
+            id: 10,
+            template: "GET  took ms from ".into(),
+            pos_list: vec![4, 10, 18],
+        }),
+        Datum::PatternDefine(PatternDefine {
+            id: 11,
+            template: "block  of  size  ok".into(),
+            pos_list: vec![6, 10, 16, 19],
+        }),
+    ];
+    let mut ts = 1_700_000_000_000i64;
+    let mut rng = 7u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for b in 0..40 {
+        let mut batch = std::mem::take(&mut first);
+        if b == 20 {
+            // Widening: the same id, one more hole.
+            batch.push(Datum::PatternDefine(PatternDefine {
+                id: 11,
+                template: "block  of  size  ok ".into(),
+                pos_list: vec![6, 10, 16, 19, 20],
+            }));
+        }
+        if b == 30 {
+            batch.push(Datum::PatternDelete { id: 10 });
+            batch.push(Datum::PatternDefine(PatternDefine {
+                id: 10,
+                template: "user  left".into(),
+                pos_list: vec![5],
+            }));
+        }
+        for i in 0..25u64 {
+            ts += (next() % 50) as i64 - 5;
+            let r = next();
+            let meta = 4 + (i / 10) % 2;
+            let content = match (i % 5, words) {
+                (0, _) => Content::Raw(format!(
+                    "raw line {} with some words {}",
+                    r % 1000,
+                    "x".repeat((r % 7) as usize)
+                )),
+                (1, _) if b >= 30 => Content::Pattern {
+                    id: 10,
+                    values: vec![s(&format!("u{:05}", r % 50))],
+                },
+                (1, true) => Content::Pattern {
+                    id: 10,
+                    values: vec![
+                        s(&format!(
+                            "/api/{}",
+                            ["alpha", "beta", "gamma\u{0}", "δέλτα"][(r % 4) as usize]
+                        )),
+                        DynValue {
+                            value: Value::Float((r % 1000) as f64 / 8.0),
+                            render_as_string: r % 3 == 0,
+                        },
+                        s(&"long value ".repeat(20)),
+                    ],
+                },
+                (1, false) => Content::Pattern {
+                    id: 10,
+                    values: vec![
+                        s(&format!("/api/v1/items/{:07}", i * 3 + b)),
+                        DynValue::new(Value::Int((r % 300) as i64 - 100)),
+                        s(&format!("10.0.{}.{}", r % 3, r % 250)),
+                    ],
+                },
+                (4, _) => Content::Pattern { id: 10, values: if b >= 30 { vec![s("")] } else { vec![s(""), DynValue::new(Value::Int(0)), s("")] } },
+                _ => {
+                    let mut values = vec![
+                        s(&format!(
+                            "blk_{}",
+                            (r % 100_000_000_000_000_000_000u128 as u64)
+                        )),
+                        DynValue::new(Value::Dict(2 + r % 2)),
+                        DynValue::new(Value::Bool(r % 2 == 0)),
+                        s(if words {
+                            ["retry", "ok", "fail"][(r % 3) as usize]
+                        } else {
+                            "ok"
+                        }),
+                    ];
+                    if b >= 20 {
+                        values.push(DynValue::new(Value::RawJson(format!(
+                            "{{\"n\":{}}}",
+                            r % 9
+                        ))));
+                    }
+                    Content::Pattern { id: 11, values }
+                }
+            };
+            batch.push(log(ts, content, meta));
+        }
+        if b == 35 {
+            batch.push(Datum::DictDelete { id: 5 });
+            batch.push(Datum::DictDefine(DictDefine {
+                id: 5,
+                value: "filename:/var/log/c,d.log".into(),
+            }));
+        }
+        out.push(batch);
+    }
+    out
+}
+
+fn v3_records(batches: &[Vec<Datum>]) -> Vec<LogRecord> {
+    let enc = BatchEncoder::new(Generation::V3, Compression::ZSTD);
+    let mut dec = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default());
+    dec.decode(0, &[]).expect("snapshot");
+    let mut out = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        let payload = enc.encode(b).expect("v3 encode");
+        out.extend(
+            dec.decode(i as u32 + 1, &payload.data)
+                .expect("v3 decode")
+                .logs,
+        );
+    }
+    out
+}
+
+/// Sends `v3_first` batches in plain v3, then the rest through an [`ExtEncoder`] that learned the
+/// earlier state; returns the rebuilt logs and the modes used.
+fn ext_records(
+    batches: &[Vec<Datum>],
+    agreed: Extensions,
+    v3_first: usize,
+) -> (Vec<LogRecord>, Vec<Mode>) {
+    let enc = BatchEncoder::new(Generation::V3, Compression::ZSTD);
+    let mut dec = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default())
+        .with_extensions(agreed, CAP);
+    dec.decode(0, &[]).expect("snapshot");
+    let prior: Vec<Datum> = batches[..v3_first]
+        .iter()
+        .flatten()
+        .filter(|d| d.is_state_change())
+        .cloned()
+        .collect();
+    let mut ext = ExtEncoder::new(agreed, Compression::ZSTD, &prior).expect("encoder");
+    let mut out = Vec::new();
+    let mut modes = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        let data = if i < v3_first {
+            enc.encode(b).expect("v3").data
+        } else {
+            modes.push(ext.mode());
+            ext.encode(b).expect("ext encode")
+        };
+        if i == v3_first {
+            assert!(data.starts_with(&MARKER), "the switch batch is marked");
+        }
+        let decoded = dec
+            .decode(i as u32 + 1, &data)
+            .unwrap_or_else(|e| panic!("batch {i}: {e}"));
+        out.extend(decoded.logs);
+    }
+    (out, modes)
+}
+
+#[test]
+fn every_combination_rebuilds_what_v3_rebuilds() {
+    for words in [false, true] {
+        let bs = batches(words);
+        let want = v3_records(&bs);
+        for agreed in [
+            Extensions::ALL,
+            Extensions {
+                stream_zstd: Some(19),
+                native: false,
+            },
+            Extensions {
+                stream_zstd: None,
+                native: true,
+            },
+            Extensions {
+                stream_zstd: Some(10),
+                native: true,
+            },
+        ] {
+            for v3_first in [0, 3] {
+                let (got, _) = ext_records(&bs, agreed, v3_first);
+                assert_eq!(
+                    got, want,
+                    "{agreed:?}, {v3_first} v3 batches first, words {words}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn both_forms_occur_and_rebuild_exactly() {
+    // Counters and ids pay for structure; random text does not. Whatever the encoder picks, the logs are
+    // the same; across the two streams both forms are used.
+    let mut seen = std::collections::HashSet::new();
+    for words in [false, true] {
+        let bs = batches(words);
+        let (got, modes) = ext_records(&bs, Extensions::ALL, 0);
+        assert_eq!(got, v3_records(&bs));
+        seen.extend(modes);
+    }
+    let text: Vec<Vec<Datum>> = (0..30)
+        .map(|b| {
+            let mut batch = Vec::new();
+            if b == 0 {
+                batch.push(Datum::PatternDefine(PatternDefine {
+                    id: 1,
+                    template: "msg ".into(),
+                    pos_list: vec![4],
+                }));
+            }
+            for i in 0..20u64 {
+                let text = format!(
+                    "{:x}{:x} the quick brown fox {}",
+                    (b * 131 + i) * 2_654_435_761 % 1_000_003,
+                    i * 7919,
+                    "jumps ".repeat((i % 4) as usize)
+                );
+                batch.push(Datum::Log(Log {
+                    timestamp: b as i64 * 1000 + i as i64,
+                    status: None,
+                    service: None,
+                    tags: None,
+                    content: Content::Pattern {
+                        id: 1,
+                        values: vec![s(&text)],
+                    },
+                    json: None,
+                    uuid: None,
+                }));
+            }
+            batch
+        })
+        .collect();
+    let (got, modes) = ext_records(&text, Extensions::ALL, 0);
+    assert_eq!(got, v3_records(&text));
+    seen.extend(modes);
+    assert!(
+        seen.contains(&Mode::Raw) && seen.contains(&Mode::Structured),
+        "modes seen: {seen:?}"
+    );
+}
+
+fn code(dec: &mut StreamDecoder, id: u32, data: &[u8]) -> GrpcCode {
+    dec.decode(id, data).expect_err("refused").grpc_code()
+}
+
+fn fresh(agreed: Extensions) -> StreamDecoder {
+    let mut d = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default())
+        .with_extensions(agreed, CAP);
+    d.decode(0, &[]).expect("snapshot");
+    d
+}
+
+#[test]
+fn malformed_extension_batches_are_invalid_argument() {
+    let bs = batches(false);
+    let mut ext = ExtEncoder::new(Extensions::ALL, Compression::ZSTD, &[]).expect("encoder");
+    let first = ext.encode(&bs[0]).expect("first");
+    let second = ext.encode(&bs[1]).expect("second");
+
+    // Without negotiation, a marked batch is refused (and nothing is mistaken for v3).
+    let mut plain = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default());
+    plain.decode(0, &[]).expect("snapshot");
+    assert_eq!(code(&mut plain, 1, &first), GrpcCode::InvalidArgument);
+
+    // More extensions than echoed.
+    let mut only_zstd = fresh(Extensions {
+        stream_zstd: Some(19),
+        native: false,
+    });
+    assert_eq!(code(&mut only_zstd, 1, &first), GrpcCode::InvalidArgument);
+
+    // A window over the cap.
+    let mut wide = ExtEncoder::new(
+        Extensions {
+            stream_zstd: Some(CAP + 2),
+            native: true,
+        },
+        Compression::ZSTD,
+        &[],
+    )
+    .expect("encoder");
+    let data = wide.encode(&bs[0]).expect("wide");
+    let mut dec = fresh(Extensions {
+        stream_zstd: Some(CAP + 2),
+        native: true,
+    });
+    assert_eq!(code(&mut dec, 1, &data), GrpcCode::InvalidArgument);
+
+    // A truncated flush block: the earlier batch is accepted, the cut one refused.
+    for cut in [1, second.len() / 2, second.len() - 1] {
+        let mut dec = fresh(Extensions::ALL);
+        dec.decode(1, &first).expect("earlier batch accepted");
+        assert_eq!(
+            code(&mut dec, 2, &second[..cut]),
+            GrpcCode::InvalidArgument,
+            "cut {cut}"
+        );
+    }
+
+    // A native batch whose sections do not add up: one byte too many inside a valid zstd block.
+    let mut ctx = StreamCompressor::new(1, 19).expect("ctx");
+    let mut data = MARKER.to_vec();
+    data.extend([3, 19]);
+    data.extend(
+        ctx.compress_batch(&[1, 1, 0, b'x', b'\n', 0, 0, 0xAA])
+            .expect("zstd"),
+    );
+    let mut dec = fresh(Extensions::ALL);
+    assert_eq!(code(&mut dec, 1, &data), GrpcCode::InvalidArgument);
+
+    // A native batch on a stream that agreed stream-zstd only.
+    let mut ctx = StreamCompressor::new(1, 19).expect("ctx");
+    let mut data = MARKER.to_vec();
+    data.extend([1, 19]);
+    data.extend(ctx.compress_batch(&[1, 0]).expect("zstd"));
+    let mut dec = fresh(Extensions {
+        stream_zstd: Some(19),
+        native: true,
+    });
+    assert_eq!(code(&mut dec, 1, &data), GrpcCode::InvalidArgument);
+}
+
+#[test]
+fn every_cut_and_bit_flip_of_a_native_batch_is_handled() {
+    let bs = batches(true);
+    let agreed = Extensions {
+        stream_zstd: None,
+        native: true,
+    };
+    let mut ext = ExtEncoder::new(agreed, Compression::Identity, &[]).expect("encoder");
+    let data = ext.encode(&bs[0]).expect("encode");
+    for cut in 0..data.len() {
+        let mut dec = StreamDecoder::new(Generation::V3, Compression::Identity, Limits::default())
+            .with_extensions(agreed, CAP);
+        dec.decode(0, &[]).expect("snapshot");
+        let _ = dec.decode(1, &data[..cut]);
+    }
+    for i in 6..data.len() {
+        let mut damaged = data.clone();
+        damaged[i] ^= 0x41;
+        let mut dec = StreamDecoder::new(Generation::V3, Compression::Identity, Limits::default())
+            .with_extensions(agreed, CAP);
+        dec.decode(0, &[]).expect("snapshot");
+        let _ = dec.decode(1, &damaged);
+    }
+}
+
+#[test]
+fn header_parsing_and_answers() {
+    let asked = Extensions::parse("native/1, stream-zstd;window-log=23, future/9");
+    assert_eq!(
+        asked,
+        Extensions {
+            stream_zstd: Some(23),
+            native: true
+        }
+    );
+    let answer = Extensions::answer(asked, 20);
+    assert_eq!(answer.to_string(), "native/1, stream-zstd;window-log=20");
+    assert_eq!(
+        Extensions::agreed(Extensions::ALL, Extensions::parse(&answer.to_string())),
+        Extensions {
+            stream_zstd: Some(19),
+            native: true
+        }
+    );
+    assert!(Extensions::parse("").is_empty());
+    assert_eq!(
+        Extensions::parse("stream-zstd;window-log=3").stream_zstd,
+        None
+    );
+    assert!(Extensions::agreed(Extensions::ALL, Extensions::default()).is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn arbitrary_values_round_trip(values in proptest::collection::vec(("[ -~]{0,40}|[0-9]{1,25}|\\PC{0,12}", any::<i64>()), 1..60)) {
+        let mut batch = vec![Datum::PatternDefine(PatternDefine { id: 5, template: "a  b ".into(), pos_list: vec![2, 5] })];
+        for (i, (text, n)) in values.iter().enumerate() {
+            batch.push(Datum::Log(Log { timestamp: *n / 3, status: None, service: None, tags: None, content: Content::Pattern { id: 5, values: vec![s(text), DynValue::new(Value::Int(*n))] }, json: None, uuid: None }));
+            if i % 7 == 0 && !text.is_empty() {
+                batch.push(Datum::Log(Log::raw(*n, text.clone())));
+            }
+        }
+        let bs: Vec<Vec<Datum>> = batch.chunks(9).enumerate().map(|(i, c)| {
+            let mut v = c.to_vec();
+            if i > 0 && !matches!(v[0], Datum::PatternDefine(_)) { v.retain(|_| true); }
+            v
+        }).collect();
+        let want = v3_records(&bs);
+        let (got, _) = ext_records(&bs, Extensions::ALL, 0);
+        prop_assert_eq!(got, want);
+    }
+}
