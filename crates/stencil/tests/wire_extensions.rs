@@ -1,0 +1,99 @@
+//! The negotiated wire through the real pair: `stencil ship --once --endpoint …` against `stencil intake`
+//! processes over loopback gRPC. With an intake that echoes the extensions the streams use them; with
+//! one that does not (`--no-extensions`, as a Datadog intake) they stay plain v3. Every rebuilt file is
+//! byte-identical either way.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn start_intake(out: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["intake", "--listen", "127.0.0.1:0", "--api-key", "k1", "--out"])
+        .arg(out)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("stencil binary runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("stencil intake: listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the intake prints its address");
+    (child, addr)
+}
+
+/// Ships `files` to a fresh intake (with `intake_flags`) and returns the summary JSON.
+fn ship(files: &[std::path::PathBuf], intake_flags: &[&str], ship_flags: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let (mut intake, addr) = start_intake(&out, intake_flags);
+    let summary = dir.path().join("summary.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["ship", "--once", "--streams", "1", "--endpoint"])
+        .arg(format!("http://{addr}"))
+        .args(["--api-key", "k1", "--summary-json"])
+        .arg(&summary)
+        .args(ship_flags)
+        .args(files)
+        .stderr(Stdio::null())
+        .status()
+        .expect("ship runs");
+    assert!(status.success(), "ship --once exits 0");
+    common::sigterm_and_wait(&mut intake);
+    for f in files {
+        let rebuilt = common::rebuilt_path(&out, f);
+        assert_eq!(
+            std::fs::read(&rebuilt).expect("rebuilt file"),
+            std::fs::read(f).expect("source"),
+            "{} rebuilt byte for byte",
+            f.display()
+        );
+    }
+    serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("summary JSON")
+}
+
+fn inputs() -> Option<Vec<std::path::PathBuf>> {
+    let Some(corpus) = std::env::var_os("STENCIL_CORPUS") else {
+        eprintln!("SKIPPED: set STENCIL_CORPUS=../shared/corpus");
+        return None;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(corpus);
+    let files: Vec<_> = ["HDFS", "Apache", "OpenSSH"]
+        .iter()
+        .map(|s| {
+            std::fs::canonicalize(root.join("loghub-2k").join(s).join(format!("{s}_2k.log")))
+                .expect("corpus file")
+        })
+        .collect();
+    Some(files)
+}
+
+#[test]
+fn extensions_are_used_when_echoed_and_plain_v3_otherwise() {
+    let Some(files) = inputs() else { return };
+    let ext = ship(&files, &[], &["--batch-lines", "1000"]);
+    assert_eq!(ext["wire"], "native/1+stream-zstd", "{ext}");
+    let v3 = ship(&files, &["--no-extensions"], &["--batch-lines", "1000"]);
+    assert_eq!(v3["wire"], "v3", "{v3}");
+    let forced = ship(&files, &[], &["--batch-lines", "1000", "--wire", "v3"]);
+    assert_eq!(forced["wire"], "v3", "{forced}");
+    let bytes = |j: &serde_json::Value| j["wire_bytes"].as_u64().expect("wire_bytes");
+    // The same lines cost fewer bytes with the extensions than plain v3, and no more than a plain
+    // zstd-1 stream of the same lines.
+    assert!(bytes(&ext) < bytes(&v3), "ext {} vs v3 {}", bytes(&ext), bytes(&v3));
+    assert!(
+        bytes(&ext) <= ext["stream_zstd1_bytes"].as_u64().expect("baseline"),
+        "{ext}"
+    );
+}
