@@ -330,10 +330,10 @@ impl NativeEncoder {
                         }
                     });
                     meta.push(mask);
-                    for i in 0..3 {
+                    for (i, id) in ids.iter().enumerate() {
                         if mask & 1 << i != 0 {
-                            put_varint(&mut meta, ids[i].map_or(0, |id| id + 1));
-                            self.shared.meta[i] = ids[i];
+                            put_varint(&mut meta, id.map_or(0, |id| id + 1));
+                            self.shared.meta[i] = *id;
                         }
                     }
                     match &log.content {

@@ -172,7 +172,6 @@ impl StreamDecompressor {
                 .decompress_stream(&mut output, &mut input)
                 .map_err(|c| corrupt(zstd_safe::get_error_name(c).to_string()))?;
             let produced = output.pos() > pos;
-            drop(output);
             if out.len() > cap {
                 return Err(ErrorKind::DecompressionBomb { limit: cap });
             }

@@ -123,7 +123,14 @@ fn batches(words: bool) -> Vec<Vec<Datum>> {
                         s(&format!("10.0.{}.{}", r % 3, r % 250)),
                     ],
                 },
-                (4, _) => Content::Pattern { id: 10, values: if b >= 30 { vec![s("")] } else { vec![s(""), DynValue::new(Value::Int(0)), s("")] } },
+                (4, _) => Content::Pattern {
+                    id: 10,
+                    values: if b >= 30 {
+                        vec![s("")]
+                    } else {
+                        vec![s(""), DynValue::new(Value::Int(0)), s("")]
+                    },
+                },
                 _ => {
                     let mut values = vec![
                         s(&format!(

@@ -11,7 +11,14 @@ use std::time::Duration;
 
 fn start_intake(out: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args(["intake", "--listen", "127.0.0.1:0", "--api-key", "k1", "--out"])
+        .args([
+            "intake",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "k1",
+            "--out",
+        ])
         .arg(out)
         .args(extra)
         .stderr(Stdio::piped())
@@ -34,7 +41,11 @@ fn start_intake(out: &std::path::Path, extra: &[&str]) -> (std::process::Child, 
 }
 
 /// Ships `files` to a fresh intake (with `intake_flags`) and returns the summary JSON.
-fn ship(files: &[std::path::PathBuf], intake_flags: &[&str], ship_flags: &[&str]) -> serde_json::Value {
+fn ship(
+    files: &[std::path::PathBuf],
+    intake_flags: &[&str],
+    ship_flags: &[&str],
+) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let (mut intake, addr) = start_intake(&out, intake_flags);
@@ -68,7 +79,9 @@ fn inputs() -> Option<Vec<std::path::PathBuf>> {
         eprintln!("SKIPPED: set STENCIL_CORPUS=../shared/corpus");
         return None;
     };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(corpus);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(corpus);
     let files: Vec<_> = ["HDFS", "Apache", "OpenSSH"]
         .iter()
         .map(|s| {
@@ -91,7 +104,12 @@ fn extensions_are_used_when_echoed_and_plain_v3_otherwise() {
     let bytes = |j: &serde_json::Value| j["wire_bytes"].as_u64().expect("wire_bytes");
     // The same lines cost fewer bytes with the extensions than plain v3, and no more than a plain
     // zstd-1 stream of the same lines.
-    assert!(bytes(&ext) < bytes(&v3), "ext {} vs v3 {}", bytes(&ext), bytes(&v3));
+    assert!(
+        bytes(&ext) < bytes(&v3),
+        "ext {} vs v3 {}",
+        bytes(&ext),
+        bytes(&v3)
+    );
     assert!(
         bytes(&ext) <= ext["stream_zstd1_bytes"].as_u64().expect("baseline"),
         "{ext}"

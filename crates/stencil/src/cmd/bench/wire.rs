@@ -72,8 +72,10 @@ struct Sizes {
     otlp: u64,
     stream_zstd1: u64,
     stream_zstd3: u64,
+    /// The default wire to a Stencil intake (`stencil_bytes` in the JSON).
     native_stream: u64,
-    v3_stream: u64,
+    /// Seconds spent laying out and compressing the default wire (both forms, engine excluded).
+    ext_seconds: f64,
     /// Seconds spent laying out and compressing the datums as v3 (the engine's time excluded).
     v3_seconds: f64,
     /// Seconds spent laying out and compressing the same kind of datums as the native prototype.
@@ -93,7 +95,7 @@ impl Sizes {
         self.stream_zstd1 += o.stream_zstd1;
         self.stream_zstd3 += o.stream_zstd3;
         self.native_stream += o.native_stream;
-        self.v3_stream += o.v3_stream;
+        self.ext_seconds += o.ext_seconds;
         self.v3_seconds += o.v3_seconds;
         self.native_seconds += o.native_seconds;
     }
@@ -119,12 +121,8 @@ struct Stream {
     next_batch: u32,
     raw1: stencil_codec::stream::StreamCompressor,
     raw3: stencil_codec::stream::StreamCompressor,
-    native_ctx: stencil_codec::stream::StreamCompressor,
-    native2: stencil_codec::ExtEncoder,
-    raw_engine: Engine,
-    raw_native: stencil_codec::native::NativeEncoder,
-    raw_ctx: stencil_codec::stream::StreamCompressor,
-    v3_ctx: stencil_codec::stream::StreamCompressor,
+    /// The default wire to a Stencil intake: the extensions, agreed from batch 1 on.
+    ext: stencil_codec::ExtEncoder,
 }
 
 impl Stream {
@@ -153,35 +151,17 @@ impl Stream {
                 encoder,
                 engine: Engine::new(config),
                 // The prototype runs its own engine with the settings the native profile would use.
-                native_engine: Engine::new(EngineConfig {
-                    define_after: std::env::var("EXP_DA")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(1),
-                    admit_after: std::env::var("EXP_AA")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(255),
-                    ..native::engine_config()
-                }),
+                native_engine: Engine::new(native::engine_config()),
                 native_encoder: native::NativeEncoder::default(),
                 next_batch: 1,
                 raw1: sc(1)?,
                 raw3: sc(3)?,
-                native_ctx: sc(1)?,
-                native2: stencil_codec::ExtEncoder::new(
+                ext: stencil_codec::ExtEncoder::new(
                     stencil_codec::Extensions::ALL,
                     Compression::ZSTD,
                     &[],
                 )
                 .map_err(|e| e.to_string())?,
-                raw_engine: Engine::new(EngineConfig {
-                    define_after: u32::MAX,
-                    ..native::engine_config()
-                }),
-                raw_native: stencil_codec::native::NativeEncoder::new(),
-                raw_ctx: sc(1)?,
-                v3_ctx: sc(1)?,
             },
             opening,
         ))
@@ -215,22 +195,17 @@ fn measure(
         next_batch,
         raw1,
         raw3,
-        native_ctx,
-        native2,
-        v3_ctx,
-        raw_engine,
-        raw_native,
-        raw_ctx,
+        ext,
     } = stream;
     let mut s = Sizes {
         stencil: opening,
         native: opening,
+        native_stream: opening,
         ..Sizes::default()
     };
     for (n, chunk) in lines.chunks(batch.max(1)).enumerate() {
         let mut datums = Vec::new();
         let mut native_datums = Vec::new();
-        let mut raw_datums = Vec::new();
         let timed: Vec<Line<'_>> = chunk
             .iter()
             .enumerate()
@@ -245,7 +220,6 @@ fn measure(
             };
             engine.encode(line, &m, &mut datums);
             native_engine.encode(line, &m, &mut native_datums);
-            raw_engine.encode(line, &m, &mut raw_datums);
         }
         let started = Instant::now();
         let payload = encoder.encode(&datums).map_err(|e| e.to_string())?;
@@ -254,20 +228,11 @@ fn measure(
         *next_batch = next_batch.wrapping_add(1);
         s.stencil += (payload.data.len() + framing) as u64;
         let started = Instant::now();
-        let v3plain = encoder.serialize(&datums).map_err(|e| e.to_string())?;
-        let _ = (v3_ctx
-            .compress_batch(&v3plain)
-            .map_err(|e| e.to_string())?
-            .len()
-            + framing) as u64;
-        let _ = (&raw_native, &raw_ctx, &raw_datums);
-        let nplain = native_encoder.encode(&native_datums);
-        {
-            let b = native2.encode(&native_datums).map_err(|e| e.to_string())?;
-            s.native_stream += (b.len() + framing) as u64;
-            let _ = &native_ctx;
-        }
-        let native = nplain.map(|b| zstd(1, &b));
+        let b = ext.encode(&native_datums).map_err(|e| e.to_string())?;
+        s.ext_seconds += started.elapsed().as_secs_f64();
+        s.native_stream += (b.len() + framing) as u64;
+        let started = Instant::now();
+        let native = native_encoder.encode(&native_datums).map(|b| zstd(1, &b));
         s.native_seconds += started.elapsed().as_secs_f64();
         s.native += match native {
             Some(bytes) => bytes + framing as u64,
@@ -297,7 +262,8 @@ fn row(file: &str, batch: usize, s: &Sizes) -> serde_json::Value {
         "batch_lines": batch,
         "lines": s.lines,
         "raw_bytes": s.raw,
-        "stencil_bytes": s.stencil,
+        "stencil_bytes": s.native_stream,
+        "v3_bytes": s.stencil,
         "native_prototype_bytes": s.native,
         "zstd1_bytes": s.zstd1,
         "zstd3_bytes": s.zstd3,
@@ -305,8 +271,14 @@ fn row(file: &str, batch: usize, s: &Sizes) -> serde_json::Value {
         "otlp_zstd1_bytes": s.otlp,
         "stream_zstd1_bytes": s.stream_zstd1,
         "stream_zstd3_bytes": s.stream_zstd3,
-        "native_stream_bytes": s.native_stream,
-        "v3_stream_bytes": s.v3_stream,
+        "ratios_to_stencil_default_wire": {
+            "stream_zstd1": ratio(s.stream_zstd1, s.native_stream),
+            "stream_zstd3": ratio(s.stream_zstd3, s.native_stream),
+            "zstd1": ratio(s.zstd1, s.native_stream),
+            "v3": ratio(s.stencil, s.native_stream),
+            "http_json_zstd1": ratio(s.http_json, s.native_stream),
+            "otlp_zstd1": ratio(s.otlp, s.native_stream),
+        },
         "ratios_to_stencil": {
             "raw": ratio(s.raw, s.stencil),
             "zstd1": ratio(s.zstd1, s.stencil),
@@ -316,6 +288,7 @@ fn row(file: &str, batch: usize, s: &Sizes) -> serde_json::Value {
         },
         "v3_layout_seconds": s.v3_seconds,
         "native_layout_seconds": s.native_seconds,
+        "default_wire_layout_seconds": s.ext_seconds,
     })
 }
 
@@ -447,8 +420,17 @@ fn print_table(rows: &[Row]) {
     for r in rows.iter().filter(|r| r.name == "total") {
         let s = &r.sizes;
         let l = s.lines.max(1) as f64;
-        println!("EXP batch {} per line: stream_zstd1 {:.2} stream_zstd3 {:.2} native_stream {:.2} v3_stream {:.2} zstd1 {:.2} v3 {:.2} native {:.2}",
-            r.batch, s.stream_zstd1 as f64 / l, s.stream_zstd3 as f64 / l, s.native_stream as f64 / l, s.v3_stream as f64 / l, s.zstd1 as f64 / l, s.stencil as f64 / l, s.native as f64 / l);
+        println!(
+            "  total at {} lines/batch, bytes per line: Stencil (default wire) {:.2}, v3 {:.2}, stream zstd-1 {:.2}, stream zstd-3 {:.2}, zstd-1 per batch {:.2} (stream zstd-1 / Stencil {:.2}x, zstd-1 per batch / Stencil {:.2}x)",
+            r.batch,
+            s.native_stream as f64 / l,
+            s.stencil as f64 / l,
+            s.stream_zstd1 as f64 / l,
+            s.stream_zstd3 as f64 / l,
+            s.zstd1 as f64 / l,
+            ratio(s.stream_zstd1, s.native_stream),
+            ratio(s.zstd1, s.native_stream),
+        );
     }
     println!("* native: the prototype layout of docs/native-encoding.md, measured only (not a shipped format)");
     for r in rows.iter().filter(|r| r.name == "total") {
