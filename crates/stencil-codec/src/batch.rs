@@ -95,6 +95,14 @@ impl BatchEncoder {
 
     /// Delta-codes, serializes and compresses `datums` into one payload.
     pub fn encode(&self, datums: &[Datum]) -> Result<EncodedBatch, EncodeError> {
+        if datums.is_empty() {
+            // An empty `data` is an empty sequence under every codec (PROTOCOL.md §5): an empty
+            // snapshot costs no bytes at all.
+            return Ok(EncodedBatch {
+                data: Vec::new(),
+                uncompressed_len: 0,
+            });
+        }
         let raw = self.serialize(datums)?;
         Ok(EncodedBatch {
             data: self.compression.compress(&raw)?,

@@ -169,7 +169,9 @@ const SWITCH_WHEN: f64 = 0.97;
 /// The same, after the stream has switched once.
 const SWITCH_AGAIN_WHEN: f64 = 0.9;
 /// Weight of the past in the recent-bytes averages (per batch).
-const DECAY: f64 = 0.7;
+const DECAY: f64 = 0.9;
+/// Logs after which, without a switch, the form is final for the stream and the shadow stops.
+const EVALUATION_LOGS: usize = 20_000;
 
 /// Renders each log of a batch as text, in datum order (a pattern may be widened mid-batch).
 fn render_texts(
@@ -454,6 +456,16 @@ impl ExtEncoder {
         } else {
             SWITCH_AGAIN_WHEN
         };
+        if self.logs_seen >= EVALUATION_LOGS << self.switches.min(8) {
+            // The form has held for long enough: it is final for this stream, and the shadow's CPU is
+            // saved. A new stream (rotation, reconnect) weighs both forms again.
+            self.shadow = None;
+            if self.real.mode() == Mode::Structured {
+                // Nothing is rendered as text any more.
+                self.render = None;
+            }
+            return Ok(());
+        }
         if self.logs_seen < probation || self.recent.1 >= self.recent.0 * margin {
             return Ok(());
         }

@@ -28,6 +28,10 @@ pub struct PipelineArgs {
     /// Agent pipelines (`ship --streams`); default: the agent's own default.
     #[arg(long)]
     streams: Option<usize>,
+    /// The agent's wire (`ship --wire`): `auto` negotiates the extensions with the intake, `v3` is the
+    /// compatible wire. Run both to compare their CPU and bytes in the same session.
+    #[arg(long, value_enum, default_value_t = crate::cmd::ship::Wire::Auto)]
+    wire: crate::cmd::ship::Wire,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -303,6 +307,12 @@ pub fn run(args: &PipelineArgs) -> Result<(), String> {
         prepare_inputs(&args.files, &dir, args.min_mib.saturating_mul(1 << 20))?;
     // --no-compare: the agent's own zstd-1 comparison would add CPU that a production agent does not spend.
     let mut ship_args = vec![
+        "--wire".to_string(),
+        match args.wire {
+            crate::cmd::ship::Wire::Auto => "auto",
+            crate::cmd::ship::Wire::V3 => "v3",
+        }
+        .to_string(),
         "--no-compare".to_string(),
         "--batch-lines".to_string(),
         args.batch_lines.to_string(),

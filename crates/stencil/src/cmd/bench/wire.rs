@@ -71,6 +71,9 @@ struct Sizes {
     http_json: u64,
     otlp: u64,
     stream_zstd1: u64,
+    /// The same zstd-1 stream with each file's metadata sent once, as a header line, when the file's
+    /// first batch goes on the stream (what every other method carries).
+    stream_zstd1_meta: u64,
     stream_zstd3: u64,
     /// The default wire to a Stencil intake (`stencil_bytes` in the JSON).
     native_stream: u64,
@@ -93,6 +96,7 @@ impl Sizes {
         self.http_json += o.http_json;
         self.otlp += o.otlp;
         self.stream_zstd1 += o.stream_zstd1;
+        self.stream_zstd1_meta += o.stream_zstd1_meta;
         self.stream_zstd3 += o.stream_zstd3;
         self.native_stream += o.native_stream;
         self.ext_seconds += o.ext_seconds;
@@ -120,6 +124,7 @@ struct Stream {
     native_encoder: native::NativeEncoder,
     next_batch: u32,
     raw1: stencil_codec::stream::StreamCompressor,
+    raw1_meta: stencil_codec::stream::StreamCompressor,
     raw3: stencil_codec::stream::StreamCompressor,
     /// The default wire to a Stencil intake: the extensions, agreed from batch 1 on.
     ext: stencil_codec::ExtEncoder,
@@ -155,6 +160,7 @@ impl Stream {
                 native_encoder: native::NativeEncoder::default(),
                 next_batch: 1,
                 raw1: sc(1)?,
+                raw1_meta: sc(1)?,
                 raw3: sc(3)?,
                 ext: stencil_codec::ExtEncoder::new(
                     stencil_codec::Extensions::ALL,
@@ -194,6 +200,7 @@ fn measure(
         native_encoder,
         next_batch,
         raw1,
+        raw1_meta,
         raw3,
         ext,
     } = stream;
@@ -249,6 +256,21 @@ fn measure(
         s.zstd1 += zstd(1, &raw);
         s.zstd3 += zstd(3, &raw);
         s.stream_zstd1 += raw1.compress_batch(&raw).map_err(|e| e.to_string())?.len() as u64;
+        let with_meta = if n == 0 {
+            let mut b = format!(
+                "host={} service={} source={} status={} file={}\n",
+                meta.host, meta.service, meta.source, meta.status, meta.file
+            )
+            .into_bytes();
+            b.extend_from_slice(&raw);
+            b
+        } else {
+            raw.clone()
+        };
+        s.stream_zstd1_meta += raw1_meta
+            .compress_batch(&with_meta)
+            .map_err(|e| e.to_string())?
+            .len() as u64;
         s.stream_zstd3 += raw3.compress_batch(&raw).map_err(|e| e.to_string())?.len() as u64;
         s.http_json += zstd(1, &baselines::http_json(&timed, &meta)?);
         s.otlp += zstd(1, &baselines::otlp(&timed, &meta));
@@ -270,9 +292,11 @@ fn row(file: &str, batch: usize, s: &Sizes) -> serde_json::Value {
         "http_json_zstd1_bytes": s.http_json,
         "otlp_zstd1_bytes": s.otlp,
         "stream_zstd1_bytes": s.stream_zstd1,
+        "stream_zstd1_with_metadata_bytes": s.stream_zstd1_meta,
         "stream_zstd3_bytes": s.stream_zstd3,
         "ratios_to_stencil_default_wire": {
             "stream_zstd1": ratio(s.stream_zstd1, s.native_stream),
+            "stream_zstd1_with_metadata": ratio(s.stream_zstd1_meta, s.native_stream),
             "stream_zstd3": ratio(s.stream_zstd3, s.native_stream),
             "zstd1": ratio(s.zstd1, s.native_stream),
             "v3": ratio(s.stencil, s.native_stream),
@@ -421,14 +445,16 @@ fn print_table(rows: &[Row]) {
         let s = &r.sizes;
         let l = s.lines.max(1) as f64;
         println!(
-            "  total at {} lines/batch, bytes per line: Stencil (default wire) {:.2}, v3 {:.2}, stream zstd-1 {:.2}, stream zstd-3 {:.2}, zstd-1 per batch {:.2} (stream zstd-1 / Stencil {:.2}x, zstd-1 per batch / Stencil {:.2}x)",
+            "  total at {} lines/batch, bytes per line: Stencil (default wire) {:.2}, v3 {:.2}, stream zstd-1 {:.2}, stream zstd-1 with metadata {:.2}, stream zstd-3 {:.2}, zstd-1 per batch {:.2} (stream zstd-1 / Stencil {:.2}x, with metadata {:.2}x, zstd-1 per batch / Stencil {:.2}x)",
             r.batch,
             s.native_stream as f64 / l,
             s.stencil as f64 / l,
             s.stream_zstd1 as f64 / l,
+            s.stream_zstd1_meta as f64 / l,
             s.stream_zstd3 as f64 / l,
             s.zstd1 as f64 / l,
             ratio(s.stream_zstd1, s.native_stream),
+            ratio(s.stream_zstd1_meta, s.native_stream),
             ratio(s.zstd1, s.native_stream),
         );
     }
