@@ -8,7 +8,6 @@
 mod baselines;
 mod cardinality;
 mod chart;
-mod native;
 mod pipeline;
 mod wire;
 

@@ -11,7 +11,6 @@ use stencil_codec::{BatchEncoder, Compression, Generation};
 use stencil_patterns::{Engine, EngineConfig, Meta};
 
 use super::baselines::{self, Line, Metadata};
-use super::native;
 
 /// Flags of `stencil bench wire`.
 #[derive(clap::Args, Debug)]
@@ -81,7 +80,7 @@ struct Sizes {
     ext_seconds: f64,
     /// Seconds spent laying out and compressing the datums as v3 (the engine's time excluded).
     v3_seconds: f64,
-    /// Seconds spent laying out and compressing the same kind of datums as the native prototype.
+    /// Seconds spent laying out and compressing `native/1` alone (per-batch zstd-1).
     native_seconds: f64,
 }
 
@@ -116,12 +115,24 @@ fn zstd(level: i32, bytes: &[u8]) -> u64 {
         .map_or(0, |c| c.len()) as u64
 }
 
-/// One simulated stream: the engines (v3 and the native prototype's), their encoders, and the next batch id.
+/// The engine settings of the default wire (`stencil ship --wire auto`): a pattern is defined on its
+/// first line and there is no value dictionary (the native columns do its job).
+pub fn engine_config() -> EngineConfig {
+    EngineConfig {
+        define_after: 1,
+        admit_after: u8::MAX,
+        merge_slots: false,
+        ..EngineConfig::default()
+    }
+}
+
+/// One simulated stream: the engines (v3's and the default wire's), their encoders, and the next batch id.
 struct Stream {
     encoder: BatchEncoder,
     engine: Engine,
     native_engine: Engine,
-    native_encoder: native::NativeEncoder,
+    /// `native/1` alone, negotiated without `stream-zstd` (per-batch zstd-1).
+    native_encoder: stencil_codec::ExtEncoder,
     next_batch: u32,
     raw1: stencil_codec::stream::StreamCompressor,
     raw1_meta: stencil_codec::stream::StreamCompressor,
@@ -155,9 +166,17 @@ impl Stream {
             Stream {
                 encoder,
                 engine: Engine::new(config),
-                // The prototype runs its own engine with the settings the native profile would use.
-                native_engine: Engine::new(native::engine_config()),
-                native_encoder: native::NativeEncoder::default(),
+                // The default wire runs its own engine with the settings `ship --wire auto` uses.
+                native_engine: Engine::new(engine_config()),
+                native_encoder: stencil_codec::ExtEncoder::new(
+                    stencil_codec::Extensions {
+                        stream_zstd: None,
+                        native: true,
+                    },
+                    Compression::ZSTD,
+                    &[],
+                )
+                .map_err(|e| e.to_string())?,
                 next_batch: 1,
                 raw1: sc(1)?,
                 raw1_meta: sc(1)?,
@@ -239,17 +258,11 @@ fn measure(
         s.ext_seconds += started.elapsed().as_secs_f64();
         s.native_stream += (b.len() + framing) as u64;
         let started = Instant::now();
-        let native = native_encoder.encode(&native_datums).map(|b| zstd(1, &b));
+        let native = native_encoder
+            .encode(&native_datums)
+            .map_err(|e| e.to_string())?;
         s.native_seconds += started.elapsed().as_secs_f64();
-        s.native += match native {
-            Some(bytes) => bytes + framing as u64,
-            None => {
-                let v3 = BatchEncoder::new(Generation::V3, Compression::ZSTD)
-                    .encode(&native_datums)
-                    .map_err(|e| e.to_string())?;
-                (v3.data.len() + framing) as u64
-            }
-        };
+        s.native += (native.len() + framing) as u64;
         let raw = baselines::raw_lines(&timed);
         s.lines += chunk.len() as u64;
         s.raw += raw.len() as u64;
@@ -286,7 +299,7 @@ fn row(file: &str, batch: usize, s: &Sizes) -> serde_json::Value {
         "raw_bytes": s.raw,
         "stencil_bytes": s.native_stream,
         "v3_bytes": s.stencil,
-        "native_prototype_bytes": s.native,
+        "native_per_batch_zstd1_bytes": s.native,
         "zstd1_bytes": s.zstd1,
         "zstd3_bytes": s.zstd3,
         "http_json_zstd1_bytes": s.http_json,
@@ -458,11 +471,13 @@ fn print_table(rows: &[Row]) {
             ratio(s.zstd1, s.native_stream),
         );
     }
-    println!("* native: the prototype layout of docs/native-encoding.md, measured only (not a shipped format)");
+    println!(
+        "* native: native/1 negotiated alone (no stream-zstd: each batch compressed on its own)"
+    );
     for r in rows.iter().filter(|r| r.name == "total") {
         let s = &r.sizes;
         println!(
-            "  layout + zstd-1 time at {} lines/batch (engine excluded): v3 {:.1} ms, native prototype {:.1} ms ({:.2}x)",
+            "  layout + zstd-1 time at {} lines/batch (engine excluded): v3 {:.1} ms, native/1 alone {:.1} ms ({:.2}x)",
             r.batch,
             s.v3_seconds * 1e3,
             s.native_seconds * 1e3,
@@ -480,9 +495,9 @@ fn print_markdown(rows: &[Row]) {
             println!("#### {} lines per batch", r.batch);
             println!();
             println!(
-                "| file | raw | Stencil v3 | zstd-1 | zstd-3 | HTTP JSON | OTLP | raw ÷ v3 | zstd-1 ÷ v3 | zstd-3 ÷ v3 | HTTP JSON ÷ v3 | OTLP ÷ v3 | native prototype | zstd-1 ÷ native |"
+                "| file | raw | Stencil (default wire) | stream zstd-1 | stream zstd-1 ÷ Stencil | Stencil v3 | zstd-1 | zstd-3 | HTTP JSON | OTLP | raw ÷ v3 | zstd-1 ÷ v3 | zstd-3 ÷ v3 | HTTP JSON ÷ v3 | OTLP ÷ v3 | native/1 alone | zstd-1 ÷ native/1 alone |"
             );
-            println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         }
         let s = &r.sizes;
         let name = short_name(&r.name);
@@ -492,8 +507,11 @@ fn print_markdown(rows: &[Row]) {
             name
         };
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {} | {:.2}× |",
+            "| {name} | {} | {} | {} | {:.2}× | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {} | {:.2}× |",
             s.raw,
+            s.native_stream,
+            s.stream_zstd1,
+            ratio(s.stream_zstd1, s.native_stream),
             s.stencil,
             s.zstd1,
             s.zstd3,
@@ -513,19 +531,28 @@ fn print_markdown(rows: &[Row]) {
 /// Bytes per log of each method, in chart order.
 fn per_log(s: &Sizes) -> Vec<f64> {
     let lines = s.lines.max(1) as f64;
-    [s.zstd1, s.zstd3, s.http_json, s.otlp, s.stencil, s.native]
-        .iter()
-        .map(|&b| b as f64 / lines)
-        .collect()
+    [
+        s.zstd1,
+        s.stream_zstd1,
+        s.stream_zstd3,
+        s.http_json,
+        s.otlp,
+        s.stencil,
+        s.native_stream,
+    ]
+    .iter()
+    .map(|&b| b as f64 / lines)
+    .collect()
 }
 
-const METHODS: [&str; 6] = [
-    "raw + zstd-1",
-    "raw + zstd-3",
+const METHODS: [&str; 7] = [
+    "raw + zstd-1 per batch",
+    "raw + zstd-1 stream",
+    "raw + zstd-3 stream",
     "HTTP JSON + zstd-1",
     "OTLP + zstd-1",
     "Stencil v3",
-    "native prototype",
+    "Stencil (default wire)",
 ];
 
 fn write_charts(dir: &std::path::Path, rows: &[Row], sizes: &[usize]) -> Result<(), String> {
