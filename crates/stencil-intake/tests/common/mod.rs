@@ -87,6 +87,11 @@ pub async fn open_v3(intake: &RunningIntake) -> Client {
 }
 
 impl Client {
+    /// A client over an already opened stream.
+    pub fn from_parts(tx: mpsc::Sender<StatefulBatch>, acks: Streaming<BatchStatus>) -> Self {
+        Client { tx: Some(tx), acks }
+    }
+
     /// Sends one batch.
     pub async fn send(&mut self, batch_id: u32, data: Vec<u8>) {
         if let Some(tx) = &self.tx {
