@@ -74,6 +74,8 @@ pub struct Batcher {
     next_seq: u64,
     /// Logs dropped because they were too large to send even alone.
     pub dropped_too_large: u64,
+    /// Leave the v3 encoding to send time when a payload surely fits (see [`Payload::build_lazy`]).
+    lazy: bool,
 }
 
 impl Batcher {
@@ -88,7 +90,15 @@ impl Batcher {
             first_at: None,
             next_seq: 1,
             dropped_too_large: 0,
+            lazy: false,
         }
+    }
+
+    /// Leaves the v3 encoding of payloads that surely fit `max_batch_bytes` to send time (for
+    /// pipelines whose streams negotiate the extensions).
+    pub fn lazy_encoding(mut self, lazy: bool) -> Self {
+        self.lazy = lazy;
+        self
     }
 
     /// When the open payload must be flushed for age.
@@ -157,9 +167,14 @@ impl Batcher {
                 }
             }
         }
+        if self.lazy && 2 * crate::payload::estimated_size(raw, datums.len()) <= self.config.max_batch_bytes {
+            out.push(Payload::build_lazy(self.next_seq, datums, checkpoints, raw));
+            self.next_seq += 1;
+            return Ok(());
+        }
         let payload = Payload::build(self.next_seq, datums, checkpoints, raw, &self.encoder)?;
-        if payload.encoded.data.len() <= self.config.max_batch_bytes || entries.len() < 2 {
-            if payload.encoded.data.len() > self.config.max_batch_bytes {
+        if payload.size <= self.config.max_batch_bytes || entries.len() < 2 {
+            if payload.size > self.config.max_batch_bytes {
                 // One entry that cannot fit: keep its defines, drop its log (counted).
                 self.dropped_too_large += 1;
                 let defines: Vec<Datum> = entries
@@ -258,7 +273,7 @@ mod tests {
         }
         let out = b.flush(Flush::Manual).expect("ok");
         assert!(out.len() > 1, "split");
-        assert!(out.iter().all(|p| p.encoded.data.len() <= 3_000));
+        assert!(out.iter().all(|p| p.size <= 3_000));
         assert_eq!(out.iter().map(|p| p.logs).sum::<usize>(), 8, "no log lost");
         let seqs: Vec<u64> = out.iter().map(|p| p.seq).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]));

@@ -664,9 +664,14 @@ impl Core {
             }
             let payload = &self.tracked[i].payload;
             let data = if let Some(ext) = self.ext.as_mut() {
-                let mut all = prefix.clone();
-                all.extend(payload.wire.iter().cloned());
-                match ext.encode(&all) {
+                let encoded = if prefix.is_empty() {
+                    ext.encode(&payload.wire)
+                } else {
+                    let mut all = prefix.clone();
+                    all.extend(payload.wire.iter().cloned());
+                    ext.encode(&all)
+                };
+                match encoded {
                     Ok(data) => {
                         self.stats.ext_batches += 1;
                         self.stats.ext_bytes += data.len() as u64;
@@ -689,7 +694,10 @@ impl Core {
                     }
                 }
             } else if prefix.is_empty() {
-                Arc::new(payload.encoded.data.clone())
+                match &payload.encoded {
+                    Some(e) => Arc::new(e.data.clone()),
+                    None => self.encode(&payload.wire),
+                }
             } else {
                 let mut all = prefix.clone();
                 all.extend(payload.wire.iter().cloned());
@@ -721,7 +729,7 @@ impl Core {
     fn admit(&mut self, p: Payload, now: Instant, out: &mut Vec<Effect>) {
         let refs = self.snapshot.expand(&p.refs);
         self.snapshot.protect(&refs);
-        let size = p.encoded.data.len();
+        let size = p.size;
         self.bytes += size;
         self.tracked.push_back(Tracked {
             payload: p,
@@ -1001,7 +1009,7 @@ impl Core {
     fn push_front(&mut self, payload: Payload, step: u8) {
         let refs = self.snapshot.expand(&payload.refs);
         self.snapshot.protect(&refs);
-        let size = payload.encoded.data.len();
+        let size = payload.size;
         self.bytes += size;
         self.tracked.push_front(Tracked {
             payload,
@@ -1130,7 +1138,7 @@ impl Core {
             self.snapshot.protect(&refs);
             let old = std::mem::replace(&mut self.tracked[i].refs, refs);
             self.snapshot.release(&old);
-            let size = payload.encoded.data.len();
+            let size = payload.size;
             self.bytes = self.bytes - self.tracked[i].size + size;
             self.tracked[i].size = size;
             self.tracked[i].payload = payload;

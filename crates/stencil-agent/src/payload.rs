@@ -61,8 +61,11 @@ pub struct Payload {
     pub logs: usize,
     /// Raw bytes of those logs, counted once per log.
     pub raw_bytes: usize,
-    /// The canonical encoding (no prefix).
-    pub encoded: Arc<EncodedBatch>,
+    /// The canonical v3 encoding (no prefix); `None` when it was left to send time (see
+    /// [`Payload::build_lazy`]).
+    pub encoded: Option<Arc<EncodedBatch>>,
+    /// Bytes counted against the in-flight limit: the encoding's length, or an estimate.
+    pub size: usize,
 }
 
 impl Payload {
@@ -74,6 +77,22 @@ impl Payload {
         raw_bytes: usize,
         encoder: &BatchEncoder,
     ) -> Result<Payload, EncodeError> {
+        let mut payload = Payload::build_lazy(seq, datums, checkpoints, raw_bytes);
+        let encoded = encoder.encode(&payload.wire)?;
+        payload.size = encoded.data.len();
+        payload.encoded = Some(Arc::new(encoded));
+        Ok(payload)
+    }
+
+    /// Builds a payload without its v3 encoding: for streams that negotiate the extensions, which
+    /// encode each batch at send time, the v3 encoding would be made for nothing. A stream that stays on
+    /// v3 encodes it when it sends it. The in-flight size is an estimate from the raw bytes.
+    pub fn build_lazy(
+        seq: u64,
+        datums: Vec<Datum>,
+        checkpoints: Vec<Checkpoint>,
+        raw_bytes: usize,
+    ) -> Payload {
         let mut wire = Vec::with_capacity(datums.len());
         let mut changes = Vec::new();
         let mut refs = BTreeSet::new();
@@ -107,18 +126,24 @@ impl Payload {
                 }
             }
         }
-        let encoded = Arc::new(encoder.encode(&wire)?);
-        Ok(Payload {
+        Payload {
             seq,
+            size: estimated_size(raw_bytes, wire.len()),
             wire: wire.into(),
             changes: changes.into(),
             refs: Arc::new(refs),
             checkpoints,
             logs,
             raw_bytes,
-            encoded,
-        })
+            encoded: None,
+        }
     }
+}
+
+/// An upper estimate of a batch's encoded size from its raw bytes and datum count (logs compress; the
+/// per-datum framing may not).
+pub fn estimated_size(raw_bytes: usize, datums: usize) -> usize {
+    raw_bytes / 2 + 16 * datums + 64
 }
 
 /// Adds every id a log datum references.

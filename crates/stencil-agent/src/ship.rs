@@ -184,7 +184,8 @@ impl LineEncoder {
                     ..options.batch.clone()
                 },
                 encoder,
-            ),
+            )
+            .lazy_encoding(!options.extensions.is_empty()),
             tx,
             common,
             service: options.service.clone(),

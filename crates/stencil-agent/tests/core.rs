@@ -476,7 +476,7 @@ fn an_oversized_snapshot_is_cut_and_the_rest_travels_as_prefixes() {
         })
         .collect();
     let p2 = Payload::build(2, logs, vec![], 0, &encoder()).expect("encodes");
-    let canonical = p2.encoded.data.len();
+    let canonical = p2.size;
     core.handle(Event::Payload(p2), now);
     // Reconnect: batch 0 must stay under 200 bytes; payload 2 then carries the missing defines.
     core.handle(

@@ -285,6 +285,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                 Wire::Auto => stencil_patterns::EngineConfig {
                     define_after: 1,
                     admit_after: u8::MAX,
+                    merge_slots: false,
                     ..engine
                 },
                 Wire::V3 => engine,
