@@ -167,7 +167,9 @@ impl Batcher {
                 }
             }
         }
-        if self.lazy && 2 * crate::payload::estimated_size(raw, datums.len()) <= self.config.max_batch_bytes {
+        if self.lazy
+            && 2 * crate::payload::estimated_size(raw, datums.len()) <= self.config.max_batch_bytes
+        {
             out.push(Payload::build_lazy(self.next_seq, datums, checkpoints, raw));
             self.next_seq += 1;
             return Ok(());

@@ -47,6 +47,9 @@ pub const STREAM_ZSTD: &str = "stream-zstd";
 /// member or a v3 sequence an agent writes).
 pub const MARKER: [u8; 4] = [0xFF, b'S', b'T', b'X'];
 
+/// The zstd level of `stream-zstd` contexts.
+pub const STREAM_LEVEL: i32 = 3;
+
 const FLAG_STREAM_ZSTD: u8 = 1;
 const FLAG_NATIVE: u8 = 2;
 const LAYOUT_V3: u8 = 0;
@@ -336,18 +339,17 @@ impl fmt::Debug for ExtEncoder {
 }
 
 impl ExtEncoder {
-    /// An encoder for a stream. `compression` compresses the bodies when `stream-zstd` is not agreed (and
-    /// its zstd level is the stream context's level when it is). `prior` holds the state datums (defines
+    /// An encoder for a stream. `compression` compresses the bodies when `stream-zstd` is not agreed; the
+    /// stream contexts use [`STREAM_LEVEL`]. `prior` holds the state datums (defines
     /// and deletes) the stream carried in plain v3 before the switch, in order.
     pub fn new(
         agreed: Extensions,
         compression: Compression,
         prior: &[Datum],
     ) -> Result<Self, EncodeError> {
-        let level = match compression {
-            Compression::Zstd { level } => level,
-            _ => 1,
-        };
+        // The stream's context compresses each batch against everything before it: level 3 finds more
+        // of that than level 1 for little CPU (BENCHMARKS.md, "The default wire").
+        let level = STREAM_LEVEL;
         let mut encoder = ExtEncoder {
             agreed,
             compression,
