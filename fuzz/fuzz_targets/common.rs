@@ -1,5 +1,7 @@
 //! What the decoder fuzz targets share: reading the stream's generation, codec and limits from the
-//! first input byte.
+//! first input byte, and cutting the rest into batches.
+
+#![allow(dead_code)] // each target uses part of it
 
 use stencil_codec::{Compression, Generation, Limits};
 
@@ -18,4 +20,16 @@ pub fn stream_setup(head: u8) -> (Generation, Compression, Limits) {
         ..Limits::default()
     };
     (generation, compression, limits)
+}
+
+/// Cuts `rest` into batches by one-byte length prefixes (255 takes all remaining bytes).
+pub fn split_batches(mut rest: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let Some((&len, tail)) = rest.split_first() {
+        let take = if len == 255 { tail.len() } else { (len as usize).min(tail.len()) };
+        let (batch, tail) = tail.split_at(take);
+        out.push(batch);
+        rest = tail;
+    }
+    out
 }

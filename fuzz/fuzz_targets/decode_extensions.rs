@@ -10,6 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
 use stencil_codec::datum::{Content, Datum, DynValue, Log, PatternDefine, Value};
 use stencil_codec::extensions::{Extensions, MARKER};
 use stencil_codec::{Compression, ErrorKind, ExtEncoder, Generation, GrpcCode, Limits, StreamDecoder};
@@ -44,7 +47,7 @@ fn seed_batches(agreed: Extensions) -> Vec<Vec<u8>> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&head, mut rest)) = data.split_first() else {
+    let Some((&head, rest)) = data.split_first() else {
         return;
     };
     let echoed = Extensions {
@@ -61,10 +64,7 @@ fuzz_target!(|data: &[u8]| {
         batches.extend(seed_batches(echoed));
     }
     let force_marker = head & 8 != 0;
-    while let Some((&len, tail)) = rest.split_first() {
-        let take = if len == 255 { tail.len() } else { (len as usize).min(tail.len()) };
-        let (batch, tail) = tail.split_at(take);
-        rest = tail;
+    for batch in common::split_batches(rest) {
         let mut b = Vec::new();
         if force_marker && batches.is_empty() {
             b.extend_from_slice(&MARKER);

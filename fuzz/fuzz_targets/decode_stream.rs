@@ -14,17 +14,14 @@ mod common;
 use stencil_codec::{ErrorKind, StreamDecoder};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&head, mut rest)) = data.split_first() else {
+    let Some((&head, rest)) = data.split_first() else {
         return;
     };
     let (generation, compression, limits) = common::stream_setup(head);
     let mut decoder = StreamDecoder::new(generation, compression, limits);
     let mut id = u32::from(head >> 7);
     let mut failed = false;
-    while let Some((&len, tail)) = rest.split_first() {
-        let take = if len == 255 { tail.len() } else { (len as usize).min(tail.len()) };
-        let (batch, tail) = tail.split_at(take);
-        rest = tail;
+    for batch in common::split_batches(rest) {
         match decoder.decode(id, batch) {
             Ok(decoded) => {
                 assert!(!failed, "a failed stream accepted a batch");

@@ -1,8 +1,9 @@
 //! `stencil intake` as a real process: it serves, writes files, and on SIGTERM finishes gracefully and
 //! exits 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stencil_codec::datum::*;
@@ -11,42 +12,10 @@ use stencil_proto::stateful::stateful_intake_client::StatefulIntakeClient;
 use stencil_proto::stateful::StatefulBatch;
 use tokio_stream::StreamExt;
 
-fn start_intake(out: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args([
-            "intake",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            "k1",
-            "--grace-secs",
-            "5",
-            "--out",
-        ])
-        .arg(out)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("stencil binary runs");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("stencil intake: listening on ") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the intake prints its address");
-    (child, addr)
-}
-
 #[test]
 fn intake_process_serves_and_stops_on_sigterm() {
     let out = tempfile::tempdir().expect("tempdir");
-    let (mut child, addr) = start_intake(out.path());
+    let (mut child, addr) = common::start_intake(out.path(), &["--grace-secs", "5"]);
 
     let datums = vec![
         Datum::DictDefine(DictDefine {

@@ -5,40 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
-
-fn start_intake(out: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args([
-            "intake",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            "k1",
-            "--out",
-        ])
-        .arg(out)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("stencil binary runs");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("stencil intake: listening on ") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the intake prints its address");
-    (child, addr)
-}
 
 /// Ships `files` to a fresh intake (with `intake_flags`) and returns the summary JSON.
 fn ship(
@@ -48,7 +15,7 @@ fn ship(
 ) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
-    let (mut intake, addr) = start_intake(&out, intake_flags);
+    let (mut intake, addr) = common::start_intake(&out, intake_flags);
     let summary = dir.path().join("summary.json");
     let status = Command::new(env!("CARGO_BIN_EXE_stencil"))
         .args(["ship", "--once", "--streams", "1", "--endpoint"])

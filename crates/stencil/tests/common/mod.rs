@@ -12,6 +12,41 @@ pub fn rebuilt_path(out: &std::path::Path, source: &std::path::Path) -> std::pat
     out.join(abs.strip_prefix("/").expect("absolute path"))
 }
 
+/// Starts `stencil intake` on a free loopback port with API key `k1`, writing files under `out`, plus
+/// `extra` flags; returns the child and the address it printed.
+pub fn start_intake(out: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args([
+            "intake",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "k1",
+            "--out",
+        ])
+        .arg(out)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("stencil binary runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("stencil intake: listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the intake prints its address");
+    (child, addr)
+}
+
 /// Sends SIGTERM and asserts a graceful exit (status 0).
 pub fn sigterm_and_wait(child: &mut Child) {
     let pid = child.id().to_string();
