@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
 mod common;
-use stencil_codec::{ErrorKind, StreamDecoder};
+use stencil_codec::StreamDecoder;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&head, rest)) = data.split_first() else {
@@ -19,24 +19,5 @@ fuzz_target!(|data: &[u8]| {
     };
     let (generation, compression, limits) = common::stream_setup(head);
     let mut decoder = StreamDecoder::new(generation, compression, limits);
-    let mut id = u32::from(head >> 7);
-    let mut failed = false;
-    for batch in common::split_batches(rest) {
-        match decoder.decode(id, batch) {
-            Ok(decoded) => {
-                assert!(!failed, "a failed stream accepted a batch");
-                for log in &decoded.logs {
-                    let _ = log.tags().count();
-                }
-            }
-            Err(e) => {
-                if failed {
-                    assert_eq!(e.kind, ErrorKind::StreamFailed);
-                }
-                failed = true;
-                let _ = (e.grpc_code(), e.kind.reason(), e.to_string());
-            }
-        }
-        id = id.wrapping_add(1);
-    }
+    common::drive(&mut decoder, u32::from(head >> 7), common::split_batches(rest), false);
 });

@@ -586,30 +586,22 @@ impl Core {
         if e != self.epoch || self.ext.is_some() || !matches!(self.state, State::Active) {
             return;
         }
-        let held = self.timers[Timer::Echo as usize].is_some();
-        self.disarm(Timer::Echo);
+        let held = self.timers[Timer::Echo as usize].take().is_some();
+        let agreed = Extensions::agreed(self.config.extensions, echo);
+        if let (Some(prior), false) = (self.before_echo.take(), agreed.is_empty()) {
+            match ExtEncoder::new(agreed, self.encoder.compression(), &prior) {
+                Ok(ext) => {
+                    self.stats.ext_streams += 1;
+                    self.ext = Some(ext);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "wire extensions unavailable; staying on v3")
+                }
+            }
+        }
         if held {
             // Data batches waited for this answer; send them, in whichever wire it allows.
-            self.echo_inner(echo);
-            return self.pump(now, out);
-        }
-        self.echo_inner(echo);
-    }
-
-    fn echo_inner(&mut self, echo: Extensions) {
-        let Some(prior) = self.before_echo.take() else {
-            return;
-        };
-        let agreed = Extensions::agreed(self.config.extensions, echo);
-        if agreed.is_empty() {
-            return;
-        }
-        match ExtEncoder::new(agreed, self.encoder.compression(), &prior) {
-            Ok(ext) => {
-                self.stats.ext_streams += 1;
-                self.ext = Some(ext);
-            }
-            Err(err) => tracing::warn!(error = %err, "wire extensions unavailable; staying on v3"),
+            self.pump(now, out);
         }
     }
 

@@ -315,4 +315,8 @@ pub enum EncodeError {
     /// The compressor failed (out of memory): fatal for an agent, never a silent drop.
     #[error("compression failed: {0}")]
     Compression(#[from] std::io::Error),
+    /// A log could not be rendered as text for the raw form of the wire extensions (its pattern or a
+    /// dictionary entry is unknown to the stream): a bug in what the encoder was given.
+    #[error("rendering a log as text: {0}")]
+    Rendering(ErrorKind),
 }

@@ -47,7 +47,8 @@ pub const STREAM_ZSTD: &str = "stream-zstd";
 /// member or a v3 sequence an agent writes).
 pub const MARKER: [u8; 4] = [0xFF, b'S', b'T', b'X'];
 
-/// The zstd level of `stream-zstd` contexts.
+/// The zstd level of `stream-zstd` contexts. The context compresses each batch against everything before
+/// it: level 3 finds more of that than level 1 for little CPU (BENCHMARKS.md, "The default wire").
 pub const STREAM_LEVEL: i32 = 3;
 
 const FLAG_STREAM_ZSTD: u8 = 1;
@@ -303,17 +304,12 @@ impl Form {
             None => compression.compress(&plain)?,
         })
     }
-
-    fn memory(&self) -> usize {
-        self.ctx.as_ref().map_or(0, StreamCompressor::memory)
-    }
 }
 
 /// The agent's encoder for one stream once extensions are agreed.
 pub struct ExtEncoder {
     agreed: Extensions,
     compression: Compression,
-    level: i32,
     /// Templates and dictionary, to render logs as text (with native/1 only).
     render: Option<StreamState>,
     /// What goes on the wire.
@@ -347,13 +343,10 @@ impl ExtEncoder {
         compression: Compression,
         prior: &[Datum],
     ) -> Result<Self, EncodeError> {
-        // The stream's context compresses each batch against everything before it: level 3 finds more
-        // of that than level 1 for little CPU (BENCHMARKS.md, "The default wire").
         let level = STREAM_LEVEL;
         let mut encoder = ExtEncoder {
             agreed,
             compression,
-            level,
             render: agreed
                 .native
                 .then(|| StreamState::new(Generation::V3, Limits::default())),
@@ -390,16 +383,6 @@ impl ExtEncoder {
         self.real.mode()
     }
 
-    /// How many times the stream changed form after its first batch.
-    pub fn switches(&self) -> u64 {
-        self.switches
-    }
-
-    /// Bytes the encoder's zstd contexts hold.
-    pub fn memory(&self) -> usize {
-        self.real.memory() + self.shadow.as_ref().map_or(0, Form::memory)
-    }
-
     /// Encodes the stream's next batch. The first call writes the marker.
     pub fn encode(&mut self, datums: &[Datum]) -> Result<Vec<u8>, EncodeError> {
         let texts = match self.render.as_mut() {
@@ -419,11 +402,9 @@ impl ExtEncoder {
             let mut other = shadow.encode(datums, &texts, self.compression)?;
             if !self.started && other.len() < body.len() {
                 // Both forms start from empty contexts: the first batch is an exact trial.
+                // The raw form keeps the defines it held back: none of them was sent.
                 std::mem::swap(&mut self.real, shadow);
                 std::mem::swap(&mut body, &mut other);
-                if let Some(unsent) = shadow.unsent.as_mut() {
-                    unsent.clear();
-                }
             }
             self.weigh(datums, body.len(), other.len());
             self.decide()?;
@@ -483,10 +464,7 @@ impl ExtEncoder {
                 self.real.unsent = Some(Default::default());
             }
         }
-        self.shadow = Some(Form::new(self.agreed, self.level, left)?);
-        if let Some(unsent) = self.shadow.as_mut().and_then(|s| s.unsent.as_mut()) {
-            unsent.clear();
-        }
+        self.shadow = Some(Form::new(self.agreed, STREAM_LEVEL, left)?);
         self.switches += 1;
         self.logs_seen = 0;
         self.recent = (0.0, 0.0);
@@ -495,9 +473,7 @@ impl ExtEncoder {
 }
 
 fn render_error(e: ErrorKind) -> EncodeError {
-    EncodeError::Compression(std::io::Error::other(format!(
-        "rendering a log as text: {e}"
-    )))
+    EncodeError::Rendering(e)
 }
 
 /// The intake's side of the extensions for one stream.
@@ -524,11 +500,6 @@ impl ExtDecoder {
             max_window_log,
             active: None,
         }
-    }
-
-    /// True once the stream has switched to extension batches.
-    pub fn active(&self) -> bool {
-        self.active.is_some()
     }
 
     /// The wire in use: `v3` until the marker, then the extensions it named.

@@ -36,8 +36,6 @@ use crate::state::StreamState;
 /// The extension's name in the negotiation header.
 pub const NAME: &str = "native/1";
 
-const GEN: &str = "native/1";
-
 // Datum kinds.
 const D_RAW_LINE: u8 = 0;
 const D_RAW_BYTES: u8 = 1;
@@ -75,7 +73,7 @@ const MAX_HOLES: usize = 4096;
 
 fn refuse(what: &'static str) -> EncodeError {
     EncodeError::NotRepresentable {
-        generation: GEN,
+        generation: NAME,
         what,
     }
 }

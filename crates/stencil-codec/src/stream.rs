@@ -33,14 +33,11 @@ fn zstd_error(what: &str, code: usize) -> std::io::Error {
 /// The agent's end: one zstd frame for the whole stream, one flushed block (or more) per batch.
 pub struct StreamCompressor {
     cctx: CCtx<'static>,
-    window_log: u32,
 }
 
 impl std::fmt::Debug for StreamCompressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamCompressor")
-            .field("window_log", &self.window_log)
-            .finish_non_exhaustive()
+        f.debug_struct("StreamCompressor").finish_non_exhaustive()
     }
 }
 
@@ -56,17 +53,7 @@ impl StreamCompressor {
         // No checksum: each batch is checked by its layout, and a frame checksum only comes at the end.
         cctx.set_parameter(CParameter::ChecksumFlag(false))
             .map_err(|c| zstd_error("zstd checksum flag", c))?;
-        Ok(StreamCompressor { cctx, window_log })
-    }
-
-    /// The window log in use.
-    pub fn window_log(&self) -> u32 {
-        self.window_log
-    }
-
-    /// Bytes the context holds.
-    pub fn memory(&self) -> usize {
-        self.cctx.sizeof()
+        Ok(StreamCompressor { cctx })
     }
 
     /// Compresses one batch into the stream's frame and flushes, so the intake can decode all of it now.
