@@ -193,6 +193,12 @@ pub enum ErrorKind {
     /// A JSON key path collides with another or runs through a non-object value.
     #[error("JSON path conflict at {0:?}")]
     JsonPathConflict(String),
+    /// A JSON key path nests deeper than [`crate::json::MAX_KEY_PATH_DEPTH`].
+    #[error("JSON key path deeper than {limit} levels")]
+    JsonPathTooDeep {
+        /// The limit.
+        limit: usize,
+    },
     /// Timestamp arithmetic overflowed `int64`.
     #[error("timestamp overflows int64")]
     TimestampOverflow,
@@ -256,6 +262,7 @@ impl ErrorKind {
             ErrorKind::NonFiniteFloat => "non_finite_float",
             ErrorKind::InvalidRawJson(_) => "invalid_raw_json",
             ErrorKind::JsonPathConflict(_) => "json_path_conflict",
+            ErrorKind::JsonPathTooDeep { .. } => "json_path_too_deep",
             ErrorKind::TimestampOverflow => "timestamp_overflow",
             ErrorKind::StateLimit { .. } => "state_limit",
             ErrorKind::OutputLimit { .. } => "output_limit",

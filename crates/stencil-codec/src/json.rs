@@ -9,8 +9,14 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::ErrorKind;
 
-/// Splits an escaped key path into its segments (`a\.b.c` → `["a.b", "c"]`).
-pub fn split_key_path(path: &str) -> Vec<String> {
+/// The deepest key path a schema may name. Documents are built and serialized recursively, so an
+/// unbounded path (one 107-byte batch can name 21,000 levels) would overflow the stack. Real loggers nest
+/// a handful of levels; serde_json's own parser stops at 128.
+pub const MAX_KEY_PATH_DEPTH: usize = 64;
+
+/// Splits an escaped key path into its segments (`a\.b.c` → `["a.b", "c"]`). A path of more than
+/// [`MAX_KEY_PATH_DEPTH`] segments is [`ErrorKind::JsonPathTooDeep`].
+pub fn split_key_path(path: &str) -> Result<Vec<String>, ErrorKind> {
     let mut segments = Vec::new();
     let mut current = String::new();
     let mut chars = path.chars();
@@ -24,12 +30,19 @@ pub fn split_key_path(path: &str) -> Vec<String> {
                 }
                 None => current.push('\\'),
             },
-            '.' => segments.push(std::mem::take(&mut current)),
+            '.' => {
+                segments.push(std::mem::take(&mut current));
+                if segments.len() >= MAX_KEY_PATH_DEPTH {
+                    return Err(ErrorKind::JsonPathTooDeep {
+                        limit: MAX_KEY_PATH_DEPTH,
+                    });
+                }
+            }
             other => current.push(other),
         }
     }
     segments.push(current);
-    segments
+    Ok(segments)
 }
 
 /// Joins segments into an escaped key path, the inverse of [`split_key_path`].
@@ -97,9 +110,12 @@ mod tests {
             vec![""],
         ] {
             let joined = join_key_path(&segs);
-            assert_eq!(split_key_path(&joined), segs, "{joined}");
+            assert_eq!(split_key_path(&joined).expect("shallow"), segs, "{joined}");
         }
-        assert_eq!(split_key_path("a\\.b.c"), vec!["a.b", "c"]);
+        assert_eq!(
+            split_key_path("a\\.b.c").expect("shallow"),
+            vec!["a.b", "c"]
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub use batch::{BatchEncoder, DecodedBatch, EncodedBatch, StreamDecoder};
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError, ErrorKind, GrpcCode, Space};
 pub use extensions::{ExtEncoder, Extensions, Mode};
-pub use reconstruct::{float_text, original_bytes, LogRecord};
+pub use reconstruct::{float_text, original_bytes, LogRecord, RECORD_OVERHEAD};
 pub use state::{Limits, StreamState};
 pub use v2::ABSOLUTE_TIMESTAMP_THRESHOLD as V2_ABSOLUTE_TIMESTAMP_THRESHOLD;
 

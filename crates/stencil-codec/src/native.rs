@@ -607,6 +607,12 @@ impl NativeDecoder {
     ) -> Result<(), ErrorKind> {
         let mut r = Reader::new(data);
         let n = r.len()?;
+        // Every datum is held until the batch is read, a hundred bytes or so each: bound their number by
+        // what the output limit allows, as if each were a log, before holding any.
+        let limit = state.limits().max_output_bytes;
+        if n > limit / crate::reconstruct::RECORD_OVERHEAD {
+            return Err(ErrorKind::OutputLimit { limit });
+        }
         // Each datum takes at least its kind byte.
         let kinds = r.take(n)?;
         let mut steps = Vec::with_capacity(n.min(1 << 16));

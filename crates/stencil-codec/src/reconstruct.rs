@@ -195,10 +195,10 @@ impl StreamState {
                             ),
                         });
                     }
-                    let path = split_key_path(self.dict_value(*key)?);
+                    let path = split_key_path(self.dict_value(*key)?)?;
                     insert_at(&mut root, &path, self.json_value(value)?)?;
                 }
-                let path = split_key_path(self.dict_value(s.message_key)?);
+                let path = split_key_path(self.dict_value(s.message_key)?)?;
                 insert_at(&mut root, &path, Json::String(message.to_owned()))?;
             }
             JsonContext::KeyList {
@@ -279,8 +279,13 @@ impl StreamState {
     }
 }
 
-/// Approximate output size of one record, for the per-batch amplification limit: message, metadata, and
-/// the JSON document's serialized length.
+/// What holding one record costs beyond its text: the struct, its allocations' headers, and the
+/// per-record work a sink does (a JSON Lines record adds its keys and timestamp). Without it, a batch of
+/// empty logs (4 wire bytes each) would rebuild into gigabytes while counting as 0 output bytes.
+pub const RECORD_OVERHEAD: usize = std::mem::size_of::<LogRecord>() + 96;
+
+/// What one record costs, for the per-batch amplification limit: [`RECORD_OVERHEAD`], message,
+/// metadata, and the JSON document's serialized length.
 pub(crate) fn output_bytes(record: &LogRecord) -> usize {
     let meta = [&record.status, &record.service, &record.tags]
         .iter()
@@ -290,7 +295,7 @@ pub(crate) fn output_bytes(record: &LogRecord) -> usize {
         // JSON logs count their serialized document (plain text logs skip this cost entirely).
         serde_json::to_vec(m).map_or(0, |v| v.len())
     });
-    record.message.len() + meta + json
+    RECORD_OVERHEAD + record.message.len() + meta + json
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! timestamp of magnitude ≥ 10¹² as absolute (early v2 agents did not delta-code), so this encoder never
 //! emits such a delta: it sends the absolute value, after a `DeltaEncodingSync` reset when needed.
 
-use prost::Message;
 use stencil_proto::v2 as pb;
 use stencil_proto::v2::datum::Data;
 use stencil_proto::v2::dynamic_value::Value as PbValue;
@@ -16,7 +15,7 @@ use stencil_proto::v2::log::Content as PbContent;
 use crate::datum::{Content, Datum, DictDefine, DynValue, JsonContext, Log, PatternDefine, Value};
 use crate::error::{EncodeError, ErrorKind};
 use crate::state::StreamState;
-use crate::v3::protobuf_error;
+use crate::v3::for_each_element;
 
 const GEN: &str = "v2";
 
@@ -222,9 +221,8 @@ pub(crate) fn decode(
     state: &mut StreamState,
     apply: &mut dyn FnMut(&mut StreamState, Datum) -> Result<(), ErrorKind>,
 ) -> Result<(), ErrorKind> {
-    let seq = pb::DatumSequence::decode(bytes).map_err(protobuf_error)?;
     let mut regs = Registers::default();
-    for datum in seq.data {
+    for_each_element(bytes, |datum: pb::Datum| {
         let canonical = match datum.data.ok_or(ErrorKind::EmptyDatum)? {
             Data::PatternDefine(p) => {
                 if p.param_count as usize != p.pos_list.len() {
@@ -254,13 +252,12 @@ pub(crate) fn decode(
                 };
                 regs.pattern = (s.pattern_id != 0).then_some(s.pattern_id);
                 regs.tags = s.tags.map(decode_tag_set).transpose()?.flatten();
-                continue;
+                return Ok(());
             }
             Data::Logs(log) => Datum::Log(decode_log(log, &mut regs)?),
         };
-        apply(state, canonical)?;
-    }
-    Ok(())
+        apply(state, canonical)
+    })
 }
 
 fn decode_log(log: pb::Log, regs: &mut Registers) -> Result<Log, ErrorKind> {

@@ -235,6 +235,40 @@ pub(crate) fn protobuf_error(e: prost::DecodeError) -> ErrorKind {
     }
 }
 
+/// Walks a datum sequence (`repeated Datum data = 1`, in both generations) one element at a time.
+///
+/// Decoding the whole sequence message first would materialize every datum before the first is checked:
+/// a 4-byte empty log becomes a few hundred bytes of struct, so 64 MiB of decompressed data could hold
+/// 16 M of them (gigabytes). One at a time, each datum is checked, applied and counted against the
+/// output limit before the next is read. Unknown fields are skipped, as protobuf requires.
+pub(crate) fn for_each_element<M: Message + Default>(
+    mut bytes: &[u8],
+    mut each: impl FnMut(M) -> Result<(), ErrorKind>,
+) -> Result<(), ErrorKind> {
+    use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+    let malformed = |what: &str| ErrorKind::MalformedProtobuf(format!("datum sequence: {what}"));
+    while !bytes.is_empty() {
+        let (tag, wire_type) = decode_key(&mut bytes).map_err(protobuf_error)?;
+        if tag != 1 {
+            skip_field(wire_type, tag, &mut bytes, DecodeContext::default())
+                .map_err(protobuf_error)?;
+            continue;
+        }
+        if wire_type != WireType::LengthDelimited {
+            return Err(malformed("field 1 is not length-delimited"));
+        }
+        let len = decode_varint(&mut bytes).map_err(protobuf_error)?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= bytes.len())
+            .ok_or_else(|| malformed("a datum runs past the end"))?;
+        let (element, rest) = bytes.split_at(len);
+        bytes = rest;
+        each(M::decode(element).map_err(protobuf_error)?)?;
+    }
+    Ok(())
+}
+
 /// Validates a `bytes` field that must hold exactly one JSON value in UTF-8.
 pub(crate) fn raw_json(bytes: Vec<u8>) -> Result<String, ErrorKind> {
     let text = String::from_utf8(bytes)
@@ -251,9 +285,8 @@ pub(crate) fn decode(
     state: &mut StreamState,
     apply: &mut dyn FnMut(&mut StreamState, Datum) -> Result<(), ErrorKind>,
 ) -> Result<(), ErrorKind> {
-    let seq = pb::LogDatumSequence::decode(bytes).map_err(protobuf_error)?;
     let mut regs = Registers::default();
-    for datum in seq.data {
+    for_each_element(bytes, |datum: pb::LogDatum| {
         let canonical = match datum.data.ok_or(ErrorKind::EmptyDatum)? {
             Data::DictEntryDefine(d) => Datum::DictDefine(DictDefine {
                 id: d.id,
@@ -294,15 +327,14 @@ pub(crate) fn decode(
                 regs.status = reg(s.status);
                 regs.service = reg(s.service);
                 regs.schema = reg(s.json_schema_id);
-                continue;
+                return Ok(());
             }
             Data::DictEntryDelete(d) => Datum::DictDelete { id: d.id },
             Data::PatternDelete(p) => Datum::PatternDelete { id: p.pattern_id },
             Data::JsonSchemaDelete(s) => Datum::SchemaDelete { id: s.schema_id },
         };
-        apply(state, canonical)?;
-    }
-    Ok(())
+        apply(state, canonical)
+    })
 }
 
 /// Resolves one sentinel field: 0 = the register (none is an error), anything else sets the register.

@@ -168,13 +168,25 @@ fn close(generation: &'static str, reason: &'static str) {
         .increment(1);
 }
 
-/// A tonic decode error for an oversized message is reported with the limit's name and
-/// `RESOURCE_EXHAUSTED` (PROTOCOL.md §14), whatever code the gRPC layer chose.
+/// Maps what the gRPC layer reports about an inbound message to the status PROTOCOL.md §14 gives:
+/// - an oversized message is `RESOURCE_EXHAUSTED`, with the limit's name;
+/// - a `StatefulBatch` that is not valid protobuf is `INVALID_ARGUMENT`. tonic reports it as `INTERNAL`,
+///   which agents retry: the same bytes would be resent forever.
 fn inbound_error(status: Status, max: usize) -> Status {
     if status.message().contains("too large") {
         metrics::counter!(m::REJECTIONS, "reason" => "max_message_bytes").increment(1);
         Status::resource_exhausted(format!(
             "gRPC message larger than the intake's max_message_bytes ({max} bytes): {}",
+            status.message()
+        ))
+    } else if status.code() == Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
+    {
+        metrics::counter!(m::REJECTIONS, "reason" => "malformed_message").increment(1);
+        Status::invalid_argument(format!(
+            "the StatefulBatch message does not decode: {}",
             status.message()
         ))
     } else {
@@ -215,7 +227,10 @@ async fn run_stream(
                 Ok(None) => break "client_end",
                 Err(status) => {
                     let status = inbound_error(status, shared.config.max_message_bytes);
-                    let reason = if status.code() == Code::ResourceExhausted { "rejected" } else { "cancelled" };
+                    let reason = match status.code() {
+                        Code::ResourceExhausted | Code::InvalidArgument => "rejected",
+                        _ => "cancelled",
+                    };
                     let _ = tx.send(Err(status)).await;
                     break reason;
                 }

@@ -439,3 +439,138 @@ async fn limit_idle_timeout_ends_with_ok() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// #16: a schema key path of 21,000 segments in a 100-byte batch used to overflow the stack while the
+/// document was built and serialized, aborting the whole intake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_json_key_path_is_rejected_not_a_crash() {
+    let (intake, sink) = intake().await;
+    let deep = Datum::Log(Log {
+        timestamp: 1,
+        status: None,
+        service: None,
+        tags: None,
+        content: Content::Raw("x".into()),
+        json: Some(JsonContext::Columns {
+            schema: 2,
+            values: vec![JsonValue::Null],
+        }),
+        uuid: None,
+    });
+    let datums = [
+        Datum::DictDefine(DictDefine {
+            id: 2,
+            value: format!("{}k", "k.".repeat(21_000)),
+        }),
+        Datum::DictDefine(DictDefine {
+            id: 3,
+            value: "message".into(),
+        }),
+        Datum::SchemaDefine(SchemaDefine {
+            id: 2,
+            keys: vec![2],
+            message_key: 3,
+            kinds: vec![JsonKind::Null],
+        }),
+        deep,
+    ];
+    let payload = v3(&datums);
+    assert!(payload.len() < 200, "{} bytes", payload.len());
+    let msg = rejects(
+        &intake,
+        Generation::V3,
+        Some("zstd"),
+        vec![(0, payload)],
+        Code::InvalidArgument,
+    )
+    .await;
+    assert!(msg.contains("deeper than 64"), "{msg}");
+    // A path at the limit is still fine.
+    let mut stream = open_v3(&intake).await;
+    let mut ok = datums.clone();
+    ok[0] = Datum::DictDefine(DictDefine {
+        id: 2,
+        value: format!("{}k", "k.".repeat(63)),
+    });
+    stream.send_ok(0, v3(&ok)).await;
+    assert!(sink.logs().iter().any(|(_, r)| r.json.is_some()));
+}
+
+/// #16: empty logs cost 4 wire bytes each and used to count 0 bytes of output, so one small message
+/// rebuilt into gigabytes and was acked. Every record now costs at least its overhead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_logs_count_their_record_overhead() {
+    let limits = Limits {
+        max_output_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let intake = limited(IntakeConfig {
+        limits,
+        ..Default::default()
+    })
+    .await;
+    let mut datums = vec![Datum::PatternDefine(PatternDefine {
+        id: 1,
+        template: String::new(),
+        pos_list: vec![],
+    })];
+    datums.extend((0..100_000).map(|_| {
+        log(Content::Pattern {
+            id: 1,
+            values: vec![],
+        })
+    }));
+    let payload = v3(&datums);
+    assert!(payload.len() < 20_000, "{} bytes", payload.len());
+    let msg = rejects(
+        &intake,
+        Generation::V3,
+        Some("zstd"),
+        vec![(0, payload)],
+        Code::ResourceExhausted,
+    )
+    .await;
+    assert!(msg.contains("reconstructed output"), "{msg}");
+}
+
+/// #16: a `StatefulBatch` that is not valid protobuf was answered with tonic's `INTERNAL`, which agents
+/// retry forever. It is the client's fault: `INVALID_ARGUMENT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_message_is_invalid_argument() {
+    /// Field 1 (`batch_id`, a varint) sent length-delimited: not a `StatefulBatch`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct NotABatch {
+        #[prost(string, tag = "1")]
+        batch_id: String,
+    }
+    let (intake, _) = intake().await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", intake.local_addr()))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![NotABatch {
+        batch_id: "zero".into(),
+    }]));
+    request
+        .metadata_mut()
+        .insert("dd-api-key", KEY.parse().expect("ascii"));
+    request
+        .metadata_mut()
+        .insert("dd-content-encoding", "zstd".parse().expect("ascii"));
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/datadog.intake.stateful.StatefulIntake/StatefulStream",
+    );
+    let codec =
+        tonic_prost::ProstCodec::<NotABatch, stencil_proto::stateful::BatchStatus>::default();
+    let outcome = match grpc.streaming(request, path, codec).await {
+        Ok(response) => response.into_inner().message().await.map(|_| ()),
+        Err(status) => Err(status),
+    };
+    let status = outcome.expect_err("the stream must fail");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("does not decode"), "{status:?}");
+}
