@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
+    cmd::ignore_file_size_signal();
     cmd::init_tracing(&cli.log_level, &cli.log_format);
     match cli.command {
         Command::Intake(args) => cmd::intake::run(*args),

@@ -99,3 +99,101 @@ fn bad_flags_fail_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot listen on 256.0.0.1:1"), "{stderr}");
 }
+
+/// Sends one batch of `lines` raw logs on a new v3 stream and returns its ack or the status that ended
+/// the stream.
+async fn send_one(addr: &str, lines: &[String]) -> Result<u32, tonic::Status> {
+    let datums: Vec<Datum> = lines
+        .iter()
+        .map(|l| {
+            Datum::Log(Log {
+                timestamp: 1,
+                status: None,
+                service: None,
+                tags: None,
+                content: Content::Raw(l.clone()),
+                json: None,
+                uuid: None,
+            })
+        })
+        .collect();
+    let payload = BatchEncoder::new(Generation::V3, Compression::ZSTD)
+        .encode(&datums)
+        .expect("encode")
+        .data;
+    let mut client = StatefulIntakeClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    let batches = tokio_stream::iter(vec![StatefulBatch {
+        batch_id: 0,
+        data: payload,
+    }]);
+    let mut request = tonic::Request::new(batches.chain(tokio_stream::pending()));
+    request
+        .metadata_mut()
+        .insert("dd-api-key", "k1".parse().expect("ascii"));
+    request
+        .metadata_mut()
+        .insert("dd-content-encoding", "zstd".parse().expect("ascii"));
+    let mut acks = client.stateful_stream(request).await?.into_inner();
+    let ack = tokio::time::timeout(Duration::from_secs(20), acks.message())
+        .await
+        .expect("an answer")?;
+    Ok(ack.expect("an ack, not an end").batch_id)
+}
+
+/// #16: under a file-size limit (`ulimit -f`), a write past it used to kill the intake with SIGXFSZ.
+/// Now it is a sink error: the batch is not acked (UNAVAILABLE, which agents retry), the JSON Lines file
+/// is cut back to its last whole record, and the intake keeps serving.
+#[test]
+fn a_file_size_limit_is_a_sink_error_not_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jsonl = dir.path().join("out.jsonl");
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg("ulimit -f 16 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_stencil"))
+        .args([
+            "intake",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "k1",
+            "--jsonl",
+        ])
+        .arg(&jsonl);
+    let (mut child, addr) = common::spawn_intake(command);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+
+    let small: Vec<String> = (0..10).map(|i| format!("small line {i}")).collect();
+    assert_eq!(rt.block_on(send_one(&addr, &small)).expect("acked"), 0);
+    let after_small = std::fs::read(&jsonl).expect("jsonl");
+    assert!(!after_small.is_empty() && after_small.ends_with(b"\n"));
+
+    // 64 KiB of records: past the 16 KiB limit.
+    let big: Vec<String> = (0..256)
+        .map(|i| format!("{i:04} {}", "x".repeat(250)))
+        .collect();
+    let status = rt
+        .block_on(send_one(&addr, &big))
+        .expect_err("a batch past the file-size limit is not acked");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("sink write failed"), "{status:?}");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the intake survived the file-size limit"
+    );
+    // Nothing of the failed batch stays behind.
+    assert_eq!(std::fs::read(&jsonl).expect("jsonl"), after_small);
+
+    // And it keeps serving batches that fit.
+    let more: Vec<String> = (0..5).map(|i| format!("after {i}")).collect();
+    assert_eq!(rt.block_on(send_one(&addr, &more)).expect("acked"), 0);
+    let text = String::from_utf8(std::fs::read(&jsonl).expect("jsonl")).expect("utf-8");
+    assert_eq!(text.lines().count(), 15);
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("whole JSON records only");
+    }
+    common::sigterm_and_wait(&mut child);
+}

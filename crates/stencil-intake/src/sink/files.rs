@@ -1,8 +1,9 @@
 //! Files sink: rebuilt lines are appended to one file per source, so that `cmp` can check a round trip.
 //!
 //! A log's source is its `filename:` tag; `/var/log/app.log` is written to `<root>/var/log/app.log`. A
-//! path that is relative, empty or climbs with `..` cannot be mapped safely and goes to
-//! `<root>/_unfiled.log`, as do logs without the tag. Each line gets its original bytes (see
+//! path that is relative, empty, climbs with `..` or names one of the sink's own files at the root
+//! (`/.stencil-journal`, `/_unfiled.log`) cannot be mapped safely and goes to `<root>/_unfiled.log`, as
+//! do logs without the tag. Each line gets its original bytes (see
 //! [`super::original_bytes`]) and terminator (see [`super::line_terminator`]) back. A batch's lines for
 //! one file are gathered first and appended with one write, under an [`AppendJournal`] kept in
 //! `<root>/.stencil-journal`: a process killed mid-batch leaves part of the batch behind, and the next
@@ -70,6 +71,7 @@ impl FilesSink {
     pub fn path_for(&self, filename: Option<&str>) -> PathBuf {
         filename
             .and_then(|f| safe_relative(Path::new(f)))
+            .filter(|rel| !is_reserved(rel))
             .map_or_else(|| self.root.join(UNFILED), |rel| self.root.join(rel))
     }
 }
@@ -84,6 +86,11 @@ fn log_repairs(repairs: &[Repair], what: &str) {
         );
         metrics::counter!(ROLLED_BACK_BYTES).increment(r.removed);
     }
+}
+
+/// The sink's own files at the root: a log named `/.stencil-journal` must not append into the journal.
+fn is_reserved(rel: &Path) -> bool {
+    rel == Path::new(JOURNAL) || rel == Path::new(UNFILED)
 }
 
 /// The absolute path `p` without its root, or `None` if it is relative or climbs with `..`.
@@ -282,6 +289,9 @@ mod tests {
             Some("relative.log"),
             Some("/var/../etc/passwd"),
             Some("/"),
+            Some("/.stencil-journal"),
+            Some("/./.stencil-journal"),
+            Some("/_unfiled.log"),
         ] {
             assert_eq!(sink.path_for(bad), dir.join(UNFILED), "{bad:?}");
         }

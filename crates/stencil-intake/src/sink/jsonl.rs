@@ -6,10 +6,13 @@
 //! `uuid` when present.
 //!
 //! Every object ends with a newline, so a file that does not was torn by a crash in the middle of a
-//! batch that was never acked: opening it cuts the torn object away before the replay is appended.
+//! batch that was never acked: opening it cuts the torn object away before the replay is appended. A
+//! batch is serialized whole and appended with one write; when the write fails (a full disk, `EFBIG`
+//! past a file-size limit), the file is cut back to where the batch began, so the replay is not glued to
+//! a torn object.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -22,7 +25,9 @@ use super::{Sink, SinkError, StreamInfo, ROLLED_BACK_BYTES};
 
 enum Target {
     File {
-        file: BufWriter<File>,
+        file: File,
+        /// Where the last whole batch ends: what a failed write is cut back to.
+        len: u64,
         path: PathBuf,
         fsync: bool,
     },
@@ -50,9 +55,14 @@ impl JsonLinesSink {
             .open(path)
             .map_err(|e| SinkError::io(context(), e))?;
         cut_torn_tail(&file).map_err(|e| SinkError::io(context(), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| SinkError::io(context(), e))?
+            .len();
         Ok(JsonLinesSink {
             target: Mutex::new(Target::File {
-                file: BufWriter::new(file),
+                file,
+                len,
                 path: path.to_owned(),
                 fsync,
             }),
@@ -93,6 +103,28 @@ fn cut_torn_tail(file: &File) -> std::io::Result<()> {
         metrics::counter!(ROLLED_BACK_BYTES).increment(len - end);
     }
     Ok(())
+}
+
+/// Cuts `file` back to `len` after a failed write, so that the batch's replay starts on a record
+/// boundary. If even that fails, the next open cuts the torn object away.
+fn cut_back(file: &File, len: u64, path: &Path) {
+    let reached = file.metadata().map_or(len, |m| m.len());
+    match file.set_len(len) {
+        Ok(()) if reached > len => {
+            tracing::warn!(
+                file = %path.display(),
+                removed_bytes = reached - len,
+                "cut away the part of a failed batch that reached the file; it was not acked and is sent again"
+            );
+            metrics::counter!(ROLLED_BACK_BYTES).increment(reached - len);
+        }
+        Ok(()) => {}
+        Err(e) => tracing::error!(
+            file = %path.display(),
+            error = %e,
+            "could not cut a failed batch away; the next start cuts the torn object"
+        ),
+    }
 }
 
 /// Formats milliseconds since the epoch as RFC 3339 with milliseconds, or `None` when out of range.
@@ -155,14 +187,24 @@ impl Sink for JsonLinesSink {
             .lock()
             .map_err(|_| SinkError::io("jsonl sink", std::io::Error::other("lock poisoned")))?;
         match &mut *target {
-            Target::File { file, path, fsync } => {
+            Target::File {
+                file,
+                len,
+                path,
+                fsync,
+            } => {
                 let context = || format!("writing {}", path.display());
-                write_lines(file, logs).map_err(|e| SinkError::io(context(), e))?;
-                if *fsync {
-                    file.get_ref()
-                        .sync_data()
-                        .map_err(|e| SinkError::io(context(), e))?;
+                let mut bytes = Vec::new();
+                write_lines(&mut bytes, logs).map_err(|e| SinkError::io(context(), e))?;
+                let written = file.write_all(&bytes).and_then(|()| match fsync {
+                    true => file.sync_data(),
+                    false => Ok(()),
+                });
+                if let Err(e) = written {
+                    cut_back(file, *len, path);
+                    return Err(SinkError::io(context(), e));
                 }
+                *len += bytes.len() as u64;
             }
             Target::Stdout => {
                 let stdout = std::io::stdout();

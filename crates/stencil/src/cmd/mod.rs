@@ -21,6 +21,17 @@ pub fn init_tracing(level: &str, format: &str) {
     };
 }
 
+/// A file-size limit (`ulimit -f`) must not kill a log pipeline. With SIGXFSZ ignored, a write past the
+/// limit fails with `EFBIG` instead, which the sinks and the checkpoints handle as any write error: the
+/// batch is not acked, and nothing is lost.
+pub fn ignore_file_size_signal() {
+    // SAFETY: `signal` with `SIG_IGN` only changes the disposition of one signal; it runs in `main`
+    // before any thread exists, and touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// A multi-threaded tokio runtime, or a clear error.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()

@@ -15,9 +15,8 @@ pub fn rebuilt_path(out: &std::path::Path, source: &std::path::Path) -> std::pat
 /// Starts `stencil intake` on a free loopback port with API key `k1`, writing files under `out`, plus
 /// `extra` flags; returns the child and the address it printed.
 pub fn start_intake(out: &std::path::Path, extra: &[&str]) -> (Child, String) {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
+    command
         .args([
             "intake",
             "--listen",
@@ -27,7 +26,16 @@ pub fn start_intake(out: &std::path::Path, extra: &[&str]) -> (Child, String) {
             "--out",
         ])
         .arg(out)
-        .args(extra)
+        .args(extra);
+    spawn_intake(command)
+}
+
+/// Spawns an intake `command` (which must pass `--listen 127.0.0.1:0`) and returns the child and the
+/// address it printed on stderr.
+pub fn spawn_intake(mut command: Command) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = command
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
