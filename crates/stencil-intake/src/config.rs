@@ -21,8 +21,20 @@ pub struct IntakeConfig {
     /// Maximum concurrent streams over both generations (default 1,024). Past it, new streams get
     /// `UNAVAILABLE`, which agents retry.
     pub max_concurrent_streams: usize,
-    /// A stream that sends no batch for this long is ended gracefully with `OK` (default 300 s).
+    /// A stream that sends no batch for this long is ended gracefully with `OK` (default 300 s). A
+    /// client that does not read its acks for this long loses its stream too.
     pub idle_timeout: Duration,
+    /// Maximum open TCP connections (default 4,096). Past it, new connections are closed at once, and
+    /// each refusal is counted and logged.
+    pub max_connections: usize,
+    /// A connection without an open stream for this long is closed (default 120 s). This covers
+    /// clients that connect and never send, or never finish their handshake.
+    pub connection_idle_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings; a peer that does not answer within 20 s is disconnected
+    /// (default 60 s).
+    pub keepalive_interval: Duration,
+    /// Longest TLS handshake (default 10 s).
+    pub handshake_timeout: Duration,
     /// On shutdown, how long in-flight batches get to finish and be acked (default 30 s).
     pub shutdown_grace: Duration,
     /// Serve TLS with this certificate chain and key (PEM files). `None` = plaintext.
@@ -53,6 +65,10 @@ impl Default for IntakeConfig {
             max_message_bytes: 16 << 20,
             max_concurrent_streams: 1024,
             idle_timeout: Duration::from_secs(300),
+            max_connections: 4096,
+            connection_idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             tls: None,
             extensions: true,

@@ -10,11 +10,13 @@
 //! - [`metrics`]: the Prometheus series.
 
 pub mod config;
+mod conn;
 pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod sink;
 pub mod stream;
+mod throttle;
 
 pub use config::{IntakeConfig, TlsFiles};
 pub use server::{bind, start, IntakeError, RunningIntake};

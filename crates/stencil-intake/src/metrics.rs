@@ -23,6 +23,13 @@ pub const STREAM_STATE_BYTES: &str = "stencil_intake_stream_state_bytes";
 /// Time from receiving a batch to sending its ack (histogram, seconds).
 pub const ACK_LATENCY: &str = "stencil_intake_ack_latency_seconds";
 
+/// Open TCP connections (gauge).
+pub const CONNECTIONS_OPEN: &str = "stencil_intake_connections_open";
+/// Connections refused at accept, by reason: `max_connections`, `accept_error` (counter).
+pub const CONNECTIONS_REFUSED: &str = "stencil_intake_connections_refused_total";
+/// Connections the intake closed, by reason: `idle` (counter).
+pub const CONNECTIONS_CLOSED: &str = "stencil_intake_connections_closed_total";
+
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     describe_gauge!(STREAMS_OPEN, "Open streams, by generation");
@@ -50,6 +57,15 @@ pub fn describe() {
         STREAM_STATE_BYTES,
         Unit::Bytes,
         "State bytes of a stream at its end"
+    );
+    describe_gauge!(CONNECTIONS_OPEN, "Open TCP connections");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused at accept, by reason (max_connections, accept_error)"
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections the intake closed, by reason (idle: no stream for connection_idle_timeout)"
     );
     describe_histogram!(
         ACK_LATENCY,

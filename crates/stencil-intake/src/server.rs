@@ -12,14 +12,16 @@ use stencil_proto::stateful::stateful_intake_server::StatefulIntakeServer;
 use stencil_proto::stateful::stateful_logs_service_server::StatefulLogsServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::config::IntakeConfig;
+use crate::conn::{accept_loop, Connections};
 use crate::service::{IntakeService, Shared};
 use crate::sink::Sink;
+use crate::throttle::Throttle;
 
 /// Why the intake could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,10 @@ pub async fn start(
     let grace = config.shutdown_grace;
     let max_message = config.max_message_bytes;
     let tls = config.tls.clone();
+    let keepalive = config.keepalive_interval;
+    let handshake_timeout = config.handshake_timeout;
+    let conns = Connections::new(config.max_connections, config.connection_idle_timeout);
+    let incoming = ReceiverStream::new(accept_loop(listener, conns.clone(), shutdown.clone()));
     let service = IntakeService {
         shared: Arc::new(Shared {
             config,
@@ -152,6 +158,8 @@ pub async fn start(
             open_streams: AtomicUsize::new(0),
             next_stream: AtomicU64::new(1),
             shutdown: shutdown.clone(),
+            auth_log: Throttle::new(std::time::Duration::from_secs(10)),
+            conns,
         }),
     };
     let v3 = StatefulIntakeServer::new(service.clone())
@@ -172,14 +180,20 @@ pub async fn start(
         .build_v1()
         .map_err(|e| IntakeError::Reflection(e.to_string()))?;
 
-    let mut builder = Server::builder().tcp_nodelay(true);
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
     if let Some(tls) = tls {
         let cert = std::fs::read(&tls.cert)
             .map_err(|e| IntakeError::Tls(format!("{}: {e}", tls.cert.display())))?;
         let key = std::fs::read(&tls.key)
             .map_err(|e| IntakeError::Tls(format!("{}: {e}", tls.key.display())))?;
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .tls_config(
+                ServerTlsConfig::new()
+                    .identity(Identity::from_pem(cert, key))
+                    .timeout(handshake_timeout),
+            )
             .map_err(|e| IntakeError::Tls(e.to_string()))?;
     }
     let router = builder
@@ -199,9 +213,7 @@ pub async fn start(
                 .set_not_serving::<StatefulLogsServiceServer<IntakeService>>()
                 .await;
         };
-        router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-            .await
+        router.serve_with_incoming_shutdown(incoming, signal).await
     });
     tracing::info!(%addr, "intake listening (v3 StatefulIntake/StatefulStream, v2 StatefulLogsService/LogsStream)");
     Ok(RunningIntake {

@@ -23,9 +23,11 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::config::IntakeConfig;
+use crate::conn::{Connections, StreamOnConn};
 use crate::metrics as m;
 use crate::sink::{Sink, StreamInfo};
 use crate::stream::StreamHandler;
+use crate::throttle::Throttle;
 
 /// The response stream of both RPCs.
 pub type AckStream = Pin<Box<dyn Stream<Item = Result<BatchStatus, Status>> + Send + 'static>>;
@@ -37,6 +39,10 @@ pub(crate) struct Shared {
     pub(crate) open_streams: AtomicUsize,
     pub(crate) next_stream: AtomicU64,
     pub(crate) shutdown: CancellationToken,
+    /// Rate limit of the authentication refusal warnings.
+    pub(crate) auth_log: Throttle,
+    /// The open connections, which a stream keeps from being closed as idle.
+    pub(crate) conns: Arc<Connections>,
 }
 
 /// Implements `StatefulIntake` (v3) and `StatefulLogsService` (v2).
@@ -45,7 +51,8 @@ pub struct IntakeService {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// Checks `dd-api-key` against the configuration.
+/// Checks `dd-api-key` against the configuration. Keys are compared in constant time, and every
+/// configured key is compared, so the timing tells nothing about how much of a key was right.
 fn authenticate(config: &IntakeConfig, metadata: &MetadataMap) -> Result<(), Status> {
     let key = metadata
         .get("dd-api-key")
@@ -56,12 +63,12 @@ fn authenticate(config: &IntakeConfig, metadata: &MetadataMap) -> Result<(), Sta
             "missing dd-api-key header: set the agent's API key",
         ));
     }
-    if config.denied_api_keys.iter().any(|k| k == key) {
+    if matches_any(&config.denied_api_keys, key) {
         return Err(Status::permission_denied(
             "this API key is not allowed to send to this intake",
         ));
     }
-    if !config.api_keys.is_empty() && !config.api_keys.iter().any(|k| k == key) {
+    if !config.api_keys.is_empty() && !matches_any(&config.api_keys, key) {
         return Err(Status::unauthenticated(
             "unknown dd-api-key: check the agent's API key",
         ));
@@ -69,14 +76,43 @@ fn authenticate(config: &IntakeConfig, metadata: &MetadataMap) -> Result<(), Sta
     Ok(())
 }
 
+/// Whether `key` is one of `keys`, comparing with every one in constant time.
+fn matches_any(keys: &[String], key: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    keys.iter()
+        .fold(subtle::Choice::from(0), |found, k| {
+            found | k.as_bytes().ct_eq(key.as_bytes())
+        })
+        .into()
+}
+
+/// Logs an authentication refusal, at most once per 10 s with how many were not logged: a scanner
+/// must not flood the intake's own log, and an operator must still see that keys are wrong.
+fn log_auth_refusal(shared: &Shared, status: &Status, peer: Option<std::net::SocketAddr>) {
+    if let Some(not_logged) = shared.auth_log.allow() {
+        tracing::warn!(
+            peer = ?peer,
+            code = ?status.code(),
+            reason = status.message(),
+            refusals_not_logged = not_logged,
+            "refused a stream: authentication failed"
+        );
+    }
+}
+
 /// Holds one slot of the concurrent-stream limit; frees it when dropped.
 struct StreamSlot {
     shared: Arc<Shared>,
     generation: &'static str,
+    _on_conn: StreamOnConn,
 }
 
 impl StreamSlot {
-    fn acquire(shared: &Arc<Shared>, generation: Generation) -> Result<Self, Status> {
+    fn acquire(
+        shared: &Arc<Shared>,
+        generation: Generation,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Self, Status> {
         let max = shared.config.max_concurrent_streams;
         let prev = shared.open_streams.fetch_add(1, Ordering::SeqCst);
         if prev >= max {
@@ -90,6 +126,7 @@ impl StreamSlot {
         Ok(StreamSlot {
             shared: shared.clone(),
             generation: generation.name(),
+            _on_conn: shared.conns.stream_opened(peer),
         })
     }
 }
@@ -114,6 +151,7 @@ impl IntakeService {
             ));
         }
         if let Err(status) = authenticate(&shared.config, request.metadata()) {
+            log_auth_refusal(shared, &status, request.remote_addr());
             metrics::counter!(m::REJECTIONS, "reason" => if status.code() == Code::PermissionDenied { "permission_denied" } else { "unauthenticated" }).increment(1);
             return Err(status);
         }
@@ -136,7 +174,7 @@ impl IntakeService {
             _ => Extensions::default(),
         };
         let echoed = Extensions::answer(asked, shared.config.max_window_log);
-        let slot = StreamSlot::acquire(shared, generation)?;
+        let slot = StreamSlot::acquire(shared, generation, request.remote_addr())?;
         let info = StreamInfo {
             id: shared.next_stream.fetch_add(1, Ordering::Relaxed),
             generation,
@@ -213,14 +251,19 @@ async fn run_stream(
             }
             next = inbound.message() => match next {
                 Ok(Some(batch)) => match handler.handle(batch).await {
-                    Ok(ack) => {
-                        if tx.send(Ok(ack)).await.is_err() {
-                            break "client_gone";
+                    // A client that reads no acks (its HTTP/2 window stays shut) must not hold its slot
+                    // forever: waiting to hand over an ack counts as idle time.
+                    Ok(ack) => match tokio::time::timeout(idle, tx.send(Ok(ack))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break "client_gone",
+                        Err(_) => {
+                            tracing::info!(stream = handler.info().id, "the client reads no acks; ending the stream");
+                            break "client_stalled";
                         }
-                    }
+                    },
                     Err(status) => {
                         let reason = if status.code() == Code::Unavailable { "sink_error" } else { "rejected" };
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tokio::time::timeout(idle, tx.send(Err(status))).await;
                         break reason;
                     }
                 },
@@ -231,7 +274,7 @@ async fn run_stream(
                         Code::ResourceExhausted | Code::InvalidArgument => "rejected",
                         _ => "cancelled",
                     };
-                    let _ = tx.send(Err(status)).await;
+                    let _ = tokio::time::timeout(idle, tx.send(Err(status))).await;
                     break reason;
                 }
             }
