@@ -9,9 +9,12 @@
 //! The first error poisons the decoder: the intake must end the stream with the error's gRPC status, and
 //! the state is gone with it (PROTOCOL.md §14).
 
+use std::sync::Arc;
+
 use prost::Message;
 use stencil_proto::stateful::StatefulBatch;
 
+use crate::budget::{MemoryBudget, Reservation};
 use crate::compression::Compression;
 use crate::datum::Datum;
 use crate::error::{DecodeError, EncodeError, ErrorKind};
@@ -142,6 +145,11 @@ pub struct StreamDecoder {
     compression: Compression,
     sequence: Sequence,
     keep_datums: bool,
+    budget: Option<Arc<MemoryBudget>>,
+    /// The state's bytes, held against the budget while the stream lives.
+    state_held: Reservation,
+    /// The last batch's rebuilt logs, held until [`StreamDecoder::release_batch`].
+    batch_held: Reservation,
 }
 
 impl StreamDecoder {
@@ -153,7 +161,20 @@ impl StreamDecoder {
             compression,
             sequence: Sequence::Start,
             keep_datums: false,
+            budget: None,
+            state_held: Reservation::default(),
+            batch_held: Reservation::default(),
         }
+    }
+
+    /// Holds this stream's memory against `budget`, shared with the other streams of the process: its
+    /// state while it lives, and each batch's decompression buffer and rebuilt logs while it is decoded
+    /// (see [`crate::budget`]).
+    pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.state_held = Reservation::new(Some(budget.clone()));
+        self.batch_held = Reservation::new(Some(budget.clone()));
+        self.budget = Some(budget);
+        self
     }
 
     /// Also return each batch's canonical datums in [`DecodedBatch::datums`] (for tests and tools).
@@ -245,10 +266,48 @@ impl StreamDecoder {
     fn decode_inner(&mut self, batch_id: u32, data: &[u8]) -> Result<DecodedBatch, ErrorKind> {
         self.check_sequence(batch_id)?;
         let limits = self.state.limits().clone();
+        let over_budget = |budget: &Option<Arc<MemoryBudget>>| ErrorKind::MemoryBudget {
+            limit: budget.as_ref().map_or(0, |b| b.limit()),
+        };
+        // The decompression buffer is reserved before it is filled: up to the per-batch cap, or what
+        // the process budget has left.
+        let mut held = Reservation::new(self.budget.clone());
+        let cap = held.grow_up_to(limits.max_decompressed_bytes);
+        if cap == 0 && limits.max_decompressed_bytes > 0 {
+            return Err(over_budget(&self.budget));
+        }
+        let budget_bound = |e: ErrorKind| match e {
+            ErrorKind::DecompressionBomb { .. } if cap < limits.max_decompressed_bytes => {
+                over_budget(&self.budget)
+            }
+            e => e,
+        };
+        let body = match self.ext.as_mut() {
+            Some(ext) => ext.begin(data)?,
+            None if data.starts_with(&crate::extensions::MARKER) => {
+                return Err(ErrorKind::CorruptPayload {
+                    codec: "stencil-extensions",
+                    detail: "an extension batch on a stream that negotiated no extension".into(),
+                })
+            }
+            None => None,
+        };
+        let plain = match (body, self.ext.as_mut()) {
+            (Some(body), Some(ext)) => ext
+                .decompress(body, self.compression, cap)
+                .map_err(budget_bound)?,
+            _ => self
+                .compression
+                .decompress(data, cap)
+                .map_err(budget_bound)?,
+        };
+        held.resize(plain.len());
+
         let mut logs = Vec::new();
         let mut datums = Vec::new();
         let mut output = 0usize;
         let keep = self.keep_datums;
+        let budget = &self.budget;
         let mut apply = |state: &mut StreamState, datum: Datum| -> Result<(), ErrorKind> {
             match &datum {
                 Datum::PatternDefine(p) => state.define_pattern(p)?,
@@ -265,6 +324,11 @@ impl StreamDecoder {
                             limit: limits.max_output_bytes,
                         });
                     }
+                    // The rebuilt output is held too, reserved in steps as it grows.
+                    let need = plain.len() + output;
+                    if need > held.held() && !held.resize(need.max(held.held() + OUTPUT_STEP)) {
+                        return Err(over_budget(budget));
+                    }
                     logs.push(record);
                 }
             }
@@ -273,39 +337,27 @@ impl StreamDecoder {
             }
             Ok(())
         };
-        let body = match self.ext.as_mut() {
-            Some(ext) => ext.begin(data)?,
-            None if data.starts_with(&crate::extensions::MARKER) => {
-                return Err(ErrorKind::CorruptPayload {
-                    codec: "stencil-extensions",
-                    detail: "an extension batch on a stream that negotiated no extension".into(),
-                })
-            }
-            None => None,
-        };
-        let decompressed_len = match (body, self.ext.as_mut()) {
-            (Some(body), Some(ext)) => {
-                let n = ext.decode(body, self.compression, &mut self.state, &mut apply)?;
-                let held = self.state.bytes() + ext.memory();
-                if held > limits.max_state_bytes {
-                    return Err(ErrorKind::StateLimit {
-                        what: "state bytes (tables, stream-zstd context and native columns)",
-                        limit: limits.max_state_bytes,
-                    });
-                }
-                n
-            }
-            _ => {
-                let raw = self
-                    .compression
-                    .decompress(data, limits.max_decompressed_bytes)?;
-                match self.state.generation() {
-                    Generation::V3 => v3::decode(&raw, &mut self.state, &mut apply)?,
-                    Generation::V2 => v2::decode(&raw, &mut self.state, &mut apply)?,
-                }
-                raw.len()
-            }
-        };
+        match self.ext.as_mut() {
+            Some(ext) if body.is_some() => ext.decode(&plain, &mut self.state, &mut apply)?,
+            _ => match self.state.generation() {
+                Generation::V3 => v3::decode(&plain, &mut self.state, &mut apply)?,
+                Generation::V2 => v2::decode(&plain, &mut self.state, &mut apply)?,
+            },
+        }
+        let state_bytes = self.state_bytes();
+        if self.ext.is_some() && state_bytes > limits.max_state_bytes {
+            return Err(ErrorKind::StateLimit {
+                what: "state bytes (tables, stream-zstd context and native columns)",
+                limit: limits.max_state_bytes,
+            });
+        }
+        if !self.state_held.resize(state_bytes) {
+            return Err(over_budget(&self.budget));
+        }
+        let decompressed_len = plain.len();
+        drop(plain);
+        held.resize(output);
+        self.batch_held = held;
         Ok(DecodedBatch {
             batch_id,
             logs,
@@ -314,7 +366,16 @@ impl StreamDecoder {
             output_bytes: output,
         })
     }
+
+    /// Gives back the memory the last batch's logs were holding against the budget: call it once the
+    /// sink has them. (The next batch gives it back anyway.)
+    pub fn release_batch(&mut self) {
+        self.batch_held.resize(0);
+    }
 }
+
+/// How much more output a batch reserves at a time.
+const OUTPUT_STEP: usize = 256 << 10;
 
 #[cfg(test)]
 mod tests {

@@ -34,6 +34,8 @@ pub enum GrpcCode {
     InvalidArgument = 3,
     /// Code 8: a deterministic limit was exceeded.
     ResourceExhausted = 8,
+    /// Code 14: overload; the client retries, here or elsewhere (PROTOCOL.md §13).
+    Unavailable = 14,
     /// Code 13: an internal invariant failed.
     Internal = 13,
 }
@@ -216,6 +218,14 @@ pub enum ErrorKind {
         /// The limit.
         limit: usize,
     },
+    /// The process-wide memory budget cannot hold this batch now: overload, not a fault of the batch.
+    #[error(
+        "the intake is over its memory budget of {limit} bytes; retry later or on another intake"
+    )]
+    MemoryBudget {
+        /// The budget in bytes.
+        limit: usize,
+    },
     /// The decoder already rejected a batch; its state is gone and the stream must end.
     #[error("the stream already failed; open a new stream")]
     StreamFailed,
@@ -229,6 +239,7 @@ impl ErrorKind {
             | ErrorKind::StateLimit { .. }
             | ErrorKind::OutputLimit { .. } => GrpcCode::ResourceExhausted,
             ErrorKind::StreamFailed => GrpcCode::Internal,
+            ErrorKind::MemoryBudget { .. } => GrpcCode::Unavailable,
             _ => GrpcCode::InvalidArgument,
         }
     }
@@ -267,6 +278,7 @@ impl ErrorKind {
             ErrorKind::StateLimit { .. } => "state_limit",
             ErrorKind::OutputLimit { .. } => "output_limit",
             ErrorKind::StreamFailed => "stream_failed",
+            ErrorKind::MemoryBudget { .. } => "memory_budget",
         }
     }
 }

@@ -576,38 +576,45 @@ impl ExtDecoder {
         Ok(Some(rest))
     }
 
-    /// Decompresses and decodes one extension batch body, handing each datum to `apply`.
-    pub(crate) fn decode(
+    /// Decompresses one extension batch body, at most `cap` bytes.
+    pub(crate) fn decompress(
         &mut self,
         body: &[u8],
         compression: Compression,
-        state: &mut StreamState,
-        apply: &mut dyn FnMut(&mut StreamState, Datum) -> Result<(), ErrorKind>,
-    ) -> Result<usize, ErrorKind> {
+        cap: usize,
+    ) -> Result<Vec<u8>, ErrorKind> {
         let Some(active) = self.active.as_mut() else {
             return Err(ErrorKind::StreamFailed);
         };
-        let cap = state.limits().max_decompressed_bytes;
-        let plain = match active.ctx.as_mut() {
-            Some(ctx) => ctx.decompress_batch(body, cap)?,
-            None => compression.decompress(body, cap)?,
+        match active.ctx.as_mut() {
+            Some(ctx) => ctx.decompress_batch(body, cap),
+            None => compression.decompress(body, cap),
+        }
+    }
+
+    /// Decodes one decompressed extension batch, handing each datum to `apply`.
+    pub(crate) fn decode(
+        &mut self,
+        plain: &[u8],
+        state: &mut StreamState,
+        apply: &mut dyn FnMut(&mut StreamState, Datum) -> Result<(), ErrorKind>,
+    ) -> Result<(), ErrorKind> {
+        let Some(active) = self.active.as_mut() else {
+            return Err(ErrorKind::StreamFailed);
         };
         let (&layout, rest) = plain.split_first().ok_or(ErrorKind::CorruptPayload {
             codec: "stencil-extensions",
             detail: "an empty batch has no layout byte".into(),
         })?;
         match layout {
-            LAYOUT_V3 => crate::v3::decode(rest, state, apply)?,
+            LAYOUT_V3 => crate::v3::decode(rest, state, apply),
             LAYOUT_NATIVE if active.flags & FLAG_NATIVE != 0 => {
-                active.native.decode(rest, state, apply)?
+                active.native.decode(rest, state, apply)
             }
-            other => {
-                return Err(ErrorKind::CorruptPayload {
-                    codec: "stencil-extensions",
-                    detail: format!("layout {other} was not negotiated"),
-                })
-            }
+            other => Err(ErrorKind::CorruptPayload {
+                codec: "stencil-extensions",
+                detail: format!("layout {other} was not negotiated"),
+            }),
         }
-        Ok(plain.len())
     }
 }

@@ -42,6 +42,7 @@
 //! ```
 
 pub mod batch;
+pub mod budget;
 pub mod compression;
 pub mod datum;
 pub mod error;
@@ -56,6 +57,7 @@ mod v2;
 mod v3;
 
 pub use batch::{BatchEncoder, DecodedBatch, EncodedBatch, StreamDecoder};
+pub use budget::{MemoryBudget, Reservation};
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError, ErrorKind, GrpcCode, Space};
 pub use extensions::{ExtEncoder, Extensions, Mode};

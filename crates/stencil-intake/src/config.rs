@@ -18,6 +18,10 @@ pub struct IntakeConfig {
     pub limits: Limits,
     /// Maximum gRPC message size accepted (default 16 MiB; tonic's own default is 4 MiB).
     pub max_message_bytes: usize,
+    /// Bytes that the decoders of all streams may hold at once: state, decompression buffers, stream-zstd
+    /// contexts and rebuilt logs (default 2 GiB). Over it, new streams and the batches that do not fit
+    /// get `UNAVAILABLE`, which agents retry; streams that fit keep working.
+    pub memory_budget: usize,
     /// Maximum concurrent streams over both generations (default 1,024). Past it, new streams get
     /// `UNAVAILABLE`, which agents retry.
     pub max_concurrent_streams: usize,
@@ -64,6 +68,7 @@ impl Default for IntakeConfig {
             limits: Limits::default(),
             max_message_bytes: 16 << 20,
             max_concurrent_streams: 1024,
+            memory_budget: 2 << 30,
             idle_timeout: Duration::from_secs(300),
             max_connections: 4096,
             connection_idle_timeout: Duration::from_secs(120),

@@ -30,6 +30,9 @@ pub const CONNECTIONS_REFUSED: &str = "stencil_intake_connections_refused_total"
 /// Connections the intake closed, by reason: `idle` (counter).
 pub const CONNECTIONS_CLOSED: &str = "stencil_intake_connections_closed_total";
 
+/// Bytes the decoders hold against the process-wide memory budget (gauge).
+pub const MEMORY_BUDGET_USED: &str = "stencil_intake_memory_budget_used_bytes";
+
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     describe_gauge!(STREAMS_OPEN, "Open streams, by generation");
@@ -59,6 +62,11 @@ pub fn describe() {
         "State bytes of a stream at its end"
     );
     describe_gauge!(CONNECTIONS_OPEN, "Open TCP connections");
+    describe_gauge!(
+        MEMORY_BUDGET_USED,
+        Unit::Bytes,
+        "Bytes the stream decoders hold against the memory budget (state, buffers, rebuilt logs)"
+    );
     describe_counter!(
         CONNECTIONS_REFUSED,
         "Connections refused at accept, by reason (max_connections, accept_error)"

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
+use stencil_codec::MemoryBudget;
 use stencil_proto::stateful::stateful_intake_server::StatefulIntakeServer;
 use stencil_proto::stateful::stateful_logs_service_server::StatefulLogsServiceServer;
 use tokio::net::TcpListener;
@@ -148,6 +149,7 @@ pub async fn start(
     let max_message = config.max_message_bytes;
     let tls = config.tls.clone();
     let keepalive = config.keepalive_interval;
+    let memory_budget = config.memory_budget;
     let handshake_timeout = config.handshake_timeout;
     let conns = Connections::new(config.max_connections, config.connection_idle_timeout);
     let incoming = ReceiverStream::new(accept_loop(listener, conns.clone(), shutdown.clone()));
@@ -160,6 +162,7 @@ pub async fn start(
             shutdown: shutdown.clone(),
             auth_log: Throttle::new(std::time::Duration::from_secs(10)),
             conns,
+            budget: MemoryBudget::new(memory_budget),
         }),
     };
     let v3 = StatefulIntakeServer::new(service.clone())

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use stencil_codec::extensions::{self, Extensions};
-use stencil_codec::{Compression, Generation};
+use stencil_codec::{Compression, Generation, MemoryBudget};
 use stencil_proto::stateful::stateful_intake_server::StatefulIntake;
 use stencil_proto::stateful::stateful_logs_service_server::StatefulLogsService;
 use stencil_proto::stateful::{BatchStatus, StatefulBatch};
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) auth_log: Throttle,
     /// The open connections, which a stream keeps from being closed as idle.
     pub(crate) conns: Arc<Connections>,
+    /// The memory every stream's decoder holds against.
+    pub(crate) budget: Arc<MemoryBudget>,
 }
 
 /// Implements `StatefulIntake` (v3) and `StatefulLogsService` (v2).
@@ -174,6 +176,13 @@ impl IntakeService {
             _ => Extensions::default(),
         };
         let echoed = Extensions::answer(asked, shared.config.max_window_log);
+        if shared.budget.used() >= shared.budget.limit() {
+            metrics::counter!(m::REJECTIONS, "reason" => "memory_budget").increment(1);
+            return Err(Status::unavailable(format!(
+                "intake over its memory budget ({} bytes); retry later or on another intake",
+                shared.budget.limit()
+            )));
+        }
         let slot = StreamSlot::acquire(shared, generation, request.remote_addr())?;
         let info = StreamInfo {
             id: shared.next_stream.fetch_add(1, Ordering::Relaxed),
@@ -186,7 +195,8 @@ impl IntakeService {
             shared.config.limits.clone(),
             shared.sink.clone(),
         )
-        .with_extensions(echoed, shared.config.max_window_log);
+        .with_extensions(echoed, shared.config.max_window_log)
+        .with_budget(shared.budget.clone());
         let (tx, rx) = mpsc::channel(64);
         let inbound = request.into_inner();
         tokio::spawn(run_stream(handler, inbound, tx, slot, self.shared.clone()));
@@ -250,7 +260,9 @@ async fn run_stream(
                 break "idle_timeout";
             }
             next = inbound.message() => match next {
-                Ok(Some(batch)) => match handler.handle(batch).await {
+                Ok(Some(batch)) => match handler.handle(batch).await.inspect(|_| {
+                    metrics::gauge!(m::MEMORY_BUDGET_USED).set(shared.budget.used() as f64);
+                }) {
                     // A client that reads no acks (its HTTP/2 window stays shut) must not hold its slot
                     // forever: waiting to hand over an ack counts as idle time.
                     Ok(ack) => match tokio::time::timeout(idle, tx.send(Ok(ack))).await {

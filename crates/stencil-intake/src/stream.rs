@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use stencil_codec::{Compression, DecodeError, Extensions, Limits, StreamDecoder};
+use stencil_codec::{Compression, DecodeError, Extensions, Limits, MemoryBudget, StreamDecoder};
 use stencil_proto::stateful::{batch_status, BatchStatus, StatefulBatch};
 use tonic::{Code, Status};
 
@@ -54,6 +54,12 @@ impl StreamHandler {
         self
     }
 
+    /// Holds the stream's memory against the process-wide `budget`.
+    pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.decoder = self.decoder.take().map(|d| d.with_budget(budget));
+        self
+    }
+
     /// The stream's identity.
     pub fn info(&self) -> &StreamInfo {
         &self.info
@@ -82,10 +88,16 @@ impl StreamHandler {
         // Decoding and sink writes are CPU and disk work: keep them off the async workers.
         let joined = tokio::task::spawn_blocking(move || {
             let outcome = match decoder.decode_batch(&batch) {
-                Ok(decoded) => match sink.write_batch(&info, &decoded.logs) {
-                    Ok(()) => Ok((decoded.logs.len(), decoded.decompressed_len)),
-                    Err(e) => Err(Outcome::Sink(e.to_string())),
-                },
+                Ok(decoded) => {
+                    let written = sink.write_batch(&info, &decoded.logs);
+                    let counts = (decoded.logs.len(), decoded.decompressed_len);
+                    drop(decoded);
+                    decoder.release_batch();
+                    match written {
+                        Ok(()) => Ok(counts),
+                        Err(e) => Err(Outcome::Sink(e.to_string())),
+                    }
+                }
                 Err(e) => Err(Outcome::Rejected(e)),
             };
             (decoder, outcome)

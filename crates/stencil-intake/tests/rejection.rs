@@ -574,3 +574,44 @@ async fn undecodable_message_is_invalid_argument() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("does not decode"), "{status:?}");
 }
+
+/// #16: the per-stream limits bound one stream, not many. Under a process-wide memory budget,
+/// decompression bombs on several streams at once get `UNAVAILABLE` (overload: agents retry) as soon as
+/// the budget is used up, instead of each inflating to its own cap, and a healthy stream keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_bounds_concurrent_bombs() {
+    let limits = Limits {
+        max_decompressed_bytes: 32 << 20,
+        ..Limits::default()
+    };
+    let intake = limited(IntakeConfig {
+        limits,
+        memory_budget: 8 << 20,
+        ..Default::default()
+    })
+    .await;
+    let bomb = Compression::ZSTD
+        .compress(&vec![0u8; 30 << 20])
+        .expect("compress");
+    let mut healthy_stream = open_v3(&intake).await;
+    healthy_stream.send_ok(0, healthy(1, "env:healthy")).await;
+    let bomb_stream = || async {
+        let mut s = open(&intake, Generation::V3, Some(KEY), Some("zstd")).await?;
+        s.send(0, bomb.clone()).await;
+        let (code, message, _) = s.finish().await;
+        Ok::<_, tonic::Status>((code, message))
+    };
+    let (a, b, c, d) = tokio::join!(bomb_stream(), bomb_stream(), bomb_stream(), bomb_stream());
+    for outcome in [a, b, c, d] {
+        let (code, message) = match outcome {
+            Ok(done) => done,
+            // Refused at open because the budget was in use at that moment: also UNAVAILABLE.
+            Err(status) => (status.code(), status.message().to_string()),
+        };
+        assert_eq!(code, Code::Unavailable, "{message}");
+        assert!(message.contains("memory budget"), "{message}");
+    }
+    healthy_stream.send_ok(1, healthy(2, "env:healthy")).await;
+    let mut later = open_v3(&intake).await;
+    later.send_ok(0, healthy(2, "env:later")).await;
+}

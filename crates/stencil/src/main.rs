@@ -69,6 +69,7 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(args);
     cmd::ignore_file_size_signal();
+    cmd::raise_fd_limit();
     cmd::init_tracing(&cli.log_level, &cli.log_format);
     match cli.command {
         Command::Intake(args) => cmd::intake::run(*args),

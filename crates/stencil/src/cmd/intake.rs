@@ -52,9 +52,22 @@ pub struct IntakeArgs {
     /// Maximum concurrent streams.
     #[arg(long, default_value_t = 1024)]
     max_streams: usize,
-    /// End a stream (with OK) after this many seconds without a batch.
-    #[arg(long, default_value_t = 300)]
+    /// End a stream (with OK) after this many seconds without a batch, or without reading its acks.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_secs: u64,
+    /// Memory that all streams' decoders may hold at once (state, buffers, rebuilt logs), in MiB.
+    /// Past it, streams and batches that do not fit get UNAVAILABLE and agents retry.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    memory_budget_mib: u64,
+    /// Maximum open TCP connections; more are closed at once (and logged).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Close a connection after this many seconds without an open stream.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    connection_idle_timeout_secs: u64,
+    /// Seconds between HTTP/2 keepalive pings; a peer silent 20 s after a ping is disconnected.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    keepalive_secs: u64,
     /// On SIGTERM/SIGINT, seconds to let in-flight batches finish.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
@@ -84,6 +97,10 @@ fn config(args: &IntakeArgs) -> IntakeConfig {
         max_message_bytes: args.max_message_bytes,
         max_concurrent_streams: args.max_streams,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        memory_budget: usize::try_from(args.memory_budget_mib << 20).unwrap_or(usize::MAX),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        connection_idle_timeout: Duration::from_secs(args.connection_idle_timeout_secs),
+        keepalive_interval: Duration::from_secs(args.keepalive_secs),
         shutdown_grace: Duration::from_secs(args.grace_secs),
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {

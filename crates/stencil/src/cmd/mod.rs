@@ -32,6 +32,25 @@ pub fn ignore_file_size_signal() {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, as servers do: each connection, stream and
+/// followed file costs a descriptor, and the common soft default of 1,024 is far below what the
+/// connection limits allow. Failure is harmless: the old limit stays.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct passed by pointer, which lives on
+    // this stack frame.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// A multi-threaded tokio runtime, or a clear error.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
