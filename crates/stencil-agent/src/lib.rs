@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod core;
 pub mod driver;
 pub mod files;
+pub mod glob;
 pub mod payload;
 pub mod registry;
 pub mod ship;

@@ -2,14 +2,23 @@
 //! atomically so that a restart — even after `kill -9` — resumes where the intake's acks left off.
 //!
 //! Offsets only move forward. The file is JSON, rewritten whole: write a temporary file, fsync it,
-//! rename it over the old one, fsync the folder. A source is identified by its path plus a fingerprint of
-//! its first bytes, so a replaced file (rotation, inode reuse) is read from the start again.
+//! rename it over the old one, fsync the folder.
 //!
-//! A file rotated away while the agent was down may still hold lines past its checkpoint (they were read
-//! but not acked, or not read at all). When a checkpoint from an earlier run no longer matches its path,
+//! A source is a file's **content**, not its path: it is identified by the path it was found at plus a
+//! fingerprint of its first bytes ([`source_id`]), and its checkpoint is keyed by that id. So a file that
+//! is renamed away (`app.log` → `app.log.1`) while it is being read keeps its checkpoint: the tail reads
+//! on from its open descriptor and its acks still advance it, while the new `app.log` gets a checkpoint
+//! of its own. Several checkpoints can therefore name the same path; the most recent
+//! [`MAX_PER_PATH`] are kept.
+//!
+//! A file rotated away while the agent was down (or while it was being drained) may still hold lines
+//! past its checkpoint. When a checkpoint from an earlier run no longer matches the file at its path,
 //! the registry looks in the same folder for the file that still starts with the checkpoint's
 //! fingerprint (`app.log.1`, `app.log-20261127`) and hands it back as a [`Leftover`] to read to its end
 //! first, under its own checkpoint, so that those lines are neither lost nor sent twice.
+//!
+//! The data folder is locked (`flock`) for as long as the registry is open: a second agent on the same
+//! folder would overwrite its checkpoints, so it is refused with a clear error.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -27,6 +36,8 @@ pub const FINGERPRINT_BYTES: usize = 256;
 /// One source's resume point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
+    /// The path the file was found at (and its lines are tagged with).
+    pub path: String,
     /// Fingerprint of the file's first `fingerprint_len` bytes when it was opened.
     pub fingerprint: u64,
     /// How many bytes the fingerprint covers (fewer than [`FINGERPRINT_BYTES`] for a short file).
@@ -35,7 +46,12 @@ pub struct Position {
     pub offset: u64,
     /// Loaded from disk and not yet opened by this run: only such a checkpoint can have a leftover.
     pub from_previous_run: bool,
+    /// When it was last opened (a counter, persisted): the oldest checkpoints of a path go first.
+    pub opened: u64,
 }
+
+/// Most checkpoints kept for one path: the file there now and the most recent ones rotated away.
+pub const MAX_PER_PATH: usize = 8;
 
 /// What to read for a path: where to start, under which checkpoint id, and first, maybe, the rest of the
 /// file it was rotated from.
@@ -45,8 +61,8 @@ pub struct Opened {
     pub start: u64,
     /// The checkpoint source id of its lines.
     pub source: String,
-    /// A rotated-away file with lines past its checkpoint, to read to its end before `start`.
-    pub leftover: Option<Leftover>,
+    /// Rotated-away files with lines past their checkpoints, to read to their ends before `start`.
+    pub leftovers: Vec<Leftover>,
 }
 
 /// The rest of a file that was rotated away while the agent was down.
@@ -88,11 +104,14 @@ pub fn source_id(path: &str, fingerprint: u64) -> String {
     format!("{path}\u{0}{fingerprint:016x}")
 }
 
-/// The registry: a map from source to its position, and the file it persists to.
+/// The registry: a map from source id to its position, and the file it persists to.
 #[derive(Debug)]
 pub struct Registry {
     path: PathBuf,
     positions: BTreeMap<String, Position>,
+    next_open: u64,
+    /// Holds the data folder's lock while the registry is open.
+    _lock: std::fs::File,
 }
 
 /// The fingerprint of a file: a fixed-key hash of its first [`FINGERPRINT_BYTES`] bytes (fewer if the
@@ -125,10 +144,31 @@ pub fn fingerprint_n(path: &Path, len: usize) -> std::io::Result<(u64, usize)> {
 
 impl Registry {
     /// Opens (or starts) the registry at `dir/checkpoints.json`. A corrupt file is an error that names it.
+    /// Opens (or creates) the registry in `dir`, locking the folder against a second agent.
     pub fn open(dir: &Path) -> Result<Registry, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
+        let lock_path = dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("--data-dir {}: {e}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "--data-dir {} is in use by another stencil agent; give each agent its own data folder",
+                    dir.display()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("--data-dir {}: cannot lock: {e}", lock_path.display()))
+            }
+        }
         let path = dir.join("checkpoints.json");
         let mut positions = BTreeMap::new();
+        let mut next_open = 0;
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -137,8 +177,9 @@ impl Registry {
                         path.display()
                     )
                 })?;
+                let version = doc.get("version").and_then(Value::as_u64).unwrap_or(1);
                 if let Some(sources) = doc.get("sources").and_then(Value::as_object) {
-                    for (source, v) in sources {
+                    for (key, v) in sources {
                         let fingerprint = v
                             .get("fingerprint")
                             .and_then(Value::as_str)
@@ -148,14 +189,28 @@ impl Registry {
                             .get("fingerprint_len")
                             .and_then(Value::as_u64)
                             .unwrap_or(0) as usize;
-                        if let (Some(fingerprint), Some(offset)) = (fingerprint, offset) {
-                            let position = Position {
-                                fingerprint,
-                                fingerprint_len,
-                                offset,
-                                from_previous_run: true,
-                            };
-                            positions.insert(source.clone(), position);
+                        let opened = v.get("opened").and_then(Value::as_u64).unwrap_or(0);
+                        // Version 1 keyed checkpoints by path; version 2 by source id, with the path
+                        // inside.
+                        let file = match version {
+                            1 => Some(key.clone()),
+                            _ => v.get("path").and_then(Value::as_str).map(str::to_owned),
+                        };
+                        if let (Some(fingerprint), Some(offset), Some(file)) =
+                            (fingerprint, offset, file)
+                        {
+                            next_open = next_open.max(opened + 1);
+                            positions.insert(
+                                source_id(&file, fingerprint),
+                                Position {
+                                    path: file,
+                                    fingerprint,
+                                    fingerprint_len,
+                                    offset,
+                                    from_previous_run: true,
+                                    opened,
+                                },
+                            );
                         }
                     }
                 }
@@ -163,82 +218,123 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("{}: {e}", path.display())),
         }
-        Ok(Registry { path, positions })
+        Ok(Registry {
+            path,
+            positions,
+            next_open,
+            _lock: lock,
+        })
     }
 
-    /// Where to resume the file at `path`: its saved offset if the file still starts with the bytes it
-    /// was fingerprinted on, else 0. Tracks the file (with a fresh fingerprint when it starts over) and
-    /// returns the checkpoint source id to use for its logs. When a checkpoint from an earlier run no
-    /// longer matches, also returns the rotated file that still holds lines past it (see the module doc).
+    /// Where to read `path` from, under which source id, and which rotated-away files to read first.
+    ///
+    /// The file at `path` resumes at its checkpoint when one of the path's checkpoints still matches
+    /// its first bytes; otherwise it is a new source, read from 0. Each checkpoint of the path from an
+    /// earlier run that does not match is looked for in the folder (see [`Leftover`]); one whose file
+    /// is gone is forgotten.
     pub fn open_file(&mut self, path: &Path) -> std::io::Result<Opened> {
         let key = path.to_string_lossy().into_owned();
-        let mut leftover = None;
-        if let Some(p) = self.positions.get_mut(&key) {
+        let size = std::fs::metadata(path)?.len();
+        let mine: Vec<String> = self
+            .positions
+            .iter()
+            .filter(|(_, p)| p.path == key)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut resumed = None;
+        let mut leftovers = Vec::new();
+        for id in mine {
+            let Some(p) = self.positions.get(&id).cloned() else {
+                continue;
+            };
             let (fp, _) = fingerprint_n(path, p.fingerprint_len)?;
-            let size = std::fs::metadata(path)?.len();
             if fp == p.fingerprint && p.offset <= size {
-                p.from_previous_run = false;
-                return Ok(Opened {
-                    start: p.offset,
-                    source: source_id(&key, p.fingerprint),
-                    leftover: None,
-                });
+                if resumed
+                    .as_ref()
+                    .is_none_or(|(_, len): &(String, usize)| p.fingerprint_len > *len)
+                {
+                    resumed = Some((id, p.fingerprint_len));
+                }
+                continue;
             }
-            if p.from_previous_run {
-                let old = p.clone();
-                if let Some(rotated) = find_rotated(path, &old) {
-                    let rotated_key = rotated.to_string_lossy().into_owned();
-                    // Resume the rotated file from the furthest acked offset known for it.
-                    let offset = match self.positions.get(&rotated_key) {
-                        Some(r) if r.fingerprint == old.fingerprint => r.offset.max(old.offset),
-                        _ => old.offset,
-                    };
-                    self.positions.insert(
-                        rotated_key.clone(),
-                        Position {
-                            offset,
-                            from_previous_run: false,
-                            ..old
-                        },
-                    );
+            if !p.from_previous_run {
+                continue;
+            }
+            match find_rotated(path, &p) {
+                Some(rotated) => {
                     metrics::counter!("stencil_agent_rotated_leftovers_total").increment(1);
-                    leftover = Some(Leftover {
+                    if let Some(pos) = self.positions.get_mut(&id) {
+                        pos.from_previous_run = false;
+                    }
+                    leftovers.push(Leftover {
                         path: rotated,
-                        offset,
-                        source: source_id(&rotated_key, old.fingerprint),
+                        offset: p.offset,
+                        source: id,
                     });
+                }
+                None => {
+                    self.positions.remove(&id);
                 }
             }
         }
+        let opened = self.next_open;
+        self.next_open += 1;
+        if let Some((id, _)) = resumed {
+            if let Some(p) = self.positions.get_mut(&id) {
+                p.from_previous_run = false;
+                p.opened = opened;
+                let start = p.offset;
+                self.forget_oldest(&key);
+                return Ok(Opened {
+                    start,
+                    source: id,
+                    leftovers,
+                });
+            }
+        }
         let (fingerprint, fingerprint_len) = fingerprint(path)?;
+        let source = source_id(&key, fingerprint);
         self.positions.insert(
-            key.clone(),
+            source.clone(),
             Position {
+                path: key.clone(),
                 fingerprint,
                 fingerprint_len,
                 offset: 0,
                 from_previous_run: false,
+                opened,
             },
         );
+        self.forget_oldest(&key);
         Ok(Opened {
             start: 0,
-            source: source_id(&key, fingerprint),
-            leftover,
+            source,
+            leftovers,
         })
     }
 
-    /// Applies acked offsets (forward only) for tracked files; acks for a replaced file are ignored.
+    /// Keeps the [`MAX_PER_PATH`] most recently opened checkpoints of `key`.
+    fn forget_oldest(&mut self, key: &str) {
+        let mut mine: Vec<(u64, String)> = self
+            .positions
+            .iter()
+            .filter(|(_, p)| p.path == key)
+            .map(|(id, p)| (p.opened, id.clone()))
+            .collect();
+        if mine.len() > MAX_PER_PATH {
+            mine.sort();
+            for (_, id) in &mine[..mine.len() - MAX_PER_PATH] {
+                self.positions.remove(id);
+            }
+        }
+    }
+
+    /// Moves acked sources forward; returns whether anything changed.
     pub fn advance(&mut self, acked: &BTreeMap<Arc<str>, u64>) -> bool {
         let mut changed = false;
         for (source, offset) in acked {
-            let Some((path, fp)) = source.split_once('\u{0}') else {
-                continue;
-            };
-            let Ok(fp) = u64::from_str_radix(fp, 16) else {
-                continue;
-            };
-            if let Some(p) = self.positions.get_mut(path) {
-                if p.fingerprint == fp && *offset > p.offset {
+            if let Some(p) = self.positions.get_mut(&**source) {
+                if *offset > p.offset {
                     p.offset = *offset;
                     changed = true;
                 }
@@ -247,7 +343,7 @@ impl Registry {
         changed
     }
 
-    /// The saved position of `source`.
+    /// The checkpoint of a source id.
     pub fn get(&self, source: &str) -> Option<&Position> {
         self.positions.get(source)
     }
@@ -261,14 +357,16 @@ impl Registry {
                 (
                     k.clone(),
                     json!({
+                        "path": p.path,
                         "fingerprint": format!("{:016x}", p.fingerprint),
                         "fingerprint_len": p.fingerprint_len,
                         "offset": p.offset,
+                        "opened": p.opened,
                     }),
                 )
             })
             .collect();
-        let doc = json!({"version": 1, "sources": sources});
+        let doc = json!({"version": 2, "sources": sources});
         let tmp = self.path.with_extension("json.tmp");
         {
             let mut f = std::fs::File::create(&tmp)?;
@@ -327,6 +425,7 @@ mod tests {
         let id = r.open_file(&file).expect("open file").source;
         assert!(r.advance(&[(Arc::from(id.as_str()), 25u64)].into()));
         r.persist().expect("persist");
+        drop(r);
 
         // Down: app.log becomes app.log.1; a decoy with other bytes and a fresh app.log appear.
         std::fs::rename(&file, dir.path().join("app.log.1")).expect("rotate");
@@ -336,24 +435,52 @@ mod tests {
         let mut again = Registry::open(&data).expect("reopen");
         let opened = again.open_file(&file).expect("open new");
         assert_eq!(opened.start, 0);
-        let left = opened.leftover.expect("the rotated file");
+        assert_eq!(opened.leftovers.len(), 1);
+        let left = opened.leftovers[0].clone();
         assert_eq!(left.path, dir.path().join("app.log.1"));
         assert_eq!(left.offset, 25);
-        // Its acks now advance its own checkpoint.
+        // The rotated file keeps its own checkpoint, which its acks advance.
+        assert_eq!(left.source, id);
         assert!(again.advance(&[(Arc::from(left.source.as_str()), body.len() as u64)].into()));
-        again.persist().expect("persist");
-        let third = Registry::open(&data).expect("third");
-        let key = dir.path().join("app.log.1").to_string_lossy().into_owned();
-        assert_eq!(third.get(&key).map(|p| p.offset), Some(body.len() as u64));
-
-        // A rotated file whose every line was acked is not a leftover.
+        // And the new file has one of its own.
         let new_id = opened.source;
+        assert_ne!(new_id, id);
         assert!(again.advance(&[(Arc::from(new_id.as_str()), 10u64)].into()));
         again.persist().expect("persist");
+        drop(again);
+
+        let third = Registry::open(&data).expect("third");
+        assert_eq!(third.get(&id).map(|p| p.offset), Some(body.len() as u64));
+        drop(third);
+
+        // A rotated file whose every line was acked is not a leftover, and its checkpoint is forgotten.
         std::fs::rename(&file, dir.path().join("app.log.2")).expect("rotate again");
         std::fs::write(&file, "another new file\n").expect("newer");
         let mut fourth = Registry::open(&data).expect("fourth");
-        assert!(fourth.open_file(&file).expect("open").leftover.is_none());
+        assert!(fourth.open_file(&file).expect("open").leftovers.is_empty());
+        assert!(fourth.get(&id).is_none());
+    }
+
+    #[test]
+    fn a_second_registry_on_the_same_folder_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Registry::open(dir.path()).expect("open");
+        let err = Registry::open(dir.path()).expect_err("locked");
+        assert!(err.contains("in use by another stencil agent"), "{err}");
+        drop(first);
+        Registry::open(dir.path()).expect("free again");
+    }
+
+    #[test]
+    fn a_path_keeps_a_bounded_number_of_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.log");
+        let mut r = Registry::open(&dir.path().join("data")).expect("open");
+        for i in 0..(MAX_PER_PATH + 5) {
+            std::fs::write(&file, format!("content number {i}\n")).expect("write");
+            r.open_file(&file).expect("open");
+        }
+        assert_eq!(r.positions.len(), MAX_PER_PATH);
     }
 
     #[test]
@@ -376,6 +503,7 @@ mod tests {
             "never backwards"
         );
         r.persist().expect("persist");
+        drop(r);
         let mut again = Registry::open(dir.path()).expect("reopen");
         assert_eq!(again.open_file(&file).expect("resume").start, 11);
         // Appending keeps the position; replacing the content starts over.
@@ -384,7 +512,8 @@ mod tests {
         std::fs::write(&file, "a different file\n").expect("replace");
         assert_eq!(again.open_file(&file).expect("start over").start, 0);
         // Replaced within this run: no leftover is looked for (the tail read the old file to its end).
-        assert!(again.open_file(&file).expect("again").leftover.is_none());
+        assert!(again.open_file(&file).expect("again").leftovers.is_empty());
+        drop(again);
         std::fs::write(dir.path().join("checkpoints.json"), b"{not json").expect("corrupt");
         let err = Registry::open(dir.path()).expect_err("corrupt file");
         assert!(err.contains("move it away"), "{err}");

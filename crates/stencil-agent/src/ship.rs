@@ -21,7 +21,7 @@ use crate::driver::Headers;
 use crate::files::{for_each_line, Eol, MAX_LINE};
 use crate::payload::{Checkpoint, Payload};
 use crate::registry::{Leftover, Registry};
-use crate::tail::{Change, Tail};
+use crate::tail::{FollowConfig, Follower};
 
 /// An input: a file path, or stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,9 @@ pub struct ShipOptions {
     pub partial_line_timeout: Duration,
     /// Kept up to date with the stream worker's state, for `/health`.
     pub health: Option<Arc<Mutex<crate::core::State>>>,
+    /// Follow mode: how long a file rotated away (renamed or deleted) is read on after it last grew,
+    /// for writers that keep the old descriptor a while (default 30 s when zero).
+    pub rotate_wait: Duration,
     /// Follow mode: newline-delimited TCP listeners (no checkpoints: a network input cannot resume).
     pub tcp: Vec<Arc<std::net::TcpListener>>,
     /// Pipelines (engine + batcher + stream each) over the shared channel; each source belongs to
@@ -71,6 +74,42 @@ pub struct ShipOptions {
     pub extensions: stencil_codec::Extensions,
     /// Pattern engine settings of every pipeline (budgets bound each engine's memory).
     pub engine: EngineConfig,
+}
+
+impl ShipOptions {
+    /// Lines longer than this are split: the line cap, or the batch's raw-byte limit if that is
+    /// smaller, so that no line is ever too large for a batch.
+    pub fn max_line(&self) -> usize {
+        MAX_LINE.min(self.batch.max_raw_bytes).max(1)
+    }
+}
+
+/// The `filename:` tag of a file: its path, with commas and bytes that are not UTF-8 percent-encoded
+/// (see [`stencil_codec::escape::escape_tag_value`]).
+pub fn filename_tag(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    format!(
+        "filename:{}",
+        stencil_codec::escape::escape_tag_value(path.as_os_str().as_bytes())
+    )
+}
+
+/// Says, once per file and reason, that a file is skipped for now, and counts it.
+fn warn_skipped(path: &std::path::Path, error: &dyn std::fmt::Display, reason: &'static str) {
+    metrics::counter!(SKIPPED_FILES, "reason" => reason).increment(1);
+    tracing::warn!(file = %path.display(), error = %error, "cannot read this file; shipping the others");
+}
+
+/// Counter of files that could not be opened or read, by reason.
+pub const SKIPPED_FILES: &str = "stencil_agent_files_skipped_total";
+
+/// The reason label of an I/O error.
+fn skip_reason(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission_denied",
+        std::io::ErrorKind::NotFound => "vanished",
+        _ => "io_error",
+    }
 }
 
 /// The outcome of a pass.
@@ -97,6 +136,8 @@ pub struct Summary {
     pub split_lines: u64,
     /// Logs dropped (too large even alone, or poison).
     pub dropped: u64,
+    /// Files that could not be opened or read (each was warned about; the others were shipped).
+    pub skipped_files: u64,
 }
 
 impl Summary {
@@ -116,6 +157,7 @@ impl Summary {
             "patterns": self.patterns,
             "split_lines": self.split_lines,
             "dropped": self.dropped,
+            "skipped_files": self.skipped_files,
         })
     }
 }
@@ -137,10 +179,12 @@ struct ReadStats {
     patterns: u64,
     split: u64,
     dropped: u64,
+    skipped_files: u64,
 }
 
 impl ReadStats {
     fn add(&mut self, o: &ReadStats) {
+        self.skipped_files += o.skipped_files;
         self.lines += o.lines;
         self.raw += o.raw;
         self.zstd1 += o.zstd1;
@@ -162,6 +206,7 @@ struct LineEncoder {
     /// The plain zstd stream the summary compares with.
     baseline_ctx: Option<stencil_codec::stream::StreamCompressor>,
     max_logs: usize,
+    max_line: usize,
     compare: bool,
     stats: ReadStats,
 }
@@ -202,30 +247,32 @@ impl LineEncoder {
                 })
                 .flatten(),
             max_logs: options.batch.max_logs,
+            max_line: options.max_line(),
             compare: options.compare,
             stats: ReadStats::default(),
         }
     }
 
-    /// Encodes every line of `reader` (whose first byte is at `start` in its source) under `source`, tagged
-    /// `filename_tag`; `name` names the input in errors.
+    /// Encodes every line of `reader` (whose first byte is at `start` in its source) under `source`,
+    /// tagged `filename_tag`. The outer error is fatal (the pipeline stopped); the inner one is the
+    /// input's own read error, after which the rest of the input is skipped.
     fn read_all(
         &mut self,
         reader: impl std::io::Read,
         start: u64,
         source: &Arc<str>,
         filename_tag: Option<&str>,
-        name: &str,
-    ) -> Result<(), String> {
+    ) -> Result<std::io::Result<()>, String> {
         let mut failed = None;
-        let split = for_each_line(reader, start, MAX_LINE, |line, eol, offset| {
+        let read = for_each_line(reader, start, self.max_line, |line, eol, offset| {
             if failed.is_none() {
                 failed = self.line(line, eol, offset, source, filename_tag).err();
             }
-        })
-        .map_err(|e| format!("reading {name}: {e}"))?;
-        self.stats.split += split;
-        failed.map_or(Ok(()), Err)
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(read.map(|split| self.stats.split += split))
     }
 
     fn send(&self, payloads: Vec<Payload>) -> Result<(), String> {
@@ -325,6 +372,7 @@ impl LineEncoder {
 }
 
 /// Reads every input to its end and produces payloads into `tx` (blocking; run on a blocking thread).
+/// A file that cannot be opened or read is warned about, counted and skipped; the others are shipped.
 fn produce(
     inputs: Vec<Planned>,
     options: ShipOptions,
@@ -338,31 +386,41 @@ fn produce(
         tag_as,
     } in inputs
     {
-        let (reader, file): (Box<dyn std::io::Read>, Option<String>) = match &input {
+        let read = match &input {
             Input::File(path) => {
-                use std::io::Seek;
-                let abs =
-                    std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let mut f =
-                    std::fs::File::open(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
-                f.seek(std::io::SeekFrom::Start(start))
-                    .map_err(|e| format!("{}: {e}", abs.display()))?;
-                (Box::new(f), Some(abs.to_string_lossy().into_owned()))
+                let opened = std::fs::File::open(path).and_then(|mut f| {
+                    use std::io::Seek;
+                    if f.metadata()?.is_dir() {
+                        return Err(std::io::Error::other("a directory, not a file"));
+                    }
+                    f.seek(std::io::SeekFrom::Start(start))?;
+                    Ok(f)
+                });
+                let f = match opened {
+                    Ok(f) => f,
+                    Err(e) => {
+                        warn_skipped(path, &e, skip_reason(&e));
+                        enc.stats.skipped_files += 1;
+                        continue;
+                    }
+                };
+                let source: Arc<str> = Arc::from(
+                    id.clone()
+                        .unwrap_or_else(|| path.to_string_lossy().into_owned()),
+                );
+                let tag = filename_tag(tag_as.as_deref().unwrap_or(path));
+                enc.read_all(f, start, &source, Some(&tag))?
             }
-            Input::Stdin => (Box::new(std::io::stdin()), None),
+            Input::Stdin => enc.read_all(std::io::stdin(), 0, &Arc::from("-"), None)?,
         };
-        let source: Arc<str> = Arc::from(id.as_deref().or(file.as_deref()).unwrap_or("-"));
-        let filename_tag = tag_as
-            .as_ref()
-            .or(file.as_ref())
-            .map(|f| format!("filename:{f}"));
-        enc.read_all(
-            reader,
-            start,
-            &source,
-            filename_tag.as_deref(),
-            file.as_deref().unwrap_or("stdin"),
-        )?;
+        if let Err(e) = read {
+            let name = match &input {
+                Input::File(path) => path.clone(),
+                Input::Stdin => PathBuf::from("stdin"),
+            };
+            warn_skipped(&name, &e, skip_reason(&e));
+            enc.stats.skipped_files += 1;
+        }
     }
     enc.finish()
 }
@@ -388,31 +446,29 @@ fn open_registry(options: &ShipOptions) -> Result<Option<Arc<Mutex<Registry>>>, 
     }
 }
 
-/// Where to start `path`, the checkpoint id of its logs, and the rest of the file it was rotated from
-/// while the agent was down, if any (to read first).
+/// Where to start `path`, the checkpoint id of its logs, and the rest of the files it was rotated to
+/// while the agent was down (to read first).
 fn open_file(
     registry: Option<&Arc<Mutex<Registry>>>,
     abs: &std::path::Path,
-) -> Result<(u64, Option<String>, Option<Leftover>), String> {
+) -> std::io::Result<(u64, Option<String>, Vec<Leftover>)> {
     match registry {
         Some(reg) => {
             let mut reg = reg
                 .lock()
-                .map_err(|_| "checkpoint registry lock poisoned".to_string())?;
-            let opened = reg
-                .open_file(abs)
-                .map_err(|e| format!("{}: {e}", abs.display()))?;
-            if let Some(l) = &opened.leftover {
+                .map_err(|_| std::io::Error::other("checkpoint registry lock poisoned"))?;
+            let opened = reg.open_file(abs)?;
+            for l in &opened.leftovers {
                 tracing::info!(
                     file = %abs.display(),
                     rotated = %l.path.display(),
                     offset = l.offset,
-                    "reading the rest of a file rotated while stencil was down"
+                    "reading the rest of a rotated file"
                 );
             }
-            Ok((opened.start, Some(opened.source), opened.leftover))
+            Ok((opened.start, Some(opened.source), opened.leftovers))
         }
-        None => Ok((0, None, None)),
+        None => Ok((0, None, Vec::new())),
     }
 }
 
@@ -422,7 +478,7 @@ struct Planned {
     input: Input,
     start: u64,
     id: Option<String>,
-    tag_as: Option<String>,
+    tag_as: Option<PathBuf>,
 }
 
 /// A reading side: fills one pipeline's payload channel (runs on a blocking thread).
@@ -543,6 +599,7 @@ async fn run_pipeline(
     summary.patterns = read.patterns;
     summary.split_lines = read.split;
     summary.dropped += read.dropped;
+    summary.skipped_files = read.skipped_files;
     Ok(summary)
 }
 
@@ -555,26 +612,49 @@ pub async fn ship_once(
     mailbox: Mailbox,
 ) -> Result<Summary, String> {
     let registry = open_registry(&options)?;
-    // One unit per input: the rest of its rotated predecessor (if any), then the input itself, so that
-    // both go through the same pipeline, in order.
+    let mut skipped = 0;
+    // One unit per input: the rest of its rotated predecessors (if any), then the input itself, so that
+    // all go through the same pipeline, in order.
     let mut planned: Vec<Vec<Planned>> = Vec::with_capacity(inputs.len());
+    // The same file named twice (or by a glob and a path, or through a symlink) is read once.
+    let mut seen = std::collections::HashSet::new();
     for input in inputs {
         let unit = match &input {
             Input::File(path) => {
-                let abs =
-                    std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let (start, id, leftover) = open_file(registry.as_ref(), &abs)?;
-                let mut unit = Vec::with_capacity(2);
-                if let Some(l) = leftover {
-                    unit.push(Planned {
+                use std::os::unix::fs::MetadataExt;
+                let abs = match std::fs::canonicalize(path) {
+                    Ok(abs) => abs,
+                    Err(e) => {
+                        warn_skipped(path, &e, skip_reason(&e));
+                        skipped += 1;
+                        continue;
+                    }
+                };
+                if let Ok(m) = std::fs::metadata(&abs) {
+                    if !seen.insert((m.dev(), m.ino())) {
+                        tracing::info!(file = %abs.display(), "named more than once; read once");
+                        continue;
+                    }
+                }
+                let (start, id, leftovers) = match open_file(registry.as_ref(), &abs) {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        warn_skipped(&abs, &e, skip_reason(&e));
+                        skipped += 1;
+                        continue;
+                    }
+                };
+                let mut unit: Vec<Planned> = leftovers
+                    .into_iter()
+                    .map(|l| Planned {
                         input: Input::File(l.path),
                         start: l.offset,
                         id: Some(l.source),
-                        tag_as: Some(abs.to_string_lossy().into_owned()),
-                    });
-                }
+                        tag_as: Some(abs.clone()),
+                    })
+                    .collect();
                 unit.push(Planned {
-                    input,
+                    input: Input::File(abs),
                     start,
                     id,
                     tag_as: None,
@@ -604,7 +684,9 @@ pub async fn ship_once(
             }) as Producer
         })
         .collect();
-    run_pipeline(options, channel, api_key, mailbox, registry, producers).await
+    let mut summary = run_pipeline(options, channel, api_key, mailbox, registry, producers).await?;
+    summary.skipped_files += skipped;
+    Ok(summary)
 }
 
 /// Accepts connections on `listener` until `stop`; each connection's lines go to `lines` with the peer
@@ -644,15 +726,9 @@ fn tcp_accept(
 fn matching(patterns: &[String]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in patterns {
-        if p.contains(['*', '?', '[']) {
-            if let Ok(paths) = glob::glob(p) {
-                out.extend(paths.filter_map(Result::ok).filter(|m| m.is_file()));
-            }
-        } else {
-            let path = PathBuf::from(p);
-            if path.is_file() {
-                out.push(path);
-            }
+        match crate::glob::expand(p) {
+            Ok(paths) => out.extend(paths),
+            Err(e) => tracing::warn!(pattern = %p, error = %e, "skipping a pattern"),
         }
     }
     out
@@ -683,21 +759,28 @@ pub async fn ship_follow(
 }
 
 /// Reads the rest of a rotated file once, to its current end, under its own checkpoint and tagged with
-/// the path it was rotated from.
-fn read_leftover(enc: &mut LineEncoder, l: &Leftover, tag_as: &str) -> Result<(), String> {
+/// the path it was rotated from. A file that cannot be read is warned about and skipped.
+fn read_leftover(
+    enc: &mut LineEncoder,
+    l: &Leftover,
+    tag_as: &std::path::Path,
+) -> Result<(), String> {
     use std::io::Seek;
-    let mut f = std::fs::File::open(&l.path).map_err(|e| format!("{}: {e}", l.path.display()))?;
-    f.seek(std::io::SeekFrom::Start(l.offset))
-        .map_err(|e| format!("{}: {e}", l.path.display()))?;
-    let source: Arc<str> = Arc::from(l.source.as_str());
-    let filename_tag = format!("filename:{tag_as}");
-    enc.read_all(
-        f,
-        l.offset,
-        &source,
-        Some(&filename_tag),
-        &l.path.to_string_lossy(),
-    )
+    let opened = std::fs::File::open(&l.path).and_then(|mut f| {
+        f.seek(std::io::SeekFrom::Start(l.offset))?;
+        Ok(f)
+    });
+    let read = match opened {
+        Ok(f) => {
+            let source: Arc<str> = Arc::from(l.source.as_str());
+            enc.read_all(f, l.offset, &source, Some(&filename_tag(tag_as)))?
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = read {
+        warn_skipped(&l.path, &e, skip_reason(&e));
+    }
+    Ok(())
 }
 
 /// Pipeline `index` of `n`: follows the matching files whose path hashes to it (and the TCP inputs, for
@@ -717,88 +800,105 @@ fn follow(
         path.hash(&mut h);
         (h.finish() as usize) % n == index
     };
-    let producer =
-        move |options: ShipOptions, tx: mpsc::Sender<Payload>| -> Result<ReadStats, String> {
-            let idle = if options.partial_line_timeout.is_zero() {
-                Duration::from_secs(1)
-            } else {
-                options.partial_line_timeout
+    let config = FollowConfig {
+        partial_line_timeout: if options.partial_line_timeout.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            options.partial_line_timeout
+        },
+        rotate_wait: if options.rotate_wait.is_zero() {
+            FollowConfig::default().rotate_wait
+        } else {
+            options.rotate_wait
+        },
+        max_line: options.max_line(),
+        ..FollowConfig::default()
+    };
+    let mut enc = LineEncoder::new(&options, options.batch.max_wait, tx);
+    let mut followers: BTreeMap<PathBuf, Follower> = BTreeMap::new();
+    // Files warned about, so that a file that stays unreadable is reported once, not every retry.
+    let mut warned: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let (net_tx, net_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Eol, Arc<str>)>(4096);
+    for listener in options.tcp.iter().filter(|_| index == 0) {
+        tcp_accept(listener.clone(), net_tx.clone(), stop.clone());
+    }
+    drop(net_tx);
+    let mut last_scan: Option<Instant> = None;
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let now = Instant::now();
+        if last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500)) {
+            last_scan = Some(now);
+            let mut seen = std::collections::HashSet::new();
+            for path in matching(patterns) {
+                let Ok(abs) = std::fs::canonicalize(&path) else {
+                    continue;
+                };
+                if !seen.insert(abs.clone()) || followers.contains_key(&abs) || !mine(&abs) {
+                    continue;
+                }
+                followers.insert(abs.clone(), Follower::new(abs, config));
+            }
+        }
+        let mut any = false;
+        for (path, follower) in followers.iter_mut() {
+            let tag = filename_tag(path);
+            // Both callbacks feed the encoder, one after the other (never nested).
+            let shared = std::cell::RefCell::new((&mut enc, None::<String>));
+            let mut open = |p: &std::path::Path| -> std::io::Result<(u64, String)> {
+                let (start, id, leftovers) = open_file(reg.as_ref(), p)?;
+                let mut guard = shared.borrow_mut();
+                let (enc, failed) = &mut *guard;
+                for l in &leftovers {
+                    if let Err(e) = read_leftover(enc, l, p) {
+                        failed.get_or_insert(e);
+                    }
+                }
+                Ok((
+                    start,
+                    id.unwrap_or_else(|| p.to_string_lossy().into_owned()),
+                ))
             };
-            let max_wait = options.batch.max_wait;
-            let mut enc = LineEncoder::new(&options, max_wait, tx);
-            let mut tails: BTreeMap<PathBuf, Tail> = BTreeMap::new();
-            let (net_tx, net_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Eol, Arc<str>)>(4096);
-            for listener in options.tcp.iter().filter(|_| index == 0) {
-                tcp_accept(listener.clone(), net_tx.clone(), stop.clone());
-            }
-            drop(net_tx);
-            let mut last_scan: Option<Instant> = None;
-            loop {
-                let stopping = stop.load(Ordering::SeqCst);
-                let now = Instant::now();
-                if last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500)) {
-                    last_scan = Some(now);
-                    for path in matching(patterns) {
-                        let Ok(abs) = std::fs::canonicalize(&path) else {
-                            continue;
-                        };
-                        if tails.contains_key(&abs) || !mine(&abs) {
-                            continue;
-                        }
-                        let (start, id, leftover) = open_file(reg.as_ref(), &abs)?;
-                        let file = abs.to_string_lossy().into_owned();
-                        if let Some(l) = leftover {
-                            read_leftover(&mut enc, &l, &file)?;
-                        }
-                        tails.insert(abs.clone(), Tail::new(abs, start, id.unwrap_or(file)));
-                    }
+            let mut each = |source: &Arc<str>, line: &[u8], eol: Eol, offset: u64| {
+                let mut guard = shared.borrow_mut();
+                let (enc, failed) = &mut *guard;
+                if failed.is_none() {
+                    *failed = enc.line(line, eol, offset, source, Some(&tag)).err();
                 }
-                let mut any = false;
-                let mut replaced = Vec::new();
-                for (path, tail) in tails.iter_mut() {
-                    let file = path.to_string_lossy().into_owned();
-                    let filename_tag = format!("filename:{file}");
-                    let source = tail.source().clone();
-                    let mut failed = None;
-                    let mut each = |line: &[u8], eol: Eol, offset: u64| {
-                        if failed.is_none() {
-                            failed = enc
-                                .line(line, eol, offset, &source, Some(&filename_tag))
-                                .err();
-                        }
-                    };
-                    let (read, change) = tail
-                        .poll(now, idle, &mut each)
-                        .map_err(|e| format!("reading {file}: {e}"))?;
-                    if stopping {
-                        tail.close(&mut each);
-                    }
-                    if let Some(e) = failed {
-                        return Err(e);
-                    }
+            };
+            let polled = follower.poll(now, &mut open, &mut each);
+            if stopping {
+                follower.close(now, &mut each);
+            }
+            let (enc, failed) = shared.into_inner();
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            match polled {
+                Ok(read) => {
                     any |= read;
-                    if change == Change::Replaced {
-                        replaced.push(path.clone());
+                    warned.remove(path);
+                }
+                Err(e) => {
+                    if warned.insert(path.clone()) {
+                        warn_skipped(path, &e, skip_reason(&e));
+                        enc.stats.skipped_files += 1;
                     }
                 }
-                // A replaced file is picked up again by the next scan, from its start.
-                for path in replaced {
-                    tails.remove(&path);
-                    last_scan = None;
-                }
-                while let Ok((line, eol, peer)) = net_rx.try_recv() {
-                    any = true;
-                    enc.line(&line, eol, 0, &peer, None)?;
-                }
-                enc.tick(Instant::now())?;
-                if stopping {
-                    break;
-                }
-                if !any {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
             }
-            enc.finish()
-        };
-    producer(options, tx)
+        }
+        followers.retain(|_, f| !f.is_done());
+        while let Ok((line, eol, peer)) = net_rx.try_recv() {
+            any = true;
+            enc.line(&line, eol, 0, &peer, None)?;
+        }
+        enc.tick(Instant::now())?;
+        if stopping {
+            break;
+        }
+        if !any {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    enc.finish()
 }

@@ -1,10 +1,18 @@
 //! Following a file as it grows (`stencil ship` without `--once`).
 //!
-//! A [`Tail`] reads appended lines from its open descriptor. At end of file it looks at the path again:
-//! a different inode means the file was rotated by rename (the old descriptor was read to its end, so the
-//! tail reopens the path from 0); a size below what was read means copytruncate or truncation (it starts
-//! over at 0). A last line without a newline is held and emitted, tagged `stencil_eol:none`, after an idle
-//! timeout or when the file is closed: neither lost nor doubled. Lines over the cap are split.
+//! A [`Tail`] reads appended lines from its open descriptor. A [`Follower`] owns the tails of one path:
+//! - At end of file it looks at the path again. A different inode, or no file, means the file was
+//!   rotated by rename (or deleted). The writer may still hold the old descriptor (logrotate with
+//!   `create`, before the application reopens its log), so the old tail is **kept open and drained**:
+//!   it is read on, under its own checkpoint, until it has been idle for `rotate_wait`; meanwhile the
+//!   new file at the path gets a tail of its own.
+//! - A size below what was read, on the same inode, means copytruncate or truncation: it starts over
+//!   at 0.
+//! - A last line without a newline is held and emitted, tagged `stencil_eol:none`, after an idle
+//!   timeout or when the tail is closed: neither lost nor doubled. Lines over the cap are split.
+//!
+//! Opening a file can fail (permissions, a directory, an I/O error): the follower reports it and tries
+//! again after a pause, and the caller keeps following the other files.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -20,8 +28,11 @@ use crate::files::{Eol, Splitter};
 pub enum Change {
     /// Nothing special.
     None,
-    /// The file was replaced (rotation, truncation): call [`Tail::restart`] with a new source id.
-    Replaced,
+    /// Another file (or none) is at the path now: this one was renamed or deleted. Its descriptor is
+    /// still open and may still grow.
+    Moved,
+    /// The file is shorter than what was read: it was truncated, and its content starts over.
+    Truncated,
 }
 
 /// One followed file.
@@ -34,19 +45,25 @@ pub struct Tail {
     source: Arc<str>,
     lines: Splitter,
     partial_since: Option<Instant>,
+    max_line: usize,
+    /// When the tail last read something (for draining a rotated file).
+    last_data: Option<Instant>,
 }
 
 impl Tail {
-    /// Follows `path` (absolute) from `start`, reporting checkpoints under `source`.
-    pub fn new(path: PathBuf, start: u64, source: String) -> Tail {
+    /// Follows `path` (absolute) from `start`, reporting checkpoints under `source`, splitting lines
+    /// longer than `max_line`.
+    pub fn new(path: PathBuf, start: u64, source: String, max_line: usize) -> Tail {
         Tail {
             path,
             file: None,
             ino: 0,
             read_pos: start,
             source: Arc::from(source),
-            lines: Splitter::new(start, crate::files::MAX_LINE),
+            lines: Splitter::new(start, max_line),
             partial_since: None,
+            max_line,
+            last_data: None,
         }
     }
 
@@ -58,14 +75,6 @@ impl Tail {
     /// The checkpoint source id.
     pub fn source(&self) -> &Arc<str> {
         &self.source
-    }
-
-    /// Starts over on a replaced file, from `start`, under a new source id.
-    pub fn restart(&mut self, start: u64, source: String) {
-        self.file = None;
-        self.read_pos = start;
-        self.lines = Splitter::new(start, crate::files::MAX_LINE);
-        self.source = Arc::from(source);
     }
 
     fn emit_partial(&mut self, each: &mut dyn FnMut(&[u8], Eol, u64)) {
@@ -95,15 +104,61 @@ impl Tail {
                 Err(e) => return Err(e),
             };
             let meta = f.metadata()?;
+            if meta.is_dir() {
+                return Err(std::io::Error::other("a directory, not a file"));
+            }
             if meta.len() < self.read_pos {
                 // Shorter than where we were: it was truncated or replaced while we were away.
                 self.read_pos = 0;
-                self.lines = Splitter::new(0, crate::files::MAX_LINE);
+                self.lines = Splitter::new(0, self.max_line);
             }
             f.seek(SeekFrom::Start(self.read_pos))?;
             self.ino = meta.ino();
             self.file = Some(f);
         }
+        let any = self.read_more(now, each)?;
+        // At end of file: was the path rotated or truncated?
+        let change = match std::fs::metadata(&self.path) {
+            Ok(m) if m.ino() != self.ino => Change::Moved,
+            Ok(m) if m.len() < self.read_pos => Change::Truncated,
+            Ok(_) => Change::None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Change::Moved,
+            Err(e) => return Err(e),
+        };
+        match change {
+            Change::Truncated => {
+                self.emit_partial(each);
+                self.file = None;
+            }
+            Change::Moved => {}
+            Change::None => self.emit_stale_partial(now, idle, each),
+        }
+        Ok((any, change))
+    }
+
+    /// Reads what was appended to the open descriptor, without looking at the path (a rotated file
+    /// being drained). Returns whether anything was read.
+    pub fn drain(
+        &mut self,
+        now: Instant,
+        idle: Duration,
+        each: &mut dyn FnMut(&[u8], Eol, u64),
+    ) -> std::io::Result<bool> {
+        let any = self.read_more(now, each)?;
+        self.emit_stale_partial(now, idle, each);
+        Ok(any)
+    }
+
+    /// When the tail last read something (its creation counts).
+    pub fn last_data(&self) -> Option<Instant> {
+        self.last_data
+    }
+
+    fn read_more(
+        &mut self,
+        now: Instant,
+        each: &mut dyn FnMut(&[u8], Eol, u64),
+    ) -> std::io::Result<bool> {
         let mut any = false;
         let mut buf = [0u8; 64 << 10];
         while let Some(f) = self.file.as_mut() {
@@ -118,23 +173,209 @@ impl Tail {
         if any {
             self.partial_since = self.lines.has_partial().then_some(now);
         }
-        // At end of file: was the path rotated or truncated?
-        let replaced = match std::fs::metadata(&self.path) {
-            Ok(m) => m.ino() != self.ino || m.len() < self.read_pos,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(e),
-        };
-        if replaced {
-            self.emit_partial(each);
-            self.file = None;
-            return Ok((any, Change::Replaced));
+        if any || self.last_data.is_none() {
+            self.last_data = Some(now);
         }
+        Ok(any)
+    }
+
+    fn emit_stale_partial(
+        &mut self,
+        now: Instant,
+        idle: Duration,
+        each: &mut dyn FnMut(&[u8], Eol, u64),
+    ) {
         if self
             .partial_since
             .is_some_and(|t| now.duration_since(t) >= idle)
         {
             self.emit_partial(each);
         }
-        Ok((any, Change::None))
+    }
+}
+
+/// Timings of a [`Follower`].
+#[derive(Debug, Clone, Copy)]
+pub struct FollowConfig {
+    /// How long a last line without a newline waits before it is emitted.
+    pub partial_line_timeout: Duration,
+    /// How long a rotated file is read on after it last grew.
+    pub rotate_wait: Duration,
+    /// How long to wait before trying again to open a file that could not be opened.
+    pub retry_after: Duration,
+    /// Lines longer than this are split.
+    pub max_line: usize,
+}
+
+impl Default for FollowConfig {
+    fn default() -> Self {
+        FollowConfig {
+            partial_line_timeout: Duration::from_secs(1),
+            rotate_wait: Duration::from_secs(30),
+            retry_after: Duration::from_secs(10),
+            max_line: crate::files::MAX_LINE,
+        }
+    }
+}
+
+/// Where a file starts and its source id: the checkpoint registry's answer, or 0 and the path.
+pub type Opener<'a> = dyn FnMut(&std::path::Path) -> std::io::Result<(u64, String)> + 'a;
+
+/// A line read by a follower: its source id, the line, its terminator, and the offset after it.
+pub type Emit<'a> = dyn FnMut(&Arc<str>, &[u8], Eol, u64) + 'a;
+
+/// The tails of one followed path: the file there now, and the rotated ones still being drained.
+#[derive(Debug)]
+pub struct Follower {
+    path: PathBuf,
+    active: Option<Tail>,
+    draining: Vec<Tail>,
+    retry_at: Option<Instant>,
+    config: FollowConfig,
+}
+
+impl Follower {
+    /// Follows `path` (absolute).
+    pub fn new(path: PathBuf, config: FollowConfig) -> Follower {
+        Follower {
+            path,
+            active: None,
+            draining: Vec::new(),
+            retry_at: None,
+            config,
+        }
+    }
+
+    /// The followed path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Rotated files still being read.
+    pub fn draining(&self) -> usize {
+        self.draining.len()
+    }
+
+    /// True when nothing is open and the path is gone: the follower can be dropped.
+    pub fn is_done(&self) -> bool {
+        self.active.is_none() && self.draining.is_empty() && !self.path.exists()
+    }
+
+    /// Reads what every tail of the path has to give. `open` is asked where a new file at the path
+    /// starts; `each` gets every line with its source id. Returns whether anything was read. An error
+    /// opening or reading the file at the path is returned after the rotated files were read; the
+    /// follower tries again after `retry_after`.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        open: &mut Opener<'_>,
+        each: &mut Emit<'_>,
+    ) -> std::io::Result<bool> {
+        let FollowConfig {
+            partial_line_timeout: idle,
+            rotate_wait,
+            ..
+        } = self.config;
+        let mut any = false;
+        let mut k = 0;
+        while k < self.draining.len() {
+            let tail = &mut self.draining[k];
+            let source = tail.source.clone();
+            let read = tail.drain(now, idle, &mut |l, e, o| each(&source, l, e, o));
+            let idle_for = tail
+                .last_data()
+                .map_or(Duration::ZERO, |t| now.duration_since(t));
+            match &read {
+                Ok(read) => any |= read,
+                Err(e) => {
+                    tracing::warn!(file = %tail.path.display(), error = %e, "reading a rotated file failed; closing it")
+                }
+            }
+            if read.is_err() || idle_for >= rotate_wait {
+                let mut tail = self.draining.swap_remove(k);
+                tail.close(&mut |l, e, o| each(&source, l, e, o));
+                continue;
+            }
+            k += 1;
+        }
+        // The file at the path; after a rotation, the new one at once.
+        for _ in 0..2 {
+            if self.active.is_none() {
+                if self.retry_at.is_some_and(|t| now < t) {
+                    break;
+                }
+                match self.open_active(open) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.retry_at = Some(now + self.config.retry_after);
+                        return Err(e);
+                    }
+                }
+            }
+            let Some(tail) = self.active.as_mut() else {
+                break;
+            };
+            let source = tail.source.clone();
+            let polled = tail.poll(now, idle, &mut |l, e, o| each(&source, l, e, o));
+            let (read, change) = match polled {
+                Ok(done) => done,
+                Err(e) => {
+                    // Reopened from its checkpoint after the pause.
+                    self.active = None;
+                    self.retry_at = Some(now + self.config.retry_after);
+                    return Err(e);
+                }
+            };
+            any |= read;
+            match change {
+                Change::None => break,
+                Change::Truncated => {
+                    self.active = None;
+                    break;
+                }
+                Change::Moved => {
+                    if let Some(tail) = self.active.take() {
+                        self.draining.push(tail);
+                    }
+                }
+            }
+        }
+        Ok(any)
+    }
+
+    /// Opens the file at the path, if there is one. `Ok(false)`: there is none.
+    fn open_active(&mut self, open: &mut Opener<'_>) -> std::io::Result<bool> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => {
+                return Err(std::io::Error::other("a directory, not a file"));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let (start, source) = match open(&self.path) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.retry_at = None;
+        self.active = Some(Tail::new(
+            self.path.clone(),
+            start,
+            source,
+            self.config.max_line,
+        ));
+        Ok(true)
+    }
+
+    /// Reads every tail to its end and emits held partial lines (the agent is stopping).
+    pub fn close(&mut self, now: Instant, each: &mut Emit<'_>) {
+        for mut tail in self.draining.drain(..).chain(self.active.take()) {
+            let source = tail.source.clone();
+            let mut emit = |l: &[u8], e: Eol, o: u64| each(&source, l, e, o);
+            let _ = tail.read_more(now, &mut emit);
+            tail.close(&mut emit);
+        }
     }
 }

@@ -6,6 +6,11 @@
 //! [`ESCAPED_TAG`] so that only those logs are unescaped: valid UTF-8 lines are never touched, and a foreign
 //! intake shows readable text with visible escapes and loses nothing.
 
+//!
+//! Tag values have a second, simpler form: tags travel comma-joined, so a comma inside a value (a file
+//! named `a,b.log`) would split it. [`escape_tag_value`] percent-encodes `,`, `%` and every byte that is
+//! not valid UTF-8 (a file name need not be UTF-8), and [`unescape_tag_value`] reverses it.
+
 use std::borrow::Cow;
 
 /// The escape character, U+F8FE (private use, in the BMP so templates may hold it).
@@ -95,6 +100,70 @@ pub fn unescape(text: &str) -> Result<Vec<u8>, BadEscape> {
     Ok(out)
 }
 
+/// Percent-encodes a tag value: `,` → `%2C`, `%` → `%25`, and each byte of an invalid UTF-8 sequence
+/// → `%XX`. Values without those are returned as they are.
+pub fn escape_tag_value(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if !text.contains([',', '%']) {
+            return Cow::Borrowed(text);
+        }
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (valid, bad) = match std::str::from_utf8(rest) {
+            Ok(v) => (v, 0),
+            Err(e) => {
+                let (v, r) = rest.split_at(e.valid_up_to());
+                (
+                    std::str::from_utf8(v).unwrap_or_default(),
+                    e.error_len().unwrap_or(r.len()).max(1),
+                )
+            }
+        };
+        for c in valid.chars() {
+            match c {
+                ',' => out.push_str("%2C"),
+                '%' => out.push_str("%25"),
+                c => out.push(c),
+            }
+        }
+        let after = &rest[valid.len()..];
+        for b in &after[..bad.min(after.len())] {
+            out.push_str(&format!("%{b:02X}"));
+        }
+        rest = &after[bad.min(after.len())..];
+    }
+    Cow::Owned(out)
+}
+
+/// Reverses [`escape_tag_value`]. A `%` not followed by two hex digits stays as it is.
+pub fn unescape_tag_value(text: &str) -> Cow<'_, [u8]> {
+    if !text.contains('%') {
+        return Cow::Borrowed(text.as_bytes());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +197,23 @@ mod tests {
         assert_eq!(unescape("x\u{F8FE}"), Err(BadEscape(1)));
         assert_eq!(unescape("x\u{F8FE}G1"), Err(BadEscape(1)));
         assert_eq!(unescape("x\u{F8FE}ff"), Err(BadEscape(1)));
+    }
+
+    #[test]
+    fn tag_values_round_trip() {
+        for raw in [
+            &b"/var/log/app.log"[..],
+            b"/logs/a,b.log",
+            b"/logs/100%.log",
+            b"/logs/%2C.log",
+            b"/logs/\xff\xfe-latin1-\xe9.log",
+            b"",
+        ] {
+            let escaped = escape_tag_value(raw);
+            assert!(!escaped.contains(','), "{escaped}");
+            assert_eq!(&*unescape_tag_value(&escaped), raw, "{escaped}");
+        }
+        assert_eq!(escape_tag_value(b"/logs/a,b.log"), "/logs/a%2Cb.log");
+        assert!(matches!(escape_tag_value(b"/plain.log"), Cow::Borrowed(_)));
     }
 }

@@ -144,7 +144,13 @@ fn rotated_while_down_the_rest_is_read_before_the_new_file() {
         std::fs::read(dir.join("data/checkpoints.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["sources"][input.to_string_lossy().as_ref()]["offset"].as_u64())
+            .and_then(|v| {
+                // Checkpoints are keyed by source id; the path is inside.
+                v["sources"].as_object()?.values().find_map(|s| {
+                    (s["path"].as_str()? == input.to_string_lossy())
+                        .then(|| s["offset"].as_u64())?
+                })
+            })
             .unwrap_or(0)
     };
 

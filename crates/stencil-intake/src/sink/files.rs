@@ -70,7 +70,12 @@ impl FilesSink {
     /// Where a log with this `filename:` tag value is written.
     pub fn path_for(&self, filename: Option<&str>) -> PathBuf {
         filename
-            .and_then(|f| safe_relative(Path::new(f)))
+            .and_then(|f| {
+                use std::os::unix::ffi::OsStrExt;
+                // The agent percent-encodes commas and bytes that are not UTF-8 in the tag value.
+                let raw = stencil_codec::escape::unescape_tag_value(f);
+                safe_relative(Path::new(std::ffi::OsStr::from_bytes(&raw)))
+            })
             .filter(|rel| !is_reserved(rel))
             .map_or_else(|| self.root.join(UNFILED), |rel| self.root.join(rel))
     }
@@ -282,6 +287,10 @@ mod tests {
         assert_eq!(
             sink.path_for(Some("/var/log/a.log")),
             dir.join("var/log/a.log")
+        );
+        assert_eq!(
+            sink.path_for(Some("/var/log/a%2Cb.log")),
+            dir.join("var/log/a,b.log")
         );
         for bad in [
             None,

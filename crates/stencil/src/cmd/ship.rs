@@ -98,9 +98,9 @@ pub struct ShipArgs {
     /// Serve Prometheus /metrics and /health (the stream's state) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
-    /// Raw bytes per batch (a batch is sent before going over it).
-    #[arg(long, default_value_t = 5_000_000)]
-    batch_bytes: usize,
+    /// Raw bytes per batch (a batch is sent before going over it). Longer lines are split to fit.
+    #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(256..=1 << 30))]
+    batch_bytes: u64,
     /// Follow mode: send a batch at the latest this many milliseconds after its first line.
     #[arg(long, default_value_t = 5000)]
     batch_wait_ms: u64,
@@ -124,21 +124,19 @@ fn inputs(paths: &[String]) -> Result<Vec<Input>, String> {
     for p in paths {
         if p == "-" {
             out.push(Input::Stdin);
-        } else if p.contains(['*', '?', '[']) {
-            let matches: Vec<PathBuf> = glob::glob(p)
-                .map_err(|e| format!("bad glob {p:?}: {e}"))?
-                .filter_map(Result::ok)
-                .filter(|m| m.is_file())
-                .collect();
+        } else if stencil_agent::glob::is_pattern(p) {
+            let matches = stencil_agent::glob::expand(p)?;
             if matches.is_empty() {
                 return Err(format!("{p:?} matches no file"));
             }
             out.extend(matches.into_iter().map(Input::File));
         } else {
             let path = PathBuf::from(p);
-            if !path.is_file() {
+            if !path.exists() {
                 return Err(format!("{p}: no such file (pass `-` for stdin)"));
             }
+            // An unreadable or odd file is reported and skipped when it is read, with the others
+            // shipped.
             out.push(Input::File(path));
         }
     }
@@ -189,7 +187,7 @@ fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
         String::new()
     };
     eprintln!(
-        "shipped {} lines, {} raw bytes as {} wire bytes on {} (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped",
+        "shipped {} lines, {} raw bytes as {} wire bytes on {} (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped, {} files skipped",
         s.lines,
         s.raw_bytes,
         s.wire_bytes,
@@ -201,6 +199,7 @@ fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
         s.replayed,
         s.split_lines,
         s.dropped,
+        s.skipped_files,
     );
     if let Some(out) = embedded_out {
         eprintln!(
@@ -248,7 +247,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         batch: BatchConfig {
             max_logs: args.batch_lines.max(1),
             max_wait: std::time::Duration::from_millis(args.batch_wait_ms.max(1)),
-            max_raw_bytes: args.batch_bytes.max(1),
+            max_raw_bytes: usize::try_from(args.batch_bytes).unwrap_or(usize::MAX),
             ..BatchConfig::default()
         },
         data_dir: args.data_dir.clone(),
@@ -328,6 +327,14 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         }
         let (channel, key, embedded) = match &args.endpoint {
             Some(url) => {
+                let scheme_ok = ["http://", "https://"]
+                    .iter()
+                    .any(|s| url.starts_with(s) && url.len() > s.len());
+                if !scheme_ok {
+                    return Err(format!(
+                        "--endpoint {url:?}: give the scheme and address, e.g. https://intake.example.com:443 (or http:// on a trusted network)"
+                    ));
+                }
                 let key = args
                     .api_key
                     .clone()
@@ -394,6 +401,12 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         if let Some(path) = &args.summary_json {
             std::fs::write(path, summary.to_json().to_string())
                 .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
+        }
+        if summary.dropped > 0 || summary.skipped_files > 0 {
+            return Err(format!(
+                "not everything was shipped: {} logs dropped, {} files skipped (see the warnings above)",
+                summary.dropped, summary.skipped_files
+            ));
         }
         Ok(())
     })
