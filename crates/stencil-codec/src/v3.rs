@@ -203,7 +203,7 @@ fn encode_columns(values: &[JsonValue], wire: &mut pb::Log) -> Result<(), Encode
         match v {
             JsonValue::Null => {}
             JsonValue::Bool(b) => {
-                if bools % 8 == 0 {
+                if bools.is_multiple_of(8) {
                     wire.json_context_bool_values.push(0);
                 }
                 if *b {

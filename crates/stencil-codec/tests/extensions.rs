@@ -17,7 +17,7 @@ fn log(ts: i64, content: Content, meta: u64) -> Datum {
     Datum::Log(Log {
         timestamp: ts,
         status: Some(Value::Dict(2)),
-        service: (meta % 2 == 0).then_some(Value::Dict(3)),
+        service: meta.is_multiple_of(2).then_some(Value::Dict(3)),
         tags: Some(Value::Dict(meta)),
         content,
         json: None,
