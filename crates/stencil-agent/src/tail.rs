@@ -212,7 +212,7 @@ impl Default for FollowConfig {
         FollowConfig {
             partial_line_timeout: Duration::from_secs(1),
             rotate_wait: Duration::from_secs(30),
-            retry_after: Duration::from_secs(10),
+            retry_after: Duration::from_secs(5),
             max_line: crate::files::MAX_LINE,
         }
     }
