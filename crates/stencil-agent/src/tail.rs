@@ -48,7 +48,13 @@ pub struct Tail {
     max_line: usize,
     /// When the tail last read something (for draining a rotated file).
     last_data: Option<Instant>,
+    /// The file's first bytes (up to [`HEAD`]): if they change while the size does not shrink below
+    /// what was read, the file was truncated and written again between two polls.
+    head: Vec<u8>,
 }
+
+/// Bytes of a file's start compared to detect a copytruncate that the size alone does not show.
+const HEAD: usize = 64;
 
 impl Tail {
     /// Follows `path` (absolute) from `start`, reporting checkpoints under `source`, splitting lines
@@ -64,6 +70,7 @@ impl Tail {
             partial_since: None,
             max_line,
             last_data: None,
+            head: Vec::new(),
         }
     }
 
@@ -116,6 +123,12 @@ impl Tail {
             self.ino = meta.ino();
             self.file = Some(f);
         }
+        // Truncated (and maybe written again) since the last poll: what follows the old position is
+        // not the continuation of what was read.
+        if self.truncated()? {
+            self.emit_partial(each);
+            return Ok((false, Change::Truncated));
+        }
         let any = self.read_more(now, each)?;
         // At end of file: was the path rotated or truncated?
         let change = match std::fs::metadata(&self.path) {
@@ -126,10 +139,7 @@ impl Tail {
             Err(e) => return Err(e),
         };
         match change {
-            Change::Truncated => {
-                self.emit_partial(each);
-                self.file = None;
-            }
+            Change::Truncated => self.emit_partial(each),
             Change::Moved => {}
             Change::None => self.emit_stale_partial(now, idle, each),
         }
@@ -144,9 +154,72 @@ impl Tail {
         idle: Duration,
         each: &mut dyn FnMut(&[u8], Eol, u64),
     ) -> std::io::Result<bool> {
+        if self.truncated()? {
+            // A rotated file cut in place: start over at its beginning.
+            self.emit_partial(each);
+            self.restart(None)?;
+        }
         let any = self.read_more(now, each)?;
         self.emit_stale_partial(now, idle, each);
         Ok(any)
+    }
+
+    /// Starts over at the beginning of the open file (it was truncated), under `source` if given.
+    fn restart(&mut self, source: Option<String>) -> std::io::Result<()> {
+        if let Some(f) = self.file.as_mut() {
+            f.seek(SeekFrom::Start(0))?;
+        }
+        self.read_pos = 0;
+        self.head.clear();
+        self.partial_since = None;
+        self.lines = Splitter::new(0, self.max_line);
+        if let Some(source) = source {
+            self.source = Arc::from(source);
+        }
+        Ok(())
+    }
+
+    /// Whether the open file was cut below what was read, or its first bytes changed.
+    fn truncated(&mut self) -> std::io::Result<bool> {
+        let Some(f) = self.file.as_ref() else {
+            return Ok(false);
+        };
+        Ok(f.metadata()?.len() < self.read_pos || self.head_changed()?)
+    }
+
+    /// The file's first bytes now, at most `want`.
+    fn read_head(&self, want: usize) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let Some(f) = self.file.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut buf = vec![0u8; want];
+        let mut n = 0;
+        while n < want {
+            match f.read_at(&mut buf[n..], n as u64)? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Whether the file's first bytes differ from the ones this tail read.
+    fn head_changed(&self) -> std::io::Result<bool> {
+        if self.head.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.read_head(self.head.len())? != self.head)
+    }
+
+    /// Remembers the file's first bytes, up to [`HEAD`] of what was read (after a read).
+    fn fill_head(&mut self) -> std::io::Result<()> {
+        let want = HEAD.min(usize::try_from(self.read_pos).unwrap_or(HEAD));
+        if self.head.len() < want {
+            self.head = self.read_head(want)?;
+        }
+        Ok(())
     }
 
     /// When the tail last read something (its creation counts).
@@ -172,6 +245,7 @@ impl Tail {
         }
         if any {
             self.partial_since = self.lines.has_partial().then_some(now);
+            self.fill_head()?;
         }
         if any || self.last_data.is_none() {
             self.last_data = Some(now);
@@ -299,7 +373,8 @@ impl Follower {
             k += 1;
         }
         // The file at the path; after a rotation, the new one at once.
-        for _ in 0..2 {
+        // A few steps at most: a truncation, then a rotation, then the new file.
+        for _ in 0..4 {
             if self.active.is_none() {
                 if self.retry_at.is_some_and(|t| now < t) {
                     break;
@@ -331,8 +406,20 @@ impl Follower {
             match change {
                 Change::None => break,
                 Change::Truncated => {
-                    self.active = None;
-                    break;
+                    // The content starts over: a new checkpoint when the file is still at the path
+                    // (read on from 0 through the open descriptor either way, so that what was
+                    // written after the truncation is not lost if the file goes away).
+                    let same_file = std::fs::metadata(&self.path).is_ok_and(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        m.ino() == tail.ino
+                    });
+                    let source = match same_file {
+                        true => open(&self.path).ok().map(|(_, source)| source),
+                        false => None,
+                    };
+                    if let Some(tail) = self.active.as_mut() {
+                        tail.restart(source)?;
+                    }
                 }
                 Change::Moved => {
                     if let Some(tail) = self.active.take() {
