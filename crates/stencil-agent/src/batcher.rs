@@ -118,8 +118,12 @@ impl Batcher {
             // Too large to ever send: keep its defines, drop its log (counted).
             entry.datums.retain(|d| !matches!(d, Datum::Log(_)));
             self.dropped_too_large += 1;
-            metrics::counter!("stencil_agent_logs_dropped_total", "reason" => "too_large")
-                .increment(1);
+            metrics::counter!(crate::metrics::LOGS_DROPPED, "reason" => "too_large").increment(1);
+            tracing::warn!(
+                raw_bytes = entry.raw_len,
+                max = self.config.max_raw_bytes,
+                "dropped a log larger than a whole batch"
+            );
         } else if is_log {
             self.logs += 1;
             self.raw += entry.raw_len;
@@ -179,6 +183,13 @@ impl Batcher {
             if payload.size > self.config.max_batch_bytes {
                 // One entry that cannot fit: keep its defines, drop its log (counted).
                 self.dropped_too_large += 1;
+                metrics::counter!(crate::metrics::LOGS_DROPPED, "reason" => "too_large")
+                    .increment(1);
+                tracing::warn!(
+                    payload_bytes = payload.size,
+                    max = self.config.max_batch_bytes,
+                    "dropped a log whose encoding is larger than a whole batch"
+                );
                 let defines: Vec<Datum> = entries
                     .into_iter()
                     .flat_map(|e| e.datums)

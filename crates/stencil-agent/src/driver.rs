@@ -78,6 +78,11 @@ impl Worker {
         self.stop.cancel();
     }
 
+    /// A token that stops the worker as [`Worker::stop`] does, usable after the worker was moved.
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// The worker's state, as it changes.
     pub fn state(&self) -> watch::Receiver<State> {
         self.state.clone()
@@ -214,8 +219,12 @@ async fn run(
                     checkpoints, logs, ..
                 } => {
                     mailbox.post(&checkpoints);
-                    metrics::counter!("stencil_agent_logs_dropped_total", "reason" => "poison")
+                    metrics::counter!(crate::metrics::LOGS_DROPPED, "reason" => "poison")
                         .increment(logs as u64);
+                    tracing::warn!(
+                        logs,
+                        "dropped logs the intake rejects even alone and as raw text (poison)"
+                    );
                 }
                 Effect::State(s) => {
                     let previous = *state.borrow();

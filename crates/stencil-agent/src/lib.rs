@@ -17,6 +17,7 @@ pub mod core;
 pub mod driver;
 pub mod files;
 pub mod glob;
+pub mod metrics;
 pub mod payload;
 pub mod registry;
 pub mod ship;

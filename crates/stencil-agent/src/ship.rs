@@ -74,6 +74,14 @@ pub struct ShipOptions {
     pub extensions: stencil_codec::Extensions,
     /// Pattern engine settings of every pipeline (budgets bound each engine's memory).
     pub engine: EngineConfig,
+    /// Cancelled to give up: the workers stop at once (a stream that is connected gets the core's grace
+    /// period to have its last acks), the acked checkpoints are persisted, and the summary says how
+    /// many lines were left unacked. Used for `--shutdown-timeout` and `--once` stalls.
+    pub abort: Option<tokio_util::sync::CancellationToken>,
+    /// Give up (as with `abort`) when nothing has been acked for this long while a stream is not
+    /// connected, or at once when the intake refuses the API key: for `--once`, whose errors that do
+    /// not heal (a wrong key, TLS, an intake whose disk is full) must end the run. `None`: never.
+    pub stall_timeout: Option<Duration>,
 }
 
 impl ShipOptions {
@@ -94,14 +102,11 @@ pub fn filename_tag(path: &std::path::Path) -> String {
     )
 }
 
-/// Says, once per file and reason, that a file is skipped for now, and counts it.
+/// Says that a file is skipped for now, and counts it.
 fn warn_skipped(path: &std::path::Path, error: &dyn std::fmt::Display, reason: &'static str) {
-    metrics::counter!(SKIPPED_FILES, "reason" => reason).increment(1);
+    metrics::counter!(crate::metrics::FILES_SKIPPED, "reason" => reason).increment(1);
     tracing::warn!(file = %path.display(), error = %error, "cannot read this file; shipping the others");
 }
-
-/// Counter of files that could not be opened or read, by reason.
-pub const SKIPPED_FILES: &str = "stencil_agent_files_skipped_total";
 
 /// The reason label of an I/O error.
 fn skip_reason(e: &std::io::Error) -> &'static str {
@@ -138,6 +143,10 @@ pub struct Summary {
     pub dropped: u64,
     /// Files that could not be opened or read (each was warned about; the others were shipped).
     pub skipped_files: u64,
+    /// Lines read but never acked, when the run was given up (see [`ShipOptions::abort`]).
+    pub unacked: u64,
+    /// Why the run was given up, if it was.
+    pub gave_up: Option<String>,
 }
 
 impl Summary {
@@ -158,6 +167,8 @@ impl Summary {
             "split_lines": self.split_lines,
             "dropped": self.dropped,
             "skipped_files": self.skipped_files,
+            "unacked": self.unacked,
+            "gave_up": self.gave_up,
         })
     }
 }
@@ -209,10 +220,17 @@ struct LineEncoder {
     max_line: usize,
     compare: bool,
     stats: ReadStats,
+    /// Lines read so far, across pipelines (for the unacked count of a run given up).
+    read_lines: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LineEncoder {
-    fn new(options: &ShipOptions, max_wait: Duration, tx: mpsc::Sender<Payload>) -> Self {
+    fn new(
+        options: &ShipOptions,
+        max_wait: Duration,
+        tx: mpsc::Sender<Payload>,
+        read_lines: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         let encoder = BatchEncoder::new(Generation::V3, options.compression);
         let mut common: Vec<String> = options.tags.clone();
         if let Some(s) = &options.source {
@@ -250,6 +268,7 @@ impl LineEncoder {
             max_line: options.max_line(),
             compare: options.compare,
             stats: ReadStats::default(),
+            read_lines,
         }
     }
 
@@ -325,6 +344,7 @@ impl LineEncoder {
             Eol::None => 0,
         };
         self.stats.lines += 1;
+        self.read_lines.fetch_add(1, Ordering::Relaxed);
         self.stats.raw += (line.len() + terminator) as u64;
         if self.compare {
             self.baseline.extend_from_slice(line);
@@ -377,8 +397,9 @@ fn produce(
     inputs: Vec<Planned>,
     options: ShipOptions,
     tx: mpsc::Sender<Payload>,
+    read_lines: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<ReadStats, String> {
-    let mut enc = LineEncoder::new(&options, Duration::MAX, tx);
+    let mut enc = LineEncoder::new(&options, Duration::MAX, tx, read_lines);
     for Planned {
         input,
         start,
@@ -481,9 +502,16 @@ struct Planned {
     tag_as: Option<PathBuf>,
 }
 
-/// A reading side: fills one pipeline's payload channel (runs on a blocking thread).
-type Producer =
-    Box<dyn FnOnce(ShipOptions, mpsc::Sender<Payload>) -> Result<ReadStats, String> + Send>;
+/// A reading side: fills one pipeline's payload channel (runs on a blocking thread), counting the
+/// lines it reads in the shared counter.
+type Producer = Box<
+    dyn FnOnce(
+            ShipOptions,
+            mpsc::Sender<Payload>,
+            Arc<std::sync::atomic::AtomicU64>,
+        ) -> Result<ReadStats, String>
+        + Send,
+>;
 
 /// Runs one stream worker per producer (all over `channel`) and the registry, and waits for the last ack.
 async fn run_pipeline(
@@ -495,6 +523,7 @@ async fn run_pipeline(
     producers: Vec<Producer>,
 ) -> Result<Summary, String> {
     let started = Instant::now();
+    crate::metrics::describe();
     let stop_registry = tokio_util::sync::CancellationToken::new();
     let registry_task = match &registry {
         Some(reg) => {
@@ -520,6 +549,7 @@ async fn run_pipeline(
     let (_key_tx, key_rx) = watch::channel(api_key);
     let mut workers = Vec::new();
     let mut readers = Vec::new();
+    let read_lines: Arc<std::sync::atomic::AtomicU64> = Arc::default();
     for (i, producer) in producers.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel(4);
         let core = Core::new(
@@ -554,10 +584,35 @@ async fn run_pipeline(
                 }
             });
         }
-        let opts = options.clone();
-        readers.push(tokio::task::spawn_blocking(move || producer(opts, tx)));
+        let (opts, read) = (options.clone(), read_lines.clone());
+        readers.push(tokio::task::spawn_blocking(move || {
+            producer(opts, tx, read)
+        }));
         workers.push(worker);
     }
+    let states: Vec<watch::Receiver<crate::core::State>> =
+        workers.iter().map(|w| w.state()).collect();
+    let give_up = tokio_util::sync::CancellationToken::new();
+    let reason: Arc<Mutex<Option<String>>> = Arc::default();
+    let watchdog = tokio::spawn(watch_for_giving_up(
+        options.abort.clone(),
+        options.stall_timeout,
+        states,
+        mailbox.clone(),
+        give_up.clone(),
+        reason.clone(),
+    ));
+    // Once given up, the workers stop at once (and their inputs close, which ends the readers).
+    let stopper = {
+        let give_up = give_up.clone();
+        let stops: Vec<_> = workers.iter().map(|w| w.stopper()).collect();
+        tokio::spawn(async move {
+            give_up.cancelled().await;
+            for stop in stops {
+                stop.cancel();
+            }
+        })
+    };
     let mut read = ReadStats::default();
     let mut first_error = None;
     for r in readers {
@@ -568,13 +623,32 @@ async fn run_pipeline(
         {
             Ok(s) => read.add(&s),
             Err(e) => {
-                first_error.get_or_insert(e);
+                if !give_up.is_cancelled() {
+                    first_error.get_or_insert(e);
+                }
             }
         }
     }
     let mut summary = Summary::default();
     for w in workers {
-        let report = w.join().await;
+        // A run given up does not wait on a stalled stream: what is unacked stays unacked.
+        let report = if give_up.is_cancelled() {
+            match tokio::time::timeout(Duration::from_secs(5), w.join()).await {
+                Ok(report) => report,
+                Err(_) => continue,
+            }
+        } else {
+            let stop = give_up.clone();
+            let join = w.join();
+            tokio::pin!(join);
+            tokio::select! {
+                report = &mut join => report,
+                _ = stop.cancelled() => match tokio::time::timeout(Duration::from_secs(5), join).await {
+                    Ok(report) => report,
+                    Err(_) => continue,
+                },
+            }
+        };
         if summary.wire.is_empty() {
             summary.wire = report.wire.to_string();
         } else if summary.wire != report.wire {
@@ -583,6 +657,14 @@ async fn run_pipeline(
         summary.wire_bytes += report.stats.bytes_sent;
         summary.replayed += report.stats.replayed;
         summary.dropped += report.stats.dropped_logs;
+    }
+    watchdog.abort();
+    stopper.abort();
+    if give_up.is_cancelled() {
+        summary.gave_up = reason.lock().ok().and_then(|r| r.clone());
+        summary.unacked = read_lines
+            .load(Ordering::Relaxed)
+            .saturating_sub(mailbox.acked());
     }
     stop_registry.cancel();
     if let Some(task) = registry_task {
@@ -601,6 +683,53 @@ async fn run_pipeline(
     summary.dropped += read.dropped;
     summary.skipped_files = read.skipped_files;
     Ok(summary)
+}
+
+/// Cancels `give_up` (with the reason) when `abort` is cancelled, when a stream is refused its API key
+/// and `stall` is set, or when nothing was acked for `stall` while some stream is not connected.
+async fn watch_for_giving_up(
+    abort: Option<tokio_util::sync::CancellationToken>,
+    stall: Option<Duration>,
+    states: Vec<watch::Receiver<crate::core::State>>,
+    mailbox: Mailbox,
+    give_up: tokio_util::sync::CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+) {
+    use crate::core::{Pause, State};
+    let abort = abort.unwrap_or_default();
+    let mut acked = mailbox.acked();
+    let mut progress_at = Instant::now();
+    let why = loop {
+        tokio::select! {
+            _ = abort.cancelled() => break "the shutdown timeout ran out before every line was acked".to_string(),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let Some(stall) = stall else { continue };
+        let now_states: Vec<State> = states.iter().map(|s| *s.borrow()).collect();
+        if now_states.contains(&State::Paused(Pause::Auth)) {
+            break "the intake refused the API key (UNAUTHENTICATED or PERMISSION_DENIED): check --api-key".to_string();
+        }
+        let now_acked = mailbox.acked();
+        let all_connected = now_states.iter().all(|s| {
+            matches!(
+                s,
+                State::Active | State::Draining | State::Stopped | State::Closing
+            )
+        });
+        if now_acked != acked || all_connected {
+            acked = now_acked;
+            progress_at = Instant::now();
+        } else if progress_at.elapsed() >= stall {
+            break format!(
+                "nothing was acked for {} s and the intake is not reachable or keeps refusing batches (see the errors above)",
+                stall.as_secs()
+            );
+        }
+    };
+    if let Ok(mut r) = reason.lock() {
+        *r = Some(why);
+    }
+    give_up.cancel();
 }
 
 /// Ships `inputs` once over `channel` with `api_key` and waits until everything is acked.
@@ -679,9 +808,11 @@ pub async fn ship_once(
     let producers: Vec<Producer> = groups
         .into_iter()
         .map(|group| {
-            Box::new(move |options: ShipOptions, tx: mpsc::Sender<Payload>| {
-                produce(group, options, tx)
-            }) as Producer
+            Box::new(
+                move |options: ShipOptions, tx: mpsc::Sender<Payload>, read| {
+                    produce(group, options, tx, read)
+                },
+            ) as Producer
         })
         .collect();
     let mut summary = run_pipeline(options, channel, api_key, mailbox, registry, producers).await?;
@@ -750,8 +881,8 @@ pub async fn ship_follow(
     for index in 0..n {
         let (reg, patterns, stop) = (registry.clone(), patterns.clone(), stop.clone());
         producers.push(Box::new(
-            move |options: ShipOptions, tx: mpsc::Sender<Payload>| {
-                follow(index, n, &patterns, reg, stop, options, tx)
+            move |options: ShipOptions, tx: mpsc::Sender<Payload>, read| {
+                follow(index, n, &patterns, reg, stop, options, tx, read)
             },
         ));
     }
@@ -785,6 +916,7 @@ fn read_leftover(
 
 /// Pipeline `index` of `n`: follows the matching files whose path hashes to it (and the TCP inputs, for
 /// pipeline 0) until `stop`.
+#[allow(clippy::too_many_arguments)]
 fn follow(
     index: usize,
     n: usize,
@@ -793,6 +925,7 @@ fn follow(
     stop: Arc<AtomicBool>,
     options: ShipOptions,
     tx: mpsc::Sender<Payload>,
+    read_lines: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<ReadStats, String> {
     let mine = |path: &std::path::Path| {
         use std::hash::{Hash, Hasher};
@@ -814,7 +947,7 @@ fn follow(
         max_line: options.max_line(),
         ..FollowConfig::default()
     };
-    let mut enc = LineEncoder::new(&options, options.batch.max_wait, tx);
+    let mut enc = LineEncoder::new(&options, options.batch.max_wait, tx, read_lines);
     let mut followers: BTreeMap<PathBuf, Follower> = BTreeMap::new();
     // Files warned about, so that a file that stays unreadable is reported once, not every retry.
     let mut warned: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();

@@ -136,6 +136,11 @@ fn agent_serves_metrics_and_health() {
         "stencil_agent_batches_sent_total",
         "stencil_agent_inflight_payloads",
         "stencil_agent_stream_state{state=\"active\"} 1",
+        // Exported at 0 from the start, so that an alert on them works before the first incident.
+        "stencil_agent_logs_dropped_total{reason=\"too_large\"} 0",
+        "stencil_agent_logs_dropped_total{reason=\"poison\"} 0",
+        "stencil_agent_files_skipped_total{reason=\"permission_denied\"} 0",
+        "# HELP stencil_agent_logs_dropped_total",
     ] {
         assert!(metrics.contains(series), "missing {series}");
     }

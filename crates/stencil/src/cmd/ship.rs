@@ -111,6 +111,15 @@ pub struct ShipArgs {
     /// for writers that keep writing to it until they reopen their log, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     rotate_wait_secs: u64,
+    /// On SIGTERM or SIGINT, how long to wait for the last acks before giving up (the acked checkpoints
+    /// are saved, the unacked lines are reported and read again next time, and the exit status is 1).
+    /// A second signal exits at once.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    shutdown_timeout_secs: u64,
+    /// With --once: give up when nothing has been acked for this long while the intake is unreachable
+    /// or refusing batches (a refused API key gives up at once), instead of retrying forever.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    stall_timeout_secs: u64,
     /// How often acked checkpoints are written to --data-dir, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     checkpoint_interval_ms: u64,
@@ -269,12 +278,17 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         tcp.push(Arc::new(listener));
     }
     let health = Arc::new(std::sync::Mutex::new(stencil_agent::State::Idle));
+    let abort = tokio_util::sync::CancellationToken::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = ShipOptions {
         health: Some(health.clone()),
         tcp,
         pipelines: args.streams.unwrap_or(cpus.min(4)).max(1),
         compare: args.compare || (args.once && !args.no_compare),
+        abort: Some(abort.clone()),
+        stall_timeout: args
+            .once
+            .then(|| std::time::Duration::from_secs(args.stall_timeout_secs)),
         extensions: match args.wire {
             Wire::Auto => stencil_codec::Extensions::ALL,
             Wire::V3 => stencil_codec::Extensions::default(),
@@ -372,16 +386,38 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         };
         let mailbox = Mailbox::new();
         let progress = progress(&mailbox);
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            // First signal: stop reading, send the rest, and give up after the shutdown timeout (with
+            // --once, give up at once). Second signal: exit now.
+            let (flag, abort) = (stop.clone(), abort.clone());
+            let timeout = std::time::Duration::from_secs(args.shutdown_timeout_secs);
+            let once = args.once;
+            tokio::spawn(async move {
+                super::shutdown_signal().await;
+                flag.store(true, Ordering::SeqCst);
+                if once {
+                    tracing::warn!("shutdown requested: giving up on what is not acked yet");
+                    abort.cancel();
+                } else {
+                    tracing::info!(
+                        timeout_secs = timeout.as_secs(),
+                        "shutdown requested: sending what was read, waiting for acks (a second signal exits at once)"
+                    );
+                    let give_up = abort.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(timeout).await;
+                        give_up.cancel();
+                    });
+                }
+                super::shutdown_signal().await;
+                eprintln!("stencil ship: second signal: exiting now; unacked lines are read again on the next run");
+                std::process::exit(130);
+            });
+        }
         let summary = if args.once {
             stencil_agent::ship::ship_once(inputs, options, channel, key, mailbox.clone()).await?
         } else {
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            tokio::spawn(async move {
-                super::shutdown_signal().await;
-                tracing::info!("shutdown requested: sending what was read, waiting for acks");
-                flag.store(true, Ordering::SeqCst);
-            });
             eprintln!(
                 "stencil ship: following {} (Ctrl-C to stop)",
                 args.paths.join(" ")
@@ -406,6 +442,12 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         if let Some(path) = &args.summary_json {
             std::fs::write(path, summary.to_json().to_string())
                 .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
+        }
+        if let Some(why) = &summary.gave_up {
+            return Err(format!(
+                "gave up: {why}. {} lines were not acked; with --data-dir they are read again on the next run",
+                summary.unacked
+            ));
         }
         // In follow mode a skipped file is retried (and counted each time it is warned about); a pass
         // with --once that skipped one did not ship everything.
