@@ -23,6 +23,7 @@ pub mod registry;
 pub mod ship;
 pub mod snapshot;
 pub mod tail;
+pub mod tcp;
 
 pub use batcher::{BatchConfig, Batcher, Entry, Flush};
 pub use checkpoint::Mailbox;

@@ -63,6 +63,8 @@ pub struct ShipOptions {
     pub rotate_wait: Duration,
     /// Follow mode: newline-delimited TCP listeners (no checkpoints: a network input cannot resume).
     pub tcp: Vec<Arc<std::net::TcpListener>>,
+    /// Most TCP connections open at once over all listeners of a pipeline (0 means 256).
+    pub tcp_max_connections: usize,
     /// Pipelines (engine + batcher + stream each) over the shared channel; each source belongs to
     /// exactly one. 0 means 1.
     pub pipelines: usize,
@@ -820,39 +822,6 @@ pub async fn ship_once(
     Ok(summary)
 }
 
-/// Accepts connections on `listener` until `stop`; each connection's lines go to `lines` with the peer
-/// as their source.
-fn tcp_accept(
-    listener: Arc<std::net::TcpListener>,
-    lines: std::sync::mpsc::SyncSender<(Vec<u8>, Eol, Arc<str>)>,
-    stop: Arc<AtomicBool>,
-) {
-    std::thread::spawn(move || {
-        let _ = listener.set_nonblocking(true);
-        while !stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((conn, peer)) => {
-                    let _ = conn.set_nonblocking(false);
-                    let lines = lines.clone();
-                    let source: Arc<str> = Arc::from(format!("tcp:{peer}"));
-                    std::thread::spawn(move || {
-                        let _ = for_each_line(conn, 0, MAX_LINE, |line, eol, _| {
-                            let _ = lines.send((line.to_vec(), eol, source.clone()));
-                        });
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "TCP accept failed");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        }
-    });
-}
-
 /// The files matching `patterns` now (globs, or paths that exist).
 fn matching(patterns: &[String]) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -951,9 +920,19 @@ fn follow(
     let mut followers: BTreeMap<PathBuf, Follower> = BTreeMap::new();
     // Files warned about, so that a file that stays unreadable is reported once, not every retry.
     let mut warned: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-    let (net_tx, net_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Eol, Arc<str>)>(4096);
+    let (net_tx, mut net_rx) = mpsc::channel::<crate::tcp::NetLine>(4096);
     for listener in options.tcp.iter().filter(|_| index == 0) {
-        tcp_accept(listener.clone(), net_tx.clone(), stop.clone());
+        crate::tcp::spawn(
+            listener,
+            match options.tcp_max_connections {
+                0 => 256,
+                n => n,
+            },
+            options.max_line(),
+            net_tx.clone(),
+            stop.clone(),
+        )
+        .map_err(|e| format!("--tcp: {e}"))?;
     }
     drop(net_tx);
     let mut last_scan: Option<Instant> = None;
@@ -1023,7 +1002,7 @@ fn follow(
         followers.retain(|_, f| !f.is_done());
         while let Ok((line, eol, peer)) = net_rx.try_recv() {
             any = true;
-            enc.line(&line, eol, 0, &peer, None)?;
+            enc.line(&line, eol, 0, &peer, Some(&peer))?;
         }
         enc.tick(Instant::now())?;
         if stopping {

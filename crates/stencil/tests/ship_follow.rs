@@ -163,6 +163,8 @@ fn tcp_lines_are_shipped() {
             "50",
             "--tcp",
             &format!("127.0.0.1:{port}"),
+            "--tcp-max-connections",
+            "2",
             "--out",
         ])
         .arg(&out)
@@ -184,5 +186,30 @@ fn tcp_lines_are_shipped() {
     drop(conn);
     let unfiled = out.join("_unfiled.log");
     common::wait_for(|| std::fs::read(&unfiled).is_ok_and(|b| b == b"over tcp 1\nover tcp 2\r\n"));
+    // Past --tcp-max-connections (2 here), a connection is closed at once; the open ones keep working.
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut over = std::net::TcpStream::connect(("127.0.0.1", port)).expect("tcp connects");
+    over.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 1];
+    let read = std::io::Read::read(&mut over, &mut buf);
+    assert!(
+        matches!(&read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the third connection is closed by the agent, not left open: {read:?}"
+    );
+    for (i, mut conn) in held.into_iter().enumerate() {
+        conn.write_all(format!("held {i}\n").as_bytes())
+            .expect("send");
+    }
+    common::wait_for(|| {
+        std::fs::read_to_string(&unfiled)
+            .is_ok_and(|s| s.contains("held 0\n") && s.contains("held 1\n"))
+    });
     common::sigterm_and_wait(&mut child);
 }

@@ -20,9 +20,13 @@ pub struct ShipArgs {
     /// Files, globs, or `-` for stdin.
     #[arg(required_unless_present = "tcp", value_name = "PATH|GLOB|-")]
     paths: Vec<String>,
-    /// Also accept newline-delimited logs on this TCP address (follow mode; repeatable).
+    /// Also accept newline-delimited logs on this TCP address (follow mode; repeatable). Lines are
+    /// tagged `peer:IP:PORT`.
     #[arg(long, value_name = "ADDR")]
     tcp: Vec<SocketAddr>,
+    /// Most TCP connections open at once; more are closed at once, with a warning.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    tcp_max_connections: u64,
     /// Remote intake, e.g. `https://intake.example.com:443`. Without it, an embedded intake writes the
     /// rebuilt files under --out.
     #[arg(long, value_name = "URL", env = "STENCIL_ENDPOINT")]
@@ -283,6 +287,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
     let options = ShipOptions {
         health: Some(health.clone()),
         tcp,
+        tcp_max_connections: usize::try_from(args.tcp_max_connections).unwrap_or(256),
         pipelines: args.streams.unwrap_or(cpus.min(4)).max(1),
         compare: args.compare || (args.once && !args.no_compare),
         abort: Some(abort.clone()),
