@@ -67,6 +67,9 @@ pub struct CoreConfig {
     pub max_inflight_payloads: usize,
     /// Most encoded bytes in flight.
     pub max_inflight_bytes: usize,
+    /// Most memory held by payloads in flight ([`Payload::memory`]): new templates make payloads hold
+    /// several times their wire size.
+    pub max_inflight_memory: usize,
     /// Rejections of the same payload per poison-ladder step.
     pub poison_threshold: u32,
     /// Largest encoded batch 0; past it, batch 0 carries the longest ordered prefix that fits and the
@@ -79,6 +82,12 @@ pub struct CoreConfig {
     /// answer (batch 0 never waits). Response headers come at the latest with the first ack, so this
     /// bounds the wait only for an intake that neither sends headers early nor acks batch 0.
     pub echo_wait: Duration,
+    /// v3 keeps deletes off the wire, so an intake's state for a stream grows until the stream ends.
+    /// Past this many defines sent on one stream, it is rotated (like a lifetime rotation) so that the
+    /// intake never reaches its own limits (100,000 patterns per stream by default).
+    pub max_stream_entries: usize,
+    /// The same, in define bytes (the intake's default limit is 64 MiB per stream).
+    pub max_stream_state_bytes: usize,
 }
 
 impl Default for CoreConfig {
@@ -96,10 +105,13 @@ impl Default for CoreConfig {
             grace_period: Duration::from_secs(30),
             max_inflight_payloads: 50,
             max_inflight_bytes: 32 << 20,
+            max_inflight_memory: 16 << 20,
             poison_threshold: 3,
             max_batch_bytes: 4 << 20,
             extensions: Extensions::default(),
             echo_wait: Duration::from_secs(1),
+            max_stream_entries: 50_000,
+            max_stream_state_bytes: 24 << 20,
         }
     }
 }
@@ -304,8 +316,11 @@ pub struct CoreStats {
     pub dangling: u64,
     /// Stream failures.
     pub failures: u64,
-    /// Soft rotations (lifetime, drained, server end).
+    /// Soft rotations (lifetime, drained, server end, state size).
     pub rotations: u64,
+    /// Rotations because the stream's intake-side state reached `max_stream_entries` or
+    /// `max_stream_state_bytes`.
+    pub state_rotations: u64,
     /// Logs dropped by the poison ladder.
     pub dropped_logs: u64,
     /// Batches sent with the negotiated extensions.
@@ -328,9 +343,15 @@ pub struct Core {
     tracked: VecDeque<Tracked>,
     sent_count: usize,
     bytes: usize,
+    /// Memory held by the tracked payloads.
+    memory: usize,
     next_id: u32,
     expected: VecDeque<u32>,
     known: BTreeSet<Ref>,
+    /// Bytes of the defines the current stream has carried (what the intake holds for it).
+    known_bytes: usize,
+    /// Data payloads sent on the current stream.
+    sent_on_stream: u64,
     snapshot: Snapshot,
     timers: [Option<Instant>; 9],
     error_count: u32,
@@ -360,9 +381,12 @@ impl Core {
             tracked: VecDeque::new(),
             sent_count: 0,
             bytes: 0,
+            memory: 0,
             next_id: 1,
             expected: VecDeque::new(),
             known: BTreeSet::new(),
+            known_bytes: 0,
+            sent_on_stream: 0,
             snapshot: Snapshot::default(),
             timers: [None; 9],
             error_count: 0,
@@ -408,7 +432,8 @@ impl Core {
             && !matches!(self.state, State::Closing | State::Stopped)
             && (self.tracked.is_empty()
                 || (self.tracked.len() < self.config.max_inflight_payloads
-                    && self.bytes < self.config.max_inflight_bytes))
+                    && self.bytes < self.config.max_inflight_bytes
+                    && self.memory < self.config.max_inflight_memory))
     }
 
     /// The earliest armed timer.
@@ -562,6 +587,8 @@ impl Core {
             data = self.encode(&datums);
         }
         self.known = datums.iter().filter_map(crate::snapshot::target).collect();
+        self.known_bytes = datums.iter().map(define_bytes).sum();
+        self.sent_on_stream = 0;
         if let Some(record) = self.before_echo.as_mut() {
             record.extend(datums.iter().filter(|d| d.is_state_change()).cloned());
         }
@@ -639,6 +666,16 @@ impl Core {
             return;
         }
         while self.sent_count < self.tracked.len() {
+            // The intake holds every define this stream carried: rotate before it reaches its limits
+            // (after at least one payload, so that a new stream always makes progress).
+            if self.state == State::Active
+                && self.sent_on_stream > 0
+                && (self.known.len() >= self.config.max_stream_entries
+                    || self.known_bytes >= self.config.max_stream_state_bytes)
+            {
+                self.stats.state_rotations += 1;
+                return self.timer(Timer::Lifetime, now, out);
+            }
             let i = self.sent_count;
             let (mut prefix, dangling) = self.snapshot.plan(&self.known, &self.tracked[i].payload);
             if dangling > 0 {
@@ -697,9 +734,12 @@ impl Core {
             };
             for d in prefix.iter().chain(payload.wire.iter()) {
                 if let Some(r) = crate::snapshot::target(d) {
-                    self.known.insert(r);
+                    if self.known.insert(r) {
+                        self.known_bytes += define_bytes(d);
+                    }
                 }
             }
+            self.sent_on_stream += 1;
             if let (Some(record), None) = (self.before_echo.as_mut(), self.ext.as_ref()) {
                 record.extend(
                     prefix
@@ -723,6 +763,7 @@ impl Core {
         self.snapshot.protect(&refs);
         let size = p.size;
         self.bytes += size;
+        self.memory += p.memory;
         self.tracked.push_back(Tracked {
             payload: p,
             refs,
@@ -784,6 +825,7 @@ impl Core {
         };
         self.sent_count -= 1;
         self.bytes -= t.size;
+        self.memory -= t.payload.memory;
         self.snapshot.ack(&t.refs, &t.payload.changes);
         self.stats.released += 1;
         self.data_acks += 1;
@@ -995,6 +1037,7 @@ impl Core {
             self.sent_count -= 1;
         }
         self.bytes -= t.size;
+        self.memory -= t.payload.memory;
         Some(t)
     }
 
@@ -1003,6 +1046,7 @@ impl Core {
         self.snapshot.protect(&refs);
         let size = payload.size;
         self.bytes += size;
+        self.memory += payload.memory;
         self.tracked.push_front(Tracked {
             payload,
             refs,
@@ -1132,6 +1176,7 @@ impl Core {
             self.snapshot.release(&old);
             let size = payload.size;
             self.bytes = self.bytes - self.tracked[i].size + size;
+            self.memory = self.memory - self.tracked[i].payload.memory + payload.memory;
             self.tracked[i].size = size;
             self.tracked[i].payload = payload;
         }
@@ -1197,5 +1242,15 @@ impl Core {
             logs: t.payload.logs,
             reason: message.to_owned(),
         });
+    }
+}
+
+/// About what a define costs the intake to hold (its payload; 0 for anything else).
+fn define_bytes(d: &Datum) -> usize {
+    match d {
+        Datum::PatternDefine(p) => p.template.len() + 4 * p.pos_list.len() + 16,
+        Datum::DictDefine(e) => e.value.len() + 16,
+        Datum::SchemaDefine(s) => 9 * s.keys.len() + 24,
+        _ => 0,
     }
 }

@@ -290,6 +290,7 @@ fn publish(core: &Core) {
     metrics::counter!("stencil_agent_dangling_references_total").absolute(s.dangling);
     metrics::counter!("stencil_agent_stream_failures_total").absolute(s.failures);
     metrics::counter!("stencil_agent_stream_rotations_total").absolute(s.rotations);
+    metrics::counter!("stencil_agent_state_rotations_total").absolute(s.state_rotations);
     metrics::counter!("stencil_agent_extension_batches_total").absolute(s.ext_batches);
     metrics::counter!("stencil_agent_extension_wire_bytes_total").absolute(s.ext_bytes);
     metrics::counter!("stencil_agent_extension_streams_total").absolute(s.ext_streams);

@@ -66,6 +66,9 @@ pub struct Payload {
     pub encoded: Option<Arc<EncodedBatch>>,
     /// Bytes counted against the in-flight limit: the encoding's length, or an estimate.
     pub size: usize,
+    /// About how much memory the payload holds (its datums, and its encoding when it has one): what
+    /// the in-flight memory limit counts. A batch of new templates holds several times its wire size.
+    pub memory: usize,
 }
 
 impl Payload {
@@ -80,6 +83,7 @@ impl Payload {
         let mut payload = Payload::build_lazy(seq, datums, checkpoints, raw_bytes);
         let encoded = encoder.encode(&payload.wire)?;
         payload.size = encoded.data.len();
+        payload.memory += encoded.data.len();
         payload.encoded = Some(Arc::new(encoded));
         Ok(payload)
     }
@@ -97,7 +101,14 @@ impl Payload {
         let mut changes = Vec::new();
         let mut refs = BTreeSet::new();
         let mut logs = 0;
+        let mut memory = 2 * raw_bytes + datums.len() * (std::mem::size_of::<Datum>() + 32) + 256;
         for d in datums {
+            memory += match &d {
+                Datum::PatternDefine(p) => 2 * p.template.len() + 4 * p.pos_list.len(),
+                Datum::DictDefine(e) => 2 * e.value.len(),
+                Datum::SchemaDefine(s) => 9 * s.keys.len(),
+                _ => 0,
+            };
             match &d {
                 Datum::Log(_) => {
                     logs += 1;
@@ -136,6 +147,7 @@ impl Payload {
             logs,
             raw_bytes,
             encoded: None,
+            memory,
         }
     }
 }

@@ -634,3 +634,46 @@ proptest! {
         prop_assert_eq!(released.len() + tracked, (next_seq - 1) as usize, "nothing lost");
     }
 }
+
+/// v3 keeps deletes off the wire, so the intake holds every define a stream carried until it ends: a
+/// stream that has carried `max_stream_entries` defines is rotated (after its acks), and the next one
+/// starts with only what the unacked payloads need. (Unique templates used to fill the intake's
+/// 100,000-pattern limit in seconds, and each rejection replayed a batch.)
+#[test]
+fn a_stream_whose_intake_state_is_full_is_rotated() {
+    let mut h = Harness {
+        core: Core::new(
+            CoreConfig {
+                max_stream_entries: 3,
+                ..CoreConfig::default()
+            },
+            encoder(),
+            7,
+        ),
+        now: Instant::now(),
+    };
+    h.active();
+    // Each payload defines one dictionary entry: three fit on the stream.
+    for seq in 1..=3 {
+        assert_eq!(
+            sends(&h.ev(Event::Payload(payload(seq)))),
+            vec![(1, seq as u32)]
+        );
+    }
+    // The fourth waits: the stream drains its acks and is replaced.
+    let fx = h.ev(Event::Payload(payload(4)));
+    assert!(sends(&fx).is_empty(), "{fx:?}");
+    assert_eq!(h.core.state(), State::Draining);
+    h.ev(Event::Ack(1, 1, 1));
+    h.ev(Event::Ack(1, 2, 1));
+    let fx = h.ev(Event::Ack(1, 3, 1));
+    assert!(
+        fx.contains(&Effect::HalfClose(1)) && fx.contains(&Effect::Open(2)),
+        "{fx:?}"
+    );
+    let fx = h.ev(Event::Opened(2));
+    // Batch 0 of the new stream, then the waiting payload.
+    assert_eq!(sends(&fx), vec![(2, 0), (2, 1)], "{fx:?}");
+    assert_eq!(h.core.stats().state_rotations, 1);
+    assert_eq!(h.core.error_count(), 0, "a rotation, not an error");
+}

@@ -70,6 +70,11 @@ const MAX_EXACT: usize = 32;
 const MAX_TABLED: usize = 128;
 /// Most holes a pattern may have in this layout (the decoder refuses more before allocating).
 const MAX_HOLES: usize = 4096;
+/// Most (pattern, hole) columns a stream remembers. v3 keeps pattern deletes off the wire, so without a
+/// bound, a stream of ever-new templates would grow both ends' column tables without end. At the end
+/// of a batch after which more columns exist, both ends forget them all (the same batch, so the same
+/// moment); the next values are sent as if the stream were new.
+pub const MAX_COLUMNS: usize = 8192;
 
 fn refuse(what: &'static str) -> EncodeError {
     EncodeError::NotRepresentable {
@@ -181,13 +186,20 @@ struct Shared {
 }
 
 impl Shared {
-    /// Drops the columns of patterns deleted in the batch and not defined again (run at the batch's end).
-    fn forget(&mut self, deleted: &[u64], defined: impl Fn(u64) -> bool) {
-        for id in deleted {
-            if !defined(*id) {
-                self.columns.retain(|(pid, _), _| pid != id);
-            }
+    /// Drops the columns of patterns deleted in the batch and not defined again, and every column when
+    /// there are more than [`MAX_COLUMNS`] (run at the batch's end, on both ends). Returns whether all
+    /// were dropped.
+    fn forget(&mut self, deleted: &[u64], defined: impl Fn(u64) -> bool) -> bool {
+        let gone: std::collections::HashSet<u64> =
+            deleted.iter().copied().filter(|id| !defined(*id)).collect();
+        if !gone.is_empty() {
+            self.columns.retain(|(pid, _), _| !gone.contains(pid));
         }
+        if self.columns.len() > MAX_COLUMNS {
+            self.columns.clear();
+            return true;
+        }
+        false
     }
 }
 
@@ -365,10 +377,16 @@ impl NativeEncoder {
             }
         }
         let holes = &self.holes;
-        self.shared.forget(&deleted, |id| holes.contains_key(&id));
-        for id in &deleted {
-            if !self.holes.contains_key(id) {
-                self.exact.retain(|(pid, _), _| pid != id);
+        if self.shared.forget(&deleted, |id| holes.contains_key(&id)) {
+            self.exact.clear();
+        } else {
+            let gone: std::collections::HashSet<u64> = deleted
+                .iter()
+                .copied()
+                .filter(|id| !self.holes.contains_key(id))
+                .collect();
+            if !gone.is_empty() {
+                self.exact.retain(|(pid, _), _| !gone.contains(pid));
             }
         }
         put_varint(out, datums.len() as u64);

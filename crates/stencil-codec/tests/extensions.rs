@@ -551,3 +551,61 @@ fn mutated_extension_streams_are_refused_cleanly() {
         }
     }
 }
+
+/// native/1 remembers at most `MAX_COLUMNS` (pattern, hole) columns: both ends forget them all at the
+/// end of the batch that passes the bound, and the stream goes on exactly. (Without the bound, a stream
+/// of ever-new templates grew both ends' tables without end: 270 MiB in `bench cardinality`.)
+#[test]
+fn the_column_table_is_bounded_and_both_ends_forget_together() {
+    use stencil_codec::native::{NativeDecoder, NativeEncoder, MAX_COLUMNS};
+    use stencil_codec::StreamState;
+    let patterns = MAX_COLUMNS / 2 + 100;
+    let mut enc = NativeEncoder::new();
+    let mut dec = NativeDecoder::new();
+    let mut state = StreamState::new(Generation::V3, Limits::default());
+    for b in 0..4u64 {
+        let mut batch = Vec::new();
+        for p in 0..patterns as u64 {
+            let id = 100 + p;
+            if b == 0 {
+                batch.push(Datum::PatternDefine(PatternDefine {
+                    id,
+                    template: format!("job {p} took  ms, queue "),
+                    pos_list: vec![
+                        format!("job {p} took ").len() as u32,
+                        format!("job {p} took  ms, queue ").len() as u32,
+                    ],
+                }));
+            }
+            batch.push(Datum::Log(stencil_codec::datum::Log {
+                timestamp: (b * 100_000 + p) as i64,
+                status: None,
+                service: None,
+                tags: None,
+                content: Content::Pattern {
+                    id,
+                    values: vec![
+                        // Counters that grow per batch (delta-coded against the column) and strings
+                        // whose shape repeats.
+                        DynValue::new(Value::Int((b * 1_000 + p) as i64)),
+                        s(&format!("q-{:04}", (p * 7 + b) % 10_000)),
+                    ],
+                },
+                json: None,
+                uuid: None,
+            }));
+        }
+        let mut data = Vec::new();
+        enc.encode(&batch, &mut data).expect("encodes");
+        let mut got = Vec::new();
+        dec.decode(&data, &mut state, &mut |st, d| {
+            if let Datum::PatternDefine(p) = &d {
+                st.define_pattern(p)?;
+            }
+            got.push(d);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("batch {b}: {e}"));
+        assert!(got == batch, "batch {b} decodes to what was encoded");
+    }
+}

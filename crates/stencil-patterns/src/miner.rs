@@ -22,7 +22,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use stencil_codec::datum::Datum;
 
 use crate::budget::{Budget, Store};
@@ -107,6 +107,10 @@ pub struct Cluster {
     /// Hash of the first two symbols ([`Miner::key`]), whatever the bucket: where variable-length lines
     /// look for it.
     prefix: u64,
+    /// The skeleton and the prefix its bucket key was made of (`WILDCARD` when the skeleton had too
+    /// many prefixes already): the prefix index entry this cluster holds.
+    skeleton: u64,
+    key_prefix: u64,
     /// Static words ([`Cluster::static_words`]) and their signature ([`signature_bit`]), for a quick
     /// bound before aligning.
     words: u32,
@@ -284,7 +288,10 @@ pub struct Miner {
     config: MinerConfig,
     store: Store<Cluster>,
     buckets: FxHashMap<u64, Vec<usize>>,
-    prefixes: FxHashSet<(u64, u64)>,
+    /// Live clusters per (skeleton, first-symbols prefix) that has a bucket of its own; an entry goes
+    /// when its last cluster does, so the index is bounded by the clusters the budget allows.
+    prefixes: FxHashMap<(u64, u64), u32>,
+    /// Prefixes with a bucket of their own, per skeleton.
     prefix_counts: FxHashMap<u64, u32>,
     /// Every cluster by its first two symbols, oldest first: the candidates of variable-length merges.
     by_prefix: FxHashMap<u64, Vec<Recent>>,
@@ -309,7 +316,7 @@ impl Miner {
             config,
             store: Store::new(config.budget),
             buckets: FxHashMap::default(),
-            prefixes: FxHashSet::default(),
+            prefixes: FxHashMap::default(),
             prefix_counts: FxHashMap::default(),
             by_prefix: FxHashMap::default(),
             spans_by_prefix: FxHashMap::default(),
@@ -348,8 +355,9 @@ impl Miner {
         self.align = align;
     }
 
-    /// The bucket key of a line, and the hash of its first two symbols.
-    fn key(&mut self, line: &str, tokens: &[Token]) -> (u64, u64) {
+    /// The bucket key of a line, the hash of its first two symbols, and what the key was made of
+    /// (skeleton, prefix).
+    fn key(&self, line: &str, tokens: &[Token]) -> (u64, u64, (u64, u64)) {
         let mut skeleton = FxBuildHasher.build_hasher();
         skeleton.write_usize(tokens.len());
         let mut prefix = FxBuildHasher.build_hasher();
@@ -379,16 +387,52 @@ impl Miner {
         let skeleton = skeleton.finish();
         let mut prefix = prefix.finish();
         let first_symbols = prefix;
-        if !self.prefixes.contains(&(skeleton, prefix)) {
-            let count = self.prefix_counts.entry(skeleton).or_insert(0);
-            if *count >= self.config.max_children {
-                prefix = WILDCARD;
-            } else {
-                *count += 1;
-                self.prefixes.insert((skeleton, prefix));
+        // A prefix gets a bucket of its own (registered when a cluster is created in it) while the
+        // skeleton has fewer than `max_children`; past that, new prefixes share the wildcard bucket.
+        if !self.prefixes.contains_key(&(skeleton, prefix))
+            && self.prefix_counts.get(&skeleton).copied().unwrap_or(0) >= self.config.max_children
+        {
+            prefix = WILDCARD;
+        }
+        (
+            skeleton ^ prefix.rotate_left(17),
+            first_symbols,
+            (skeleton, prefix),
+        )
+    }
+
+    /// Counts a new cluster in its (skeleton, prefix) index entry.
+    fn hold_prefix(&mut self, made_of: (u64, u64)) {
+        if made_of.1 == WILDCARD {
+            return;
+        }
+        let held = self.prefixes.entry(made_of).or_insert(0);
+        if *held == 0 {
+            *self.prefix_counts.entry(made_of.0).or_insert(0) += 1;
+        }
+        *held += 1;
+    }
+
+    /// Releases an evicted cluster's (skeleton, prefix) entry; the last one removes it.
+    fn release_prefix(&mut self, made_of: (u64, u64)) {
+        let Some(held) = self.prefixes.get_mut(&made_of) else {
+            return;
+        };
+        *held -= 1;
+        if *held == 0 {
+            self.prefixes.remove(&made_of);
+            if let Some(count) = self.prefix_counts.get_mut(&made_of.0) {
+                *count -= 1;
+                if *count == 0 {
+                    self.prefix_counts.remove(&made_of.0);
+                }
             }
         }
-        (skeleton ^ prefix.rotate_left(17), first_symbols)
+    }
+
+    /// Entries of the prefix index (for memory accounting and tests).
+    pub fn prefix_entries(&self) -> usize {
+        self.prefixes.len() + self.prefix_counts.len()
     }
 
     /// Similarity of `line` to `c`: `None` if incompatible, else (similarity, static positions).
@@ -470,7 +514,7 @@ impl Miner {
         deletes: &mut Vec<Datum>,
     ) -> Option<Mined> {
         self.align.clear();
-        let (key, prefix) = self.key(line, tokens);
+        let (key, prefix, made_of) = self.key(line, tokens);
         let mut best: Option<Candidate> = None;
         if let Some(bucket) = self.buckets.get(&key) {
             for &slot in bucket.iter().rev().take(self.config.max_candidates) {
@@ -513,7 +557,7 @@ impl Miner {
             }
             self.align.clear();
         }
-        self.create(key, prefix, line, tokens, epoch, deletes)
+        self.create(key, prefix, made_of, line, tokens, epoch, deletes)
     }
 
     fn matched(&mut self, slot: usize, epoch: u64) -> Option<Mined> {
@@ -944,10 +988,12 @@ impl Miner {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create(
         &mut self,
         key: u64,
         prefix: u64,
+        made_of: (u64, u64),
         line: &str,
         tokens: &[Token],
         epoch: u64,
@@ -983,6 +1029,8 @@ impl Miner {
             id,
             key,
             prefix,
+            skeleton: made_of.0,
+            key_prefix: made_of.1,
             text,
             toks,
             defined: false,
@@ -1006,13 +1054,22 @@ impl Miner {
                 if gone.defined {
                     deletes.push(Datum::PatternDelete { id: gone.id });
                 }
-                evicted.push((gone.key, gone.prefix, gone.id));
+                evicted.push((
+                    gone.key,
+                    gone.prefix,
+                    gone.id,
+                    (gone.skeleton, gone.key_prefix),
+                ));
             })
             .ok()?;
         self.next_id += 1;
+        self.hold_prefix(made_of);
+        for &(_, _, _, gone_made_of) in &evicted {
+            self.release_prefix(gone_made_of);
+        }
         // Drop index entries of evicted clusters: their slots are free or now hold another cluster.
         let store = &self.store;
-        for (k, p, gone) in evicted {
+        for (k, p, gone, _) in evicted {
             if let Some(b) = self.buckets.get_mut(&k) {
                 b.retain(|&s| {
                     s != slot && store.get(s).is_some_and(|c| c.key == k && c.spans == 0)
@@ -1082,4 +1139,51 @@ fn push_recent(list: &mut Vec<Recent>, entry: Recent) {
         list.drain(..PREFIX_LIST_MAX / 2);
     }
     list.push(entry);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::tokenize;
+
+    /// #16: the prefix index used to keep an entry for every (skeleton, prefix) ever seen, so lines
+    /// whose structures all differ grew it without bound (100+ MiB at a 1 MiB state budget). Entries now
+    /// live as long as a cluster holds them.
+    #[test]
+    fn the_prefix_index_is_bounded_by_the_live_clusters() {
+        let mut miner = Miner::new(MinerConfig {
+            similarity: 0.5,
+            max_candidates: 8,
+            max_children: 8,
+            max_slots: 64,
+            budget: Budget {
+                count: 100,
+                bytes: 1 << 20,
+            },
+            variable_length: true,
+        });
+        let glue = [",", ";", ":", "|", "=", "(", ")", "[", "]", "/", "->", "#"];
+        let mut tokens = Vec::new();
+        let mut deletes = Vec::new();
+        for i in 0..20_000u64 {
+            // A structure of its own: the punctuation between words follows the digits of `i`.
+            let mut line = String::from("event");
+            let mut n = i;
+            for w in 0..6 {
+                line.push_str(glue[(n % 12) as usize]);
+                n /= 12;
+                line.push_str(&format!("word{w}"));
+            }
+            tokens.clear();
+            tokenize(&line, &mut tokens);
+            miner.mine(&line, &tokens, i, &mut deletes);
+        }
+        let (clusters, _) = miner.size();
+        assert!(clusters <= 100, "{clusters}");
+        assert!(
+            miner.prefix_entries() <= 2 * clusters,
+            "{} index entries for {clusters} clusters",
+            miner.prefix_entries()
+        );
+    }
 }

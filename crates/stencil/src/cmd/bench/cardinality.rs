@@ -21,8 +21,8 @@ pub struct CardinalityArgs {
     /// State budgets to run the agent with, in MiB (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [2usize, 8, 32])]
     budgets_mib: Vec<usize>,
-    /// Cardinality levels (comma-separated): low, high, extreme.
-    #[arg(long, value_delimiter = ',', default_values_t = [Level::Low, Level::High, Level::Extreme])]
+    /// Cardinality levels (comma-separated): low, high, extreme, structure.
+    #[arg(long, value_delimiter = ',', default_values_t = [Level::Low, Level::High, Level::Extreme, Level::Structure])]
     levels: Vec<Level>,
     /// Seed of the generator (same seed, same files).
     #[arg(long, default_value_t = 42)]
@@ -47,6 +47,9 @@ pub enum Level {
     High,
     /// Every line is a new template full of unique ids.
     Extreme,
+    /// Every line also has a structure never seen before: its punctuation differs, so no two lines
+    /// share a skeleton (what grows the pattern engine's indexes, not only its patterns).
+    Structure,
 }
 
 impl std::fmt::Display for Level {
@@ -55,6 +58,7 @@ impl std::fmt::Display for Level {
             Level::Low => "low",
             Level::High => "high",
             Level::Extreme => "extreme",
+            Level::Structure => "structure",
         })
     }
 }
@@ -211,7 +215,7 @@ impl Generator {
         let rate = match self.level {
             Level::Low => 2000,
             Level::High => 20,
-            Level::Extreme => 1,
+            Level::Extreme | Level::Structure => 1,
         };
         let template = if self.rng.below(rate) == 0 {
             let t = self.template();
@@ -229,8 +233,15 @@ impl Generator {
             let b = self.rng.below(n);
             self.templates[a.min(b) as usize].clone()
         };
+        const GLUE: [&str; 12] = [
+            " ", ", ", "; ", ": ", " | ", " = ", " (", ") ", " [", "] ", " / ", " -> ",
+        ];
         for part in template {
-            out.push(' ');
+            if self.level == Level::Structure {
+                out.push_str(GLUE[self.rng.below(GLUE.len() as u64) as usize]);
+            } else {
+                out.push(' ');
+            }
             match part {
                 Part::Word(w) => out.push_str(&w),
                 Part::Slot(slot) => self.value(slot, out),
@@ -383,5 +394,18 @@ mod tests {
                 .len()
         };
         assert!(words(&lines(Level::Low, 1)) * 5 < words(&lines(Level::Extreme, 1)));
+        // The structure level's punctuation makes nearly every line's skeleton new.
+        let skeletons = |v: &[String]| {
+            v.iter()
+                .map(|l| {
+                    l.chars()
+                        .filter(|c| c.is_ascii_punctuation())
+                        .collect::<String>()
+                })
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        assert!(skeletons(&lines(Level::Structure, 1)) > 1900);
+        assert!(skeletons(&lines(Level::Extreme, 1)) < 1000);
     }
 }
