@@ -207,7 +207,7 @@ fn nothing_is_lost_under_resets_stalls_cuts_and_kills_of_both_sides() {
     };
 
     let (mut agent_kills, mut intake_kills, mut proxy_faults) = (0u32, 0u32, 0u32);
-    let mut rng = 0x5eed_c4a0_5u64;
+    let mut rng = 0x0005_eedc_4a05_u64;
     let chaos_for = Duration::from_secs(30);
     let started = Instant::now();
     while started.elapsed() < chaos_for {
