@@ -7,7 +7,11 @@ use stencil_codec::{Compression, ErrorKind, Generation, GrpcCode, Limits, Stream
 
 /// Generation (bit 0), codec ((byte >> 1) % 3), and small limits so that limit paths are reached.
 pub fn stream_setup(head: u8) -> (Generation, Compression, Limits) {
-    let generation = if head & 1 == 0 { Generation::V3 } else { Generation::V2 };
+    let generation = if head & 1 == 0 {
+        Generation::V3
+    } else {
+        Generation::V2
+    };
     let compression = match (head >> 1) % 3 {
         0 => Compression::Identity,
         1 => Compression::ZSTD,
@@ -26,7 +30,11 @@ pub fn stream_setup(head: u8) -> (Generation, Compression, Limits) {
 pub fn split_batches(mut rest: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     while let Some((&len, tail)) = rest.split_first() {
-        let take = if len == 255 { tail.len() } else { (len as usize).min(tail.len()) };
+        let take = if len == 255 {
+            tail.len()
+        } else {
+            (len as usize).min(tail.len())
+        };
         let (batch, tail) = tail.split_at(take);
         out.push(batch);
         rest = tail;
@@ -58,7 +66,10 @@ pub fn drive<'a>(
                     assert_eq!(e.kind, ErrorKind::StreamFailed);
                 } else if strict_codes {
                     assert!(
-                        matches!(e.grpc_code(), GrpcCode::InvalidArgument | GrpcCode::ResourceExhausted),
+                        matches!(
+                            e.grpc_code(),
+                            GrpcCode::InvalidArgument | GrpcCode::ResourceExhausted
+                        ),
                         "{e}"
                     );
                 }

@@ -25,7 +25,11 @@ fn seed_batches(agreed: Extensions) -> Vec<Vec<u8>> {
         .filter_map(|b| {
             let mut datums = Vec::new();
             if b == 0 {
-                datums.push(Datum::PatternDefine(PatternDefine { id: 7, template: "x  y".into(), pos_list: vec![2, 4] }));
+                datums.push(Datum::PatternDefine(PatternDefine {
+                    id: 7,
+                    template: "x  y".into(),
+                    pos_list: vec![2, 4],
+                }));
             }
             for i in 0..5 {
                 datums.push(Datum::Log(Log {
@@ -35,7 +39,10 @@ fn seed_batches(agreed: Extensions) -> Vec<Vec<u8>> {
                     tags: None,
                     content: Content::Pattern {
                         id: 7,
-                        values: vec![DynValue::new(Value::Str(format!("id-{i:04}"))), DynValue::new(Value::Int(i * 3))],
+                        values: vec![
+                            DynValue::new(Value::Str(format!("id-{i:04}"))),
+                            DynValue::new(Value::Int(i * 3)),
+                        ],
                     },
                     json: None,
                     uuid: None,
@@ -54,8 +61,14 @@ fuzz_target!(|data: &[u8]| {
         stream_zstd: (head & 1 != 0).then_some(10 + u32::from(head >> 4 & 7)),
         native: head & 2 != 0,
     };
-    let limits = Limits { max_decompressed_bytes: 1 << 20, max_output_bytes: 1 << 20, max_state_bytes: 1 << 22, ..Limits::default() };
-    let mut decoder = StreamDecoder::new(Generation::V3, Compression::ZSTD, limits).with_extensions(echoed, 20);
+    let limits = Limits {
+        max_decompressed_bytes: 1 << 20,
+        max_output_bytes: 1 << 20,
+        max_state_bytes: 1 << 22,
+        ..Limits::default()
+    };
+    let mut decoder =
+        StreamDecoder::new(Generation::V3, Compression::ZSTD, limits).with_extensions(echoed, 20);
     let mut batches: Vec<Vec<u8>> = Vec::new();
     if head & 4 != 0 && !echoed.is_empty() {
         batches.push(Vec::new()); // batch 0

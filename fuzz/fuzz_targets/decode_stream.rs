@@ -19,5 +19,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let (generation, compression, limits) = common::stream_setup(head);
     let mut decoder = StreamDecoder::new(generation, compression, limits);
-    common::drive(&mut decoder, u32::from(head >> 7), common::split_batches(rest), false);
+    common::drive(
+        &mut decoder,
+        u32::from(head >> 7),
+        common::split_batches(rest),
+        false,
+    );
 });

@@ -18,7 +18,11 @@ use stencil_proto::stateful::StatefulBatch;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().build().expect("runtime"))
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -26,18 +30,32 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (generation, compression, limits) = common::stream_setup(head);
-    let info = StreamInfo { id: 1, generation, peer: None };
+    let info = StreamInfo {
+        id: 1,
+        generation,
+        peer: None,
+    };
     let sink = MemorySink::new();
     let mut handler = StreamHandler::new(info, compression, limits, Arc::new(sink.clone()));
     runtime().block_on(async {
         let mut id = 0u32;
         let mut failed = false;
         while let [skip, len, tail @ ..] = rest {
-            let take = if *len == 255 { tail.len() } else { (*len as usize).min(tail.len()) };
+            let take = if *len == 255 {
+                tail.len()
+            } else {
+                (*len as usize).min(tail.len())
+            };
             let (batch, tail) = tail.split_at(take);
             rest = tail;
             id = id.wrapping_add(u32::from(skip & 1));
-            match handler.handle(StatefulBatch { batch_id: id, data: batch.to_vec() }).await {
+            match handler
+                .handle(StatefulBatch {
+                    batch_id: id,
+                    data: batch.to_vec(),
+                })
+                .await
+            {
                 Ok(ack) => {
                     assert!(!failed, "a batch was acked after a rejection");
                     assert_eq!((ack.batch_id, ack.status), (id, 1));

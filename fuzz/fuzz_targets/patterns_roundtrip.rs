@@ -23,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
         ..EngineConfig::default()
     };
     let batch = usize::from(knobs >> 1) % 7 + 1;
-    let trip = round_trip(&records, config, batch).expect("the codec accepts what the engine emits");
+    let trip =
+        round_trip(&records, config, batch).expect("the codec accepts what the engine emits");
     assert_eq!(trip.rebuilt.len(), records.len());
     for (got, want) in trip.rebuilt.iter().zip(&records) {
         assert_eq!(got.as_slice(), *want);

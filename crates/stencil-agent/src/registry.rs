@@ -343,6 +343,11 @@ impl Registry {
         changed
     }
 
+    /// Every checkpoint, by source id.
+    pub fn positions(&self) -> impl Iterator<Item = (&String, &Position)> {
+        self.positions.iter()
+    }
+
     /// The checkpoint of a source id.
     pub fn get(&self, source: &str) -> Option<&Position> {
         self.positions.get(source)
