@@ -110,8 +110,8 @@ impl Default for CoreConfig {
             max_batch_bytes: 4 << 20,
             extensions: Extensions::default(),
             echo_wait: Duration::from_secs(1),
-            max_stream_entries: 50_000,
-            max_stream_state_bytes: 24 << 20,
+            max_stream_entries: 10_000,
+            max_stream_state_bytes: 8 << 20,
         }
     }
 }
