@@ -22,6 +22,7 @@ pub mod payload;
 pub mod registry;
 pub mod ship;
 pub mod snapshot;
+pub mod stdin;
 pub mod tail;
 pub mod tcp;
 

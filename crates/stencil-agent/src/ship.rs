@@ -845,7 +845,13 @@ pub async fn ship_follow(
     stop: Arc<AtomicBool>,
 ) -> Result<Summary, String> {
     let registry = open_registry(&options)?;
-    let n = options.pipelines.max(1);
+    // Standard input alone is one source: one pipeline, which ends when it does.
+    let only_stdin = patterns.iter().all(|p| p == "-") && options.tcp.is_empty();
+    let n = if only_stdin {
+        1
+    } else {
+        options.pipelines.max(1)
+    };
     let mut producers: Vec<Producer> = Vec::with_capacity(n);
     for index in 0..n {
         let (reg, patterns, stop) = (registry.clone(), patterns.clone(), stop.clone());
@@ -935,9 +941,24 @@ fn follow(
         .map_err(|e| format!("--tcp: {e}"))?;
     }
     drop(net_tx);
+    // `-` among the inputs: standard input, streamed (pipeline 0). A run whose only input it is ends
+    // at its end.
+    let stdin_done = Arc::new(AtomicBool::new(false));
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<crate::stdin::StdinLine>(4096);
+    let reads_stdin = index == 0 && patterns.iter().any(|p| p == "-");
+    if reads_stdin {
+        crate::stdin::spawn(options.max_line(), stdin_tx, stdin_done.clone());
+    } else {
+        drop(stdin_tx);
+    }
+    let only_stdin = reads_stdin && patterns.iter().all(|p| p == "-") && options.tcp.is_empty();
+    let stdin_source: Arc<str> = Arc::from("-");
+    let patterns: Vec<String> = patterns.iter().filter(|p| *p != "-").cloned().collect();
+    let patterns = &patterns[..];
     let mut last_scan: Option<Instant> = None;
     loop {
-        let stopping = stop.load(Ordering::SeqCst);
+        let stdin_ended = only_stdin && stdin_done.load(Ordering::SeqCst) && stdin_rx.is_empty();
+        let stopping = stop.load(Ordering::SeqCst) || stdin_ended;
         let now = Instant::now();
         if last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500)) {
             last_scan = Some(now);
@@ -1003,6 +1024,10 @@ fn follow(
         while let Ok((line, eol, peer)) = net_rx.try_recv() {
             any = true;
             enc.line(&line, eol, 0, &peer, Some(&peer))?;
+        }
+        while let Ok((line, eol)) = stdin_rx.try_recv() {
+            any = true;
+            enc.line(&line, eol, 0, &stdin_source, None)?;
         }
         enc.tick(Instant::now())?;
         if stopping {

@@ -36,6 +36,7 @@ const SHIP_EXAMPLES: &str = "Examples:
   stencil ship --data-dir /var/lib/stencil /var/log/syslog          follow until Ctrl-C, resume after restarts
   stencil ship --endpoint https://intake:10600 --api-key KEY --ca-file ca.pem '/var/log/*.log'
   cat app.log | stencil ship --once -
+  journalctl -f | stencil ship --endpoint https://intake:10600 --api-key KEY -
   stencil --config examples/stencil.toml ship";
 
 const INTAKE_EXAMPLES: &str = "Examples:

@@ -213,3 +213,46 @@ fn tcp_lines_are_shipped() {
     });
     common::sigterm_and_wait(&mut child);
 }
+
+/// `journalctl -f | stencil ship -`: lines from standard input are sent as they come (batches flush on
+/// age), not when the input ends; at its end the run finishes gracefully and exits 0.
+#[test]
+fn stdin_is_streamed_and_its_end_ends_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["ship", "--batch-wait-ms", "100", "--out"])
+        .arg(&out)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"first from a pipe\nsecond\n")
+        .expect("write");
+    stdin.flush().expect("flush");
+    let unfiled = out.join("_unfiled.log");
+    // Arrives while standard input is still open.
+    common::wait_for(|| std::fs::read(&unfiled).is_ok_and(|b| b == b"first from a pipe\nsecond\n"));
+    stdin.write_all(b"third, then the end\n").expect("write");
+    drop(stdin);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the end of stdin ends the run"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        std::fs::read(&unfiled).expect("rebuilt"),
+        b"first from a pipe\nsecond\nthird, then the end\n"
+    );
+}

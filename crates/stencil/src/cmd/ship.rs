@@ -238,9 +238,6 @@ pub fn run(args: ShipArgs) -> ExitCode {
 }
 
 fn run_inner(args: ShipArgs) -> Result<(), String> {
-    if !args.once && args.paths.iter().any(|p| p == "-") {
-        return Err("stdin (`-`) can only be shipped with --once".into());
-    }
     if args.schema == "v2" {
         return Err(
             "--schema v2: the Stencil agent speaks v3 only (the intake accepts both)".into(),
