@@ -61,7 +61,9 @@ pub use budget::{MemoryBudget, Reservation};
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError, ErrorKind, GrpcCode, Space};
 pub use extensions::{ExtEncoder, Extensions, Mode};
-pub use reconstruct::{float_text, original_bytes, LogRecord, RECORD_OVERHEAD};
+pub use reconstruct::{
+    float_text, original_bytes, pattern_hash, LogRecord, PatternRef, RECORD_OVERHEAD,
+};
 pub use state::{Limits, StreamState};
 pub use v2::ABSOLUTE_TIMESTAMP_THRESHOLD as V2_ABSOLUTE_TIMESTAMP_THRESHOLD;
 

@@ -34,6 +34,52 @@ pub struct LogRecord {
     pub json: Option<Map<String, Json>>,
     /// The tracking id, if the agent set one.
     pub uuid: Option<String>,
+    /// For a log sent as a pattern and values: the pattern (its template with `<*>` holes, and a hash
+    /// of that text that is the same on every stream and every run). `None` for raw logs.
+    pub pattern: Option<PatternRef>,
+}
+
+/// A pattern as intakes report it: log-pattern analytics at ingestion time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternRef {
+    /// The template with each hole shown as `<*>` (`user <*> logged in from <*>`).
+    pub text: Arc<str>,
+    /// FNV-1a (64 bits) of `text`: stable across streams, agents and restarts for the same template.
+    pub hash: u64,
+}
+
+impl PatternRef {
+    /// The shown form of `template` with holes at the byte offsets `holes` (ascending).
+    pub fn of(template: &str, holes: &[usize]) -> PatternRef {
+        let mut text = String::with_capacity(template.len() + 3 * holes.len());
+        let mut cursor = 0;
+        for &at in holes {
+            text.push_str(&template[cursor..at]);
+            text.push_str("<*>");
+            cursor = at;
+        }
+        text.push_str(&template[cursor..]);
+        let hash = pattern_hash(&text);
+        PatternRef {
+            text: Arc::from(text),
+            hash,
+        }
+    }
+
+    /// The hash as 16 lower-case hex digits.
+    pub fn hash_hex(&self) -> String {
+        format!("{:016x}", self.hash)
+    }
+}
+
+/// FNV-1a, 64 bits: a fixed, documented function, so the same template text hashes the same everywhere.
+pub fn pattern_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 impl LogRecord {
@@ -159,6 +205,10 @@ impl StreamState {
             None => None,
             Some(ctx) => Some(self.json_document(ctx, &message)?),
         };
+        let pattern = match &log.content {
+            Content::Pattern { id, .. } => Some(self.pattern(*id)?.shown.clone()),
+            Content::Raw(_) => None,
+        };
         Ok(LogRecord {
             timestamp: log.timestamp,
             status: self.meta_text(&log.status)?,
@@ -167,6 +217,7 @@ impl StreamState {
             message,
             json,
             uuid: log.uuid.clone(),
+            pattern,
         })
     }
 
@@ -301,6 +352,17 @@ pub(crate) fn output_bytes(record: &LogRecord) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_are_shown_with_holes_and_hashed_stably() {
+        let p = PatternRef::of("user  logged in from ", &[5, 21]);
+        assert_eq!(&*p.text, "user <*> logged in from <*>");
+        // FNV-1a of the text: the same on every run and machine.
+        assert_eq!(p.hash, pattern_hash("user <*> logged in from <*>"));
+        assert_eq!(pattern_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(pattern_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(p.hash_hex().len(), 16);
+    }
 
     #[test]
     fn ecmascript_float_text() {

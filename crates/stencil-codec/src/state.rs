@@ -47,6 +47,8 @@ impl Default for Limits {
 pub(crate) struct Pattern {
     pub(crate) template: String,
     pub(crate) byte_pos: Vec<usize>,
+    /// The template with each hole shown as `<*>`, and its stable hash, for records that report it.
+    pub(crate) shown: crate::reconstruct::PatternRef,
     cost: usize,
 }
 
@@ -188,7 +190,8 @@ impl StreamState {
             });
         }
         let byte_pos = hole_byte_offsets(p)?;
-        let cost = 8 + p.template.len() + 4 * p.pos_list.len();
+        let shown = crate::reconstruct::PatternRef::of(&p.template, &byte_pos);
+        let cost = 8 + p.template.len() + 4 * p.pos_list.len() + shown.text.len();
         let old = self.patterns.get(&p.id).map(|x| x.cost);
         Self::check_count(
             self.patterns.len(),
@@ -202,6 +205,7 @@ impl StreamState {
             Pattern {
                 template: p.template.clone(),
                 byte_pos,
+                shown,
                 cost,
             },
         );

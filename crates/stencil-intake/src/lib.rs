@@ -8,10 +8,12 @@
 //! - [`sink`]: where rebuilt logs go: JSON Lines, per-source files, stdout, memory.
 //! - [`config`]: keys and limits with their defaults.
 //! - [`metrics`]: the Prometheus series.
+//! - [`patterns`]: per-pattern counts of stored logs (`--patterns-report`, `/patterns`).
 
 pub mod config;
 mod conn;
 pub mod metrics;
+pub mod patterns;
 pub mod server;
 pub mod service;
 pub mod sink;
@@ -19,5 +21,6 @@ pub mod stream;
 mod throttle;
 
 pub use config::{IntakeConfig, TlsFiles};
+pub use patterns::{PatternStats, PatternsSink};
 pub use server::{bind, start, IntakeError, RunningIntake};
 pub use sink::{FilesSink, JsonLinesSink, MemorySink, Sink, SinkError, StreamInfo};

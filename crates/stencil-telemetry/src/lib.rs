@@ -45,8 +45,20 @@ pub fn always_healthy() -> HealthFn {
     Arc::new(|| (200, r#"{"status":"ok"}"#.to_string()))
 }
 
+/// More JSON endpoints: given a path, `Some((status, body))` when it serves it.
+pub type RoutesFn = Arc<dyn Fn(&str) -> Option<(u16, String)> + Send + Sync>;
+
 /// Serves `/metrics` and `/health` on `listener` until the task is aborted.
 pub fn serve(listener: TcpListener, health: HealthFn) -> JoinHandle<()> {
+    serve_with_routes(listener, health, Arc::new(|_: &str| None))
+}
+
+/// Serves `/metrics`, `/health` and the JSON endpoints of `routes` on `listener`.
+pub fn serve_with_routes(
+    listener: TcpListener,
+    health: HealthFn,
+    routes: RoutesFn,
+) -> JoinHandle<()> {
     let handle = recorder();
     tokio::spawn(async move {
         loop {
@@ -59,10 +71,11 @@ pub fn serve(listener: TcpListener, health: HealthFn) -> JoinHandle<()> {
             };
             let handle = handle.clone();
             let health = health.clone();
+            let routes = routes.clone();
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let response = route(req.uri().path(), &handle, &health);
+                        let response = route(req.uri().path(), &handle, &health, &routes);
                         async move { Ok::<_, Infallible>(response) }
                     });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -80,23 +93,40 @@ pub async fn bind_and_serve(
     addr: SocketAddr,
     health: HealthFn,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    Ok((local, serve(listener, health)))
+    bind_and_serve_with_routes(addr, health, Arc::new(|_: &str| None)).await
 }
 
-fn route(path: &str, handle: &PrometheusHandle, health: &HealthFn) -> Response<Full<Bytes>> {
+/// Binds `addr` and serves `/metrics`, `/health` and `routes` on it.
+pub async fn bind_and_serve_with_routes(
+    addr: SocketAddr,
+    health: HealthFn,
+    routes: RoutesFn,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((local, serve_with_routes(listener, health, routes)))
+}
+
+fn route(
+    path: &str,
+    handle: &PrometheusHandle,
+    health: &HealthFn,
+    routes: &RoutesFn,
+) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
         "/metrics" => (200, "text/plain; version=0.0.4", handle.render()),
         "/health" | "/healthz" => {
             let (status, body) = health();
             (status, "application/json", body)
         }
-        _ => (
-            404,
-            "text/plain",
-            "not found: try /metrics or /health\n".to_string(),
-        ),
+        other => match routes(other) {
+            Some((status, body)) => (status, "application/json", body),
+            None => (
+                404,
+                "text/plain",
+                "not found: try /metrics or /health\n".to_string(),
+            ),
+        },
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() =

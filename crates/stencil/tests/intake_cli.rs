@@ -197,3 +197,133 @@ fn a_file_size_limit_is_a_sink_error_not_a_crash() {
     }
     common::sigterm_and_wait(&mut child);
 }
+
+/// #13: log-pattern analytics at ingestion. With `--jsonl`, each pattern-encoded record carries its
+/// `pattern` (holes as `<*>`) and a `pattern_hash` that depends only on that text; `/patterns` and
+/// `--patterns-report` count the stored logs per pattern with an example.
+#[test]
+fn patterns_are_reported_in_jsonl_at_patterns_and_on_shutdown() {
+    use std::io::{BufRead, Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jsonl = dir.path().join("out.jsonl");
+    let report = dir.path().join("patterns.json");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
+    command
+        .args([
+            "intake",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "k1",
+            "--jsonl",
+        ])
+        .arg(&jsonl)
+        .arg("--patterns-report")
+        .arg(&report)
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
+    let (mut child, addr) = common::spawn_intake(command);
+
+    let mut datums = vec![Datum::PatternDefine(PatternDefine {
+        id: 1,
+        template: "user  logged in from ".into(),
+        pos_list: vec![5, 21],
+    })];
+    for (user, ip) in [
+        ("alice", "10.0.0.1"),
+        ("bob", "10.0.0.2"),
+        ("carol", "10.0.0.3"),
+    ] {
+        datums.push(Datum::Log(Log {
+            timestamp: 1,
+            status: None,
+            service: None,
+            tags: None,
+            content: Content::Pattern {
+                id: 1,
+                values: vec![
+                    DynValue::new(Value::Str(user.into())),
+                    DynValue::new(Value::Str(ip.into())),
+                ],
+            },
+            json: None,
+            uuid: None,
+        }));
+    }
+    datums.push(Datum::Log(Log {
+        timestamp: 2,
+        status: None,
+        service: None,
+        tags: None,
+        content: Content::Raw("a raw line".into()),
+        json: None,
+        uuid: None,
+    }));
+    let payload = BatchEncoder::new(Generation::V3, Compression::ZSTD)
+        .encode(&datums)
+        .expect("encode")
+        .data;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut client = StatefulIntakeClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connects");
+        let mut request = tonic::Request::new(tokio_stream::iter(vec![StatefulBatch {
+            batch_id: 0,
+            data: payload,
+        }]));
+        request
+            .metadata_mut()
+            .insert("dd-api-key", "k1".parse().expect("ascii"));
+        request
+            .metadata_mut()
+            .insert("dd-content-encoding", "zstd".parse().expect("ascii"));
+        let mut acks = client
+            .stateful_stream(request)
+            .await
+            .expect("opens")
+            .into_inner();
+        acks.message().await.expect("no error").expect("an ack");
+    });
+
+    let want_hash = stencil_codec::pattern_hash("user <*> logged in from <*>");
+    let records: Vec<serde_json::Value> =
+        std::io::BufReader::new(std::fs::File::open(&jsonl).expect("jsonl"))
+            .lines()
+            .map(|l| serde_json::from_str(&l.expect("line")).expect("json"))
+            .collect();
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0]["message"], "user alice logged in from 10.0.0.1");
+    assert_eq!(records[0]["pattern"], "user <*> logged in from <*>");
+    assert_eq!(records[0]["pattern_hash"], format!("{want_hash:016x}"));
+    assert!(
+        records[3].get("pattern").is_none(),
+        "a raw log has no pattern"
+    );
+
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics");
+    conn.write_all(b"GET /patterns HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("response");
+    let body = response.split("\r\n\r\n").nth(1).expect("a body");
+    let live: serde_json::Value = serde_json::from_str(body).expect("json");
+    assert_eq!(live["patterns"][0]["count"], 3);
+    assert_eq!(live["raw_logs"], 1);
+
+    common::sigterm_and_wait(&mut child);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the report")).expect("json");
+    assert_eq!(
+        written["patterns"][0]["pattern"],
+        "user <*> logged in from <*>"
+    );
+    assert_eq!(written["patterns"][0]["count"], 3);
+    assert_eq!(
+        written["patterns"][0]["example"],
+        "user alice logged in from 10.0.0.1"
+    );
+}

@@ -99,14 +99,23 @@ fn corpus_files_round_trip_through_ship() {
     assert!(summary["lines"].as_u64().expect("number") > 24_000);
 }
 
+/// Standard input streams without `--once` too; an empty one ends the run at once, with exit 0.
 #[test]
-fn stdin_needs_once() {
+fn an_empty_stdin_ends_a_follow_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args(["ship", "-"])
+        .args(["ship", "--out"])
+        .arg(dir.path().join("out"))
+        .arg("-")
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("runs");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--once"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shipped 0 lines"));
 }
 
 #[test]

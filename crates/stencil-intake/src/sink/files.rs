@@ -215,6 +215,7 @@ mod tests {
             message: message.into(),
             json: None,
             uuid: None,
+            pattern: None,
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Each object has `timestamp` (RFC 3339 with milliseconds, UTC; `null` when the year is outside
 //! 0000–9999), `timestamp_ms` (always, the exact integer), `status`, `service`, `hostname` (from the
-//! `hostname:` tag), `tags` (an array), `message` (the text, or the whole JSON document for JSON logs) and
-//! `uuid` when present.
+//! `hostname:` tag), `tags` (an array), `message` (the text, or the whole JSON document for JSON logs),
+//! `uuid` when present, and for a log sent as a pattern: `pattern` (its template with `<*>` holes) and
+//! `pattern_hash` (16 hex digits, the same for the same template on every stream and run).
 //!
 //! Every object ends with a newline, so a file that does not was torn by a crash in the middle of a
 //! batch that was never acked: opening it cuts the torn object away before the replay is appended. A
@@ -168,6 +169,10 @@ pub fn record_json(record: &LogRecord) -> Value {
     obj.insert("message".into(), message);
     if let Some(uuid) = &record.uuid {
         obj.insert("uuid".into(), json!(uuid));
+    }
+    if let Some(p) = &record.pattern {
+        obj.insert("pattern".into(), json!(&*p.text));
+        obj.insert("pattern_hash".into(), json!(p.hash_hex()));
     }
     Value::Object(obj)
 }

@@ -37,9 +37,13 @@ pub struct IntakeArgs {
     /// TLS private key (PEM). Requires --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Serve Prometheus /metrics and /health on this address.
+    /// Serve Prometheus /metrics, /health and /patterns (logs per pattern) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// On shutdown, write the number of logs per pattern (template with `<*>` holes, its stable hash,
+    /// and an example line) to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    patterns_report: Option<PathBuf>,
     /// Maximum gRPC message size in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_message_bytes: usize,
@@ -131,6 +135,13 @@ pub fn run(args: IntakeArgs) -> ExitCode {
 
 fn run_inner(args: IntakeArgs) -> Result<(), String> {
     let sink = sink(&args)?;
+    // Pattern counts cost a hash lookup per log: kept when a report or the metrics port can show them.
+    let stats = (args.patterns_report.is_some() || args.metrics_listen.is_some())
+        .then(stencil_intake::PatternStats::new);
+    let sink: Arc<dyn Sink> = match &stats {
+        Some(stats) => Arc::new(stencil_intake::PatternsSink::new(sink, stats.clone())),
+        None => sink,
+    };
     let config = config(&args);
     if config.tls.is_none() {
         tracing::warn!(
@@ -140,11 +151,19 @@ fn run_inner(args: IntakeArgs) -> Result<(), String> {
     let rt = super::runtime()?;
     rt.block_on(async move {
         if let Some(addr) = args.metrics_listen {
-            let (bound, _task) =
-                stencil_telemetry::bind_and_serve(addr, stencil_telemetry::always_healthy())
-                    .await
-                    .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
-            tracing::info!(%bound, "metrics on /metrics, health on /health");
+            let shown = stats.clone();
+            let routes: stencil_telemetry::RoutesFn = Arc::new(move |path: &str| match (path, &shown) {
+                ("/patterns", Some(stats)) => Some((200, stats.report().to_string())),
+                _ => None,
+            });
+            let (bound, _task) = stencil_telemetry::bind_and_serve_with_routes(
+                addr,
+                stencil_telemetry::always_healthy(),
+                routes,
+            )
+            .await
+            .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+            tracing::info!(%bound, "metrics on /metrics, health on /health, pattern counts on /patterns");
         }
         let running = stencil_intake::bind(&args.listen, config, sink)
             .await
@@ -158,6 +177,12 @@ fn run_inner(args: IntakeArgs) -> Result<(), String> {
             token.cancel();
         });
         running.wait().await.map_err(|e| e.to_string())?;
+        if let (Some(path), Some(stats)) = (&args.patterns_report, &stats) {
+            stats
+                .write_report(path)
+                .map_err(|e| format!("--patterns-report {}: {e}", path.display()))?;
+            tracing::info!(file = %path.display(), "wrote the pattern report");
+        }
         tracing::info!("intake stopped");
         Ok(())
     })
