@@ -56,8 +56,9 @@ pub struct ShipOptions {
     /// Follow mode: how long a last line without a newline waits before it is sent (default 1 s when
     /// zero).
     pub partial_line_timeout: Duration,
-    /// Kept up to date with the stream worker's state, for `/health`.
-    pub health: Option<Arc<Mutex<crate::core::State>>>,
+    /// Kept up to date with each pipeline's stream state (one entry per pipeline), for `/health` and
+    /// `/ready`.
+    pub health: Option<Arc<Mutex<Vec<crate::core::State>>>>,
     /// Follow mode: how long a file rotated away (renamed or deleted) is read on after it last grew,
     /// for writers that keep the old descriptor a while (default 30 s when zero).
     pub rotate_wait: Duration,
@@ -573,12 +574,17 @@ async fn run_pipeline(
             rx,
             mailbox.clone(),
         );
-        if let (0, Some(health)) = (i, options.health.clone()) {
+        if let Some(health) = options.health.clone() {
+            if let Ok(mut h) = health.lock() {
+                h.resize(i + 1, crate::core::State::Idle);
+            }
             let mut states = worker.state();
             tokio::spawn(async move {
                 loop {
                     if let Ok(mut h) = health.lock() {
-                        *h = *states.borrow();
+                        if let Some(slot) = h.get_mut(i) {
+                            *slot = *states.borrow();
+                        }
                     }
                     if states.changed().await.is_err() {
                         break;

@@ -37,6 +37,16 @@ pub fn recorder() -> PrometheusHandle {
         .clone()
 }
 
+/// Sets `stencil_build_info{version, command} 1`, so that dashboards can tell which build runs where.
+pub fn build_info(command: &'static str) {
+    metrics::describe_gauge!(
+        "stencil_build_info",
+        "Always 1; the labels tell the version and the command (ship, intake)"
+    );
+    metrics::gauge!("stencil_build_info", "version" => env!("CARGO_PKG_VERSION"), "command" => command)
+        .set(1.0);
+}
+
 /// What `/health` reports: an HTTP status (200 healthy, 503 not) and a JSON body.
 pub type HealthFn = Arc<dyn Fn() -> (u16, String) + Send + Sync>;
 

@@ -313,6 +313,19 @@ fn patterns_are_reported_in_jsonl_at_patterns_and_on_shutdown() {
     let live: serde_json::Value = serde_json::from_str(body).expect("json");
     assert_eq!(live["patterns"][0]["count"], 3);
     assert_eq!(live["raw_logs"], 1);
+    let get = |path: &str| {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics");
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut response = String::new();
+        conn.read_to_string(&mut response).expect("response");
+        response
+    };
+    assert!(get("/ready").contains("200 OK"));
+    assert!(get("/metrics").contains("stencil_build_info{"));
 
     common::sigterm_and_wait(&mut child);
     let written: serde_json::Value =

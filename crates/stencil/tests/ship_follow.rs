@@ -141,9 +141,16 @@ fn agent_serves_metrics_and_health() {
         "stencil_agent_logs_dropped_total{reason=\"poison\"} 0",
         "stencil_agent_files_skipped_total{reason=\"permission_denied\"} 0",
         "# HELP stencil_agent_logs_dropped_total",
+        "stencil_build_info{",
+        "command=\"ship\"",
     ] {
         assert!(metrics.contains(series), "missing {series}");
     }
+    // Readiness: every pipeline's stream is connected (this agent runs one per CPU, up to 4).
+    common::wait_for(|| {
+        http_get(port, "/ready")
+            .is_some_and(|r| r.contains("200 OK") && r.contains("\"ready\":true"))
+    });
     common::sigterm_and_wait(&mut child);
 }
 

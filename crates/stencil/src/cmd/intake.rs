@@ -148,12 +148,19 @@ fn run_inner(args: IntakeArgs) -> Result<(), String> {
             "serving plaintext gRPC: pass --tls-cert and --tls-key outside a trusted network"
         );
     }
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rt = super::runtime()?;
     rt.block_on(async move {
         if let Some(addr) = args.metrics_listen {
             let shown = stats.clone();
+            let serving = ready.clone();
             let routes: stencil_telemetry::RoutesFn = Arc::new(move |path: &str| match (path, &shown) {
                 ("/patterns", Some(stats)) => Some((200, stats.report().to_string())),
+                // Readiness: listening and not shutting down.
+                ("/ready", _) => {
+                    let ready = serving.load(std::sync::atomic::Ordering::SeqCst);
+                    Some((if ready { 200 } else { 503 }, format!("{{\"ready\":{ready}}}")))
+                }
                 _ => None,
             });
             let (bound, _task) = stencil_telemetry::bind_and_serve_with_routes(
@@ -163,16 +170,20 @@ fn run_inner(args: IntakeArgs) -> Result<(), String> {
             )
             .await
             .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
-            tracing::info!(%bound, "metrics on /metrics, health on /health, pattern counts on /patterns");
+            stencil_telemetry::build_info("intake");
+            tracing::info!(%bound, "metrics on /metrics, liveness on /health, readiness on /ready, pattern counts on /patterns");
         }
         let running = stencil_intake::bind(&args.listen, config, sink)
             .await
             .map_err(|e| e.to_string())?;
         // Tests and scripts read the bound address (useful with port 0) from this line on stderr.
         eprintln!("stencil intake: listening on {}", running.local_addr());
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
         let token = running.shutdown_token();
+        let serving = ready.clone();
         tokio::spawn(async move {
             super::shutdown_signal().await;
+            serving.store(false, std::sync::atomic::Ordering::SeqCst);
             tracing::info!("shutdown requested; finishing in-flight batches");
             token.cancel();
         });

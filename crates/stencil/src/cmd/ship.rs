@@ -278,7 +278,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             std::net::TcpListener::bind(addr).map_err(|e| format!("--tcp {addr}: {e}"))?;
         tcp.push(Arc::new(listener));
     }
-    let health = Arc::new(std::sync::Mutex::new(stencil_agent::State::Idle));
+    let health = Arc::new(std::sync::Mutex::new(Vec::<stencil_agent::State>::new()));
     let abort = tokio_util::sync::CancellationToken::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = ShipOptions {
@@ -316,35 +316,60 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
     let rt = super::runtime()?;
     rt.block_on(async move {
         if let Some(addr) = args.metrics_listen {
+            let states = {
+                let health = health.clone();
+                move || health.lock().map(|s| s.clone()).unwrap_or_default()
+            };
+            let names = |states: &[stencil_agent::State]| {
+                states
+                    .iter()
+                    .map(|s| format!("\"{}\"", s.name()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            // Liveness: the process works (no pipeline is backing off or paused).
+            let live = states.clone();
             let report = Arc::new(move || {
-                let state = health
-                    .lock()
-                    .map(|s| *s)
+                let states = live();
+                let degraded = states.iter().find(|s| {
+                    matches!(
+                        s,
+                        stencil_agent::State::Backoff | stencil_agent::State::Paused(_)
+                    )
+                });
+                let shown = degraded
+                    .or(states.first())
+                    .copied()
                     .unwrap_or(stencil_agent::State::Idle);
-                let healthy = matches!(
-                    state,
-                    stencil_agent::State::Active
-                        | stencil_agent::State::Connecting
-                        | stencil_agent::State::Idle
-                        | stencil_agent::State::ShuttingDown
-                        | stencil_agent::State::Closing
-                        | stencil_agent::State::Stopped
-                        | stencil_agent::State::Draining
-                );
-                let status = if healthy { 200 } else { 503 };
                 (
-                    status,
+                    if degraded.is_some() { 503 } else { 200 },
                     format!(
-                        "{{\"status\":\"{}\",\"stream\":\"{}\"}}",
-                        if healthy { "ok" } else { "degraded" },
-                        state.name()
+                        "{{\"status\":\"{}\",\"stream\":\"{}\",\"streams\":[{}]}}",
+                        if degraded.is_some() { "degraded" } else { "ok" },
+                        shown.name(),
+                        names(&states)
                     ),
                 )
             });
-            let (bound, _task) = stencil_telemetry::bind_and_serve(addr, report)
+            // Readiness: every pipeline's stream is connected.
+            let routes: stencil_telemetry::RoutesFn = Arc::new(move |path: &str| {
+                (path == "/ready").then(|| {
+                    let states = states();
+                    let ready = !states.is_empty()
+                        && states.iter().all(|s| {
+                            matches!(s, stencil_agent::State::Active | stencil_agent::State::Draining)
+                        });
+                    (
+                        if ready { 200 } else { 503 },
+                        format!("{{\"ready\":{ready},\"streams\":[{}]}}", names(&states)),
+                    )
+                })
+            });
+            let (bound, _task) = stencil_telemetry::bind_and_serve_with_routes(addr, report, routes)
                 .await
                 .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
-            tracing::info!(%bound, "metrics on /metrics, health on /health");
+            stencil_telemetry::build_info("ship");
+            tracing::info!(%bound, "metrics on /metrics, liveness on /health, readiness on /ready");
         }
         let (channel, key, embedded) = match &args.endpoint {
             Some(url) => {
