@@ -187,9 +187,10 @@ struct Shared {
 
 impl Shared {
     /// Drops the columns of patterns deleted in the batch and not defined again, and every column when
-    /// there are more than [`MAX_COLUMNS`] (run at the batch's end, on both ends). Returns whether all
-    /// were dropped.
+    /// there are more than [`MAX_COLUMNS`] (run at the batch's end, on both ends). Returns whether any
+    /// column was dropped.
     fn forget(&mut self, deleted: &[u64], defined: impl Fn(u64) -> bool) -> bool {
+        let before = self.columns.len();
         let gone: std::collections::HashSet<u64> =
             deleted.iter().copied().filter(|id| !defined(*id)).collect();
         if !gone.is_empty() {
@@ -197,9 +198,8 @@ impl Shared {
         }
         if self.columns.len() > MAX_COLUMNS {
             self.columns.clear();
-            return true;
         }
-        false
+        self.columns.len() < before
     }
 }
 
@@ -378,16 +378,9 @@ impl NativeEncoder {
         }
         let holes = &self.holes;
         if self.shared.forget(&deleted, |id| holes.contains_key(&id)) {
-            self.exact.clear();
-        } else {
-            let gone: std::collections::HashSet<u64> = deleted
-                .iter()
-                .copied()
-                .filter(|id| !self.holes.contains_key(id))
-                .collect();
-            if !gone.is_empty() {
-                self.exact.retain(|(pid, _), _| !gone.contains(pid));
-            }
+            // The exact-value index follows the columns it indexes.
+            let columns = &self.shared.columns;
+            self.exact.retain(|key, _| columns.contains_key(key));
         }
         put_varint(out, datums.len() as u64);
         for section in [&kinds, &defs, &times, &meta, &pids, &raw] {

@@ -270,15 +270,12 @@ fn generate(path: &Path, level: Level, lines: usize, seed: u64) -> Result<u64, S
     Ok(bytes)
 }
 
-/// Runs the cardinality benchmark.
 /// A zstd-1 stream of the file's lines with a flushed block every 1,000 lines (the agent's batch): the
 /// strongest simple alternative, measured on the same lines and batch boundaries.
 fn stream_zstd1_bytes(path: &Path) -> Result<u64, String> {
     use std::io::BufRead;
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut ctx =
-        stencil_codec::stream::StreamCompressor::new(1, stencil_codec::stream::DEFAULT_WINDOW_LOG)
-            .map_err(|e| format!("zstd: {e}"))?;
+    let mut ctx = super::wire::sc(1)?;
     let (mut batch, mut lines, mut total) = (Vec::new(), 0, 0u64);
     for line in std::io::BufReader::new(file).split(b'\n') {
         let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
@@ -303,6 +300,7 @@ fn stream_zstd1_bytes(path: &Path) -> Result<u64, String> {
     Ok(total)
 }
 
+/// Runs the cardinality benchmark.
 pub fn run(args: &CardinalityArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating the stencil binary: {e}"))?;
     let (_scratch, dir) = work_dir("stencil-bench-cardinality", args.keep.as_deref())?;

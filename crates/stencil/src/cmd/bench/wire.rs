@@ -104,7 +104,7 @@ impl Sizes {
     }
 }
 
-fn sc(level: i32) -> Result<stencil_codec::stream::StreamCompressor, String> {
+pub(super) fn sc(level: i32) -> Result<stencil_codec::stream::StreamCompressor, String> {
     stencil_codec::stream::StreamCompressor::new(level, stencil_codec::stream::DEFAULT_WINDOW_LOG)
         .map_err(|e| e.to_string())
 }
