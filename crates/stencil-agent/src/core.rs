@@ -78,6 +78,8 @@ pub struct CoreConfig {
     /// Wire extensions to ask for (`stencil-extensions`); used on a stream only once the intake echoes
     /// them. Empty (the default) = plain v3.
     pub extensions: Extensions,
+    /// The zstd level of the `stream-zstd` context, once agreed.
+    pub stream_level: i32,
     /// With extensions asked, how long a new stream's data batches may wait for the intake's first
     /// answer (batch 0 never waits). Response headers come at the latest with the first ack, so this
     /// bounds the wait only for an intake that neither sends headers early nor acks batch 0.
@@ -109,6 +111,7 @@ impl Default for CoreConfig {
             poison_threshold: 3,
             max_batch_bytes: 4 << 20,
             extensions: Extensions::default(),
+            stream_level: stencil_codec::extensions::STREAM_LEVEL,
             echo_wait: Duration::from_secs(1),
             max_stream_entries: 10_000,
             max_stream_state_bytes: 8 << 20,
@@ -616,7 +619,12 @@ impl Core {
         let held = self.timers[Timer::Echo as usize].take().is_some();
         let agreed = Extensions::agreed(self.config.extensions, echo);
         if let (Some(prior), false) = (self.before_echo.take(), agreed.is_empty()) {
-            match ExtEncoder::new(agreed, self.encoder.compression(), &prior) {
+            match ExtEncoder::with_level(
+                agreed,
+                self.encoder.compression(),
+                &prior,
+                self.config.stream_level,
+            ) {
                 Ok(ext) => {
                     self.stats.ext_streams += 1;
                     self.ext = Some(ext);

@@ -72,7 +72,7 @@ pub struct ShipOptions {
     /// Also compress the raw lines with one zstd-1 context per pipeline, as a plain zstd stream would,
     /// for the summary's comparison (costs CPU; the CLI turns it on for one pass unless told not to).
     pub compare: bool,
-    /// Wire extensions to ask the intake for (`stream-zstd`, `native/1`); each stream uses them only
+    /// Wire extensions to ask the intake for (`stream-zstd`, `native/2`); each stream uses them only
     /// once the intake echoes them, and plain v3 otherwise. Empty = plain v3 only.
     pub extensions: stencil_codec::Extensions,
     /// Pattern engine settings of every pipeline (budgets bound each engine's memory).
@@ -132,7 +132,7 @@ pub struct Summary {
     /// A plain zstd-1 stream of the same lines (one context per pipeline, a flushed block per batch of
     /// the same size), for comparison.
     pub zstd1_bytes: u64,
-    /// The wire the streams used: `v3`, `native/1+stream-zstd`, … (`mixed` when pipelines differ).
+    /// The wire the streams used: `v3`, `native/2+stream-zstd`, … (`mixed` when pipelines differ).
     pub wire: String,
     /// Seconds from start to the last ack.
     pub seconds: f64,

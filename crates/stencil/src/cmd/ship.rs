@@ -58,6 +58,10 @@ pub struct ShipArgs {
     /// never asks: the Datadog-compatible wire with the pattern engine's v3 settings.
     #[arg(long, value_enum, default_value_t = Wire::Auto, env = "STENCIL_WIRE")]
     wire: Wire,
+    /// With `--wire auto`: the zstd level of each stream's compression context (1 = fastest, 19 =
+    /// smallest). The default, 6, sends 6–11 % fewer bytes than level 1 for little of the agent's CPU.
+    #[arg(long, value_name = "LEVEL", default_value_t = stencil_codec::extensions::STREAM_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    stream_level: i32,
     /// With --once, skip the zstd-1 stream comparison in the summary (saves its CPU, e.g. when
     /// benchmarking the agent).
     #[arg(long, conflicts_with = "compare")]
@@ -291,6 +295,10 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         stall_timeout: args
             .once
             .then(|| std::time::Duration::from_secs(args.stall_timeout_secs)),
+        core: stencil_agent::CoreConfig {
+            stream_level: args.stream_level,
+            ..stencil_agent::CoreConfig::default()
+        },
         extensions: match args.wire {
             Wire::Auto => stencil_codec::Extensions::ALL,
             Wire::V3 => stencil_codec::Extensions::default(),
