@@ -23,4 +23,6 @@ mod throttle;
 pub use config::{IntakeConfig, TlsFiles};
 pub use patterns::{PatternStats, PatternsSink};
 pub use server::{bind, start, IntakeError, RunningIntake};
-pub use sink::{FilesSink, JsonLinesSink, MemorySink, Sink, SinkError, StreamInfo};
+pub use sink::{
+    FilesSink, JsonLinesSink, MemorySink, NatsConfig, NatsSink, Sink, SinkError, StreamInfo,
+};

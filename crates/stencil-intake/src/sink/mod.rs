@@ -9,6 +9,7 @@ mod files;
 mod journal;
 mod jsonl;
 mod memory;
+mod nats;
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,7 @@ use stencil_codec::{Generation, LogRecord};
 pub use files::FilesSink;
 pub use jsonl::JsonLinesSink;
 pub use memory::MemorySink;
+pub use nats::{NatsConfig, NatsSink};
 
 /// Who sent a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use stencil_intake::{FilesSink, IntakeConfig, JsonLinesSink, Sink, TlsFiles};
 
 /// Flags of `stencil intake`.
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("sink").args(["out", "jsonl", "stdout"])))]
+#[command(group(clap::ArgGroup::new("sink").args(["out", "jsonl", "stdout", "nats_urls"])))]
 pub struct IntakeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:10600")]
@@ -25,6 +25,36 @@ pub struct IntakeArgs {
     /// Print one JSON object per log to stdout (the default sink).
     #[arg(long)]
     stdout: bool,
+    /// Publish each log into a NATS JetStream stream (the `--jsonl` object as the body) via these
+    /// cluster seed URLs; a batch is acked only once JetStream has acked every log of it.
+    #[arg(long = "nats-url", value_name = "URL", value_delimiter = ',')]
+    nats_urls: Vec<String>,
+    /// JetStream stream to publish into (created if absent, with subjects `<first token>.>`).
+    #[arg(long, default_value = "STENCIL", requires = "nats_urls")]
+    nats_stream: String,
+    /// Subject of each message: dot-separated tokens, any of which may be `{service}`, `{source}` or
+    /// `{host}` (filled from the log).
+    #[arg(long, default_value = "stencil.logs", requires = "nats_urls")]
+    nats_subject: String,
+    /// Replicas of the stream when the intake creates it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5), requires = "nats_urls")]
+    nats_replicas: u64,
+    /// NATS credentials file (`.creds`: JWT and NKey seed).
+    #[arg(long, value_name = "FILE", requires = "nats_urls")]
+    nats_creds: Option<PathBuf>,
+    /// File holding a NATS token.
+    #[arg(long, value_name = "FILE", requires = "nats_urls")]
+    nats_token_file: Option<PathBuf>,
+    /// PEM file of CAs to trust for NATS over TLS (implies --nats-tls).
+    #[arg(long, value_name = "PEM", requires = "nats_urls")]
+    nats_ca_file: Option<PathBuf>,
+    /// Require TLS to the NATS servers.
+    #[arg(long, requires = "nats_urls")]
+    nats_tls: bool,
+    /// How long a batch waits for JetStream to ack all its logs before its stream ends with
+    /// UNAVAILABLE (the agent replays it elsewhere).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), requires = "nats_urls")]
+    nats_ack_timeout_secs: u64,
     /// Sync every batch to disk before acking it (slower, survives power loss).
     #[arg(long)]
     fsync: bool,
@@ -85,8 +115,25 @@ pub struct IntakeArgs {
     max_window_log: u32,
 }
 
-fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
-    Ok(if let Some(dir) = &args.out {
+async fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
+    Ok(if !args.nats_urls.is_empty() {
+        let config = stencil_intake::NatsConfig {
+            urls: args.nats_urls.clone(),
+            stream: args.nats_stream.clone(),
+            subject: args.nats_subject.clone(),
+            replicas: usize::try_from(args.nats_replicas).unwrap_or(1),
+            credentials: args.nats_creds.clone(),
+            token_file: args.nats_token_file.clone(),
+            ca_file: args.nats_ca_file.clone(),
+            tls: args.nats_tls || args.nats_ca_file.is_some(),
+            ack_timeout: Duration::from_secs(args.nats_ack_timeout_secs),
+        };
+        let sink = stencil_intake::NatsSink::connect(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(urls = ?config.urls, stream = %config.stream, subject = %config.subject, "publishing into NATS JetStream");
+        Arc::new(sink)
+    } else if let Some(dir) = &args.out {
         Arc::new(FilesSink::new(dir, args.fsync).map_err(|e| format!("--out: {e}"))?)
     } else if let Some(path) = &args.jsonl {
         Arc::new(JsonLinesSink::to_file(path, args.fsync).map_err(|e| format!("--jsonl: {e}"))?)
@@ -134,7 +181,8 @@ pub fn run(args: IntakeArgs) -> ExitCode {
 }
 
 fn run_inner(args: IntakeArgs) -> Result<(), String> {
-    let sink = sink(&args)?;
+    let rt = super::runtime()?;
+    let sink = rt.block_on(sink(&args))?;
     // Pattern counts cost a hash lookup per log: kept when a report or the metrics port can show them.
     let stats = (args.patterns_report.is_some() || args.metrics_listen.is_some())
         .then(stencil_intake::PatternStats::new);
@@ -149,7 +197,6 @@ fn run_inner(args: IntakeArgs) -> Result<(), String> {
         );
     }
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let rt = super::runtime()?;
     rt.block_on(async move {
         if let Some(addr) = args.metrics_listen {
             let shown = stats.clone();

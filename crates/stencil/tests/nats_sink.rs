@@ -1,0 +1,233 @@
+//! The NATS JetStream sink through the real pair and a real `nats-server` (JetStream on, on loopback):
+//! every log the agent ships ends up as one message whose body is the `--jsonl` object, on the subject
+//! the template names; and a JetStream outage is never acked: the batches fail, the agent replays them,
+//! and once the server is back every line is in the stream (duplicates allowed, counted).
+//!
+//! `.ci/run` installs `nats-server` from the distribution's packages; without it these tests fail.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts `nats-server -js` on `port` with its store in `store`, and waits until it takes connections.
+fn start_nats(port: u16, store: &Path) -> Child {
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs (`apt-get install -y nats-server`; .ci/run installs it)");
+    common::wait_for(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    child
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Every message of stream `STENCIL`: (subject, JSON body), in order.
+fn messages(port: u16) -> Vec<(String, serde_json::Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{port}"))
+            .await
+            .expect("connects to NATS");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("STENCIL").await.expect("the stream exists");
+        let last = stream
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            let m = stream.get_raw_message(seq).await.expect("message");
+            let body = serde_json::from_slice(&m.payload).expect("the body is JSON");
+            out.push((m.subject.to_string(), body));
+        }
+        out
+    })
+}
+
+fn numbered(dir: &Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join("app.log");
+    let text: String = (0..n)
+        .map(|i| {
+            format!(
+                "2026-11-30 12:00:00 INFO request {i} served in {} ms\n",
+                i % 97
+            )
+        })
+        .collect();
+    std::fs::write(&path, text).expect("write input");
+    path
+}
+
+fn ship(addr: &str, input: &Path, extra: &[&str]) -> std::process::ExitStatus {
+    Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["ship", "--once", "--streams", "1", "--batch-lines", "500"])
+        .args(["--service", "web", "--endpoint"])
+        .arg(format!("http://{addr}"))
+        .args(["--api-key", "k1"])
+        .args(extra)
+        .arg(input)
+        .stderr(Stdio::null())
+        .status()
+        .expect("ship runs")
+}
+
+fn start_intake(nats_port: u16, extra: &[&str]) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
+    command
+        .args(["intake", "--listen", "127.0.0.1:0", "--api-key", "k1"])
+        .arg("--nats-url")
+        .arg(format!("nats://127.0.0.1:{nats_port}"))
+        .args(extra);
+    common::spawn_intake(command)
+}
+
+#[test]
+fn every_shipped_log_is_a_jetstream_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut nats = start_nats(port, &dir.path().join("store"));
+    let (mut intake, addr) = start_intake(port, &["--nats-subject", "stencil.{service}.logs"]);
+    let input = numbered(dir.path(), 3000);
+    assert!(ship(&addr, &input, &[]).success(), "ship --once exits 0");
+    common::sigterm_and_wait(&mut intake);
+    let got = messages(port);
+    kill(&mut nats);
+    let want: Vec<String> = std::fs::read_to_string(&input)
+        .expect("input")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(got.len(), want.len(), "one message per log, no more");
+    for ((subject, body), line) in got.iter().zip(&want) {
+        assert_eq!(subject, "stencil.web.logs");
+        assert_eq!(body["message"], line.as_str(), "{body}");
+        assert_eq!(body["service"], "web");
+        assert!(body["timestamp_ms"].is_i64(), "{body}");
+        let tags = body["tags"].as_array().expect("tags");
+        assert!(
+            tags.iter()
+                .any(|t| t.as_str().is_some_and(|t| t.starts_with("filename:"))),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn a_stream_whose_subjects_do_not_fit_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut nats = start_nats(port, &dir.path().join("store"));
+    // The first intake creates STENCIL with `stencil.>`; a second one that publishes elsewhere must
+    // refuse to start and say what to change.
+    let (mut first, _) = start_intake(port, &[]);
+    common::sigterm_and_wait(&mut first);
+    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["intake", "--listen", "127.0.0.1:0", "--nats-url"])
+        .arg(format!("nats://127.0.0.1:{port}"))
+        .args(["--nats-subject", "other.logs"])
+        .output()
+        .expect("intake runs");
+    kill(&mut nats);
+    assert!(!out.status.success(), "the intake refuses to start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("STENCIL") && err.contains("other.logs") && err.contains("--nats-subject"),
+        "the error names the stream, the subject and the flag: {err}"
+    );
+    // And no server at all is a clear error too, not a hang.
+    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["intake", "--listen", "127.0.0.1:0", "--nats-url"])
+        .arg(format!("nats://127.0.0.1:{}", free_port()))
+        .output()
+        .expect("intake runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("connecting to NATS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_outage_is_never_acked_and_every_line_lands_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let port = free_port();
+    let mut nats = start_nats(port, &store);
+    let (mut intake, addr) = start_intake(port, &["--nats-ack-timeout-secs", "2"]);
+    // JetStream goes away before the agent ships: no batch can be stored, so none may be acked.
+    kill(&mut nats);
+    let input = numbered(dir.path(), 5000);
+    let data = dir.path().join("data");
+    let addr2 = addr.clone();
+    let input2 = input.clone();
+    let data2 = data.clone();
+    let agent = std::thread::spawn(move || {
+        let data = data2.to_string_lossy().into_owned();
+        ship(
+            &addr2,
+            &input2,
+            &["--data-dir", &data, "--stall-timeout-secs", "120"],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !agent.is_finished(),
+        "nothing was acked while JetStream was down"
+    );
+    let mut nats = start_nats(port, &store);
+    let status = agent.join().expect("agent thread");
+    assert!(
+        status.success(),
+        "ship --once exits 0 once JetStream is back"
+    );
+    common::sigterm_and_wait(&mut intake);
+    let got = messages(port);
+    kill(&mut nats);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, body) in &got {
+        *seen
+            .entry(body["message"].as_str().expect("message").to_owned())
+            .or_default() += 1;
+    }
+    let want: Vec<String> = std::fs::read_to_string(&input)
+        .expect("input")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<&String> = want.iter().filter(|l| !seen.contains_key(*l)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} lines never stored, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let duplicates = got.len() - seen.len();
+    eprintln!(
+        "{} messages for {} lines: {duplicates} duplicates",
+        got.len(),
+        want.len()
+    );
+}
