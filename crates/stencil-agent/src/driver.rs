@@ -18,6 +18,7 @@ use stencil_codec::extensions::{self, Extensions};
 
 use crate::checkpoint::Mailbox;
 use crate::core::{Core, CoreStats, Effect, Epoch, Event, Failure, State};
+use crate::endpoints::Endpoints;
 use crate::payload::Payload;
 
 /// Headers sent when each stream opens (PROTOCOL.md §3).
@@ -107,13 +108,17 @@ impl Worker {
 struct Stream {
     tx: Option<mpsc::Sender<StatefulBatch>>,
     task: JoinHandle<()>,
+    /// The endpoint it opened on.
+    endpoint: usize,
+    /// Whether an ack from it has marked its endpoint up since the stream opened.
+    acked: bool,
 }
 
-/// Starts a worker: `core` over `channel`, reading payloads from `input`, posting released checkpoints
+/// Starts a worker: `core` over `endpoints` (each stream on the one [`Endpoints::pick`] chooses), reading payloads from `input`, posting released checkpoints
 /// to `mailbox`. `api_key` is read at every open; a change is an `ApiKeyReloaded` event.
 pub fn spawn(
     core: Core,
-    channel: Channel,
+    endpoints: Endpoints,
     headers: Headers,
     api_key: watch::Receiver<String>,
     input: mpsc::Receiver<Payload>,
@@ -123,7 +128,7 @@ pub fn spawn(
     let (state_tx, state_rx) = watch::channel(core.state());
     let join = tokio::spawn(run(
         core,
-        channel,
+        endpoints,
         headers,
         api_key,
         input,
@@ -141,7 +146,7 @@ pub fn spawn(
 #[allow(clippy::too_many_arguments)]
 async fn run(
     mut core: Core,
-    channel: Channel,
+    endpoints: Endpoints,
     headers: Headers,
     mut api_key: watch::Receiver<String>,
     mut input: mpsc::Receiver<Payload>,
@@ -160,15 +165,31 @@ async fn run(
                 Effect::Open(epoch) => {
                     let (tx, rx) = mpsc::channel(256);
                     let key = api_key.borrow().clone();
+                    let Some((endpoint, channel)) =
+                        endpoints.pick(tokio::time::Instant::now().into_std())
+                    else {
+                        tracing::error!("no endpoint to open a stream on");
+                        continue;
+                    };
                     let task = tokio::spawn(stream_task(
                         epoch,
-                        StatefulIntakeClient::new(channel.clone()),
+                        StatefulIntakeClient::new(channel),
                         rx,
                         headers.clone(),
                         key,
                         events_tx.clone(),
                     ));
-                    streams.insert(epoch, Stream { tx: Some(tx), task });
+                    if let Some(old) = streams.insert(
+                        epoch,
+                        Stream {
+                            tx: Some(tx),
+                            task,
+                            endpoint,
+                            acked: false,
+                        },
+                    ) {
+                        endpoints.released(old.endpoint);
+                    }
                 }
                 Effect::Send {
                     epoch,
@@ -191,6 +212,7 @@ async fn run(
                 }
                 Effect::HalfClose(epoch) => {
                     if let Some(mut s) = streams.remove(&epoch) {
+                        endpoints.released(s.endpoint);
                         s.tx = None;
                         // Let the old stream finish in the background, bounded by the close timeout.
                         tokio::spawn(async move {
@@ -205,6 +227,7 @@ async fn run(
                 }
                 Effect::Cancel(epoch) => {
                     if let Some(s) = streams.remove(&epoch) {
+                        endpoints.released(s.endpoint);
                         s.task.abort();
                     }
                 }
@@ -249,7 +272,10 @@ async fn run(
         let now = || tokio::time::Instant::now().into_std();
         tokio::select! {
             biased;
-            Some(event) = events.recv() => effects = core.handle(event, now()),
+            Some(event) = events.recv() => {
+                observe_endpoint(&endpoints, &mut streams, &event);
+                effects = core.handle(event, now());
+            }
             _ = stop.cancelled(), if !stop_sent => {
                 stop_sent = true;
                 effects = core.handle(Event::Stop, now());
@@ -271,12 +297,34 @@ async fn run(
         }
     }
     for (_, s) in streams.drain() {
+        endpoints.released(s.endpoint);
         s.task.abort();
     }
     WorkerReport {
         stats: core.stats(),
         unacked: core.inflight().0,
         wire: core.wire_name(),
+    }
+}
+
+/// Charges a stream's end to its endpoint when the endpoint failed, and marks the endpoint up on the
+/// stream's first ack.
+fn observe_endpoint(endpoints: &Endpoints, streams: &mut HashMap<Epoch, Stream>, event: &Event) {
+    match event {
+        Event::Ended(epoch, failure) => {
+            if let Some(s) = streams.get(epoch) {
+                if crate::endpoints::is_endpoint_failure(failure) {
+                    endpoints.failed(s.endpoint, std::time::Instant::now(), failure);
+                }
+            }
+        }
+        Event::Ack(epoch, _, _) => {
+            if let Some(s) = streams.get_mut(epoch).filter(|s| !s.acked) {
+                s.acked = true;
+                endpoints.succeeded(s.endpoint);
+            }
+        }
+        _ => {}
     }
 }
 

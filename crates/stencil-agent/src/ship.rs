@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::endpoints::Endpoints;
 use stencil_codec::{BatchEncoder, Compression, Generation};
 use stencil_patterns::{Engine, EngineConfig, Meta};
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 
 use crate::batcher::{BatchConfig, Batcher, Entry, Flush};
 use crate::checkpoint::Mailbox;
@@ -66,7 +66,7 @@ pub struct ShipOptions {
     pub tcp: Vec<Arc<std::net::TcpListener>>,
     /// Most TCP connections open at once over all listeners of a pipeline (0 means 256).
     pub tcp_max_connections: usize,
-    /// Pipelines (engine + batcher + stream each) over the shared channel; each source belongs to
+    /// Pipelines (engine + batcher + stream each) over the shared endpoints; each source belongs to
     /// exactly one. 0 means 1.
     pub pipelines: usize,
     /// Also compress the raw lines with one zstd-1 context per pipeline, as a plain zstd stream would,
@@ -516,10 +516,19 @@ type Producer = Box<
         + Send,
 >;
 
-/// Runs one stream worker per producer (all over `channel`) and the registry, and waits for the last ack.
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs one stream worker per producer (all over `endpoints`) and the registry, and waits for the last ack.
 async fn run_pipeline(
     options: ShipOptions,
-    channel: Channel,
+    endpoints: Endpoints,
     api_key: String,
     mailbox: Mailbox,
     registry: Option<Arc<Mutex<Registry>>>,
@@ -550,6 +559,8 @@ async fn run_pipeline(
     };
     let encoder = BatchEncoder::new(Generation::V3, options.compression);
     let (_key_tx, key_rx) = watch::channel(api_key);
+    // Probes bring endpoints that failed back into use; they end with the pipelines.
+    let _probes = AbortOnDrop(endpoints.spawn_probes());
     let mut workers = Vec::new();
     let mut readers = Vec::new();
     let read_lines: Arc<std::sync::atomic::AtomicU64> = Arc::default();
@@ -565,7 +576,7 @@ async fn run_pipeline(
         );
         let worker = crate::driver::spawn(
             core,
-            channel.clone(),
+            endpoints.clone(),
             Headers {
                 extensions: options.extensions,
                 ..Headers::new(encoder.content_encoding())
@@ -740,11 +751,11 @@ async fn watch_for_giving_up(
     give_up.cancel();
 }
 
-/// Ships `inputs` once over `channel` with `api_key` and waits until everything is acked.
+/// Ships `inputs` once over `endpoints` with `api_key` and waits until everything is acked.
 pub async fn ship_once(
     inputs: Vec<Input>,
     options: ShipOptions,
-    channel: Channel,
+    endpoints: Endpoints,
     api_key: String,
     mailbox: Mailbox,
 ) -> Result<Summary, String> {
@@ -823,7 +834,8 @@ pub async fn ship_once(
             ) as Producer
         })
         .collect();
-    let mut summary = run_pipeline(options, channel, api_key, mailbox, registry, producers).await?;
+    let mut summary =
+        run_pipeline(options, endpoints, api_key, mailbox, registry, producers).await?;
     summary.skipped_files += skipped;
     Ok(summary)
 }
@@ -845,7 +857,7 @@ fn matching(patterns: &[String]) -> Vec<PathBuf> {
 pub async fn ship_follow(
     patterns: Vec<String>,
     options: ShipOptions,
-    channel: Channel,
+    endpoints: Endpoints,
     api_key: String,
     mailbox: Mailbox,
     stop: Arc<AtomicBool>,
@@ -867,7 +879,7 @@ pub async fn ship_follow(
             },
         ));
     }
-    run_pipeline(options, channel, api_key, mailbox, registry, producers).await
+    run_pipeline(options, endpoints, api_key, mailbox, registry, producers).await
 }
 
 /// Reads the rest of a rotated file once, to its current end, under its own checkpoint and tagged with

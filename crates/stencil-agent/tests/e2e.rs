@@ -97,7 +97,7 @@ fn agent(addr: std::net::SocketAddr, key: &str) -> Agent {
     let mailbox = Mailbox::new();
     let worker = stencil_agent::spawn(
         core,
-        channel,
+        stencil_agent::Endpoints::new(vec![("intake".into(), channel)]),
         Headers::new(encoder.content_encoding()),
         key_rx,
         rx,

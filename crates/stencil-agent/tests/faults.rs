@@ -159,7 +159,7 @@ fn start(addr: std::net::SocketAddr, config: CoreConfig) -> Run {
     let mailbox = Mailbox::new();
     let worker = stencil_agent::spawn(
         Core::new(config, encoder, 9),
-        channel,
+        stencil_agent::Endpoints::new(vec![("intake".into(), channel)]),
         Headers::new(encoder.content_encoding()),
         key_rx,
         rx,

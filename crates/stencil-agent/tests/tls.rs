@@ -62,7 +62,7 @@ async fn tls_with_a_custom_ca_and_two_workers_on_one_channel() {
         let (_key_tx, key_rx) = watch::channel("k".to_owned());
         let worker = stencil_agent::spawn(
             Core::new(CoreConfig::default(), encoder, w),
-            channel.clone(),
+            stencil_agent::Endpoints::new(vec![("intake".into(), channel.clone())]),
             Headers::new(encoder.content_encoding()),
             key_rx,
             rx,

@@ -33,6 +33,83 @@ fn start_nats(port: u16, store: &Path) -> Child {
     child
 }
 
+/// Messages stored in stream `STENCIL` so far (0 while it cannot be read).
+fn stored(port: u16) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let Ok(client) = async_nats::connect(format!("127.0.0.1:{port}")).await else {
+            return 0;
+        };
+        let js = async_nats::jetstream::new(client);
+        match js.get_stream("STENCIL").await {
+            Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
+            Err(_) => 0,
+        }
+    })
+}
+
+/// A 3-node JetStream cluster on loopback: the nodes' client ports and their processes.
+fn start_cluster(dir: &Path) -> (Vec<u16>, Vec<Child>) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_list = routes
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes = (0..3)
+        .map(|i| {
+            Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &ports[i].to_string()])
+                .args([
+                    "--server_name",
+                    &format!("n{i}"),
+                    "--cluster_name",
+                    "stencil-test",
+                ])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                .args(["--routes", &route_list, "-sd"])
+                .arg(dir.join(format!("node{i}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server runs")
+        })
+        .collect();
+    for p in &ports {
+        common::wait_for(|| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+    }
+    // JetStream answers once the cluster has elected its meta leader.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = std::time::Instant::now();
+    rt.block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{}", ports[0]))
+            .await
+            .expect("connects to NATS");
+        let js = async_nats::jetstream::new(client);
+        loop {
+            match js.get_stream("STENCIL").await {
+                Ok(_) => break,
+                Err(e) if e.to_string().contains("not found") => break,
+                Err(_) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "the cluster's JetStream never answered"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    (ports, nodes)
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -57,10 +134,21 @@ fn messages(port: u16) -> Vec<(String, serde_json::Value)> {
             .state
             .last_sequence;
         let mut out = Vec::new();
-        for seq in 1..=last {
-            let m = stream.get_raw_message(seq).await.expect("message");
-            let body = serde_json::from_slice(&m.payload).expect("the body is JSON");
-            out.push((m.subject.to_string(), body));
+        // Many requests in flight at once: the fault test reads 100,000 messages.
+        let seqs: Vec<u64> = (1..=last).collect();
+        for chunk in seqs.chunks(512) {
+            let mut set = tokio::task::JoinSet::new();
+            for &seq in chunk {
+                let stream = stream.clone();
+                set.spawn(async move { (seq, stream.get_raw_message(seq).await) });
+            }
+            let mut got: Vec<_> = set.join_all().await;
+            got.sort_by_key(|(seq, _)| *seq);
+            for (seq, m) in got {
+                let m = m.unwrap_or_else(|e| panic!("message {seq}: {e}"));
+                let body = serde_json::from_slice(&m.payload).expect("the body is JSON");
+                out.push((m.subject.to_string(), body));
+            }
         }
         out
     })
@@ -229,5 +317,86 @@ fn an_outage_is_never_acked_and_every_line_lands_after_it() {
         "{} messages for {} lines: {duplicates} duplicates",
         got.len(),
         want.len()
+    );
+}
+
+/// Issue #12's fault test: two intakes publish into a 3-node JetStream cluster (replicas 3); one agent
+/// ships 100,000 numbered lines with both intakes as endpoints; mid-run one intake and one NATS node
+/// get SIGKILL. The agent's `--once` still exits 0 and every line is in the stream (duplicates, from
+/// batches replayed after the kill, are counted and reported).
+#[test]
+fn a_fleet_loses_nothing_when_an_intake_and_a_nats_node_die() {
+    const LINES: usize = 100_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ports, mut nodes) = start_cluster(dir.path());
+    let urls = ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let intake = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
+        command
+            .args(["intake", "--listen", "127.0.0.1:0", "--api-key", "k1"])
+            .args(["--nats-url", &urls, "--nats-replicas", "3"])
+            .args(["--nats-ack-timeout-secs", "10"]);
+        common::spawn_intake(command)
+    };
+    let (mut a, addr_a) = intake();
+    let (mut b, addr_b) = intake();
+    let input = dir.path().join("numbered.log");
+    let text: String = (0..LINES)
+        .map(|i| format!("line {i:06} of the fault test\n"))
+        .collect();
+    std::fs::write(&input, text).expect("write input");
+    let endpoints = format!("http://{addr_a},http://{addr_b}");
+    let data = dir.path().join("data");
+    let agent = {
+        let (input, data) = (input.clone(), data.clone());
+        std::thread::spawn(move || {
+            Command::new(env!("CARGO_BIN_EXE_stencil"))
+                .args(["ship", "--once", "--streams", "2", "--batch-lines", "200"])
+                .args(["--endpoint", &endpoints, "--api-key", "k1"])
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--stall-timeout-secs", "120"])
+                .arg(&input)
+                .stderr(Stdio::null())
+                .status()
+                .expect("ship runs")
+        })
+    };
+    // Mid-run: some lines are stored, the agent is still shipping.
+    let started = std::time::Instant::now();
+    while stored(ports[0]) < (LINES / 5) as u64 {
+        assert!(!agent.is_finished(), "the agent ended before the faults");
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!agent.is_finished(), "the faults happen mid-run");
+    kill(&mut a);
+    kill(&mut nodes[1]);
+    let status = agent.join().expect("agent thread");
+    assert!(status.success(), "ship --once exits 0 after the faults");
+    common::sigterm_and_wait(&mut b);
+    let got = messages(ports[0]);
+    for node in &mut nodes {
+        kill(node);
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, body) in &got {
+        *seen
+            .entry(body["message"].as_str().expect("message").to_owned())
+            .or_default() += 1;
+    }
+    let missing = (0..LINES)
+        .filter(|i| !seen.contains_key(&format!("line {i:06} of the fault test")))
+        .count();
+    assert_eq!(missing, 0, "every line is in the stream");
+    assert_eq!(seen.len(), LINES, "no line that was not shipped");
+    eprintln!(
+        "fault test: {} messages for {LINES} lines, {} duplicates",
+        got.len(),
+        got.len() - LINES
     );
 }

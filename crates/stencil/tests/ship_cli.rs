@@ -190,6 +190,22 @@ fn config_file_then_env_then_flags() {
         err.contains("unknown key `ship.batch_linez`") && err.contains("batch_lines"),
         "{err}"
     );
+
+    // Several endpoints as `endpoints = [...]`, one as `endpoint = "..."`: both reach --endpoint, and
+    // each URL is checked.
+    for (text, bad) in [
+        (
+            "endpoints = [\"http://127.0.0.1:9\", \"ftp://second\"]",
+            "ftp://second",
+        ),
+        ("endpoint = \"ftp://only\"", "ftp://only"),
+    ] {
+        std::fs::write(&config, format!("[ship]\napi_key = \"k\"\n{text}\n")).expect("write");
+        let out = run(&[], &["--once".as_ref()]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--endpoint \"{bad}\"")), "{err}");
+    }
 }
 
 #[test]

@@ -254,7 +254,14 @@ impl NatsSink {
             options = options.require_tls(true);
         }
         let urls = config.urls.join(",");
-        let client = options.connect(urls.as_str()).await.map_err(|e| {
+        let mut addrs = Vec::new();
+        for url in &config.urls {
+            addrs.push(
+                url.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| nats_error(format!("--nats-url {url}"), e))?,
+            );
+        }
+        let client = options.connect(addrs.as_slice()).await.map_err(|e| {
             nats_error(
                 format!("connecting to NATS at {urls}"),
                 format!("{e} (is nats-server running with JetStream enabled, `-js`?)"),

@@ -1,6 +1,7 @@
 //! `--config FILE`: a TOML file with one table per subcommand (`[ship]`, `[intake]`) whose keys name the
 //! subcommand's flags with `_` for `-` (`batch_lines = 500`, `tags = ["env:prod"]`, `once = true`;
-//! repeatable flags take arrays: `api_keys = ["a", "b"]`).
+//! repeatable flags take arrays: `api_keys = ["a", "b"]`, `endpoints = ["https://a", "https://b"]`; a
+//! repeatable flag's singular name works too: `endpoint = "https://a"`).
 //!
 //! Precedence: the file < `STENCIL_…` environment variables < command-line flags. A key is applied only
 //! where clap found no value from the environment or the command line. Unknown tables and keys are errors
@@ -59,7 +60,11 @@ pub fn apply<C: CommandFactory>(args: Vec<OsString>) -> Result<Vec<OsString>, St
         .collect();
     let mut out = args;
     for (key, value) in section {
-        let Some((_, long)) = flags.iter().find(|(id, _)| id == key) else {
+        // A key is the argument's id or its flag's name (`endpoints` or `endpoint`).
+        let Some((id, long)) = flags
+            .iter()
+            .find(|(id, long)| id == key || long.replace('-', "_") == *key)
+        else {
             return Err(format!(
                 "--config {}: unknown key `{sub}.{key}`; valid keys: {}",
                 path.display(),
@@ -71,7 +76,7 @@ pub fn apply<C: CommandFactory>(args: Vec<OsString>) -> Result<Vec<OsString>, St
             ));
         };
         if matches!(
-            sub_matches.value_source(key),
+            sub_matches.value_source(id),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         ) {
             continue;

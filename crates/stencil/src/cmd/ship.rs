@@ -27,10 +27,16 @@ pub struct ShipArgs {
     /// Most TCP connections open at once; more are closed at once, with a warning.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     tcp_max_connections: u64,
-    /// Remote intake, e.g. `https://intake.example.com:443`. Without it, an embedded intake writes the
-    /// rebuilt files under --out.
-    #[arg(long, value_name = "URL", env = "STENCIL_ENDPOINT")]
-    endpoint: Option<String>,
+    /// Remote intake, e.g. `https://intake.example.com:443`; repeat (or separate with commas) for several:
+    /// streams spread over the healthy ones and move to another when theirs fails. Without it, an
+    /// embedded intake writes the rebuilt files under --out. (Config file key: `endpoints = [...]`.)
+    #[arg(
+        long = "endpoint",
+        value_name = "URL",
+        env = "STENCIL_ENDPOINT",
+        value_delimiter = ','
+    )]
+    endpoints: Vec<String>,
     /// API key for --endpoint (`dd-api-key`).
     #[arg(long, env = "STENCIL_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -321,9 +327,12 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         },
         ..options
     };
+    // The endpoints exist once the runtime runs; /ready shows them from then on.
+    let endpoint_cell: Arc<std::sync::OnceLock<stencil_agent::Endpoints>> = Arc::default();
     let rt = super::runtime()?;
     rt.block_on(async move {
         if let Some(addr) = args.metrics_listen {
+            let shown_endpoints = endpoint_cell.clone();
             let states = {
                 let health = health.clone();
                 move || health.lock().map(|s| s.clone()).unwrap_or_default()
@@ -367,9 +376,28 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                         && states.iter().all(|s| {
                             matches!(s, stencil_agent::State::Active | stencil_agent::State::Draining)
                         });
+                    let endpoints = shown_endpoints
+                        .get()
+                        .map(|e| e.status())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "url": e.url,
+                                "up": e.up,
+                                "streams": e.streams,
+                                "failures": e.failures,
+                            })
+                            .to_string()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",");
                     (
                         if ready { 200 } else { 503 },
-                        format!("{{\"ready\":{ready},\"streams\":[{}]}}", names(&states)),
+                        format!(
+                            "{{\"ready\":{ready},\"streams\":[{}],\"endpoints\":[{endpoints}]}}",
+                            names(&states)
+                        ),
                     )
                 })
             });
@@ -379,8 +407,19 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             stencil_telemetry::build_info("ship");
             tracing::info!(%bound, "metrics on /metrics, liveness on /health, readiness on /ready");
         }
-        let (channel, key, embedded) = match &args.endpoint {
-            Some(url) => {
+        let (endpoints, key, embedded) = if !args.endpoints.is_empty() {
+            let key = args
+                .api_key
+                .clone()
+                .ok_or("--endpoint needs --api-key (or STENCIL_API_KEY)")?;
+            let ca = match &args.ca_file {
+                Some(p) => Some(
+                    std::fs::read(p).map_err(|e| format!("--ca-file {}: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            let mut list = Vec::new();
+            for url in &args.endpoints {
                 let scheme_ok = ["http://", "https://"]
                     .iter()
                     .any(|s| url.starts_with(s) && url.len() > s.len());
@@ -389,36 +428,34 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                         "--endpoint {url:?}: give the scheme and address, e.g. https://intake.example.com:443 (or http:// on a trusted network)"
                     ));
                 }
-                let key = args
-                    .api_key
-                    .clone()
-                    .ok_or("--endpoint needs --api-key (or STENCIL_API_KEY)")?;
-                let ca = match &args.ca_file {
-                    Some(p) => Some(
-                        std::fs::read(p).map_err(|e| format!("--ca-file {}: {e}", p.display()))?,
-                    ),
-                    None => None,
-                };
+                if list.iter().any(|(u, _)| u == url) {
+                    return Err(format!("--endpoint {url}: given twice"));
+                }
                 let channel = stencil_agent::channel(url, ca.as_deref())
                     .map_err(|e| format!("--endpoint {url}: {e}"))?;
-                (channel, key, None)
+                list.push((url.clone(), channel));
             }
-            None => {
-                let key = format!("embedded-{}", std::process::id());
-                let sink = FilesSink::new(&args.out, false).map_err(|e| format!("--out: {e}"))?;
-                let config = IntakeConfig {
-                    api_keys: vec![key.clone()],
-                    ..IntakeConfig::default()
-                };
-                let intake = stencil_intake::bind("127.0.0.1:0", config, Arc::new(sink))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let addr: SocketAddr = intake.local_addr();
-                let channel = stencil_agent::channel(&format!("http://{addr}"), None)
-                    .map_err(|e| e.to_string())?;
-                (channel, key, Some(intake))
-            }
+            (stencil_agent::Endpoints::new(list), key, None)
+        } else {
+            let key = format!("embedded-{}", std::process::id());
+            let sink = FilesSink::new(&args.out, false).map_err(|e| format!("--out: {e}"))?;
+            let config = IntakeConfig {
+                api_keys: vec![key.clone()],
+                ..IntakeConfig::default()
+            };
+            let intake = stencil_intake::bind("127.0.0.1:0", config, Arc::new(sink))
+                .await
+                .map_err(|e| e.to_string())?;
+            let addr: SocketAddr = intake.local_addr();
+            let url = format!("http://{addr}");
+            let channel = stencil_agent::channel(&url, None).map_err(|e| e.to_string())?;
+            (
+                stencil_agent::Endpoints::new(vec![(url, channel)]),
+                key,
+                Some(intake),
+            )
         };
+        let _ = endpoint_cell.set(endpoints.clone());
         let mailbox = Mailbox::new();
         let progress = progress(&mailbox);
         let stop = Arc::new(AtomicBool::new(false));
@@ -451,7 +488,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             });
         }
         let summary = if args.once {
-            stencil_agent::ship::ship_once(inputs, options, channel, key, mailbox.clone()).await?
+            stencil_agent::ship::ship_once(inputs, options, endpoints, key, mailbox.clone()).await?
         } else {
             eprintln!(
                 "stencil ship: following {} (Ctrl-C to stop)",
@@ -460,7 +497,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             stencil_agent::ship::ship_follow(
                 args.paths.clone(),
                 options,
-                channel,
+                endpoints,
                 key,
                 mailbox.clone(),
                 stop,
@@ -473,7 +510,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         if let Some(intake) = embedded {
             intake.shutdown().await.map_err(|e| e.to_string())?;
         }
-        print_summary(&summary, args.endpoint.is_none().then_some(&args.out));
+        print_summary(&summary, args.endpoints.is_empty().then_some(&args.out));
         if let Some(path) = &args.summary_json {
             std::fs::write(path, summary.to_json().to_string())
                 .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
