@@ -114,8 +114,9 @@ struct Stream {
     acked: bool,
 }
 
-/// Starts a worker: `core` over `endpoints` (each stream on the one [`Endpoints::pick`] chooses), reading payloads from `input`, posting released checkpoints
-/// to `mailbox`. `api_key` is read at every open; a change is an `ApiKeyReloaded` event.
+/// Starts a worker: `core` over `endpoints` (each stream on the one [`Endpoints::pick`] chooses),
+/// reading payloads from `input`, posting released checkpoints to `mailbox`. `api_key` is read at
+/// every open; a change is an `ApiKeyReloaded` event.
 pub fn spawn(
     core: Core,
     endpoints: Endpoints,

@@ -27,9 +27,9 @@ pub struct ShipArgs {
     /// Most TCP connections open at once; more are closed at once, with a warning.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     tcp_max_connections: u64,
-    /// Remote intake, e.g. `https://intake.example.com:443`; repeat (or separate with commas) for several:
-    /// streams spread over the healthy ones and move to another when theirs fails. Without it, an
-    /// embedded intake writes the rebuilt files under --out. (Config file key: `endpoints = [...]`.)
+    /// Remote intake, e.g. `https://intake.example.com:443`; repeat (or separate with commas) for
+    /// several: streams spread over the healthy ones and move to another when theirs fails. Without
+    /// it, an embedded intake writes the rebuilt files under --out. (Config file: `endpoints = [...]`.)
     #[arg(
         long = "endpoint",
         value_name = "URL",
@@ -65,8 +65,14 @@ pub struct ShipArgs {
     #[arg(long, value_enum, default_value_t = Wire::Auto, env = "STENCIL_WIRE")]
     wire: Wire,
     /// With `--wire auto`: the zstd level of each stream's compression context (1 = fastest, 19 =
-    /// smallest). The default, 6, sends 6–11 % fewer bytes than level 1 for little of the agent's CPU.
-    #[arg(long, value_name = "LEVEL", default_value_t = stencil_codec::extensions::STREAM_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    /// smallest). The default, 6, sends 6–11 % fewer bytes than level 1 for little of the agent's
+    /// CPU.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value_t = stencil_codec::extensions::STREAM_LEVEL,
+        value_parser = clap::value_parser!(i32).range(1..=19)
+    )]
     stream_level: i32,
     /// With --once, skip the zstd-1 stream comparison in the summary (saves its CPU, e.g. when
     /// benchmarking the agent).
