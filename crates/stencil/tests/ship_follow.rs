@@ -88,16 +88,6 @@ fn follows_appends_new_files_rotation_and_truncation() {
     );
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[test]
 fn agent_serves_metrics_and_health() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -124,14 +114,14 @@ fn agent_serves_metrics_and_health() {
         .spawn()
         .expect("starts");
     common::wait_for(|| {
-        http_get(port, "/health")
+        common::http_get(port, "/health")
             .is_some_and(|h| h.contains("200 OK") && h.contains("\"stream\":\"active\""))
     });
     common::wait_for(|| {
-        http_get(port, "/metrics")
+        common::http_get(port, "/metrics")
             .is_some_and(|m| m.contains("stencil_agent_payloads_acked_total 1"))
     });
-    let metrics = http_get(port, "/metrics").expect("metrics");
+    let metrics = common::http_get(port, "/metrics").expect("metrics");
     for series in [
         "stencil_agent_batches_sent_total",
         "stencil_agent_inflight_payloads",
@@ -148,7 +138,7 @@ fn agent_serves_metrics_and_health() {
     }
     // Readiness: every pipeline's stream is connected (this agent runs one per CPU, up to 4).
     common::wait_for(|| {
-        http_get(port, "/ready")
+        common::http_get(port, "/ready")
             .is_some_and(|r| r.contains("200 OK") && r.contains("\"ready\":true"))
     });
     common::sigterm_and_wait(&mut child);

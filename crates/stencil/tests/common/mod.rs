@@ -94,3 +94,15 @@ pub fn in_order<'a, S: AsRef<str>>(
     }
     (next, extras)
 }
+
+/// `GET path` on a local HTTP port (the metrics endpoints); the whole response, or `None` when the port
+/// does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
