@@ -9,13 +9,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn intake(port: u16, out: &Path) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
     command
@@ -66,7 +59,11 @@ fn endpoints(metrics: u16) -> Vec<(String, bool, u64)> {
 #[test]
 fn streams_spread_fail_over_and_a_recovered_endpoint_is_used_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (port_a, port_b, metrics) = (free_port(), free_port(), free_port());
+    let (port_a, port_b, metrics) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let (out_a, out_b) = (dir.path().join("out-a"), dir.path().join("out-b"));
     let mut a = intake(port_a, &out_a);
     let mut b = intake(port_b, &out_b);

@@ -8,17 +8,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// Starts `nats-server -js` on `port` with its store in `store`, and waits until it takes connections.
 fn start_nats(port: u16, store: &Path) -> Child {
@@ -53,8 +45,8 @@ fn stored(port: u16) -> u64 {
 
 /// A 3-node JetStream cluster on loopback: the nodes' client ports and their processes.
 fn start_cluster(dir: &Path) -> (Vec<u16>, Vec<Child>) {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let routes: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     let route_list = routes
         .iter()
         .map(|p| format!("nats://127.0.0.1:{p}"))
@@ -194,7 +186,7 @@ fn start_intake(nats_port: u16, extra: &[&str]) -> (Child, String) {
 #[test]
 fn every_shipped_log_is_a_jetstream_message() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = common::free_port();
     let mut nats = start_nats(port, &dir.path().join("store"));
     let (mut intake, addr) = start_intake(port, &["--nats-subject", "stencil.{service}.logs"]);
     let input = numbered(dir.path(), 3000);
@@ -225,7 +217,7 @@ fn every_shipped_log_is_a_jetstream_message() {
 #[test]
 fn a_stream_whose_subjects_do_not_fit_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = common::free_port();
     let mut nats = start_nats(port, &dir.path().join("store"));
     // The first intake creates STENCIL with `stencil.>`; a second one that publishes elsewhere must
     // refuse to start and say what to change.
@@ -247,7 +239,7 @@ fn a_stream_whose_subjects_do_not_fit_is_refused_at_start() {
     // And no server at all is a clear error too, not a hang.
     let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
         .args(["intake", "--listen", "127.0.0.1:0", "--nats-url"])
-        .arg(format!("nats://127.0.0.1:{}", free_port()))
+        .arg(format!("nats://127.0.0.1:{}", common::free_port()))
         .output()
         .expect("intake runs");
     assert!(!out.status.success());
@@ -262,7 +254,7 @@ fn a_stream_whose_subjects_do_not_fit_is_refused_at_start() {
 fn an_outage_is_never_acked_and_every_line_lands_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
-    let port = free_port();
+    let port = common::free_port();
     let mut nats = start_nats(port, &store);
     let (mut intake, addr) = start_intake(port, &["--nats-ack-timeout-secs", "2"]);
     // JetStream goes away before the agent ships: no batch can be stored, so none may be acked.
