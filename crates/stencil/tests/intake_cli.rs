@@ -46,12 +46,7 @@ fn intake_process_serves_and_stops_on_sigterm() {
             data: payload,
         }]);
         let mut request = tonic::Request::new(batches.chain(tokio_stream::pending()));
-        request
-            .metadata_mut()
-            .insert("dd-api-key", "k1".parse().expect("ascii"));
-        request
-            .metadata_mut()
-            .insert("dd-content-encoding", "zstd".parse().expect("ascii"));
+        with_key_and_zstd(&mut request);
         let mut acks = client
             .stateful_stream(request)
             .await
@@ -207,10 +202,7 @@ fn patterns_are_reported_in_jsonl_at_patterns_and_on_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let jsonl = dir.path().join("out.jsonl");
     let report = dir.path().join("patterns.json");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let metrics_port = common::free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
     command
         .args([
@@ -275,12 +267,7 @@ fn patterns_are_reported_in_jsonl_at_patterns_and_on_shutdown() {
             batch_id: 0,
             data: payload,
         }]));
-        request
-            .metadata_mut()
-            .insert("dd-api-key", "k1".parse().expect("ascii"));
-        request
-            .metadata_mut()
-            .insert("dd-content-encoding", "zstd".parse().expect("ascii"));
+        with_key_and_zstd(&mut request);
         let mut acks = client
             .stateful_stream(request)
             .await
@@ -339,4 +326,11 @@ fn patterns_are_reported_in_jsonl_at_patterns_and_on_shutdown() {
         written["patterns"][0]["example"],
         "user alice logged in from 10.0.0.1"
     );
+}
+
+/// The headers every stream of these tests opens with: API key `k1`, zstd-compressed batches.
+fn with_key_and_zstd<T>(request: &mut tonic::Request<T>) {
+    let md = request.metadata_mut();
+    md.insert("dd-api-key", "k1".parse().expect("ascii"));
+    md.insert("dd-content-encoding", "zstd".parse().expect("ascii"));
 }

@@ -93,11 +93,7 @@ fn agent_serves_metrics_and_health() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("a.log");
     append(&log, b"hello 1\nhello 2\n");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
         .args([
             "ship",
@@ -148,11 +144,7 @@ fn agent_serves_metrics_and_health() {
 fn tcp_lines_are_shipped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
         .args([
             "ship",
