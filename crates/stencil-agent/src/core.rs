@@ -90,6 +90,9 @@ pub struct CoreConfig {
     pub max_stream_entries: usize,
     /// The same, in define bytes (the intake's default limit is 64 MiB per stream).
     pub max_stream_state_bytes: usize,
+    /// Index of the worker's pipeline: the `pipeline` label of its metrics, so that the series of
+    /// several pipelines add up instead of overwriting each other.
+    pub pipeline: usize,
 }
 
 impl Default for CoreConfig {
@@ -115,6 +118,7 @@ impl Default for CoreConfig {
             echo_wait: Duration::from_secs(1),
             max_stream_entries: 10_000,
             max_stream_state_bytes: 8 << 20,
+            pipeline: 0,
         }
     }
 }
@@ -326,6 +330,8 @@ pub struct CoreStats {
     pub state_rotations: u64,
     /// Logs dropped by the poison ladder.
     pub dropped_logs: u64,
+    /// Steps down the poison ladder (split, degrade, raw rebuild).
+    pub poison_steps: u64,
     /// Batches sent with the negotiated extensions.
     pub ext_batches: u64,
     /// Bytes of those batches.
@@ -414,7 +420,12 @@ impl Core {
         self.epoch
     }
 
-    /// Counters.
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Counters since the core was created.
     pub fn stats(&self) -> CoreStats {
         self.stats
     }
@@ -690,8 +701,6 @@ impl Core {
                 // Cannot happen while no define is dropped. If it does, never send an unresolved
                 // reference: count it and send the affected logs as raw text.
                 self.stats.dangling += dangling as u64;
-                metrics::counter!("stencil_agent_dangling_references_total")
-                    .increment(dangling as u64);
                 tracing::error!(
                     dangling,
                     "a payload references ids no define resolves; sending its logs raw"
@@ -1028,7 +1037,7 @@ impl Core {
             self.full_snapshot = true;
             return false;
         }
-        metrics::counter!("stencil_agent_poison_steps_total").increment(1);
+        self.stats.poison_steps += 1;
         if head.payload.logs > 1 {
             self.split_head();
         } else if head.step < 3 && self.raw_head() {

@@ -156,6 +156,8 @@ async fn run(
     state: watch::Sender<State>,
 ) -> WorkerReport {
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let pipeline = core.config().pipeline.to_string();
+    metrics::counter!("stencil_agent_logs_acked_total", "pipeline" => pipeline.clone()).absolute(0);
     let mut streams: HashMap<Epoch, Stream> = HashMap::new();
     let mut input_open = true;
     let mut stop_sent = false;
@@ -237,7 +239,8 @@ async fn run(
                 } => {
                     mailbox.post(&checkpoints);
                     mailbox.add_acked(logs as u64);
-                    metrics::counter!("stencil_agent_logs_acked_total").increment(logs as u64);
+                    metrics::counter!("stencil_agent_logs_acked_total", "pipeline" => pipeline.clone())
+                        .increment(logs as u64);
                 }
                 Effect::Dropped {
                     checkpoints, logs, ..
@@ -252,14 +255,15 @@ async fn run(
                 }
                 Effect::State(s) => {
                     let previous = *state.borrow();
-                    metrics::gauge!("stencil_agent_stream_state", "state" => previous.name())
+                    metrics::gauge!("stencil_agent_stream_state", "state" => previous.name(), "pipeline" => pipeline.clone())
                         .set(0.0);
-                    metrics::gauge!("stencil_agent_stream_state", "state" => s.name()).set(1.0);
+                    metrics::gauge!("stencil_agent_stream_state", "state" => s.name(), "pipeline" => pipeline.clone())
+                        .set(1.0);
                     let _ = state.send(s);
                 }
             }
         }
-        publish(&core);
+        publish(&core, &pipeline);
         if core.state() == State::Stopped {
             break;
         }
@@ -329,24 +333,30 @@ fn observe_endpoint(endpoints: &Endpoints, streams: &mut HashMap<Epoch, Stream>,
     }
 }
 
-/// Publishes the core's counters and gauges (TRANSPORT.md §12 names).
-fn publish(core: &Core) {
+/// Publishes the core's counters and gauges (TRANSPORT.md §12 names), labelled with its pipeline.
+fn publish(core: &Core, pipeline: &str) {
     let s = core.stats();
-    metrics::counter!("stencil_agent_batches_sent_total").absolute(s.batches_sent);
-    metrics::counter!("stencil_agent_batch_wire_bytes_total").absolute(s.bytes_sent);
-    metrics::counter!("stencil_agent_payloads_acked_total").absolute(s.released);
-    metrics::counter!("stencil_agent_payloads_replayed_total").absolute(s.replayed);
-    metrics::counter!("stencil_agent_dangling_references_total").absolute(s.dangling);
-    metrics::counter!("stencil_agent_stream_failures_total").absolute(s.failures);
-    metrics::counter!("stencil_agent_stream_rotations_total").absolute(s.rotations);
-    metrics::counter!("stencil_agent_state_rotations_total").absolute(s.state_rotations);
-    metrics::counter!("stencil_agent_extension_batches_total").absolute(s.ext_batches);
-    metrics::counter!("stencil_agent_extension_wire_bytes_total").absolute(s.ext_bytes);
-    metrics::counter!("stencil_agent_extension_streams_total").absolute(s.ext_streams);
+    let p = || ("pipeline", pipeline.to_owned());
+    for (name, value) in [
+        ("stencil_agent_batches_sent_total", s.batches_sent),
+        ("stencil_agent_batch_wire_bytes_total", s.bytes_sent),
+        ("stencil_agent_payloads_acked_total", s.released),
+        ("stencil_agent_payloads_replayed_total", s.replayed),
+        ("stencil_agent_dangling_references_total", s.dangling),
+        ("stencil_agent_stream_failures_total", s.failures),
+        ("stencil_agent_stream_rotations_total", s.rotations),
+        ("stencil_agent_state_rotations_total", s.state_rotations),
+        ("stencil_agent_extension_batches_total", s.ext_batches),
+        ("stencil_agent_extension_wire_bytes_total", s.ext_bytes),
+        ("stencil_agent_extension_streams_total", s.ext_streams),
+        ("stencil_agent_poison_steps_total", s.poison_steps),
+    ] {
+        metrics::counter!(name, &[p()]).absolute(value);
+    }
     let (payloads, bytes) = core.inflight();
-    metrics::gauge!("stencil_agent_inflight_payloads").set(payloads as f64);
-    metrics::gauge!("stencil_agent_inflight_bytes").set(bytes as f64);
-    metrics::gauge!("stencil_agent_stream_error_count").set(f64::from(core.error_count()));
+    metrics::gauge!("stencil_agent_inflight_payloads", &[p()]).set(payloads as f64);
+    metrics::gauge!("stencil_agent_inflight_bytes", &[p()]).set(bytes as f64);
+    metrics::gauge!("stencil_agent_stream_error_count", &[p()]).set(f64::from(core.error_count()));
 }
 
 async fn sleep_until(at: Option<std::time::Instant>) {

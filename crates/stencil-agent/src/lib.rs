@@ -10,6 +10,8 @@
 //! - [`tail`]: following files through rotation and truncation.
 //! - [`registry`]: the persisted checkpoint registry (atomic writes, resume after a crash).
 //! - [`checkpoint`]: the coalescing mailbox towards the checkpoint registry.
+//! - [`source`]: what a configured source reads and attaches; [`multiline`] and [`processing`]: its
+//!   `multi_line` joining, processing rules and status detection.
 
 pub mod batcher;
 pub mod checkpoint;
@@ -19,10 +21,13 @@ pub mod endpoints;
 pub mod files;
 pub mod glob;
 pub mod metrics;
+pub mod multiline;
 pub mod payload;
+pub mod processing;
 pub mod registry;
 pub mod ship;
 pub mod snapshot;
+pub mod source;
 pub mod stdin;
 pub mod tail;
 pub mod tcp;
@@ -33,3 +38,4 @@ pub use core::{Core, CoreConfig, CoreStats, Effect, Epoch, Event, Failure, State
 pub use driver::{channel, spawn, Headers, Worker, WorkerReport};
 pub use endpoints::{EndpointStatus, Endpoints};
 pub use payload::{Checkpoint, Payload};
+pub use source::{Source, SourceInput, StartPosition};

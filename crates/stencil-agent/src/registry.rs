@@ -63,6 +63,8 @@ pub struct Opened {
     pub source: String,
     /// Rotated-away files with lines past their checkpoints, to read to their ends before `start`.
     pub leftovers: Vec<Leftover>,
+    /// The file resumes at a checkpoint (false: it is seen for the first time).
+    pub resumed: bool,
 }
 
 /// The rest of a file that was rotated away while the agent was down.
@@ -289,6 +291,7 @@ impl Registry {
                     start,
                     source: id,
                     leftovers,
+                    resumed: true,
                 });
             }
         }
@@ -310,6 +313,7 @@ impl Registry {
             start: 0,
             source,
             leftovers,
+            resumed: false,
         })
     }
 

@@ -3,7 +3,7 @@
 //! registry. [`ship_once`] reads every input to its end and waits for the last ack; [`ship_follow`]
 //! follows files (and new files matching the globs) until told to stop, then shuts down gracefully.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,30 +19,24 @@ use crate::checkpoint::Mailbox;
 use crate::core::{Core, CoreConfig};
 use crate::driver::Headers;
 use crate::files::{for_each_line, Eol, MAX_LINE};
+use crate::multiline::Aggregator;
 use crate::payload::{Checkpoint, Payload};
 use crate::registry::{Leftover, Registry};
+use crate::source::{Source, SourceInput, StartPosition};
 use crate::tail::{FollowConfig, Follower};
 
-/// An input: a file path, or stdin.
+/// An input of one pass: a file path, or stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
+enum Input {
     /// A file (its absolute path is the `filename:` tag).
     File(PathBuf),
     /// Standard input.
     Stdin,
 }
 
-/// What to attach to every log, and how to batch.
+/// How to batch, send and checkpoint (what each log carries is its [`Source`]'s).
 #[derive(Debug, Clone, Default)]
 pub struct ShipOptions {
-    /// `service`.
-    pub service: Option<String>,
-    /// `ddsource:` tag.
-    pub source: Option<String>,
-    /// `hostname:` tag.
-    pub hostname: Option<String>,
-    /// Extra `k:v` tags.
-    pub tags: Vec<String>,
     /// Payload codec.
     pub compression: Compression,
     /// Batching.
@@ -62,8 +56,6 @@ pub struct ShipOptions {
     /// Follow mode: how long a file rotated away (renamed or deleted) is read on after it last grew,
     /// for writers that keep the old descriptor a while (default 30 s when zero).
     pub rotate_wait: Duration,
-    /// Follow mode: newline-delimited TCP listeners (no checkpoints: a network input cannot resume).
-    pub tcp: Vec<Arc<std::net::TcpListener>>,
     /// Most TCP connections open at once over all listeners of a pipeline (0 means 256).
     pub tcp_max_connections: usize,
     /// Pipelines (engine + batcher + stream each) over the shared endpoints; each source belongs to
@@ -105,10 +97,16 @@ pub fn filename_tag(path: &std::path::Path) -> String {
     )
 }
 
-/// Says that a file is skipped for now, and counts it.
-fn warn_skipped(path: &std::path::Path, error: &dyn std::fmt::Display, reason: &'static str) {
-    metrics::counter!(crate::metrics::FILES_SKIPPED, "reason" => reason).increment(1);
-    tracing::warn!(file = %path.display(), error = %error, "cannot read this file; shipping the others");
+/// Says that a file of source `source` is skipped for now, and counts it.
+fn warn_skipped(
+    source: &str,
+    path: &std::path::Path,
+    error: &dyn std::fmt::Display,
+    reason: &'static str,
+) {
+    metrics::counter!(crate::metrics::FILES_SKIPPED, "reason" => reason, "source" => source.to_owned())
+        .increment(1);
+    tracing::warn!(source, file = %path.display(), error = %error, "cannot read this file; shipping the others");
 }
 
 /// The reason label of an I/O error.
@@ -146,7 +144,11 @@ pub struct Summary {
     pub dropped: u64,
     /// Files that could not be opened or read (each was warned about; the others were shipped).
     pub skipped_files: u64,
-    /// Lines read but never acked, when the run was given up (see [`ShipOptions::abort`]).
+    /// Logs sent (lines joined by `multi_line` count once; lines dropped by a rule do not count).
+    pub logs: u64,
+    /// Events dropped by an `exclude_at_match` or `include_at_match` rule.
+    pub excluded: u64,
+    /// Logs sent but never acked, when the run was given up (see [`ShipOptions::abort`]).
     pub unacked: u64,
     /// Why the run was given up, if it was.
     pub gave_up: Option<String>,
@@ -157,6 +159,8 @@ impl Summary {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "lines": self.lines,
+            "logs": self.logs,
+            "excluded": self.excluded,
             "raw_bytes": self.raw_bytes,
             "wire_bytes": self.wire_bytes,
             "ratio_to_raw": ratio(self.raw_bytes, self.wire_bytes),
@@ -188,6 +192,8 @@ fn ratio(a: u64, b: u64) -> f64 {
 #[derive(Debug, Default)]
 struct ReadStats {
     lines: u64,
+    logs: u64,
+    excluded: u64,
     raw: u64,
     zstd1: u64,
     patterns: u64,
@@ -200,6 +206,8 @@ impl ReadStats {
     fn add(&mut self, o: &ReadStats) {
         self.skipped_files += o.skipped_files;
         self.lines += o.lines;
+        self.logs += o.logs;
+        self.excluded += o.excluded;
         self.raw += o.raw;
         self.zstd1 += o.zstd1;
         self.patterns += o.patterns;
@@ -208,13 +216,31 @@ impl ReadStats {
     }
 }
 
-/// Lines in, payloads out: the engine, the batcher, the comparison baseline and the counters.
+/// What the encoder keeps per source: the tags every log carries (built once), and the handles of its
+/// metrics.
+struct SourceState {
+    common: Vec<String>,
+    lines: metrics::Counter,
+    bytes: metrics::Counter,
+}
+
+/// The event being joined for one input (`multi_line`), with what its log will carry.
+struct Joining {
+    source: usize,
+    tag: Option<String>,
+    aggregator: Aggregator,
+}
+
+/// Lines in, payloads out: multi-line joining, the processing rules, the engine, the batcher, the
+/// comparison baseline and the counters.
 struct LineEncoder {
     engine: Engine,
     batcher: Batcher,
     tx: mpsc::Sender<Payload>,
-    common: Vec<String>,
-    service: Option<String>,
+    sources: Arc<[Source]>,
+    states: Vec<SourceState>,
+    /// Events being joined, by checkpoint id of their input.
+    joining: HashMap<Arc<str>, Joining>,
     baseline: Vec<u8>,
     baseline_lines: usize,
     /// The plain zstd stream the summary compares with.
@@ -223,25 +249,27 @@ struct LineEncoder {
     max_line: usize,
     compare: bool,
     stats: ReadStats,
-    /// Lines read so far, across pipelines (for the unacked count of a run given up).
+    /// Logs sent so far, across pipelines (for the unacked count of a run given up).
     read_lines: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LineEncoder {
     fn new(
         options: &ShipOptions,
+        sources: Arc<[Source]>,
         max_wait: Duration,
         tx: mpsc::Sender<Payload>,
         read_lines: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         let encoder = BatchEncoder::new(Generation::V3, options.compression);
-        let mut common: Vec<String> = options.tags.clone();
-        if let Some(s) = &options.source {
-            common.push(format!("ddsource:{s}"));
-        }
-        if let Some(h) = &options.hostname {
-            common.push(format!("hostname:{h}"));
-        }
+        let states = sources
+            .iter()
+            .map(|s| SourceState {
+                common: s.common_tags(),
+                lines: metrics::counter!(crate::metrics::SOURCE_LINES, "source" => s.name.clone()),
+                bytes: metrics::counter!(crate::metrics::SOURCE_BYTES, "source" => s.name.clone()),
+            })
+            .collect();
         LineEncoder {
             engine: Engine::new(options.engine.clone()),
             batcher: Batcher::new(
@@ -253,8 +281,9 @@ impl LineEncoder {
             )
             .lazy_encoding(!options.extensions.is_empty()),
             tx,
-            common,
-            service: options.service.clone(),
+            sources,
+            states,
+            joining: HashMap::new(),
             baseline: Vec::new(),
             baseline_lines: 0,
             baseline_ctx: options
@@ -275,25 +304,28 @@ impl LineEncoder {
         }
     }
 
-    /// Encodes every line of `reader` (whose first byte is at `start` in its source) under `source`,
-    /// tagged `filename_tag`. The outer error is fatal (the pipeline stopped); the inner one is the
-    /// input's own read error, after which the rest of the input is skipped.
+    /// Encodes every line of `reader` (whose first byte is at `start` in its input) of source `src`
+    /// under checkpoint id `key`, tagged `tag`, and then the event it left pending. The outer error is
+    /// fatal (the pipeline stopped); the inner one is the input's own read error, after which the rest
+    /// of the input is skipped.
     fn read_all(
         &mut self,
         reader: impl std::io::Read,
         start: u64,
-        source: &Arc<str>,
-        filename_tag: Option<&str>,
+        src: usize,
+        key: &Arc<str>,
+        tag: Option<&str>,
     ) -> Result<std::io::Result<()>, String> {
         let mut failed = None;
         let read = for_each_line(reader, start, self.max_line, |line, eol, offset| {
             if failed.is_none() {
-                failed = self.line(line, eol, offset, source, filename_tag).err();
+                failed = self.line(src, line, eol, offset, key, tag).err();
             }
         });
         if let Some(e) = failed {
             return Err(e);
         }
+        self.end_input(key)?;
         Ok(read.map(|split| self.stats.split += split))
     }
 
@@ -317,38 +349,28 @@ impl LineEncoder {
         }
     }
 
-    /// Encodes one line ending at `offset` of `source`; `filename_tag` is `filename:<absolute path>` for files.
+    /// Takes one line of source `src` ending at `offset` of the input `key`; `tag` is the input's
+    /// `filename:` (or `peer:`) tag.
     fn line(
         &mut self,
+        src: usize,
         line: &[u8],
         eol: Eol,
         offset: u64,
-        source: &Arc<str>,
-        filename_tag: Option<&str>,
+        key: &Arc<str>,
+        tag: Option<&str>,
     ) -> Result<(), String> {
-        let mut tags: Vec<&str> = self.common.iter().map(String::as_str).collect();
-        if let Some(f) = filename_tag {
-            tags.push(f);
-        }
-        if let Some(t) = eol.tag() {
-            tags.push(t);
-        }
-        let meta = Meta {
-            timestamp: now_ms(),
-            status: None,
-            service: self.service.as_deref(),
-            tags: &tags,
-        };
-        let mut datums = Vec::new();
-        self.engine.encode(line, &meta, &mut datums);
         let terminator = match eol {
             Eol::Lf => 1,
             Eol::CrLf => 2,
             Eol::None => 0,
         };
         self.stats.lines += 1;
-        self.read_lines.fetch_add(1, Ordering::Relaxed);
         self.stats.raw += (line.len() + terminator) as u64;
+        if let Some(state) = self.states.get(src) {
+            state.lines.increment(1);
+            state.bytes.increment((line.len() + terminator) as u64);
+        }
         if self.compare {
             self.baseline.extend_from_slice(line);
             self.baseline.push(b'\n');
@@ -357,13 +379,92 @@ impl LineEncoder {
                 self.baseline_flush();
             }
         }
+        let Some(mode) = self.sources.get(src).and_then(|s| s.multi_line.clone()) else {
+            return self.emit(src, line, eol, offset, key, tag);
+        };
+        let max_line = self.max_line;
+        let joining = self.joining.entry(key.clone()).or_insert_with(|| Joining {
+            source: src,
+            tag: tag.map(str::to_owned),
+            aggregator: Aggregator::new(mode, max_line),
+        });
+        match joining.aggregator.push(line, eol, offset, Instant::now()) {
+            Some(done) => self.emit(src, &done.text, done.eol, done.offset, key, tag),
+            None => Ok(()),
+        }
+    }
+
+    /// Emits the event pending for input `key` (its input ended).
+    fn end_input(&mut self, key: &Arc<str>) -> Result<(), String> {
+        if let Some(mut j) = self.joining.remove(key) {
+            if let Some(done) = j.aggregator.take() {
+                self.emit(
+                    j.source,
+                    &done.text,
+                    done.eol,
+                    done.offset,
+                    key,
+                    j.tag.as_deref(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the source's rules to one event and encodes it.
+    fn emit(
+        &mut self,
+        src: usize,
+        event: &[u8],
+        eol: Eol,
+        offset: u64,
+        key: &Arc<str>,
+        tag: Option<&str>,
+    ) -> Result<(), String> {
+        let Some(source) = self.sources.get(src) else {
+            return Err(format!("no source {src}"));
+        };
+        let text = match crate::processing::apply(&source.rules, event) {
+            crate::processing::Verdict::Keep(text) => text,
+            crate::processing::Verdict::Drop(rule) => {
+                metrics::counter!(crate::metrics::SOURCE_EXCLUDED, "source" => source.name.clone(), "rule" => rule.to_owned())
+                    .increment(1);
+                self.stats.excluded += 1;
+                return Ok(());
+            }
+        };
+        let status = match source.detect_status {
+            true => crate::processing::detect_status(&text).unwrap_or(&source.status),
+            false => &source.status,
+        };
+        let mut tags: Vec<&str> = self
+            .states
+            .get(src)
+            .map(|s| s.common.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        if let Some(f) = tag {
+            tags.push(f);
+        }
+        if let Some(t) = eol.tag() {
+            tags.push(t);
+        }
+        let meta = Meta {
+            timestamp: now_ms(),
+            status: Some(status),
+            service: source.service.as_deref(),
+            tags: &tags,
+        };
+        let mut datums = Vec::new();
+        self.engine.encode(&text, &meta, &mut datums);
+        self.stats.logs += 1;
+        self.read_lines.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
             datums,
             checkpoint: Some(Checkpoint {
-                source: source.clone(),
+                source: key.clone(),
                 offset,
             }),
-            raw_len: line.len(),
+            raw_len: text.len(),
         };
         let payloads = self
             .batcher
@@ -372,8 +473,26 @@ impl LineEncoder {
         self.send(payloads)
     }
 
-    /// Flushes the open payload if its first line is old enough.
+    /// Flushes the open payload if its first line is old enough, and the joined events that waited
+    /// their source's `multi_line` flush time.
     fn tick(&mut self, now: Instant) -> Result<(), String> {
+        let due: Vec<Arc<str>> = self
+            .joining
+            .iter()
+            .filter(|(_, j)| {
+                let wait = self
+                    .sources
+                    .get(j.source)
+                    .map_or(crate::source::MULTI_LINE_FLUSH, |s| s.multi_line_flush);
+                j.aggregator
+                    .started()
+                    .is_some_and(|t| now.duration_since(t) >= wait)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.end_input(&key)?;
+        }
         if self.batcher.deadline().is_some_and(|d| d <= now) {
             let payloads = self.batcher.flush(Flush::Age).map_err(|e| e.to_string())?;
             self.send(payloads)?;
@@ -382,6 +501,10 @@ impl LineEncoder {
     }
 
     fn finish(mut self) -> Result<ReadStats, String> {
+        let pending: Vec<Arc<str>> = self.joining.keys().cloned().collect();
+        for key in pending {
+            self.end_input(&key)?;
+        }
         self.baseline_flush();
         let payloads = self
             .batcher
@@ -399,17 +522,20 @@ impl LineEncoder {
 fn produce(
     inputs: Vec<Planned>,
     options: ShipOptions,
+    sources: Arc<[Source]>,
     tx: mpsc::Sender<Payload>,
     read_lines: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<ReadStats, String> {
-    let mut enc = LineEncoder::new(&options, Duration::MAX, tx, read_lines);
+    let mut enc = LineEncoder::new(&options, sources, Duration::MAX, tx, read_lines);
     for Planned {
         input,
+        source: src,
         start,
         id,
         tag_as,
     } in inputs
     {
+        let name = source_name(&enc.sources, src);
         let read = match &input {
             Input::File(path) => {
                 let opened = std::fs::File::open(path).and_then(|mut f| {
@@ -423,30 +549,37 @@ fn produce(
                 let f = match opened {
                     Ok(f) => f,
                     Err(e) => {
-                        warn_skipped(path, &e, skip_reason(&e));
+                        warn_skipped(&name, path, &e, skip_reason(&e));
                         enc.stats.skipped_files += 1;
                         continue;
                     }
                 };
-                let source: Arc<str> = Arc::from(
+                let key: Arc<str> = Arc::from(
                     id.clone()
                         .unwrap_or_else(|| path.to_string_lossy().into_owned()),
                 );
                 let tag = filename_tag(tag_as.as_deref().unwrap_or(path));
-                enc.read_all(f, start, &source, Some(&tag))?
+                enc.read_all(f, start, src, &key, Some(&tag))?
             }
-            Input::Stdin => enc.read_all(std::io::stdin(), 0, &Arc::from("-"), None)?,
+            Input::Stdin => enc.read_all(std::io::stdin(), 0, src, &Arc::from("-"), None)?,
         };
         if let Err(e) = read {
-            let name = match &input {
+            let path = match &input {
                 Input::File(path) => path.clone(),
                 Input::Stdin => PathBuf::from("stdin"),
             };
-            warn_skipped(&name, &e, skip_reason(&e));
+            warn_skipped(&name, &path, &e, skip_reason(&e));
             enc.stats.skipped_files += 1;
         }
     }
     enc.finish()
+}
+
+/// The metric label of source `src`.
+fn source_name(sources: &[Source], src: usize) -> String {
+    sources
+        .get(src)
+        .map_or_else(String::new, |s| s.name.clone())
 }
 
 fn now_ms() -> i64 {
@@ -470,12 +603,12 @@ fn open_registry(options: &ShipOptions) -> Result<Option<Arc<Mutex<Registry>>>, 
     }
 }
 
-/// Where to start `path`, the checkpoint id of its logs, and the rest of the files it was rotated to
-/// while the agent was down (to read first).
+/// Where to start `path`, the checkpoint id of its logs, the rest of the files it was rotated to
+/// while the agent was down (to read first), and whether it resumes at a checkpoint.
 fn open_file(
     registry: Option<&Arc<Mutex<Registry>>>,
     abs: &std::path::Path,
-) -> std::io::Result<(u64, Option<String>, Vec<Leftover>)> {
+) -> std::io::Result<(u64, Option<String>, Vec<Leftover>, bool)> {
     match registry {
         Some(reg) => {
             let mut reg = reg
@@ -490,9 +623,14 @@ fn open_file(
                     "reading the rest of a rotated file"
                 );
             }
-            Ok((opened.start, Some(opened.source), opened.leftovers))
+            Ok((
+                opened.start,
+                Some(opened.source),
+                opened.leftovers,
+                opened.resumed,
+            ))
         }
-        None => Ok((0, None, Vec::new())),
+        None => Ok((0, None, Vec::new(), false)),
     }
 }
 
@@ -500,6 +638,8 @@ fn open_file(
 /// with (`filename:`), which differs from the file's own for the rest of a rotated file.
 struct Planned {
     input: Input,
+    /// Index of its source.
+    source: usize,
     start: u64,
     id: Option<String>,
     tag_as: Option<PathBuf>,
@@ -510,6 +650,7 @@ struct Planned {
 type Producer = Box<
     dyn FnOnce(
             ShipOptions,
+            Arc<[Source]>,
             mpsc::Sender<Payload>,
             Arc<std::sync::atomic::AtomicU64>,
         ) -> Result<ReadStats, String>
@@ -528,6 +669,7 @@ impl Drop for AbortOnDrop {
 /// Runs one stream worker per producer (all over `endpoints`) and the registry, and waits for the last ack.
 async fn run_pipeline(
     options: ShipOptions,
+    sources: Arc<[Source]>,
     endpoints: Endpoints,
     api_key: String,
     mailbox: Mailbox,
@@ -569,6 +711,7 @@ async fn run_pipeline(
         let core = Core::new(
             CoreConfig {
                 extensions: options.extensions,
+                pipeline: i,
                 ..options.core.clone()
             },
             encoder,
@@ -603,9 +746,9 @@ async fn run_pipeline(
                 }
             });
         }
-        let (opts, read) = (options.clone(), read_lines.clone());
+        let (opts, srcs, read) = (options.clone(), sources.clone(), read_lines.clone());
         readers.push(tokio::task::spawn_blocking(move || {
-            producer(opts, tx, read)
+            producer(opts, srcs, tx, read)
         }));
         workers.push(worker);
     }
@@ -694,6 +837,8 @@ async fn run_pipeline(
         return Err(e);
     }
     summary.lines = read.lines;
+    summary.logs = read.logs;
+    summary.excluded = read.excluded;
     summary.raw_bytes = read.raw;
     summary.zstd1_bytes = read.zstd1;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -751,14 +896,37 @@ async fn watch_for_giving_up(
     give_up.cancel();
 }
 
-/// Ships `inputs` once over `endpoints` with `api_key` and waits until everything is acked.
+/// Ships every input of `sources` once over `endpoints` with `api_key` and waits until everything is
+/// acked. A path that does not exist or a glob that matches nothing is an error before anything is
+/// sent.
 pub async fn ship_once(
-    inputs: Vec<Input>,
+    sources: Vec<Source>,
     options: ShipOptions,
     endpoints: Endpoints,
     api_key: String,
     mailbox: Mailbox,
 ) -> Result<Summary, String> {
+    let mut inputs = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        match &source.input {
+            SourceInput::Files { .. } => {
+                inputs.extend(
+                    source
+                        .files_now(true)?
+                        .into_iter()
+                        .map(|p| (i, Input::File(p))),
+                );
+            }
+            SourceInput::Stdin => inputs.push((i, Input::Stdin)),
+            SourceInput::Tcp(_) => {
+                return Err(format!(
+                    "source {}: TCP is a follow-mode input (drop --once)",
+                    source.name
+                ))
+            }
+        }
+    }
+    crate::metrics::describe_sources(&sources);
     let registry = open_registry(&options)?;
     let mut skipped = 0;
     // One unit per input: the rest of its rotated predecessors (if any), then the input itself, so that
@@ -766,14 +934,15 @@ pub async fn ship_once(
     let mut planned: Vec<Vec<Planned>> = Vec::with_capacity(inputs.len());
     // The same file named twice (or by a glob and a path, or through a symlink) is read once.
     let mut seen = std::collections::HashSet::new();
-    for input in inputs {
+    for (src, input) in inputs {
+        let name = source_name(&sources, src);
         let unit = match &input {
             Input::File(path) => {
                 use std::os::unix::fs::MetadataExt;
                 let abs = match std::fs::canonicalize(path) {
                     Ok(abs) => abs,
                     Err(e) => {
-                        warn_skipped(path, &e, skip_reason(&e));
+                        warn_skipped(&name, path, &e, skip_reason(&e));
                         skipped += 1;
                         continue;
                     }
@@ -784,10 +953,10 @@ pub async fn ship_once(
                         continue;
                     }
                 }
-                let (start, id, leftovers) = match open_file(registry.as_ref(), &abs) {
+                let (start, id, leftovers, _) = match open_file(registry.as_ref(), &abs) {
                     Ok(opened) => opened,
                     Err(e) => {
-                        warn_skipped(&abs, &e, skip_reason(&e));
+                        warn_skipped(&name, &abs, &e, skip_reason(&e));
                         skipped += 1;
                         continue;
                     }
@@ -796,6 +965,7 @@ pub async fn ship_once(
                     .into_iter()
                     .map(|l| Planned {
                         input: Input::File(l.path),
+                        source: src,
                         start: l.offset,
                         id: Some(l.source),
                         tag_as: Some(abs.clone()),
@@ -803,6 +973,7 @@ pub async fn ship_once(
                     .collect();
                 unit.push(Planned {
                     input: Input::File(abs),
+                    source: src,
                     start,
                     id,
                     tag_as: None,
@@ -811,6 +982,7 @@ pub async fn ship_once(
             }
             Input::Stdin => vec![Planned {
                 input,
+                source: src,
                 start: 0,
                 id: None,
                 tag_as: None,
@@ -828,43 +1000,44 @@ pub async fn ship_once(
         .into_iter()
         .map(|group| {
             Box::new(
-                move |options: ShipOptions, tx: mpsc::Sender<Payload>, read| {
-                    produce(group, options, tx, read)
-                },
+                move |options: ShipOptions,
+                      sources: Arc<[Source]>,
+                      tx: mpsc::Sender<Payload>,
+                      read| { produce(group, options, sources, tx, read) },
             ) as Producer
         })
         .collect();
-    let mut summary =
-        run_pipeline(options, endpoints, api_key, mailbox, registry, producers).await?;
+    let mut summary = run_pipeline(
+        options,
+        sources.into(),
+        endpoints,
+        api_key,
+        mailbox,
+        registry,
+        producers,
+    )
+    .await?;
     summary.skipped_files += skipped;
     Ok(summary)
 }
 
-/// The files matching `patterns` now (globs, or paths that exist).
-fn matching(patterns: &[String]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for p in patterns {
-        match crate::glob::expand(p) {
-            Ok(paths) => out.extend(paths),
-            Err(e) => tracing::warn!(pattern = %p, error = %e, "skipping a pattern"),
-        }
-    }
-    out
-}
-
-/// Follows the files matching `patterns` (paths or globs; new matches are picked up) until `stop` is
-/// set, then emits held partial lines, flushes, waits for the acks and returns the summary.
+/// Follows every source (files matching its paths and globs, new matches picked up; TCP; stdin) until
+/// `stop` is set, then emits held partial lines and pending events, flushes, waits for the acks and
+/// returns the summary. A run whose only source is stdin ends at its end.
 pub async fn ship_follow(
-    patterns: Vec<String>,
+    sources: Vec<Source>,
     options: ShipOptions,
     endpoints: Endpoints,
     api_key: String,
     mailbox: Mailbox,
     stop: Arc<AtomicBool>,
 ) -> Result<Summary, String> {
+    crate::metrics::describe_sources(&sources);
     let registry = open_registry(&options)?;
     // Standard input alone is one source: one pipeline, which ends when it does.
-    let only_stdin = patterns.iter().all(|p| p == "-") && options.tcp.is_empty();
+    let only_stdin = sources
+        .iter()
+        .all(|s| matches!(s.input, SourceInput::Stdin));
     let n = if only_stdin {
         1
     } else {
@@ -872,20 +1045,30 @@ pub async fn ship_follow(
     };
     let mut producers: Vec<Producer> = Vec::with_capacity(n);
     for index in 0..n {
-        let (reg, patterns, stop) = (registry.clone(), patterns.clone(), stop.clone());
+        let (reg, stop) = (registry.clone(), stop.clone());
         producers.push(Box::new(
-            move |options: ShipOptions, tx: mpsc::Sender<Payload>, read| {
-                follow(index, n, &patterns, reg, stop, options, tx, read)
+            move |options: ShipOptions, sources: Arc<[Source]>, tx: mpsc::Sender<Payload>, read| {
+                follow(index, n, reg, stop, options, sources, tx, read)
             },
         ));
     }
-    run_pipeline(options, endpoints, api_key, mailbox, registry, producers).await
+    run_pipeline(
+        options,
+        sources.into(),
+        endpoints,
+        api_key,
+        mailbox,
+        registry,
+        producers,
+    )
+    .await
 }
 
 /// Reads the rest of a rotated file once, to its current end, under its own checkpoint and tagged with
 /// the path it was rotated from. A file that cannot be read is warned about and skipped.
 fn read_leftover(
     enc: &mut LineEncoder,
+    src: usize,
     l: &Leftover,
     tag_as: &std::path::Path,
 ) -> Result<(), String> {
@@ -896,27 +1079,38 @@ fn read_leftover(
     });
     let read = match opened {
         Ok(f) => {
-            let source: Arc<str> = Arc::from(l.source.as_str());
-            enc.read_all(f, l.offset, &source, Some(&filename_tag(tag_as)))?
+            let key: Arc<str> = Arc::from(l.source.as_str());
+            enc.read_all(f, l.offset, src, &key, Some(&filename_tag(tag_as)))?
         }
         Err(e) => Err(e),
     };
     if let Err(e) = read {
-        warn_skipped(&l.path, &e, skip_reason(&e));
+        warn_skipped(
+            &source_name(&enc.sources, src),
+            &l.path,
+            &e,
+            skip_reason(&e),
+        );
     }
     Ok(())
 }
 
-/// Pipeline `index` of `n`: follows the matching files whose path hashes to it (and the TCP inputs, for
-/// pipeline 0) until `stop`.
+/// The per-source gauges of follow mode.
+struct SourceGauges {
+    watched: metrics::Gauge,
+    lag: metrics::Gauge,
+}
+
+/// Pipeline `index` of `n`: follows the matching files whose path hashes to it (and the TCP and stdin
+/// sources, for pipeline 0) until `stop`.
 #[allow(clippy::too_many_arguments)]
 fn follow(
     index: usize,
     n: usize,
-    patterns: &[String],
     reg: Option<Arc<Mutex<Registry>>>,
     stop: Arc<AtomicBool>,
     options: ShipOptions,
+    sources: Arc<[Source]>,
     tx: mpsc::Sender<Payload>,
     read_lines: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<ReadStats, String> {
@@ -940,81 +1134,127 @@ fn follow(
         max_line: options.max_line(),
         ..FollowConfig::default()
     };
-    let mut enc = LineEncoder::new(&options, options.batch.max_wait, tx, read_lines);
-    let mut followers: BTreeMap<PathBuf, Follower> = BTreeMap::new();
+    let mut enc = LineEncoder::new(
+        &options,
+        sources.clone(),
+        options.batch.max_wait,
+        tx,
+        read_lines,
+    );
+    let gauges: Vec<SourceGauges> = sources
+        .iter()
+        .map(|s| SourceGauges {
+            watched: metrics::gauge!(crate::metrics::SOURCE_FILES_WATCHED, "source" => s.name.clone(), "pipeline" => index.to_string()),
+            lag: metrics::gauge!(crate::metrics::SOURCE_LAG_BYTES, "source" => s.name.clone(), "pipeline" => index.to_string()),
+        })
+        .collect();
+    // Each followed path, with the index of the source that named it first.
+    let mut followers: BTreeMap<PathBuf, (usize, Follower)> = BTreeMap::new();
     // Files warned about, so that a file that stays unreadable is reported once, not every retry.
     let mut warned: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-    let (net_tx, mut net_rx) = mpsc::channel::<crate::tcp::NetLine>(4096);
-    for listener in options.tcp.iter().filter(|_| index == 0) {
-        crate::tcp::spawn(
-            listener,
-            match options.tcp_max_connections {
-                0 => 256,
-                n => n,
-            },
-            options.max_line(),
-            net_tx.clone(),
-            stop.clone(),
-        )
-        .map_err(|e| format!("--tcp: {e}"))?;
+    // TCP sources listen on pipeline 0, each into its own channel.
+    let mut net: Vec<(usize, mpsc::Receiver<crate::tcp::NetLine>)> = Vec::new();
+    for (i, source) in sources.iter().enumerate().filter(|_| index == 0) {
+        if let SourceInput::Tcp(listener) = &source.input {
+            let (net_tx, net_rx) = mpsc::channel(4096);
+            crate::tcp::spawn(
+                listener,
+                match options.tcp_max_connections {
+                    0 => 256,
+                    n => n,
+                },
+                options.max_line(),
+                net_tx,
+                stop.clone(),
+            )
+            .map_err(|e| format!("source {}: {e}", source.name))?;
+            net.push((i, net_rx));
+        }
     }
-    drop(net_tx);
-    // `-` among the inputs: standard input, streamed (pipeline 0). A run whose only input it is ends
-    // at its end.
+    // Standard input, streamed (pipeline 0). A run whose only source it is ends at its end.
     let stdin_done = Arc::new(AtomicBool::new(false));
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<crate::stdin::StdinLine>(4096);
-    let reads_stdin = index == 0 && patterns.iter().any(|p| p == "-");
-    if reads_stdin {
+    let stdin_src = sources
+        .iter()
+        .position(|s| matches!(s.input, SourceInput::Stdin))
+        .filter(|_| index == 0);
+    if stdin_src.is_some() {
         crate::stdin::spawn(options.max_line(), stdin_tx, stdin_done.clone());
     } else {
         drop(stdin_tx);
     }
-    let only_stdin = reads_stdin && patterns.iter().all(|p| p == "-") && options.tcp.is_empty();
-    let stdin_source: Arc<str> = Arc::from("-");
-    let patterns: Vec<String> = patterns.iter().filter(|p| *p != "-").cloned().collect();
-    let patterns = &patterns[..];
+    let only_stdin = stdin_src.is_some()
+        && sources
+            .iter()
+            .all(|s| matches!(s.input, SourceInput::Stdin));
+    let stdin_key: Arc<str> = Arc::from("-");
+    // `start_position = "end"`: files there at the first scan, without a checkpoint, start at their end.
+    let mut at_end: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut last_scan: Option<Instant> = None;
     loop {
         let stdin_ended = only_stdin && stdin_done.load(Ordering::SeqCst) && stdin_rx.is_empty();
         let stopping = stop.load(Ordering::SeqCst) || stdin_ended;
         let now = Instant::now();
         if last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500)) {
+            let first_scan = last_scan.is_none();
             last_scan = Some(now);
             let mut seen = std::collections::HashSet::new();
-            for path in matching(patterns) {
-                let Ok(abs) = std::fs::canonicalize(&path) else {
-                    continue;
-                };
-                if !seen.insert(abs.clone()) || followers.contains_key(&abs) || !mine(&abs) {
-                    continue;
+            for (i, source) in sources.iter().enumerate() {
+                for path in source.files_now(false).unwrap_or_default() {
+                    let Ok(abs) = std::fs::canonicalize(&path) else {
+                        continue;
+                    };
+                    if source.excludes(&abs)
+                        || !seen.insert(abs.clone())
+                        || followers.contains_key(&abs)
+                        || !mine(&abs)
+                    {
+                        continue;
+                    }
+                    if first_scan && source.start_position == StartPosition::End {
+                        at_end.insert(abs.clone());
+                    }
+                    followers.insert(abs.clone(), (i, Follower::new(abs, config)));
                 }
-                followers.insert(abs.clone(), Follower::new(abs, config));
+            }
+            for (i, g) in gauges.iter().enumerate() {
+                let mine = followers.values().filter(|(s, _)| *s == i);
+                g.watched.set(mine.clone().count() as f64);
+                g.lag.set(mine.map(|(_, f)| f.lag()).sum::<u64>() as f64);
             }
         }
         let mut any = false;
-        for (path, follower) in followers.iter_mut() {
+        for (path, (src, follower)) in followers.iter_mut() {
+            let src = *src;
             let tag = filename_tag(path);
             // Both callbacks feed the encoder, one after the other (never nested).
             let shared = std::cell::RefCell::new((&mut enc, None::<String>));
             let mut open = |p: &std::path::Path| -> std::io::Result<(u64, String)> {
-                let (start, id, leftovers) = open_file(reg.as_ref(), p)?;
+                let (mut start, id, leftovers, resumed) = open_file(reg.as_ref(), p)?;
+                let id = id.unwrap_or_else(|| p.to_string_lossy().into_owned());
+                if at_end.remove(p) && !resumed {
+                    start = std::fs::metadata(p)?.len();
+                    if let Some(reg) = reg.as_ref() {
+                        let mut reg = reg.lock().map_err(|_| {
+                            std::io::Error::other("checkpoint registry lock poisoned")
+                        })?;
+                        reg.advance(&BTreeMap::from([(Arc::from(id.as_str()), start)]));
+                    }
+                }
                 let mut guard = shared.borrow_mut();
                 let (enc, failed) = &mut *guard;
                 for l in &leftovers {
-                    if let Err(e) = read_leftover(enc, l, p) {
+                    if let Err(e) = read_leftover(enc, src, l, p) {
                         failed.get_or_insert(e);
                     }
                 }
-                Ok((
-                    start,
-                    id.unwrap_or_else(|| p.to_string_lossy().into_owned()),
-                ))
+                Ok((start, id))
             };
-            let mut each = |source: &Arc<str>, line: &[u8], eol: Eol, offset: u64| {
+            let mut each = |key: &Arc<str>, line: &[u8], eol: Eol, offset: u64| {
                 let mut guard = shared.borrow_mut();
                 let (enc, failed) = &mut *guard;
                 if failed.is_none() {
-                    *failed = enc.line(line, eol, offset, source, Some(&tag)).err();
+                    *failed = enc.line(src, line, eol, offset, key, Some(&tag)).err();
                 }
             };
             let polled = follower.poll(now, &mut open, &mut each);
@@ -1032,20 +1272,24 @@ fn follow(
                 }
                 Err(e) => {
                     if warned.insert(path.clone()) {
-                        warn_skipped(path, &e, skip_reason(&e));
+                        warn_skipped(&source_name(&sources, src), path, &e, skip_reason(&e));
                         enc.stats.skipped_files += 1;
                     }
                 }
             }
         }
-        followers.retain(|_, f| !f.is_done());
-        while let Ok((line, eol, peer)) = net_rx.try_recv() {
-            any = true;
-            enc.line(&line, eol, 0, &peer, Some(&peer))?;
+        followers.retain(|_, (_, f)| !f.is_done());
+        for (src, rx) in net.iter_mut() {
+            while let Ok((line, eol, peer)) = rx.try_recv() {
+                any = true;
+                enc.line(*src, &line, eol, 0, &peer, Some(&peer))?;
+            }
         }
-        while let Ok((line, eol)) = stdin_rx.try_recv() {
-            any = true;
-            enc.line(&line, eol, 0, &stdin_source, None)?;
+        if let Some(src) = stdin_src {
+            while let Ok((line, eol)) = stdin_rx.try_recv() {
+                any = true;
+                enc.line(src, &line, eol, 0, &stdin_key, None)?;
+            }
         }
         enc.tick(Instant::now())?;
         if stopping {

@@ -79,6 +79,14 @@ impl Tail {
         &self.path
     }
 
+    /// Bytes written to the file but not read yet.
+    pub fn lag(&self) -> u64 {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len().saturating_sub(self.read_pos))
+    }
+
     /// The checkpoint source id.
     pub fn source(&self) -> &Arc<str> {
         &self.source
@@ -323,6 +331,15 @@ impl Follower {
     /// The followed path.
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// Bytes written to its files but not read yet.
+    pub fn lag(&self) -> u64 {
+        self.active
+            .iter()
+            .chain(&self.draining)
+            .map(Tail::lag)
+            .sum()
     }
 
     /// Rotated files still being read.

@@ -4,7 +4,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Ship logs cheaply and safely over the stateful-encoding gRPC logs protocol.
 #[derive(Parser)]
@@ -58,17 +58,30 @@ enum Command {
     )]
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Print a shell completion script (`stencil completions bash > /etc/bash_completion.d/stencil`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (stencil.1, stencil-ship.1, …) generated from the command line's definition.
+    Man {
+        /// Folder to write them into.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    let args = match cmd::config::apply::<Cli>(std::env::args_os().collect()) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("stencil: {e}");
-            return ExitCode::FAILURE;
-        }
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
     };
-    let cli = Cli::parse_from(args);
+    if let Err(e) = apply_config(&mut cli, &matches) {
+        eprintln!("stencil: {e}");
+        return ExitCode::FAILURE;
+    }
     cmd::ignore_file_size_signal();
     cmd::raise_fd_limit();
     cmd::init_tracing(&cli.log_level, &cli.log_format);
@@ -76,5 +89,34 @@ fn main() -> ExitCode {
         Command::Intake(args) => cmd::intake::run(*args),
         Command::Bench(b) => cmd::bench::run(b),
         Command::Ship(args) => cmd::ship::run(*args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "stencil",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match cmd::write_man_pages(Cli::command(), &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stencil man: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// `--config FILE`: the subcommand's table fills what flags and environment left unset.
+fn apply_config(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<(), String> {
+    let Some(path) = cli.config.clone() else {
+        return Ok(());
+    };
+    let file = cmd::config::ConfigFile::load(&path, &["ship", "intake"])?;
+    match (&mut cli.command, matches.subcommand()) {
+        (Command::Ship(args), Some((_, m))) => cmd::ship::apply_config(args, m, &file),
+        (Command::Intake(args), Some((_, m))) => cmd::intake::apply_config(args, m, &file),
+        _ => Ok(()),
     }
 }

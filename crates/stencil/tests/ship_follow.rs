@@ -88,15 +88,37 @@ fn follows_appends_new_files_rotation_and_truncation() {
     );
 }
 
+/// The sum of every series of `family` in a Prometheus text page.
+fn sum_of(metrics: &str, family: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[test]
 fn agent_serves_metrics_and_health() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("a.log");
-    append(&log, b"hello 1\nhello 2\n");
+    // Two files over two pipelines: the counters of both must add up.
+    let logs: Vec<_> = (0..6)
+        .map(|i| dir.path().join(format!("f{i}.log")))
+        .collect();
+    for (i, log) in logs.iter().enumerate() {
+        append(
+            log,
+            format!("hello {i} 1\nhello {i} 2\nhello {i} 3\n").as_bytes(),
+        );
+    }
     let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
         .args([
             "ship",
+            "--streams",
+            "2",
             "--batch-wait-ms",
             "50",
             "--metrics-listen",
@@ -104,7 +126,7 @@ fn agent_serves_metrics_and_health() {
             "--out",
         ])
         .arg(dir.path().join("out"))
-        .arg(&log)
+        .arg(format!("{}/*.log", dir.path().display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -115,24 +137,79 @@ fn agent_serves_metrics_and_health() {
     });
     common::wait_for(|| {
         common::http_get(port, "/metrics")
-            .is_some_and(|m| m.contains("stencil_agent_payloads_acked_total 1"))
+            .is_some_and(|m| sum_of(&m, "stencil_agent_logs_acked_total") == 18.0)
     });
     let metrics = common::http_get(port, "/metrics").expect("metrics");
+    // Each pipeline has its own series (exported from its start), and they add up.
+    for pipeline in ["0", "1"] {
+        assert!(
+            metrics.contains(&format!(
+                "stencil_agent_logs_acked_total{{pipeline=\"{pipeline}\"}}"
+            )),
+            "pipeline {pipeline} missing:\n{metrics}"
+        );
+    }
+    assert!(sum_of(&metrics, "stencil_agent_payloads_acked_total") >= 2.0);
     for series in [
-        "stencil_agent_batches_sent_total",
-        "stencil_agent_inflight_payloads",
-        "stencil_agent_stream_state{state=\"active\"} 1",
+        "stencil_agent_inflight_payloads{pipeline=",
+        "stencil_agent_stream_state{state=\"active\",pipeline=\"0\"} 1",
         // Exported at 0 from the start, so that an alert on them works before the first incident.
         "stencil_agent_logs_dropped_total{reason=\"too_large\"} 0",
         "stencil_agent_logs_dropped_total{reason=\"poison\"} 0",
         "stencil_agent_files_skipped_total{reason=\"permission_denied\"} 0",
-        "# HELP stencil_agent_logs_dropped_total",
         "stencil_build_info{",
         "command=\"ship\"",
     ] {
-        assert!(metrics.contains(series), "missing {series}");
+        assert!(metrics.contains(series), "missing {series}:\n{metrics}");
     }
-    // Readiness: every pipeline's stream is connected (this agent runs one per CPU, up to 4).
+    // Per source: lines and bytes read, files watched, lag.
+    let source = format!("{}/*.log", dir.path().display());
+    assert_eq!(
+        sum_of(
+            &metrics,
+            &format!("stencil_agent_source_lines_total{{source=\"{source}\"}}")
+        ),
+        18.0
+    );
+    let bytes: usize = logs
+        .iter()
+        .map(|l| std::fs::metadata(l).map_or(0, |m| m.len() as usize))
+        .sum();
+    assert_eq!(
+        sum_of(
+            &metrics,
+            &format!("stencil_agent_source_bytes_total{{source=\"{source}\"}}")
+        ),
+        bytes as f64
+    );
+    assert_eq!(sum_of(&metrics, "stencil_agent_source_files_watched"), 6.0);
+    assert_eq!(sum_of(&metrics, "stencil_agent_source_lag_bytes"), 0.0);
+    // Every family has its HELP and TYPE lines.
+    let families: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("stencil_"))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        // A histogram's or summary's series share its family's name.
+        .map(|name| {
+            ["_count", "_sum", "_bucket"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .find(|base| metrics.contains(&format!("# TYPE {base} ")))
+                .unwrap_or(name)
+        })
+        .collect();
+    assert!(families.len() > 20, "{families:?}");
+    for family in families {
+        assert!(
+            metrics.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}"
+        );
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "no TYPE for {family}"
+        );
+    }
+    // Readiness: every pipeline's stream is connected.
     common::wait_for(|| {
         common::http_get(port, "/ready")
             .is_some_and(|r| r.contains("200 OK") && r.contains("\"ready\":true"))

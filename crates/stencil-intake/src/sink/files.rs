@@ -42,6 +42,9 @@ pub struct FilesSink {
 struct OpenFiles {
     /// Each open file and its length (known at open, then grown by what this sink appends).
     files: HashMap<PathBuf, (File, u64)>,
+    /// With [`FilesSink::rewrite`]: the files written by this sink so far (each was emptied when it was
+    /// first opened).
+    rewritten: Option<std::collections::HashSet<PathBuf>>,
     order: Vec<PathBuf>,
     journal: AppendJournal,
 }
@@ -61,10 +64,21 @@ impl FilesSink {
             fsync,
             open: Mutex::new(OpenFiles {
                 files: HashMap::new(),
+                rewritten: None,
                 order: Vec::new(),
                 journal,
             }),
         })
+    }
+
+    /// Empties each file the first time this sink writes into it, instead of appending to what an
+    /// earlier run left there: for a one-pass rebuild (`stencil ship` with its embedded intake and no
+    /// checkpoints), whose rerun must give the same files, not the old ones twice.
+    pub fn rewrite(self) -> Self {
+        if let Ok(mut open) = self.open.lock() {
+            open.rewritten = Some(std::collections::HashSet::new());
+        }
+        self
     }
 
     /// Where a log with this `filename:` tag value is written.
@@ -125,6 +139,11 @@ impl OpenFiles {
                 std::fs::create_dir_all(parent)?;
             }
             let file = OpenOptions::new().create(true).append(true).open(path)?;
+            if let Some(seen) = self.rewritten.as_mut() {
+                if seen.insert(path.to_owned()) {
+                    file.set_len(0)?;
+                }
+            }
             let len = file.metadata()?.len();
             self.files.insert(path.to_owned(), (file, len));
             self.order.push(path.to_owned());

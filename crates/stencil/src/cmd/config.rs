@@ -1,113 +1,320 @@
-//! `--config FILE`: a TOML file with one table per subcommand (`[ship]`, `[intake]`) whose keys name the
-//! subcommand's flags with `_` for `-` (`batch_lines = 500`, `tags = ["env:prod"]`, `once = true`;
-//! repeatable flags take arrays: `api_keys = ["a", "b"]`, `endpoints = ["https://a", "https://b"]`; a
-//! repeatable flag's singular name works too: `endpoint = "https://a"`).
+//! `--config FILE`: a TOML file with one table per subcommand (`[ship]`, `[intake]`) whose keys are the
+//! subcommand's flags with `_` for `-` (`batch_lines = 500`, `tags = ["env:prod"]`, `once = true`; a
+//! repeatable flag takes an array under its plural or singular name: `endpoints = [...]` or
+//! `endpoint = "…"`), plus what only a file can say (`[[ship.sources]]`).
+//!
+//! Values are typed and checked where they are read, and never pass through the command line: an error
+//! names the file, the key and what was expected. Sizes and durations take units (`batch_bytes =
+//! "5MB"`, `batch_wait = "500ms"`); a bare number is in the unit the key's name says.
 //!
 //! Precedence: the file < `STENCIL_…` environment variables < command-line flags. A key is applied only
 //! where clap found no value from the environment or the command line. Unknown tables and keys are errors
-//! that name the key and list what is valid.
+//! that list what is valid.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::CommandFactory;
+use clap::ArgMatches;
+use serde::de::DeserializeOwned;
 
-/// The arguments with the config file's values added as flags where nothing better was given.
-pub fn apply<C: CommandFactory>(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let Ok(matches) = C::command().try_get_matches_from(&args) else {
-        return Ok(args); // let clap report the usage error itself
-    };
-    let Some(path) = matches.get_one::<PathBuf>("config") else {
-        return Ok(args);
-    };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("--config {}: not valid TOML: {e}", path.display()))?;
-    let Some((sub, sub_matches)) = matches.subcommand() else {
-        return Ok(args);
-    };
-    let command = C::command();
-    let valid_tables: Vec<String> = command
-        .get_subcommands()
-        .map(|c| c.get_name().to_owned())
-        .collect();
-    for name in table.keys() {
-        if !valid_tables.contains(name) {
-            return Err(format!(
-                "--config {}: unknown table [{name}]; valid tables: {}",
-                path.display(),
-                valid_tables
-                    .iter()
-                    .map(|t| format!("[{t}]"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+/// A loaded config file.
+pub struct ConfigFile {
+    path: PathBuf,
+    table: toml::Table,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`, and checks that every table is one of `subcommands`.
+    pub fn load(path: &Path, subcommands: &[&str]) -> Result<ConfigFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| format!("--config {}: not valid TOML: {e}", path.display()))?;
+        for name in table.keys() {
+            if !subcommands.contains(&name.as_str()) {
+                return Err(format!(
+                    "--config {}: unknown table [{name}]; valid tables: {}",
+                    path.display(),
+                    subcommands
+                        .iter()
+                        .map(|t| format!("[{t}]"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            table,
+        })
+    }
+
+    /// The keys of `[sub]` (none when the table is absent).
+    pub fn section(&self, sub: &str) -> Result<Vec<(String, toml::Value)>, String> {
+        match self.table.get(sub) {
+            None => Ok(Vec::new()),
+            Some(toml::Value::Table(t)) => {
+                Ok(t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
+            Some(other) => Err(format!(
+                "--config {}: `{sub}` must be a table ([{sub}]), not {}",
+                self.path.display(),
+                other.type_str()
+            )),
         }
     }
-    let Some(section) = table.get(sub).and_then(toml::Value::as_table) else {
-        return Ok(args);
+
+    /// The error for a value of `sub.key` that is not what `expected` says.
+    pub fn bad(&self, sub: &str, key: &str, expected: &dyn std::fmt::Display) -> String {
+        format!(
+            "--config {}: `{sub}.{key}`: {expected}",
+            self.path.display()
+        )
+    }
+
+    /// The error for an unknown key of `[sub]`.
+    pub fn unknown(&self, sub: &str, key: &str, valid: &[&str]) -> String {
+        format!(
+            "--config {}: unknown key `{sub}.{key}`; valid keys: {}",
+            self.path.display(),
+            valid.join(", ")
+        )
+    }
+}
+
+/// True when the argument `id` got its value from the command line or the environment (the file must
+/// not override it).
+pub fn explicit(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches
+            .try_get_raw(id)
+            .ok()
+            .and_then(|_| matches.value_source(id)),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Any value serde can read from TOML (strings, numbers, booleans, arrays, tables).
+pub fn value<T: DeserializeOwned>(
+    file: &ConfigFile,
+    sub: &str,
+    key: &str,
+    v: &toml::Value,
+) -> Result<T, String> {
+    v.clone().try_into().map_err(|e: toml::de::Error| {
+        file.bad(sub, key, &e.to_string().trim_end().replace('\n', " "))
+    })
+}
+
+/// A list given as an array, or as one value (one item; for `tags`, comma-separated items).
+pub fn list<T: DeserializeOwned>(
+    file: &ConfigFile,
+    sub: &str,
+    key: &str,
+    v: &toml::Value,
+) -> Result<Vec<T>, String> {
+    match v {
+        toml::Value::Array(_) => value(file, sub, key, v),
+        toml::Value::String(s) if key == "tags" => s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| value(file, sub, key, &toml::Value::String(t.to_owned())))
+            .collect(),
+        one => Ok(vec![value(file, sub, key, one)?]),
+    }
+}
+
+/// A size: a number of bytes, or a string with a unit (`5MB`, `512KiB`, `1 GiB`).
+pub fn size<T: TryFrom<u64>>(
+    file: &ConfigFile,
+    sub: &str,
+    key: &str,
+    v: &toml::Value,
+) -> Result<T, String> {
+    let bytes = match v {
+        toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| "a negative size".to_string()),
+        toml::Value::String(s) => parse_size(s),
+        other => Err(format!("found {}", other.type_str())),
+    }
+    .map_err(|e| {
+        file.bad(
+            sub,
+            key,
+            &format!("expected a size such as 5MB, 512KiB or a number of bytes ({e})"),
+        )
+    })?;
+    T::try_from(bytes).map_err(|_| file.bad(sub, key, &"too large"))
+}
+
+/// A size in MiB: a number of MiB, or a string with a unit (`512MiB`, `1GiB`), rounded up to whole MiB.
+pub fn mib<T: TryFrom<u64>>(
+    file: &ConfigFile,
+    sub: &str,
+    key: &str,
+    v: &toml::Value,
+) -> Result<T, String> {
+    let n = match v {
+        toml::Value::String(_) => size::<u64>(file, sub, key, v)?.div_ceil(1 << 20),
+        _ => value::<u64>(file, sub, key, v)?,
     };
-    let Some(subcommand) = command.find_subcommand(sub) else {
-        return Ok(args);
-    };
-    // Config keys are argument ids (the field names); the flag to inject is the argument's long name.
-    let flags: Vec<(String, String)> = subcommand
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(|l| (a.get_id().to_string(), l.to_owned())))
-        .collect();
-    let mut out = args;
-    for (key, value) in section {
-        // A key is the argument's id or its flag's name (`endpoints` or `endpoint`).
-        let Some((id, long)) = flags
-            .iter()
-            .find(|(id, long)| id == key || long.replace('-', "_") == *key)
-        else {
-            return Err(format!(
-                "--config {}: unknown key `{sub}.{key}`; valid keys: {}",
-                path.display(),
-                flags
-                    .iter()
-                    .map(|(id, _)| id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        };
-        if matches!(
-            sub_matches.value_source(id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        ) {
-            continue;
+    T::try_from(n).map_err(|_| file.bad(sub, key, &"too large"))
+}
+
+/// A duration in whole `unit`s: a number in that unit, or a string with its own (`500ms`, `5s`, `2m`,
+/// `1h`).
+pub fn duration_in(
+    file: &ConfigFile,
+    sub: &str,
+    key: &str,
+    v: &toml::Value,
+    unit: Duration,
+) -> Result<u64, String> {
+    match v {
+        toml::Value::Integer(i) => u64::try_from(*i)
+            .map_err(|_| file.bad(sub, key, &"expected a duration, found a negative number")),
+        toml::Value::String(s) => {
+            let d = parse_duration(s).map_err(|e| {
+                file.bad(
+                    sub,
+                    key,
+                    &format!("expected a duration such as 500ms, 5s or 2m ({e})"),
+                )
+            })?;
+            Ok((d.as_nanos() / unit.as_nanos().max(1)) as u64)
         }
-        let flag = format!("--{long}");
-        let scalar = |v: &toml::Value| -> Result<String, String> {
-            match v {
-                toml::Value::String(s) => Ok(s.clone()),
-                toml::Value::Integer(i) => Ok(i.to_string()),
-                toml::Value::Float(f) => Ok(f.to_string()),
-                other => Err(format!(
-                    "--config {}: `{sub}.{key}` must be a string or a number, not {}",
-                    path.display(),
-                    other.type_str()
-                )),
-            }
-        };
-        match value {
-            toml::Value::Boolean(true) => out.push(flag.into()),
-            toml::Value::Boolean(false) => {}
-            toml::Value::Array(items) => {
-                for item in items {
-                    out.push(flag.clone().into());
-                    out.push(scalar(item)?.into());
+        other => Err(file.bad(
+            sub,
+            key,
+            &format!("expected a duration such as 5s, found {}", other.type_str()),
+        )),
+    }
+}
+
+/// A duration in milliseconds (see [`duration_in`]).
+pub fn millis(file: &ConfigFile, sub: &str, key: &str, v: &toml::Value) -> Result<u64, String> {
+    duration_in(file, sub, key, v, Duration::from_millis(1))
+}
+
+/// A duration in seconds (see [`duration_in`]).
+pub fn secs(file: &ConfigFile, sub: &str, key: &str, v: &toml::Value) -> Result<u64, String> {
+    duration_in(file, sub, key, v, Duration::from_secs(1))
+}
+
+/// `5MB` (10^6), `5MiB` (2^20), `512KiB`, `1 GB`, `100B`, `100`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = number * factor as f64;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// `500ms`, `5s`, `2m`, `1h`, `1.5s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        "" => return Err(format!("{text:?} has no unit (ms, s, m, h)")),
+        other => return Err(format!("unknown unit {other:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// Where the values that the config file set came from, to name them in the errors of later checks.
+#[derive(Debug, Default, Clone)]
+pub struct Origins(pub Vec<(&'static str, String)>);
+
+impl Origins {
+    /// How to name the setting `field` (flag `--flag`) in an error: the file and key when the file set
+    /// it, the flag otherwise.
+    pub fn name(&self, field: &str, flag: &str) -> String {
+        match self.0.iter().find(|(f, _)| *f == field) {
+            Some((_, at)) => at.trim_end().trim_end_matches(':').to_owned(),
+            None => format!("--{flag}"),
+        }
+    }
+}
+
+/// Applies the keys of `[$sub]` to `$args`, each through its reader (`config::value`, `config::list`,
+/// `config::size`, `config::mib`, `config::millis`, `config::secs`, or another function of the same
+/// shape), skipping those the command line or environment already set. Keys may have aliases
+/// (`"endpoint"` for `endpoints`, `"batch_wait"` for `batch_wait_ms`). Evaluates to the [`Origins`] of
+/// what it applied.
+macro_rules! apply_keys {
+    ($file:expr, $sub:literal, $matches:expr, $args:expr;
+     $( $field:ident $(| $alias:literal)* => $reader:path ),* $(,)?) => {{
+        let file: &$crate::cmd::config::ConfigFile = $file;
+        let mut applied: Vec<(&'static str, String)> = Vec::new();
+        for (key, v) in file.section($sub)? {
+            match key.as_str() {
+                $( k if k == stringify!($field) $(|| k == $alias)* => {
+                    if !$crate::cmd::config::explicit($matches, stringify!($field)) {
+                        $args.$field = $reader(file, $sub, &key, &v)?;
+                        applied.push((stringify!($field), file.bad($sub, &key, &"")));
+                    }
+                } )*
+                other => {
+                    return Err(file.unknown($sub, other, &[$(stringify!($field)),*]));
                 }
             }
-            v => {
-                out.push(flag.into());
-                out.push(scalar(v)?.into());
-            }
         }
+        $crate::cmd::config::Origins(applied)
+    }};
+}
+pub(crate) use apply_keys;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_take_units() {
+        assert_eq!(parse_size("5MB"), Ok(5_000_000));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("5 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_size("MB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
     }
-    Ok(out)
 }

@@ -37,7 +37,7 @@ pub struct IntakeArgs {
     #[arg(long, default_value = "stencil.logs", requires = "nats_urls")]
     nats_subject: String,
     /// Replicas of the stream when the intake creates it.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5), requires = "nats_urls")]
+    #[arg(long, default_value_t = 1, requires = "nats_urls")]
     nats_replicas: u64,
     /// NATS credentials file (`.creds`: JWT and NKey seed).
     #[arg(long, value_name = "FILE", requires = "nats_urls")]
@@ -53,7 +53,7 @@ pub struct IntakeArgs {
     nats_tls: bool,
     /// How long a batch waits for JetStream to ack all its logs before its stream ends with
     /// UNAVAILABLE (the agent replays it elsewhere).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), requires = "nats_urls")]
+    #[arg(long, default_value_t = 30, requires = "nats_urls")]
     nats_ack_timeout_secs: u64,
     /// Sync every batch to disk before acking it (slower, survives power loss).
     #[arg(long)]
@@ -87,20 +87,20 @@ pub struct IntakeArgs {
     #[arg(long, default_value_t = 1024)]
     max_streams: usize,
     /// End a stream (with OK) after this many seconds without a batch, or without reading its acks.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 300)]
     idle_timeout_secs: u64,
     /// Memory that all streams' decoders may hold at once (state, buffers, rebuilt logs), in MiB.
     /// Past it, streams and batches that do not fit get UNAVAILABLE and agents retry.
-    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    #[arg(long, default_value_t = 2048)]
     memory_budget_mib: u64,
     /// Maximum open TCP connections; more are closed at once (and logged).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 4096)]
     max_connections: u64,
     /// Close a connection after this many seconds without an open stream.
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 120)]
     connection_idle_timeout_secs: u64,
     /// Seconds between HTTP/2 keepalive pings; a peer silent 20 s after a ping is disconnected.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 60)]
     keepalive_secs: u64,
     /// On SIGTERM/SIGINT, seconds to let in-flight batches finish.
     #[arg(long, default_value_t = 30)]
@@ -111,8 +111,11 @@ pub struct IntakeArgs {
     no_extensions: bool,
     /// Largest stream-zstd window an agent may use, as a power of two (10..=27; 20 = 1 MiB per stream,
     /// counted in --max-state-bytes).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(10..=27))]
+    #[arg(long, default_value_t = 20)]
     max_window_log: u32,
+    /// Which settings the config file gave.
+    #[arg(skip)]
+    origins: super::config::Origins,
 }
 
 async fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
@@ -169,6 +172,113 @@ fn config(args: &IntakeArgs) -> IntakeConfig {
     config
 }
 
+/// Applies the `[intake]` table of the config file to what the command line and environment left unset.
+pub fn apply_config(
+    args: &mut IntakeArgs,
+    matches: &clap::ArgMatches,
+    file: &super::config::ConfigFile,
+) -> Result<(), String> {
+    use super::config::{list, mib, secs, size, value};
+    args.origins = super::config::apply_keys!(file, "intake", matches, args;
+        listen => value,
+        out => value,
+        jsonl => value,
+        stdout => value,
+        nats_urls | "nats_url" => list,
+        nats_stream => value,
+        nats_subject => value,
+        nats_replicas => value,
+        nats_creds => value,
+        nats_token_file => value,
+        nats_ca_file => value,
+        nats_tls => value,
+        nats_ack_timeout_secs | "nats_ack_timeout" => secs,
+        fsync => value,
+        api_keys | "api_key" => list,
+        tls_cert => value,
+        tls_key => value,
+        metrics_listen => value,
+        patterns_report => value,
+        max_message_bytes => size,
+        max_batch_bytes => size,
+        max_state_bytes => size,
+        max_streams => value,
+        idle_timeout_secs | "idle_timeout" => secs,
+        memory_budget_mib | "memory_budget" => mib,
+        max_connections => value,
+        connection_idle_timeout_secs | "connection_idle_timeout" => secs,
+        keepalive_secs | "keepalive" => secs,
+        grace_secs | "grace" => secs,
+        no_extensions => value,
+        max_window_log => value,
+    );
+    Ok(())
+}
+
+impl IntakeArgs {
+    /// Refuses values that make no sense, whether from flags, the environment or the config file.
+    fn validate(&self) -> Result<(), String> {
+        let n = |field: &str| self.origins.name(field, &field.replace('_', "-"));
+        fn range(name: &str, v: u64, lo: u64, hi: u64) -> Result<(), String> {
+            if v < lo || v > hi {
+                return Err(format!("{name} = {v}: must be between {lo} and {hi}"));
+            }
+            Ok(())
+        }
+        let sinks = [
+            self.out.is_some(),
+            self.jsonl.is_some(),
+            self.stdout,
+            !self.nats_urls.is_empty(),
+        ];
+        if sinks.iter().filter(|s| **s).count() > 1 {
+            return Err("give one sink: out, jsonl, stdout or nats_urls".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together".into());
+        }
+        range(&n("nats_replicas"), self.nats_replicas, 1, 5)?;
+        range(
+            &n("nats_ack_timeout_secs"),
+            self.nats_ack_timeout_secs,
+            1,
+            3600,
+        )?;
+        range(
+            &n("max_message_bytes"),
+            self.max_message_bytes as u64,
+            1024,
+            1 << 30,
+        )?;
+        range(
+            &n("max_batch_bytes"),
+            self.max_batch_bytes as u64,
+            1024,
+            4 << 30,
+        )?;
+        range(
+            &n("max_state_bytes"),
+            self.max_state_bytes as u64,
+            1 << 16,
+            4 << 30,
+        )?;
+        range(&n("max_streams"), self.max_streams as u64, 1, 1 << 20)?;
+        range(&n("idle_timeout_secs"), self.idle_timeout_secs, 1, 86_400)?;
+        range(&n("memory_budget_mib"), self.memory_budget_mib, 16, 1 << 20)?;
+        range(&n("max_connections"), self.max_connections, 1, 1 << 20)?;
+        range(
+            &n("connection_idle_timeout_secs"),
+            self.connection_idle_timeout_secs,
+            1,
+            86_400,
+        )?;
+        range(&n("keepalive_secs"), self.keepalive_secs, 1, 86_400)?;
+        range(&n("grace_secs"), self.grace_secs, 0, 3600)?;
+        range(&n("max_window_log"), u64::from(self.max_window_log), 10, 27)?;
+        Ok(())
+    }
+}
+
 /// Runs the intake until SIGINT or SIGTERM, then shuts down gracefully and exits 0.
 pub fn run(args: IntakeArgs) -> ExitCode {
     match run_inner(args) {
@@ -181,6 +291,7 @@ pub fn run(args: IntakeArgs) -> ExitCode {
 }
 
 fn run_inner(args: IntakeArgs) -> Result<(), String> {
+    args.validate()?;
     let rt = super::runtime()?;
     let sink = rt.block_on(sink(&args))?;
     // Pattern counts cost a hash lookup per log: kept when a report or the metrics port can show them.

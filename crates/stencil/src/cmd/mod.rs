@@ -4,6 +4,7 @@ pub mod bench;
 pub mod config;
 pub mod intake;
 pub mod ship;
+pub mod sources;
 
 use tracing_subscriber::EnvFilter;
 
@@ -11,8 +12,11 @@ use tracing_subscriber::EnvFilter;
 /// per event for log collectors.
 pub fn init_tracing(level: &str, format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal: not in files, journald or a collector's pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()
@@ -80,4 +84,26 @@ pub async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Writes a man page for `command` and one for each subcommand (`stencil-ship.1`, …) into `dir`.
+pub fn write_man_pages(command: clap::Command, dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let command = command.version(env!("CARGO_PKG_VERSION"));
+    let mut pages = vec![(command.get_name().to_owned(), command.clone())];
+    for sub in command.get_subcommands() {
+        pages.push((
+            format!("{}-{}", command.get_name(), sub.get_name()),
+            sub.clone(),
+        ));
+    }
+    for (name, cmd) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.name(name.clone()))
+            .render(&mut out)
+            .map_err(|e| format!("{name}: {e}"))?;
+        std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }

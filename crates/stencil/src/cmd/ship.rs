@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
-use stencil_agent::ship::{Input, ShipOptions, Summary};
+use stencil_agent::ship::{ShipOptions, Summary};
 use stencil_agent::{BatchConfig, Mailbox};
 use stencil_codec::Compression;
 use stencil_intake::{FilesSink, IntakeConfig};
@@ -17,15 +17,16 @@ use stencil_intake::{FilesSink, IntakeConfig};
 /// Flags of `stencil ship`.
 #[derive(Args, Debug)]
 pub struct ShipArgs {
-    /// Files, globs, or `-` for stdin.
-    #[arg(required_unless_present = "tcp", value_name = "PATH|GLOB|-")]
+    /// Files, globs, or `-` for stdin (each its own source, with the flags' attributes). Without any, the
+    /// config file's `[[ship.sources]]` are run.
+    #[arg(value_name = "PATH|GLOB|-")]
     paths: Vec<String>,
     /// Also accept newline-delimited logs on this TCP address (follow mode; repeatable). Lines are
     /// tagged `peer:IP:PORT`.
     #[arg(long, value_name = "ADDR")]
     tcp: Vec<SocketAddr>,
     /// Most TCP connections open at once; more are closed at once, with a warning.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(long, default_value_t = 256)]
     tcp_max_connections: u64,
     /// Remote intake, e.g. `https://intake.example.com:443`; repeat (or separate with commas) for
     /// several: streams spread over the healthy ones and move to another when theirs fails. Without
@@ -67,12 +68,7 @@ pub struct ShipArgs {
     /// With `--wire auto`: the zstd level of each stream's compression context (1 = fastest, 19 =
     /// smallest). The default, 6, sends 6–11 % fewer bytes than level 1 for little of the agent's
     /// CPU.
-    #[arg(
-        long,
-        value_name = "LEVEL",
-        default_value_t = stencil_codec::extensions::STREAM_LEVEL,
-        value_parser = clap::value_parser!(i32).range(1..=19)
-    )]
+    #[arg(long, value_name = "LEVEL", default_value_t = stencil_codec::extensions::STREAM_LEVEL)]
     stream_level: i32,
     /// With --once, skip the zstd-1 stream comparison in the summary (saves its CPU, e.g. when
     /// benchmarking the agent).
@@ -93,12 +89,15 @@ pub struct ShipArgs {
     /// Hostname tag (default: this machine's name).
     #[arg(long, env = "STENCIL_HOSTNAME")]
     hostname: Option<String>,
+    /// Status of every log (a Datadog status: error, warning, info, debug, …) unless detected.
+    #[arg(long, default_value = "info")]
+    status: String,
+    /// Detect each log's status from its severity word (`ERROR`, `warn`, …) or JSON level field.
+    #[arg(long)]
+    detect_status: bool,
     /// Payload compression.
     #[arg(long, default_value = "zstd", value_parser = ["zstd", "gzip", "none"])]
     compression: String,
-    /// Schema generation (the agent speaks v3).
-    #[arg(long, default_value = "v3", value_parser = ["v3", "v2"])]
-    schema: String,
     /// Logs per batch.
     #[arg(long, default_value_t = 1000)]
     batch_lines: usize,
@@ -118,8 +117,9 @@ pub struct ShipArgs {
     /// Serve Prometheus /metrics and /health (the stream's state) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
-    /// Raw bytes per batch (a batch is sent before going over it). Longer lines are split to fit.
-    #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(256..=1 << 30))]
+    /// Raw bytes per batch (a batch is sent before going over it); units allowed (`5MB`, `512KiB`).
+    /// Longer lines are split to fit.
+    #[arg(long, default_value = "5000000", value_parser = size_flag)]
     batch_bytes: u64,
     /// Follow mode: send a batch at the latest this many milliseconds after its first line.
     #[arg(long, default_value_t = 5000)]
@@ -129,20 +129,214 @@ pub struct ShipArgs {
     data_dir: Option<PathBuf>,
     /// Follow mode: how long a file rotated away (renamed or deleted) is read on after it last grew,
     /// for writers that keep writing to it until they reopen their log, in seconds.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, default_value_t = 30)]
     rotate_wait_secs: u64,
     /// On SIGTERM or SIGINT, how long to wait for the last acks before giving up (the acked checkpoints
     /// are saved, the unacked lines are reported and read again next time, and the exit status is 1).
     /// A second signal exits at once.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = 30)]
     shutdown_timeout_secs: u64,
     /// With --once: give up when nothing has been acked for this long while the intake is unreachable
     /// or refusing batches (a refused API key gives up at once), instead of retrying forever.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, default_value_t = 60)]
     stall_timeout_secs: u64,
     /// How often acked checkpoints are written to --data-dir, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     checkpoint_interval_ms: u64,
+    /// `[[ship.sources]]` of the config file (with the prefix of their errors).
+    #[arg(skip)]
+    sources: Vec<(String, super::sources::SourceConfig)>,
+    /// Which settings the config file gave.
+    #[arg(skip)]
+    origins: super::config::Origins,
+}
+
+/// `--batch-bytes`: a size with or without a unit.
+fn size_flag(text: &str) -> Result<u64, String> {
+    super::config::parse_size(text)
+}
+
+/// Applies the `[ship]` table of the config file to what the command line and environment left unset.
+pub fn apply_config(
+    args: &mut ShipArgs,
+    matches: &clap::ArgMatches,
+    file: &super::config::ConfigFile,
+) -> Result<(), String> {
+    use super::config::{list, mib, millis, secs, size, value};
+    args.origins = super::config::apply_keys!(file, "ship", matches, args;
+        paths | "path" => list,
+        tcp => list,
+        tcp_max_connections => value,
+        endpoints | "endpoint" => list,
+        api_key => value,
+        ca_file => value,
+        out => value,
+        once => value,
+        compare => value,
+        wire => value,
+        stream_level => value,
+        no_compare => value,
+        summary_json => value,
+        service => value,
+        source => value,
+        tags | "tag" => list,
+        hostname => value,
+        status => value,
+        detect_status => value,
+        compression => value,
+        batch_lines => value,
+        streams => value,
+        state_budget_mib | "state_budget" => mib,
+        metrics_listen => value,
+        batch_bytes => size,
+        batch_wait_ms | "batch_wait" => millis,
+        data_dir => value,
+        rotate_wait_secs | "rotate_wait" => secs,
+        shutdown_timeout_secs | "shutdown_timeout" => secs,
+        stall_timeout_secs | "stall_timeout" => secs,
+        checkpoint_interval_ms | "checkpoint_interval" => millis,
+        sources => super::sources::read,
+    );
+    Ok(())
+}
+
+impl ShipArgs {
+    /// Refuses values that make no sense, whether from flags, the environment or the config file.
+    fn validate(&self) -> Result<(), String> {
+        let n = |field: &str| self.origins.name(field, &field.replace('_', "-"));
+        fn range<T: PartialOrd + std::fmt::Display>(
+            name: &str,
+            v: T,
+            lo: T,
+            hi: T,
+            unit: &str,
+        ) -> Result<(), String> {
+            if v < lo || v > hi {
+                return Err(format!(
+                    "{name} = {v}{unit}: must be between {lo} and {hi}{unit}"
+                ));
+            }
+            Ok(())
+        }
+        range(&n("batch_lines"), self.batch_lines, 1, 1_000_000, "")?;
+        range(&n("batch_bytes"), self.batch_bytes, 256, 1 << 30, " bytes")?;
+        range(&n("batch_wait_ms"), self.batch_wait_ms, 1, 3_600_000, " ms")?;
+        range(&n("streams"), self.streams.unwrap_or(1), 1, 256, "")?;
+        range(
+            &n("state_budget_mib"),
+            self.state_budget_mib,
+            1,
+            16_384,
+            " MiB",
+        )?;
+        range(&n("stream_level"), self.stream_level, 1, 19, "")?;
+        range(
+            &n("tcp_max_connections"),
+            self.tcp_max_connections,
+            1,
+            65_536,
+            "",
+        )?;
+        range(
+            &n("rotate_wait_secs"),
+            self.rotate_wait_secs,
+            1,
+            86_400,
+            " s",
+        )?;
+        range(
+            &n("shutdown_timeout_secs"),
+            self.shutdown_timeout_secs,
+            1,
+            3_600,
+            " s",
+        )?;
+        range(
+            &n("stall_timeout_secs"),
+            self.stall_timeout_secs,
+            1,
+            86_400,
+            " s",
+        )?;
+        range(
+            &n("checkpoint_interval_ms"),
+            self.checkpoint_interval_ms,
+            10,
+            3_600_000,
+            " ms",
+        )?;
+        if !["zstd", "gzip", "none"].contains(&self.compression.as_str()) {
+            return Err(format!(
+                "{} = {:?}: one of zstd, gzip, none",
+                n("compression"),
+                self.compression
+            ));
+        }
+        super::sources::check_status(&self.status).map_err(|e| format!("{}: {e}", n("status")))?;
+        Ok(())
+    }
+
+    /// The sources to run: the positional paths and `--tcp` addresses (each its own source, with the
+    /// flags' attributes), or else the config file's `[[ship.sources]]`.
+    fn sources(&self) -> Result<Vec<stencil_agent::Source>, String> {
+        use stencil_agent::SourceInput;
+        let defaults = super::sources::Defaults {
+            service: self.service.clone(),
+            source: self.source.clone(),
+            hostname: self.hostname.clone().or_else(hostname),
+            tags: self.tags.clone(),
+            status: super::sources::check_status(&self.status)?,
+            detect_status: self.detect_status,
+        };
+        let mut out = Vec::new();
+        if self.paths.is_empty() && self.tcp.is_empty() {
+            for (at, config) in &self.sources {
+                out.push(config.build(at, &defaults)?);
+            }
+            if out.is_empty() {
+                return Err("nothing to ship: give files, globs or `-` (stdin), --tcp ADDR, or `[[ship.sources]]` in --config".into());
+            }
+        } else if !self.sources.is_empty() {
+            tracing::info!(
+                "paths given on the command line: the config file's sources are not run"
+            );
+        }
+        for p in &self.paths {
+            let input = match p.as_str() {
+                "-" => SourceInput::Stdin,
+                _ => SourceInput::Files {
+                    include: vec![p.clone()],
+                    exclude: Vec::new(),
+                },
+            };
+            out.push(defaults.source(if p == "-" { "stdin".into() } else { p.clone() }, input));
+        }
+        for addr in &self.tcp {
+            let listener =
+                std::net::TcpListener::bind(addr).map_err(|e| format!("--tcp {addr}: {e}"))?;
+            out.push(defaults.source(format!("tcp:{addr}"), SourceInput::Tcp(Arc::new(listener))));
+        }
+        if out
+            .iter()
+            .filter(|s| matches!(s.input, SourceInput::Stdin))
+            .count()
+            > 1
+        {
+            return Err("standard input is named twice".into());
+        }
+        if self.once {
+            if out.iter().any(|s| matches!(s.input, SourceInput::Tcp(_))) {
+                return Err("--tcp is a follow-mode input: drop --once".into());
+            }
+            if out
+                .iter()
+                .any(|s| s.start_position == stencil_agent::StartPosition::End)
+            {
+                return Err("start_position = \"end\" is for follow mode: drop --once".into());
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn hostname() -> Option<String> {
@@ -150,30 +344,6 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-}
-
-fn inputs(paths: &[String]) -> Result<Vec<Input>, String> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p == "-" {
-            out.push(Input::Stdin);
-        } else if stencil_agent::glob::is_pattern(p) {
-            let matches = stencil_agent::glob::expand(p)?;
-            if matches.is_empty() {
-                return Err(format!("{p:?} matches no file"));
-            }
-            out.extend(matches.into_iter().map(Input::File));
-        } else {
-            let path = PathBuf::from(p);
-            if !path.exists() {
-                return Err(format!("{p}: no such file (pass `-` for stdin)"));
-            }
-            // An unreadable or odd file is reported and skipped when it is read, with the others
-            // shipped.
-            out.push(Input::File(path));
-        }
-    }
-    Ok(out)
 }
 
 /// A progress line on the terminal (none when stdout is not a TTY): logs acked so far, and the rate.
@@ -200,7 +370,8 @@ fn progress(mailbox: &Mailbox) -> Option<indicatif::ProgressBar> {
 }
 
 /// `--wire`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Wire {
     /// Negotiate the Stencil extensions; plain v3 with intakes that do not echo them.
     Auto,
@@ -219,8 +390,16 @@ fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
     } else {
         String::new()
     };
+    let mut joined = String::new();
+    if s.logs != s.lines {
+        joined = format!(" ({} logs", s.logs);
+        if s.excluded > 0 {
+            joined += &format!(", {} excluded by rules", s.excluded);
+        }
+        joined += ")";
+    }
     eprintln!(
-        "shipped {} lines, {} raw bytes as {} wire bytes on {} (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped, {} files skipped",
+        "shipped {} lines{joined}, {} raw bytes as {} wire bytes on {} (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped, {} files skipped",
         s.lines,
         s.raw_bytes,
         s.wire_bytes,
@@ -254,21 +433,9 @@ pub fn run(args: ShipArgs) -> ExitCode {
 }
 
 fn run_inner(args: ShipArgs) -> Result<(), String> {
-    if args.schema == "v2" {
-        return Err(
-            "--schema v2: the Stencil agent speaks v3 only (the intake accepts both)".into(),
-        );
-    }
-    let inputs = if args.once {
-        inputs(&args.paths)?
-    } else {
-        Vec::new()
-    };
+    args.validate()?;
+    let sources = args.sources()?;
     let options = ShipOptions {
-        service: args.service.clone(),
-        source: args.source.clone(),
-        hostname: args.hostname.clone().or_else(hostname),
-        tags: args.tags.clone(),
         compression: match args.compression.as_str() {
             "gzip" => Compression::GZIP,
             "none" => Compression::Identity,
@@ -285,21 +452,11 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(1)),
         ..ShipOptions::default()
     };
-    if args.once && !args.tcp.is_empty() {
-        return Err("--tcp is a follow-mode input: drop --once".into());
-    }
-    let mut tcp = Vec::new();
-    for addr in &args.tcp {
-        let listener =
-            std::net::TcpListener::bind(addr).map_err(|e| format!("--tcp {addr}: {e}"))?;
-        tcp.push(Arc::new(listener));
-    }
     let health = Arc::new(std::sync::Mutex::new(Vec::<stencil_agent::State>::new()));
     let abort = tokio_util::sync::CancellationToken::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = ShipOptions {
         health: Some(health.clone()),
-        tcp,
         tcp_max_connections: usize::try_from(args.tcp_max_connections).unwrap_or(256),
         pipelines: args.streams.unwrap_or(cpus.min(4)).max(1),
         compare: args.compare || (args.once && !args.no_compare),
@@ -444,7 +601,11 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             (stencil_agent::Endpoints::new(list), key, None)
         } else {
             let key = format!("embedded-{}", std::process::id());
-            let sink = FilesSink::new(&args.out, false).map_err(|e| format!("--out: {e}"))?;
+            let mut sink = FilesSink::new(&args.out, false).map_err(|e| format!("--out: {e}"))?;
+            // Without checkpoints every run reads its files from the start: it rebuilds them anew.
+            if args.data_dir.is_none() {
+                sink = sink.rewrite();
+            }
             let config = IntakeConfig {
                 api_keys: vec![key.clone()],
                 ..IntakeConfig::default()
@@ -494,14 +655,18 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             });
         }
         let summary = if args.once {
-            stencil_agent::ship::ship_once(inputs, options, endpoints, key, mailbox.clone()).await?
+            stencil_agent::ship::ship_once(sources, options, endpoints, key, mailbox.clone()).await?
         } else {
             eprintln!(
                 "stencil ship: following {} (Ctrl-C to stop)",
-                args.paths.join(" ")
+                sources
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             stencil_agent::ship::ship_follow(
-                args.paths.clone(),
+                sources,
                 options,
                 endpoints,
                 key,
