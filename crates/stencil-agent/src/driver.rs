@@ -446,6 +446,15 @@ async fn stream_task(
 /// A lazily connected channel to `url` with the protocol's keepalive (30 s ping, 5 s timeout, also
 /// without streams) and no gRPC message compression. `ca_pem` adds a custom CA for TLS.
 pub fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, tonic::transport::Error> {
+    tls_channel(url, ca_pem, None)
+}
+
+/// [`channel`], plus a client certificate and key (PEM) for an intake that asks for one (mutual TLS).
+pub fn tls_channel(
+    url: &str,
+    ca_pem: Option<&[u8]>,
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<Channel, tonic::transport::Error> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(5))
@@ -456,6 +465,9 @@ pub fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, tonic::trans
         let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
         if let Some(ca) = ca_pem {
             tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
         }
         endpoint = endpoint.tls_config(tls)?;
     }

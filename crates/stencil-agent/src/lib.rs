@@ -35,7 +35,7 @@ pub mod tcp;
 pub use batcher::{BatchConfig, Batcher, Entry, Flush};
 pub use checkpoint::Mailbox;
 pub use core::{Core, CoreConfig, CoreStats, Effect, Epoch, Event, Failure, State, Timer};
-pub use driver::{channel, spawn, Headers, Worker, WorkerReport};
+pub use driver::{channel, spawn, tls_channel, Headers, Worker, WorkerReport};
 pub use endpoints::{EndpointStatus, Endpoints};
 pub use payload::{Checkpoint, Payload};
 pub use source::{Source, SourceInput, StartPosition};

@@ -2,8 +2,10 @@
 //! datums to wire datums with per-batch delta coding, and back.
 //!
 //! Differences from v3 that shape this module: tags are a `TagSet` that is "same as previous" when absent;
-//! status is a plain `DynamicValue` (not delta-coded); there is no service field (it travels as a
-//! `service:` tag) and no JSON schema (a dictionary entry holds the key list). An intake reads a non-first
+//! status is a plain `DynamicValue` (not delta-coded); the service is a plain `DynamicValue` too (field 7,
+//! from newer agents; older ones send a `service:` tag), and there is no JSON schema (a dictionary entry
+//! holds the key list). Newer agents' `DynamicValue` also carries bools, raw JSON and `render_as_string`,
+//! as in v3. An intake reads a non-first
 //! timestamp of magnitude ≥ 10¹² as absolute (early v2 agents did not delta-code), so this encoder never
 //! emits such a delta: it sends the absolute value, after a `DeltaEncodingSync` reset when needed.
 
@@ -90,9 +92,6 @@ fn encode_log(
     regs: &mut Registers,
     out: &mut Vec<pb::Datum>,
 ) -> Result<Data, EncodeError> {
-    if log.service.is_some() {
-        return Err(refuse("a service field (put a service: tag in the tags)"));
-    }
     let timestamp = match regs.timestamp {
         None => log.timestamp,
         Some(prev) => match log.timestamp.checked_sub(prev) {
@@ -178,14 +177,15 @@ fn encode_log(
         tags: wire_tags,
         uuid: log.uuid.clone(),
         status: log.status.as_ref().map(encode_value).transpose()?,
+        service: log.service.as_ref().map(encode_value).transpose()?,
     }))
 }
 
 fn encode_dyn(v: &DynValue) -> Result<pb::DynamicValue, EncodeError> {
-    if v.render_as_string {
-        return Err(refuse("render_as_string"));
-    }
-    encode_value(&v.value)
+    Ok(pb::DynamicValue {
+        render_as_string: v.render_as_string,
+        ..encode_value(&v.value)?
+    })
 }
 
 fn encode_value(v: &Value) -> Result<pb::DynamicValue, EncodeError> {
@@ -195,19 +195,32 @@ fn encode_value(v: &Value) -> Result<pb::DynamicValue, EncodeError> {
         Value::Float(_) => return Err(refuse("a non-finite float")),
         Value::Str(s) => PbValue::StringValue(s.clone()),
         Value::Dict(id) => PbValue::DictIndex(*id),
-        Value::Bool(_) => return Err(refuse("bool values")),
-        Value::RawJson(_) => return Err(refuse("raw JSON values")),
+        Value::Bool(b) => PbValue::BoolValue(*b),
+        Value::RawJson(j) => PbValue::RawJsonValue(j.clone().into_bytes()),
     };
-    Ok(pb::DynamicValue { value: Some(value) })
+    Ok(pb::DynamicValue {
+        value: Some(value),
+        render_as_string: false,
+    })
 }
 
 fn decode_value(v: pb::DynamicValue) -> Result<Value, ErrorKind> {
-    Ok(match v.value.ok_or(ErrorKind::EmptyDynamicValue)? {
+    Ok(decode_dyn(v)?.value)
+}
+
+fn decode_dyn(v: pb::DynamicValue) -> Result<DynValue, ErrorKind> {
+    let value = match v.value.ok_or(ErrorKind::EmptyDynamicValue)? {
         PbValue::IntValue(i) => Value::Int(i),
         PbValue::FloatValue(f) if f.is_finite() => Value::Float(f),
         PbValue::FloatValue(_) => return Err(ErrorKind::NonFiniteFloat),
         PbValue::StringValue(s) => Value::Str(s),
         PbValue::DictIndex(id) => Value::Dict(id),
+        PbValue::BoolValue(b) => Value::Bool(b),
+        PbValue::RawJsonValue(bytes) => Value::RawJson(crate::v3::raw_json(bytes)?),
+    };
+    Ok(DynValue {
+        value,
+        render_as_string: v.render_as_string,
     })
 }
 
@@ -287,7 +300,7 @@ fn decode_log(log: pb::Log, regs: &mut Registers) -> Result<Log, ErrorKind> {
             let values = s
                 .dynamic_values
                 .into_iter()
-                .map(|v| decode_value(v).map(DynValue::new))
+                .map(decode_dyn)
                 .collect::<Result<Vec<_>, _>>()?;
             let message_key = s.json_message_key.map(decode_value).transpose()?;
             let json = if s.json_context_schema_id != 0 {
@@ -316,7 +329,7 @@ fn decode_log(log: pb::Log, regs: &mut Registers) -> Result<Log, ErrorKind> {
     Ok(Log {
         timestamp,
         status: log.status.map(decode_value).transpose()?,
-        service: None,
+        service: log.service.map(decode_value).transpose()?,
         tags: regs.tags.clone(),
         content,
         json,

@@ -350,6 +350,39 @@ fn v2_stream() {
     assert_eq!(doc, json!({"a": 1, "b": "two", "msg": "id=x ok"}));
 }
 
+/// Newer v2 agents (upstream): `Log.service = 7` as its own field, and `DynamicValue` with `bool_value = 6`,
+/// `raw_json_value = 7` and `render_as_string = 5`, as in v3.
+#[test]
+fn v2_newer_fields() {
+    let snapshot = w2::seq(&[w2::pattern(1, "ok= n= v=", &[3, 6, 9])]);
+    let data = w2::seq(&[w2::log(
+        Pb::new()
+            .sint(1, 1_700_000_000_000)
+            .msg(
+                2,
+                Pb::new()
+                    .varint(1, 1)
+                    .msg(2, Pb::new().varint(6, 1))
+                    .msg(2, Pb::new().bytes(7, br#"{"a":[1,2]}"#))
+                    .msg(2, Pb::new().varint(1, 446).varint(5, 1)),
+            )
+            .msg(6, w3::s("warn"))
+            .msg(7, w3::s("checkout")),
+    )]);
+    let batches = run_v2(&[snapshot, data]).expect("newer v2 fields decode");
+    let log = &batches[1].logs[0];
+    assert_eq!(log.message, r#"ok=true n={"a":[1,2]} v=446"#);
+    assert_eq!(log.service.as_deref(), Some("checkout"));
+    assert_eq!(log.status.as_deref(), Some("warn"));
+    // Raw JSON that is not JSON is refused, as in v3.
+    let bad = w2::seq(&[w2::log(Pb::new().sint(1, 1).msg(
+        2,
+        Pb::new().varint(1, 1).msg(2, Pb::new().bytes(7, b"{nope")),
+    ))]);
+    let snapshot = w2::seq(&[w2::pattern(1, "x", &[1])]);
+    assert!(run_v2(&[snapshot, bad]).is_err());
+}
+
 #[test]
 fn v2_stream_may_start_at_batch_1() {
     let mut dec = common::decoder(Generation::V2, Compression::Identity);

@@ -58,6 +58,9 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// Private key.
     pub key: PathBuf,
+    /// Mutual TLS: CA certificates (PEM) that sign the agents' client certificates. With it, a client
+    /// without a certificate signed by one of them is refused in the handshake.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for IntakeConfig {

@@ -191,12 +191,16 @@ pub async fn start(
             .map_err(|e| IntakeError::Tls(format!("{}: {e}", tls.cert.display())))?;
         let key = std::fs::read(&tls.key)
             .map_err(|e| IntakeError::Tls(format!("{}: {e}", tls.key.display())))?;
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert, key))
+            .timeout(handshake_timeout);
+        if let Some(ca) = &tls.client_ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| IntakeError::Tls(format!("{}: {e}", ca.display())))?;
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(pem));
+        }
         builder = builder
-            .tls_config(
-                ServerTlsConfig::new()
-                    .identity(Identity::from_pem(cert, key))
-                    .timeout(handshake_timeout),
-            )
+            .tls_config(config)
             .map_err(|e| IntakeError::Tls(e.to_string()))?;
     }
     let router = builder

@@ -67,6 +67,9 @@ pub struct IntakeArgs {
     /// TLS private key (PEM). Requires --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Mutual TLS: accept only agents whose client certificate is signed by a CA in this PEM file.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Serve Prometheus /metrics, /health and /patterns (logs per pattern) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -160,6 +163,7 @@ fn config(args: &IntakeArgs) -> IntakeConfig {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
             }),
             _ => None,
         },
@@ -197,6 +201,7 @@ pub fn apply_config(
         api_keys | "api_key" => list,
         tls_cert => value,
         tls_key => value,
+        tls_client_ca => value,
         metrics_listen => value,
         patterns_report => value,
         max_message_bytes => size,
@@ -236,6 +241,11 @@ impl IntakeArgs {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls_cert and tls_key go together".into());
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(
+                "tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)".into(),
+            );
         }
         range(&n("nats_replicas"), self.nats_replicas, 1, 5)?;
         range(

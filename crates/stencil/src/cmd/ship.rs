@@ -44,6 +44,22 @@ pub struct ShipArgs {
     /// CA bundle (PEM) that signs the endpoint's certificate.
     #[arg(long, value_name = "PEM", env = "STENCIL_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Mutual TLS: this agent's client certificate (PEM), for an intake run with --tls-client-ca.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        env = "STENCIL_TLS_CERT"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Mutual TLS: the private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        env = "STENCIL_TLS_KEY"
+    )]
+    tls_key: Option<PathBuf>,
     /// Where the embedded intake writes rebuilt files (`/var/log/x` → `DIR/var/log/x`).
     #[arg(
         long,
@@ -170,6 +186,8 @@ pub fn apply_config(
         endpoints | "endpoint" => list,
         api_key => value,
         ca_file => value,
+        tls_cert => value,
+        tls_key => value,
         out => value,
         once => value,
         compare => value,
@@ -265,6 +283,9 @@ impl ShipArgs {
             3_600_000,
             " ms",
         )?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together".into());
+        }
         if !["zstd", "gzip", "none"].contains(&self.compression.as_str()) {
             return Err(format!(
                 "{} = {:?}: one of zstd, gzip, none",
@@ -575,12 +596,15 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                 .api_key
                 .clone()
                 .ok_or("--endpoint needs --api-key (or STENCIL_API_KEY)")?;
-            let ca = match &args.ca_file {
-                Some(p) => Some(
-                    std::fs::read(p).map_err(|e| format!("--ca-file {}: {e}", p.display()))?,
-                ),
-                None => None,
+            let read = |flag: &str, p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
+                p.as_ref()
+                    .map(|p| std::fs::read(p).map_err(|e| format!("--{flag} {}: {e}", p.display())))
+                    .transpose()
             };
+            let ca = read("ca-file", &args.ca_file)?;
+            let client_cert = read("tls-cert", &args.tls_cert)?;
+            let client_key = read("tls-key", &args.tls_key)?;
+            let identity = client_cert.as_deref().zip(client_key.as_deref());
             let mut list = Vec::new();
             for url in &args.endpoints {
                 let scheme_ok = ["http://", "https://"]
@@ -594,7 +618,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                 if list.iter().any(|(u, _)| u == url) {
                     return Err(format!("--endpoint {url}: given twice"));
                 }
-                let channel = stencil_agent::channel(url, ca.as_deref())
+                let channel = stencil_agent::tls_channel(url, ca.as_deref(), identity)
                     .map_err(|e| format!("--endpoint {url}: {e}"))?;
                 list.push((url.clone(), channel));
             }

@@ -256,12 +256,14 @@ impl SourceConfig {
             .as_deref()
         {
             None | Some("utf-8" | "utf8") => {}
-            Some(other) => return Err(bad(
-                "encoding",
-                format!(
+            Some(other) => {
+                return Err(bad(
+                    "encoding",
+                    format!(
                     "{other:?} is not supported: lines are shipped as the bytes they are (utf-8)"
                 ),
-            )),
+                ))
+            }
         }
         if self.auto_multi_line_detection == Some(true) {
             source.multi_line = Some(MultiLine::Auto);
