@@ -2,6 +2,7 @@
 //! (PROTOCOL.md §15), plus optional TLS.
 
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use stencil_codec::Limits;
@@ -14,6 +15,9 @@ pub struct IntakeConfig {
     pub api_keys: Vec<String>,
     /// Keys that are known but not allowed on this intake: `PERMISSION_DENIED`.
     pub denied_api_keys: Vec<String>,
+    /// More accepted keys, which can be replaced while the intake runs (a key file reloaded on
+    /// SIGHUP). With it, the intake is never open, even when it holds no key.
+    pub reloadable_keys: Option<ApiKeys>,
     /// Decoder limits per stream and per batch.
     pub limits: Limits,
     /// Maximum gRPC message size accepted (default 16 MiB; tonic's own default is 4 MiB).
@@ -51,6 +55,33 @@ pub struct IntakeConfig {
     pub max_window_log: u32,
 }
 
+/// Accepted API keys that can be replaced at run time: each stream is checked against the set current
+/// when it opens (streams already open keep running).
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys(Arc<RwLock<Arc<[String]>>>);
+
+impl ApiKeys {
+    /// A set holding `keys`.
+    pub fn new(keys: Vec<String>) -> Self {
+        ApiKeys(Arc::new(RwLock::new(keys.into())))
+    }
+
+    /// Replaces the set.
+    pub fn replace(&self, keys: Vec<String>) {
+        if let Ok(mut k) = self.0.write() {
+            *k = keys.into();
+        }
+    }
+
+    /// The current set.
+    pub fn current(&self) -> Arc<[String]> {
+        self.0
+            .read()
+            .map(|k| k.clone())
+            .unwrap_or_else(|_| Arc::from(Vec::new()))
+    }
+}
+
 /// PEM files for a TLS listener.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -68,6 +99,7 @@ impl Default for IntakeConfig {
         IntakeConfig {
             api_keys: Vec::new(),
             denied_api_keys: Vec::new(),
+            reloadable_keys: None,
             limits: Limits::default(),
             max_message_bytes: 16 << 20,
             max_concurrent_streams: 1024,

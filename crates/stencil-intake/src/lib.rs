@@ -20,9 +20,9 @@ pub mod sink;
 pub mod stream;
 mod throttle;
 
-pub use config::{IntakeConfig, TlsFiles};
+pub use config::{ApiKeys, IntakeConfig, TlsFiles};
 pub use patterns::{PatternStats, PatternsSink};
 pub use server::{bind, start, IntakeError, RunningIntake};
 pub use sink::{
-    FilesSink, JsonLinesSink, MemorySink, NatsConfig, NatsSink, Sink, SinkError, StreamInfo,
+    FilesSink, JsonLinesSink, Layout, MemorySink, NatsConfig, NatsSink, Sink, SinkError, StreamInfo,
 };

@@ -141,7 +141,7 @@ pub async fn start(
         addr: "listener".into(),
         source,
     })?;
-    if config.api_keys.is_empty() {
+    if config.api_keys.is_empty() && config.reloadable_keys.is_none() {
         tracing::warn!("no API keys configured: any non-empty dd-api-key is accepted");
     }
     let shutdown = CancellationToken::new();

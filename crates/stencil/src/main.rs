@@ -78,13 +78,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    cmd::init_tracing(&cli.log_level, &cli.log_format);
     if let Err(e) = apply_config(&mut cli, &matches) {
-        eprintln!("stencil: {e}");
+        cmd::fail(&format!("stencil: {e}"));
         return ExitCode::FAILURE;
     }
     cmd::ignore_file_size_signal();
     cmd::raise_fd_limit();
-    cmd::init_tracing(&cli.log_level, &cli.log_format);
     match cli.command {
         Command::Intake(args) => cmd::intake::run(*args),
         Command::Bench(b) => cmd::bench::run(b),
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         Command::Man { dir } => match cmd::write_man_pages(Cli::command(), &dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("stencil man: {e}");
+                cmd::fail(&format!("stencil man: {e}"));
                 ExitCode::FAILURE
             }
         },

@@ -409,3 +409,39 @@ fn completions_and_man_pages() {
     );
     assert!(dir.path().join("stencil-intake.1").exists());
 }
+
+/// `--log-format json`: every line on stderr is one JSON object, the summary included, with each
+/// top-level key once; and a rerun of the quick start rebuilds the same file instead of appending.
+#[test]
+fn json_diagnostics_only_and_reruns_rebuild_anew() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("a.log");
+    std::fs::write(&log, "one\ntwo\n").expect("write");
+    let out = dir.path().join("out");
+    for run in 0..2 {
+        let result = stencil()
+            .args(["--log-format", "json", "ship", "--once", "--out"])
+            .arg(&out)
+            .arg(&log)
+            .stdout(Stdio::null())
+            .output()
+            .expect("runs");
+        assert!(result.status.success());
+        let stderr = String::from_utf8(result.stderr).expect("utf-8");
+        assert!(stderr.contains("shipped 2 lines"), "{stderr}");
+        for line in stderr.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(v.is_object(), "{line}");
+            for key in ["\"timestamp\":", "\"level\":", "\"target\":"] {
+                assert_eq!(line.matches(key).count(), 1, "{key} in {line}");
+            }
+            assert!(!line.contains('\u{1b}'), "no colours: {line}");
+        }
+        assert_eq!(
+            std::fs::read(common::rebuilt_path(&out, &log)).expect("rebuilt"),
+            b"one\ntwo\n",
+            "run {run}"
+        );
+    }
+}

@@ -35,6 +35,7 @@ pub const JOURNAL: &str = ".stencil-journal";
 /// Appends each source's lines to its own file under a root folder.
 pub struct FilesSink {
     root: PathBuf,
+    layout: Layout,
     fsync: bool,
     open: Mutex<OpenFiles>,
 }
@@ -61,6 +62,7 @@ impl FilesSink {
         log_repairs(&repairs, "an interrupted batch");
         Ok(FilesSink {
             root: root.to_owned(),
+            layout: Layout::default(),
             fsync,
             open: Mutex::new(OpenFiles {
                 files: HashMap::new(),
@@ -81,18 +83,124 @@ impl FilesSink {
         self
     }
 
-    /// Where a log with this `filename:` tag value is written.
-    pub fn path_for(&self, filename: Option<&str>) -> PathBuf {
-        filename
-            .and_then(|f| {
-                use std::os::unix::ffi::OsStrExt;
-                // The agent percent-encodes commas and bytes that are not UTF-8 in the tag value.
-                let raw = stencil_codec::escape::unescape_tag_value(f);
-                safe_relative(Path::new(std::ffi::OsStr::from_bytes(&raw)))
-            })
-            .filter(|rel| !is_reserved(rel))
-            .map_or_else(|| self.root.join(UNFILED), |rel| self.root.join(rel))
+    /// Names files by `layout` under the root instead of by their path alone.
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
     }
+
+    /// Where a log with this `filename:` tag value is written (the default layout, `{path}`).
+    pub fn path_for(&self, filename: Option<&str>) -> PathBuf {
+        self.path_of(filename, |_| None)
+    }
+
+    /// Where `record` is written.
+    fn record_path(&self, record: &LogRecord) -> PathBuf {
+        self.path_of(record.tag(FILENAME_TAG), |part| match part {
+            Part::Host => record.tag("hostname"),
+            Part::Service => record.service.as_deref(),
+            Part::Source => record.tag("ddsource"),
+            Part::Path | Part::Literal(_) => None,
+        })
+    }
+
+    fn path_of<'a>(
+        &self,
+        filename: Option<&str>,
+        value: impl Fn(&Part) -> Option<&'a str>,
+    ) -> PathBuf {
+        let path = filename.and_then(|f| {
+            use std::os::unix::ffi::OsStrExt;
+            // The agent percent-encodes commas and bytes that are not UTF-8 in the tag value.
+            let raw = stencil_codec::escape::unescape_tag_value(f);
+            safe_relative(Path::new(std::ffi::OsStr::from_bytes(&raw)))
+        });
+        let mut rel = PathBuf::new();
+        for part in &self.layout.0 {
+            match part {
+                Part::Path => match &path {
+                    Some(p) => rel.push(p),
+                    None => return self.root.join(UNFILED),
+                },
+                Part::Literal(text) => rel.push(text),
+                other => rel.push(component(value(other))),
+            }
+        }
+        if rel.as_os_str().is_empty() || is_reserved(&rel) {
+            return self.root.join(UNFILED);
+        }
+        self.root.join(rel)
+    }
+}
+
+/// How the files sink names a log's file under its root: `/`-separated parts, each a literal folder or
+/// file name, or one of `{host}` (the `hostname:` tag), `{service}`, `{source}` (the `ddsource:` tag)
+/// and `{path}` (the log's `filename:` path, all its folders). The default is `{path}`; a fleet writes
+/// `{host}/{path}` so that two hosts' `/var/log/syslog` stay apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout(Vec<Part>);
+
+/// One part of a [`Layout`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Host,
+    Service,
+    Source,
+    Path,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout(vec![Part::Path])
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        for p in text.split('/') {
+            parts.push(match p {
+                "{host}" => Part::Host,
+                "{service}" => Part::Service,
+                "{source}" => Part::Source,
+                "{path}" => Part::Path,
+                "" | "." | ".." => {
+                    return Err(format!(
+                        "`{text}`: empty, `.` and `..` parts are not allowed (write e.g. `{{host}}/{{path}}`)"
+                    ))
+                }
+                p if p.contains(['{', '}']) => {
+                    return Err(format!(
+                        "`{text}`: `{p}` is not a placeholder; a part is a name or one of {{host}}, {{service}}, {{source}}, {{path}}"
+                    ))
+                }
+                p => Part::Literal(p.to_owned()),
+            });
+        }
+        if !parts.contains(&Part::Path) {
+            return Err(format!(
+                "`{text}` has no {{path}}: the logs of different files would be mixed in one file"
+            ));
+        }
+        Ok(Layout(parts))
+    }
+}
+
+/// A layout value as one safe path component: missing → `unknown`; `/`, NUL and a leading `.` are
+/// replaced, so that a value never climbs out of its folder or hides.
+fn component(value: Option<&str>) -> String {
+    let v = value.filter(|v| !v.is_empty()).unwrap_or("unknown");
+    let mut out: String = v
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    if out.starts_with('.') {
+        out.replace_range(0..1, "_");
+    }
+    out
 }
 
 fn log_repairs(repairs: &[Repair], what: &str) {
@@ -163,7 +271,7 @@ impl Sink for FilesSink {
         // Each file's bytes for this batch, in order of first appearance (a batch rarely spans many).
         let mut pending: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for record in logs {
-            let path = self.path_for(record.tag(FILENAME_TAG));
+            let path = self.record_path(record);
             let k = match pending.iter().rposition(|(p, _)| *p == path) {
                 Some(k) => k,
                 None => {
@@ -323,6 +431,44 @@ mod tests {
             Some("/_unfiled.log"),
         ] {
             assert_eq!(sink.path_for(bad), dir.join(UNFILED), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_layout_keeps_hosts_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout: Layout = "{host}/{service}/{path}".parse().expect("layout");
+        let sink = FilesSink::new(dir.path(), false)
+            .expect("sink")
+            .with_layout(layout);
+        let stream = StreamInfo {
+            id: 1,
+            generation: stencil_codec::Generation::V3,
+            peer: None,
+        };
+        let mut a = record(Path::new("/var/log/syslog"), "from a", None);
+        a.tags = Some("filename:/var/log/syslog,hostname:web-1".into());
+        a.service = Some("api".into());
+        let mut b = record(Path::new("/var/log/syslog"), "from b", None);
+        b.tags = Some("filename:/var/log/syslog,hostname:../../etc".into());
+        sink.write_batch(&stream, &[a, b]).expect("write");
+        assert_eq!(
+            std::fs::read(dir.path().join("web-1/api/var/log/syslog")).expect("host a"),
+            b"from a\n"
+        );
+        // A hostile value stays one folder under the root; a missing one is `unknown`.
+        assert_eq!(
+            std::fs::read(dir.path().join("_._.._etc/unknown/var/log/syslog")).expect("host b"),
+            b"from b\n"
+        );
+        for bad in [
+            "{host}",
+            "{host}/../{path}",
+            "a//{path}",
+            "{hostname}/{path}",
+            "x{host}/{path}",
+        ] {
+            assert!(bad.parse::<Layout>().is_err(), "{bad}");
         }
     }
 }

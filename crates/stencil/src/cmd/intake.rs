@@ -14,107 +14,177 @@ use stencil_intake::{FilesSink, IntakeConfig, JsonLinesSink, Sink, TlsFiles};
 #[command(group(clap::ArgGroup::new("sink").args(["out", "jsonl", "stdout", "nats_urls"])))]
 pub struct IntakeArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:10600")]
+    #[arg(long, default_value = "127.0.0.1:10600", env = "STENCIL_INTAKE_LISTEN")]
     listen: String,
     /// Write rebuilt lines to one file per source under DIR (`/var/log/x` → `DIR/var/log/x`).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "STENCIL_INTAKE_OUT")]
     out: Option<PathBuf>,
     /// Append one JSON object per log to PATH.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "STENCIL_INTAKE_JSONL")]
     jsonl: Option<PathBuf>,
     /// Print one JSON object per log to stdout (the default sink).
-    #[arg(long)]
+    #[arg(long, env = "STENCIL_INTAKE_STDOUT")]
     stdout: bool,
     /// Publish each log into a NATS JetStream stream (the `--jsonl` object as the body) via these
     /// cluster seed URLs; a batch is acked only once JetStream has acked every log of it.
-    #[arg(long = "nats-url", value_name = "URL", value_delimiter = ',')]
+    #[arg(
+        long = "nats-url",
+        value_name = "URL",
+        value_delimiter = ',',
+        env = "STENCIL_INTAKE_NATS_URLS"
+    )]
     nats_urls: Vec<String>,
     /// JetStream stream to publish into (created if absent, with subjects `<first token>.>`).
-    #[arg(long, default_value = "STENCIL", requires = "nats_urls")]
+    #[arg(
+        long,
+        default_value = "STENCIL",
+        requires = "nats_urls",
+        env = "STENCIL_INTAKE_NATS_STREAM"
+    )]
     nats_stream: String,
     /// Subject of each message: dot-separated tokens, any of which may be `{service}`, `{source}` or
     /// `{host}` (filled from the log).
-    #[arg(long, default_value = "stencil.logs", requires = "nats_urls")]
+    #[arg(
+        long,
+        default_value = "stencil.logs",
+        requires = "nats_urls",
+        env = "STENCIL_INTAKE_NATS_SUBJECT"
+    )]
     nats_subject: String,
     /// Replicas of the stream when the intake creates it.
-    #[arg(long, default_value_t = 1, requires = "nats_urls")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        requires = "nats_urls",
+        env = "STENCIL_INTAKE_NATS_REPLICAS"
+    )]
     nats_replicas: u64,
     /// NATS credentials file (`.creds`: JWT and NKey seed).
-    #[arg(long, value_name = "FILE", requires = "nats_urls")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "nats_urls",
+        env = "STENCIL_INTAKE_NATS_CREDS"
+    )]
     nats_creds: Option<PathBuf>,
     /// File holding a NATS token.
-    #[arg(long, value_name = "FILE", requires = "nats_urls")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "nats_urls",
+        env = "STENCIL_INTAKE_NATS_TOKEN_FILE"
+    )]
     nats_token_file: Option<PathBuf>,
     /// PEM file of CAs to trust for NATS over TLS (implies --nats-tls).
-    #[arg(long, value_name = "PEM", requires = "nats_urls")]
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "nats_urls",
+        env = "STENCIL_INTAKE_NATS_CA_FILE"
+    )]
     nats_ca_file: Option<PathBuf>,
     /// Require TLS to the NATS servers.
-    #[arg(long, requires = "nats_urls")]
+    #[arg(long, requires = "nats_urls", env = "STENCIL_INTAKE_NATS_TLS")]
     nats_tls: bool,
     /// How long a batch waits for JetStream to ack all its logs before its stream ends with
     /// UNAVAILABLE (the agent replays it elsewhere).
-    #[arg(long, default_value_t = 30, requires = "nats_urls")]
+    #[arg(
+        long,
+        default_value_t = 30,
+        requires = "nats_urls",
+        env = "STENCIL_INTAKE_NATS_ACK_TIMEOUT_SECS"
+    )]
     nats_ack_timeout_secs: u64,
     /// Sync every batch to disk before acking it (slower, survives power loss).
-    #[arg(long)]
+    #[arg(long, env = "STENCIL_INTAKE_FSYNC")]
     fsync: bool,
-    /// Accepted API key (repeat for several). Without any, every non-empty key is accepted.
-    #[arg(long = "api-key", value_name = "KEY")]
+    /// Accepted API key (repeat for several; in the environment, comma-separated). Without any (and
+    /// without --api-key-file), every non-empty key is accepted.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "STENCIL_INTAKE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     api_keys: Vec<String>,
     /// TLS certificate chain (PEM). Requires --tls-key.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, requires = "tls_key", env = "STENCIL_INTAKE_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// TLS private key (PEM). Requires --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert", env = "STENCIL_INTAKE_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Mutual TLS: accept only agents whose client certificate is signed by a CA in this PEM file.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        env = "STENCIL_INTAKE_TLS_CLIENT_CA"
+    )]
     tls_client_ca: Option<PathBuf>,
+    /// File of accepted API keys, one per line (`#` starts a comment), read again on SIGHUP: keys are
+    /// added and revoked without a restart, and stay out of `ps`.
+    #[arg(long, value_name = "FILE", env = "STENCIL_INTAKE_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+    /// With --out: how each log's file is named under DIR, from `{host}`, `{service}`, `{source}` and
+    /// `{path}` (the log's file path), e.g. `{host}/{path}` so that hosts with the same paths stay apart.
+    #[arg(
+        long,
+        value_name = "LAYOUT",
+        default_value = "{path}",
+        env = "STENCIL_INTAKE_OUT_LAYOUT",
+        requires = "out"
+    )]
+    out_layout: String,
     /// Serve Prometheus /metrics, /health and /patterns (logs per pattern) on this address.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "STENCIL_INTAKE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// On shutdown, write the number of logs per pattern (template with `<*>` holes, its stable hash,
     /// and an example line) to FILE as JSON.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "STENCIL_INTAKE_PATTERNS_REPORT")]
     patterns_report: Option<PathBuf>,
     /// Maximum gRPC message size in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = 16 << 20, env = "STENCIL_INTAKE_MAX_MESSAGE_BYTES")]
     max_message_bytes: usize,
     /// Maximum decompressed size of one batch, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = 64 << 20, env = "STENCIL_INTAKE_MAX_BATCH_BYTES")]
     max_batch_bytes: usize,
     /// Maximum state bytes per stream.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = 64 << 20, env = "STENCIL_INTAKE_MAX_STATE_BYTES")]
     max_state_bytes: usize,
     /// Maximum concurrent streams.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, env = "STENCIL_INTAKE_MAX_STREAMS")]
     max_streams: usize,
     /// End a stream (with OK) after this many seconds without a batch, or without reading its acks.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, env = "STENCIL_INTAKE_IDLE_TIMEOUT_SECS")]
     idle_timeout_secs: u64,
     /// Memory that all streams' decoders may hold at once (state, buffers, rebuilt logs), in MiB.
     /// Past it, streams and batches that do not fit get UNAVAILABLE and agents retry.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, env = "STENCIL_INTAKE_MEMORY_BUDGET_MIB")]
     memory_budget_mib: u64,
     /// Maximum open TCP connections; more are closed at once (and logged).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, env = "STENCIL_INTAKE_MAX_CONNECTIONS")]
     max_connections: u64,
     /// Close a connection after this many seconds without an open stream.
-    #[arg(long, default_value_t = 120)]
+    #[arg(
+        long,
+        default_value_t = 120,
+        env = "STENCIL_INTAKE_CONNECTION_IDLE_TIMEOUT_SECS"
+    )]
     connection_idle_timeout_secs: u64,
     /// Seconds between HTTP/2 keepalive pings; a peer silent 20 s after a ping is disconnected.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "STENCIL_INTAKE_KEEPALIVE_SECS")]
     keepalive_secs: u64,
     /// On SIGTERM/SIGINT, seconds to let in-flight batches finish.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, env = "STENCIL_INTAKE_GRACE_SECS")]
     grace_secs: u64,
     /// Never echo the Stencil wire extensions (stream-zstd, native/2): every stream stays plain v3, as
     /// with a Datadog intake.
-    #[arg(long)]
+    #[arg(long, env = "STENCIL_INTAKE_NO_EXTENSIONS")]
     no_extensions: bool,
     /// Largest stream-zstd window an agent may use, as a power of two (10..=27; 20 = 1 MiB per stream,
     /// counted in --max-state-bytes).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, env = "STENCIL_INTAKE_MAX_WINDOW_LOG")]
     max_window_log: u32,
     /// Which settings the config file gave.
     #[arg(skip)]
@@ -140,7 +210,15 @@ async fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
         tracing::info!(urls = ?config.urls, stream = %config.stream, subject = %config.subject, "publishing into NATS JetStream");
         Arc::new(sink)
     } else if let Some(dir) = &args.out {
-        Arc::new(FilesSink::new(dir, args.fsync).map_err(|e| format!("--out: {e}"))?)
+        let layout: stencil_intake::Layout = args
+            .out_layout
+            .parse()
+            .map_err(|e| format!("--out-layout {e}"))?;
+        Arc::new(
+            FilesSink::new(dir, args.fsync)
+                .map_err(|e| format!("--out: {e}"))?
+                .with_layout(layout),
+        )
     } else if let Some(path) = &args.jsonl {
         Arc::new(JsonLinesSink::to_file(path, args.fsync).map_err(|e| format!("--jsonl: {e}"))?)
     } else {
@@ -148,9 +226,10 @@ async fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
     })
 }
 
-fn config(args: &IntakeArgs) -> IntakeConfig {
+fn config(args: &IntakeArgs, keys: Option<stencil_intake::ApiKeys>) -> IntakeConfig {
     let mut config = IntakeConfig {
         api_keys: args.api_keys.clone(),
+        reloadable_keys: keys,
         max_message_bytes: args.max_message_bytes,
         max_concurrent_streams: args.max_streams,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
@@ -202,6 +281,8 @@ pub fn apply_config(
         tls_cert => value,
         tls_key => value,
         tls_client_ca => value,
+        api_key_file => value,
+        out_layout => value,
         metrics_listen => value,
         patterns_report => value,
         max_message_bytes => size,
@@ -294,8 +375,43 @@ pub fn run(args: IntakeArgs) -> ExitCode {
     match run_inner(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("stencil intake: {e}");
+            super::fail(&format!("stencil intake: {e}"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The keys of an API key file: one per line, blank lines and `#` comments skipped.
+fn read_key_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Reads the key file again on each SIGHUP. A file that cannot be read leaves the keys as they were.
+async fn reload_keys_on_sighup(keys: stencil_intake::ApiKeys, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: the API key file will not be reloaded");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match read_key_file(&path) {
+            Ok(new) => {
+                tracing::info!(file = %path.display(), keys = new.len(), "reloaded the API key file");
+                keys.replace(new);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading the API key file failed; the keys stay as they were")
+            }
         }
     }
 }
@@ -311,7 +427,11 @@ fn run_inner(args: IntakeArgs) -> Result<(), String> {
         Some(stats) => Arc::new(stencil_intake::PatternsSink::new(sink, stats.clone())),
         None => sink,
     };
-    let config = config(&args);
+    let keys = match &args.api_key_file {
+        Some(path) => Some(stencil_intake::ApiKeys::new(read_key_file(path)?)),
+        None => None,
+    };
+    let config = config(&args, keys.clone());
     if config.tls.is_none() {
         tracing::warn!(
             "serving plaintext gRPC: pass --tls-cert and --tls-key outside a trusted network"
@@ -345,8 +465,11 @@ fn run_inner(args: IntakeArgs) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         // Tests and scripts read the bound address (useful with port 0) from this line on stderr.
-        eprintln!("stencil intake: listening on {}", running.local_addr());
+        super::say(&format!("stencil intake: listening on {}", running.local_addr()));
         ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let (Some(keys), Some(path)) = (keys, args.api_key_file.clone()) {
+            tokio::spawn(reload_keys_on_sighup(keys, path));
+        }
         let token = running.shutdown_token();
         let serving = ready.clone();
         tokio::spawn(async move {

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 /// Diagnostics go to stderr, so that `--stdout` sinks keep stdout for data; `json` gives one JSON object
 /// per event for log collectors.
 pub fn init_tracing(level: &str, format: &str) {
+    JSON_LOGS.store(format == "json", std::sync::atomic::Ordering::Relaxed);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     use std::io::IsTerminal;
     // Colours only for a person at a terminal: not in files, journald or a collector's pipe.
@@ -23,6 +24,28 @@ pub fn init_tracing(level: &str, format: &str) {
     } else {
         builder.try_init()
     };
+}
+
+/// `--log-format json`: every line on stderr is a JSON object, [`say`]'s lines included.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A line for the person running the command, on stderr: plain text, or with `--log-format json` an
+/// event like every other, so that stderr stays JSON only.
+pub fn say(text: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(target: "stencil", "{text}");
+    } else {
+        eprintln!("{text}");
+    }
+}
+
+/// An error that ends the command, on stderr (see [`say`]).
+pub fn fail(text: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(target: "stencil", "{text}");
+    } else {
+        eprintln!("{text}");
+    }
 }
 
 /// A file-size limit (`ulimit -f`) must not kill a log pipeline. With SIGXFSZ ignored, a write past the

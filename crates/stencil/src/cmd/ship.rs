@@ -419,7 +419,7 @@ fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
         }
         joined += ")";
     }
-    eprintln!(
+    super::say(&format!(
         "shipped {} lines{joined}, {} raw bytes as {} wire bytes on {} (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped, {} files skipped",
         s.lines,
         s.raw_bytes,
@@ -433,12 +433,12 @@ fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
         s.split_lines,
         s.dropped,
         s.skipped_files,
-    );
+    ));
     if let Some(out) = embedded_out {
-        eprintln!(
+        super::say(&format!(
             "rebuilt files are under {} (compare with `cmp`)",
             out.display()
-        );
+        ));
     }
 }
 
@@ -447,7 +447,7 @@ pub fn run(args: ShipArgs) -> ExitCode {
     match run_inner(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("stencil ship: {e}");
+            super::fail(&format!("stencil ship: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -674,21 +674,21 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                     });
                 }
                 super::shutdown_signal().await;
-                eprintln!("stencil ship: second signal: exiting now; unacked lines are read again on the next run");
+                super::fail("stencil ship: second signal: exiting now; unacked lines are read again on the next run");
                 std::process::exit(130);
             });
         }
         let summary = if args.once {
             stencil_agent::ship::ship_once(sources, options, endpoints, key, mailbox.clone()).await?
         } else {
-            eprintln!(
+            super::say(&format!(
                 "stencil ship: following {} (Ctrl-C to stop)",
                 sources
                     .iter()
                     .map(|s| s.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            );
+            ));
             stencil_agent::ship::ship_follow(
                 sources,
                 options,
