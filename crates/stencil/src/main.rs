@@ -113,7 +113,7 @@ fn apply_config(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<(), String>
     let Some(path) = cli.config.clone() else {
         return Ok(());
     };
-    let file = cmd::config::ConfigFile::load(&path, &["ship", "intake"])?;
+    let file = stencil_config::ConfigFile::load(&path, &["ship", "intake"])?;
     match (&mut cli.command, matches.subcommand()) {
         (Command::Ship(args), Some((_, m))) => cmd::ship::apply_config(args, m, &file),
         (Command::Intake(args), Some((_, m))) => cmd::intake::apply_config(args, m, &file),

@@ -188,7 +188,7 @@ pub struct IntakeArgs {
     max_window_log: u32,
     /// Which settings the config file gave.
     #[arg(skip)]
-    origins: super::config::Origins,
+    origins: stencil_config::file::Origins,
 }
 
 async fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
@@ -259,10 +259,10 @@ fn config(args: &IntakeArgs, keys: Option<stencil_intake::ApiKeys>) -> IntakeCon
 pub fn apply_config(
     args: &mut IntakeArgs,
     matches: &clap::ArgMatches,
-    file: &super::config::ConfigFile,
+    file: &stencil_config::file::ConfigFile,
 ) -> Result<(), String> {
-    use super::config::{list, mib, secs, size, value};
-    args.origins = super::config::apply_keys!(file, "intake", matches, args;
+    use stencil_config::file::{list, mib, secs, size, value};
+    args.origins = stencil_config::apply_keys!(file, "intake", matches, args;
         listen => value,
         out => value,
         jsonl => value,

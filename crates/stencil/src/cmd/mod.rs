@@ -1,10 +1,8 @@
 //! Subcommand implementations and what they share (diagnostic logging, runtime setup).
 
 pub mod bench;
-pub mod config;
 pub mod intake;
 pub mod ship;
-pub mod sources;
 
 use tracing_subscriber::EnvFilter;
 

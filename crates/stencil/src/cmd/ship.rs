@@ -161,25 +161,25 @@ pub struct ShipArgs {
     checkpoint_interval_ms: u64,
     /// `[[ship.sources]]` of the config file (with the prefix of their errors).
     #[arg(skip)]
-    sources: Vec<(String, super::sources::SourceConfig)>,
+    sources: Vec<(String, stencil_config::sources::SourceConfig)>,
     /// Which settings the config file gave.
     #[arg(skip)]
-    origins: super::config::Origins,
+    origins: stencil_config::file::Origins,
 }
 
 /// `--batch-bytes`: a size with or without a unit.
 fn size_flag(text: &str) -> Result<u64, String> {
-    super::config::parse_size(text)
+    stencil_config::file::parse_size(text)
 }
 
 /// Applies the `[ship]` table of the config file to what the command line and environment left unset.
 pub fn apply_config(
     args: &mut ShipArgs,
     matches: &clap::ArgMatches,
-    file: &super::config::ConfigFile,
+    file: &stencil_config::file::ConfigFile,
 ) -> Result<(), String> {
-    use super::config::{list, mib, millis, secs, size, value};
-    args.origins = super::config::apply_keys!(file, "ship", matches, args;
+    use stencil_config::file::{list, mib, millis, secs, size, value};
+    args.origins = stencil_config::apply_keys!(file, "ship", matches, args;
         paths | "path" => list,
         tcp => list,
         tcp_max_connections => value,
@@ -213,7 +213,7 @@ pub fn apply_config(
         shutdown_timeout_secs | "shutdown_timeout" => secs,
         stall_timeout_secs | "stall_timeout" => secs,
         checkpoint_interval_ms | "checkpoint_interval" => millis,
-        sources => super::sources::read,
+        sources => stencil_config::sources::read,
     );
     Ok(())
 }
@@ -293,7 +293,8 @@ impl ShipArgs {
                 self.compression
             ));
         }
-        super::sources::check_status(&self.status).map_err(|e| format!("{}: {e}", n("status")))?;
+        stencil_config::sources::check_status(&self.status)
+            .map_err(|e| format!("{}: {e}", n("status")))?;
         Ok(())
     }
 
@@ -301,12 +302,12 @@ impl ShipArgs {
     /// flags' attributes), or else the config file's `[[ship.sources]]`.
     fn sources(&self) -> Result<Vec<stencil_agent::Source>, String> {
         use stencil_agent::SourceInput;
-        let defaults = super::sources::Defaults {
+        let defaults = stencil_config::sources::Defaults {
             service: self.service.clone(),
             source: self.source.clone(),
             hostname: self.hostname.clone().or_else(hostname),
             tags: self.tags.clone(),
-            status: super::sources::check_status(&self.status)?,
+            status: stencil_config::sources::check_status(&self.status)?,
             detect_status: self.detect_status,
         };
         let mut out = Vec::new();

@@ -29,6 +29,16 @@ impl ConfigFile {
     pub fn load(path: &Path, subcommands: &[&str]) -> Result<ConfigFile, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        Self::parse(path, &text, subcommands)
+    }
+
+    /// Parses `text`, read from `path` (which the errors name).
+    pub fn parse(
+        path: impl AsRef<Path>,
+        text: &str,
+        subcommands: &[&str],
+    ) -> Result<ConfigFile, String> {
+        let path = path.as_ref();
         let table: toml::Table = text
             .parse()
             .map_err(|e| format!("--config {}: not valid TOML: {e}", path.display()))?;
@@ -270,20 +280,20 @@ impl Origins {
     }
 }
 
-/// Applies the keys of `[$sub]` to `$args`, each through its reader (`config::value`, `config::list`,
-/// `config::size`, `config::mib`, `config::millis`, `config::secs`, or another function of the same
-/// shape), skipping those the command line or environment already set. Keys may have aliases
+/// Applies the keys of `[$sub]` to `$args`, each through its reader (`file::value`, `file::list`,
+/// `file::size`, `file::mib`, `file::millis`, `file::secs`, or another function of the same shape), skipping those the command line or environment already set. Keys may have aliases
 /// (`"endpoint"` for `endpoints`, `"batch_wait"` for `batch_wait_ms`). Evaluates to the [`Origins`] of
 /// what it applied.
+#[macro_export]
 macro_rules! apply_keys {
     ($file:expr, $sub:literal, $matches:expr, $args:expr;
      $( $field:ident $(| $alias:literal)* => $reader:path ),* $(,)?) => {{
-        let file: &$crate::cmd::config::ConfigFile = $file;
+        let file: &$crate::file::ConfigFile = $file;
         let mut applied: Vec<(&'static str, String)> = Vec::new();
         for (key, v) in file.section($sub)? {
             match key.as_str() {
                 $( k if k == stringify!($field) $(|| k == $alias)* => {
-                    if !$crate::cmd::config::explicit($matches, stringify!($field)) {
+                    if !$crate::file::explicit($matches, stringify!($field)) {
                         $args.$field = $reader(file, $sub, &key, &v)?;
                         applied.push((stringify!($field), file.bad($sub, &key, &"")));
                     }
@@ -293,10 +303,9 @@ macro_rules! apply_keys {
                 }
             }
         }
-        $crate::cmd::config::Origins(applied)
+        $crate::file::Origins(applied)
     }};
 }
-pub(crate) use apply_keys;
 
 #[cfg(test)]
 mod tests {

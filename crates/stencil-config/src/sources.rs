@@ -10,7 +10,7 @@ use stencil_agent::multiline::MultiLine;
 use stencil_agent::processing::Rule;
 use stencil_agent::{Source, SourceInput, StartPosition};
 
-use super::config::ConfigFile;
+use crate::file::ConfigFile;
 
 /// One `[[ship.sources]]` table, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -149,7 +149,7 @@ pub fn read(
         .enumerate()
         .map(|(i, item)| {
             let at = format!("{key}[{i}]");
-            let config: SourceConfig = super::config::value(file, sub, &at, item)?;
+            let config: SourceConfig = crate::file::value(file, sub, &at, item)?;
             Ok((file.bad(sub, &at, &"").trim_end().to_owned() + " ", config))
         })
         .collect()
@@ -159,6 +159,25 @@ impl SourceConfig {
     /// The agent's source. `at` prefixes every error (`--config FILE: \`ship.sources[2]\`: `); TCP
     /// listeners are bound here, so that a busy port is an error at start.
     pub fn build(&self, at: &str, defaults: &Defaults) -> Result<Source, String> {
+        self.build_with(at, defaults, &|addr| {
+            std::net::TcpListener::bind(addr)
+                .map(|l| SourceInput::Tcp(Arc::new(l)))
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        })
+    }
+
+    /// Every check of [`SourceConfig::build`], without binding a TCP port.
+    pub fn check(&self, at: &str, defaults: &Defaults) -> Result<(), String> {
+        self.build_with(at, defaults, &|_| Ok(SourceInput::Stdin))
+            .map(drop)
+    }
+
+    fn build_with(
+        &self,
+        at: &str,
+        defaults: &Defaults,
+        listen: &dyn Fn(SocketAddr) -> Result<SourceInput, String>,
+    ) -> Result<Source, String> {
         let bad = |key: &str, what: String| match key {
             "" => format!("{at}{what}"),
             key => format!("{at}{key}: {what}"),
@@ -199,14 +218,15 @@ impl SourceConfig {
                 (None, Some(p)) => SocketAddr::from(([0, 0, 0, 0], p)),
                 _ => return Err(bad("", "give `tcp` or `port`, not both".into())),
             };
-            let listener = std::net::TcpListener::bind(addr)
-                .map_err(|e| bad("tcp", format!("cannot listen on {addr}: {e}")))?;
-            (SourceInput::Tcp(Arc::new(listener)), format!("tcp:{addr}"))
+            (
+                listen(addr).map_err(|e| bad("tcp", e))?,
+                format!("tcp:{addr}"),
+            )
         };
-        let expected = match &input {
-            SourceInput::Files { .. } => "file",
-            SourceInput::Tcp(_) => "tcp",
-            SourceInput::Stdin => "stdin",
+        let expected = match (&self.path, self.stdin) {
+            (Some(_), _) => "file",
+            (None, Some(true)) => "stdin",
+            _ => "tcp",
         };
         if let Some(kind) = &self.kind {
             if kind != expected {
@@ -270,7 +290,7 @@ impl SourceConfig {
         }
         if let Some(t) = &self.multi_line_flush_timeout {
             let d =
-                super::config::parse_duration(t).map_err(|e| bad("multi_line_flush_timeout", e))?;
+                crate::file::parse_duration(t).map_err(|e| bad("multi_line_flush_timeout", e))?;
             if d.is_zero() || d > std::time::Duration::from_secs(600) {
                 return Err(bad(
                     "multi_line_flush_timeout",
