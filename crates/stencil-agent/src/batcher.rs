@@ -158,11 +158,11 @@ impl Batcher {
     }
 
     fn build(&mut self, entries: Vec<Entry>, out: &mut Vec<Payload>) -> Result<(), EncodeError> {
-        let mut datums = Vec::new();
         let mut checkpoints: Vec<Checkpoint> = Vec::new();
         let mut raw = 0;
+        let mut count = 0;
         for e in &entries {
-            datums.extend(e.datums.iter().cloned());
+            count += e.datums.len();
             raw += e.raw_len;
             if let Some(c) = &e.checkpoint {
                 match checkpoints.iter_mut().find(|x| x.source == c.source) {
@@ -172,11 +172,21 @@ impl Batcher {
             }
         }
         if self.lazy
-            && 2 * crate::payload::estimated_size(raw, datums.len()) <= self.config.max_batch_bytes
+            && 2 * crate::payload::estimated_size(raw, count) <= self.config.max_batch_bytes
         {
+            // The entries are not needed again: their datums move into the payload, uncopied.
+            let mut datums = Vec::with_capacity(count);
+            for e in entries {
+                datums.extend(e.datums);
+            }
             out.push(Payload::build_lazy(self.next_seq, datums, checkpoints, raw));
             self.next_seq += 1;
             return Ok(());
+        }
+        // The entries stay until the payload is known to fit (a payload that does not is split).
+        let mut datums = Vec::with_capacity(count);
+        for e in &entries {
+            datums.extend(e.datums.iter().cloned());
         }
         let payload = Payload::build(self.next_seq, datums, checkpoints, raw, &self.encoder)?;
         if payload.size <= self.config.max_batch_bytes || entries.len() < 2 {
