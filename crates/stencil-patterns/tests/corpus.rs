@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use common::{assert_lossless, split_lines};
 use stencil_patterns::{Budget, EngineConfig};
 
-fn corpus() -> Option<PathBuf> {
-    let Some(dir) = std::env::var_os("STENCIL_CORPUS") else {
-        eprintln!("SKIPPED: set STENCIL_CORPUS=../shared/corpus to run the corpus round trip");
-        return None;
-    };
+/// The corpus folder (these tests are `#[ignore]`d unless asked for, and then need it).
+fn corpus() -> PathBuf {
+    let dir = std::env::var_os("STENCIL_CORPUS")
+        .expect("set STENCIL_CORPUS=../shared/corpus to run the corpus tests");
     // A relative path is taken from the workspace root, as in the README's test command.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -23,7 +22,7 @@ fn corpus() -> Option<PathBuf> {
         "STENCIL_CORPUS={} has no loghub-2k folder",
         dir.display()
     );
-    Some(dir)
+    dir
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -65,8 +64,9 @@ fn check_file(path: &Path, config: EngineConfig) -> usize {
 }
 
 #[test]
+#[ignore = "needs the shared corpus: STENCIL_CORPUS=../shared/corpus cargo test -- --include-ignored"]
 fn every_corpus_line_round_trips() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let files = files(&dir);
     assert!(
         files.len() >= 12 + 50,
@@ -80,8 +80,9 @@ fn every_corpus_line_round_trips() {
 }
 
 #[test]
+#[ignore = "needs the shared corpus: STENCIL_CORPUS=../shared/corpus cargo test -- --include-ignored"]
 fn every_corpus_line_round_trips_with_tiny_budgets() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let tiny = EngineConfig {
         patterns: Budget::new(8, 64 << 10),
         values: Budget::new(16, 4 << 10),

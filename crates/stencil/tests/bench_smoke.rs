@@ -27,11 +27,10 @@ where
 }
 
 #[test]
+#[ignore = "needs the shared corpus: STENCIL_CORPUS=../shared/corpus cargo test -- --include-ignored"]
 fn bench_patterns_runs_on_the_corpus() {
-    let Some(corpus) = std::env::var_os("STENCIL_CORPUS") else {
-        eprintln!("SKIPPED: set STENCIL_CORPUS=../shared/corpus to run the benchmark smoke test");
-        return;
-    };
+    let corpus = std::env::var_os("STENCIL_CORPUS")
+        .expect("set STENCIL_CORPUS=../shared/corpus to run the benchmark smoke test");
     // A relative path is taken from the workspace root, as in the README's test command.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let loghub = root.join(&corpus).join("loghub-2k");
@@ -60,6 +59,26 @@ fn bench_patterns_runs_on_the_corpus() {
     }
     assert_eq!(rows[12]["system"], "average");
     assert!(rows[12]["ga_content"].as_f64().expect("number") > 0.5);
+    // Leave-one-out: each system scored with the threshold chosen on the other eleven.
+    let loo = json_rows([
+        OsStr::new("bench"),
+        OsStr::new("patterns"),
+        OsStr::new("--leave-one-out"),
+        OsStr::new("--json"),
+        OsStr::new("--loghub"),
+        loghub.as_os_str(),
+    ]);
+    assert_eq!(loo.len(), 13, "12 systems and the average");
+    for r in &loo[..12] {
+        let chosen = r["similarity_chosen"].as_f64().expect("number");
+        assert!((0.3..=0.9).contains(&chosen), "{r}");
+        let (loo_ga, best) = (
+            r["ga_leave_one_out"].as_f64().expect("number"),
+            r["ga_best_in_hindsight"].as_f64().expect("number"),
+        );
+        assert!(loo_ga <= best + 1e-9, "hindsight is never worse: {r}");
+    }
+    assert!(loo[12]["min_ga_leave_one_out"].as_f64().expect("number") > 0.3);
 }
 
 #[test]
