@@ -1,6 +1,6 @@
-//! Compiles `proto/` with `protox` (pure Rust, no system `protoc`) and generates prost messages plus tonic
-//! clients and servers for both protocol generations. The encoded descriptor set is written next to the
-//! generated code for gRPC reflection.
+//! Compiles `proto/` with `protox` (pure Rust, no system `protoc`) and generates prost messages, plus, with
+//! the `grpc` feature, tonic clients and servers for both protocol generations. The encoded descriptor
+//! set is written next to the generated code for gRPC reflection.
 
 use std::path::PathBuf;
 
@@ -19,9 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("stencil_descriptor.bin"), fds.encode_to_vec())?;
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
+        .build_client(grpc)
+        .build_server(grpc)
         .compile_fds(fds)?;
     Ok(())
 }

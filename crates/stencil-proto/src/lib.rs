@@ -4,8 +4,10 @@
 //! the rules that give these messages meaning (delta registers, sentinels, reconstruction) live in
 //! `stencil-codec`.
 //!
-//! - [`stateful`]: the envelope (`StatefulBatch`, `BatchStatus`) and both gRPC services, in package
-//!   `datadog.intake.stateful`, so that the method paths are exactly the ones Datadog peers use.
+//! - [`stateful`]: the envelope (`StatefulBatch`, `BatchStatus`) and, with the `grpc` feature, both gRPC
+//!   services, in package `datadog.intake.stateful`, so that the method paths are exactly the ones
+//!   Datadog peers use. Without the feature the crate is prost messages only (what `stencil-codec` and
+//!   `stencil-patterns` use: no network or runtime crate below them).
 //! - [`v3`]: the `LogDatumSequence` schema of `StatefulIntake/StatefulStream`.
 //! - [`v2`]: the `DatumSequence` schema of `StatefulLogsService/LogsStream` (public agent-payload schema).
 
