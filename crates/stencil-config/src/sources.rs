@@ -80,11 +80,17 @@ fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 /// `hostname`, `status`, `detect_status`; its `tags` are added to these.
 #[derive(Debug, Clone)]
 pub struct Defaults {
+    /// `service` of the logs.
     pub service: Option<String>,
+    /// The `ddsource:` tag.
     pub source: Option<String>,
+    /// The `hostname:` tag.
     pub hostname: Option<String>,
+    /// Tags of every log (a source's own are added).
     pub tags: Vec<String>,
+    /// Status when none is detected.
     pub status: String,
+    /// Detect each log's status from its text.
     pub detect_status: bool,
 }
 

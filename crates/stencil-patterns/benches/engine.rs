@@ -5,6 +5,9 @@
 //!
 //! `cargo bench -p stencil-patterns`; compare two builds with `--save-baseline` / `--baseline`.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
