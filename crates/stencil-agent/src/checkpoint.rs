@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
-
 use crate::payload::Checkpoint;
 
 /// Latest offset per source.
@@ -16,7 +14,7 @@ type Offsets = BTreeMap<Arc<str>, u64>;
 /// Latest released offset per source, and a count of acked logs (for progress displays).
 #[derive(Debug, Clone, Default)]
 pub struct Mailbox {
-    inner: Arc<(Mutex<Offsets>, Notify)>,
+    inner: Arc<Mutex<Offsets>>,
     acked: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -31,13 +29,12 @@ impl Mailbox {
         if checkpoints.is_empty() {
             return;
         }
-        if let Ok(mut map) = self.inner.0.lock() {
+        if let Ok(mut map) = self.inner.lock() {
             for c in checkpoints {
                 let slot = map.entry(c.source.clone()).or_insert(c.offset);
                 *slot = (*slot).max(c.offset);
             }
         }
-        self.inner.1.notify_one();
     }
 
     /// Counts logs whose payload was acked (or dropped on purpose).
@@ -54,14 +51,8 @@ impl Mailbox {
     /// Takes everything posted since the last call.
     pub fn take(&self) -> Offsets {
         self.inner
-            .0
             .lock()
             .map(|mut m| std::mem::take(&mut *m))
             .unwrap_or_default()
-    }
-
-    /// Waits until something is posted.
-    pub async fn changed(&self) {
-        self.inner.1.notified().await;
     }
 }

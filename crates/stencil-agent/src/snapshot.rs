@@ -44,11 +44,6 @@ impl Snapshot {
         self.entries.is_empty()
     }
 
-    /// Parked deletes.
-    pub fn parked(&self) -> usize {
-        self.parked.len()
-    }
-
     /// True while a tracked payload references `r`.
     pub fn protected(&self, r: &Ref) -> bool {
         self.refcounts.get(r).is_some_and(|&n| n > 0)
