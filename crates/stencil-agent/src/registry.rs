@@ -26,8 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
 use crate::checkpoint::Mailbox;
 
 /// Bytes hashed to fingerprint a file.
@@ -52,6 +50,34 @@ pub struct Position {
 
 /// Most checkpoints kept for one path: the file there now and the most recent ones rotated away.
 pub const MAX_PER_PATH: usize = 8;
+
+/// The checkpoint file (`checkpoints.json`): version 2 keys entries by source id with the path inside;
+/// version 1 (no `version` field) keyed them by path.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct FileDoc {
+    #[serde(default = "version_one")]
+    version: u64,
+    #[serde(default)]
+    sources: BTreeMap<String, serde_json::Value>,
+}
+
+fn version_one() -> u64 {
+    1
+}
+
+/// One entry of [`FileDoc`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct EntryDoc {
+    #[serde(default)]
+    path: Option<String>,
+    /// Hex.
+    fingerprint: String,
+    #[serde(default)]
+    fingerprint_len: usize,
+    offset: u64,
+    #[serde(default)]
+    opened: u64,
+}
 
 /// What to read for a path: where to start, under which checkpoint id, and first, maybe, the rest of the
 /// file it was rotated from.
@@ -173,47 +199,39 @@ impl Registry {
         let mut next_open = 0;
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                let doc: FileDoc = serde_json::from_slice(&bytes).map_err(|e| {
                     format!(
                         "{} is not a valid checkpoint file ({e}); move it away to start over",
                         path.display()
                     )
                 })?;
-                let version = doc.get("version").and_then(Value::as_u64).unwrap_or(1);
-                if let Some(sources) = doc.get("sources").and_then(Value::as_object) {
-                    for (key, v) in sources {
-                        let fingerprint = v
-                            .get("fingerprint")
-                            .and_then(Value::as_str)
-                            .and_then(|s| u64::from_str_radix(s, 16).ok());
-                        let offset = v.get("offset").and_then(Value::as_u64);
-                        let fingerprint_len = v
-                            .get("fingerprint_len")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0) as usize;
-                        let opened = v.get("opened").and_then(Value::as_u64).unwrap_or(0);
-                        // Version 1 keyed checkpoints by path; version 2 by source id, with the path
-                        // inside.
-                        let file = match version {
-                            1 => Some(key.clone()),
-                            _ => v.get("path").and_then(Value::as_str).map(str::to_owned),
-                        };
-                        if let (Some(fingerprint), Some(offset), Some(file)) =
-                            (fingerprint, offset, file)
-                        {
-                            next_open = next_open.max(opened + 1);
-                            positions.insert(
-                                source_id(&file, fingerprint),
-                                Position {
-                                    path: file,
-                                    fingerprint,
-                                    fingerprint_len,
-                                    offset,
-                                    from_previous_run: true,
-                                    opened,
-                                },
-                            );
-                        }
+                for (key, v) in doc.sources {
+                    // An entry that does not parse is forgotten (its file is read again from the
+                    // start): the others still resume.
+                    let Ok(entry) = serde_json::from_value::<EntryDoc>(v) else {
+                        continue;
+                    };
+                    let fingerprint = u64::from_str_radix(&entry.fingerprint, 16).ok();
+                    let (offset, fingerprint_len, opened) =
+                        (entry.offset, entry.fingerprint_len, entry.opened);
+                    // Version 1 keyed checkpoints by path; version 2 by source id, with the path inside.
+                    let file = match doc.version {
+                        1 => Some(key.clone()),
+                        _ => entry.path,
+                    };
+                    if let (Some(fingerprint), Some(file)) = (fingerprint, file) {
+                        next_open = next_open.max(opened + 1);
+                        positions.insert(
+                            source_id(&file, fingerprint),
+                            Position {
+                                path: file,
+                                fingerprint,
+                                fingerprint_len,
+                                offset,
+                                from_previous_run: true,
+                                opened,
+                            },
+                        );
                     }
                 }
             }
@@ -359,27 +377,29 @@ impl Registry {
 
     /// Writes the registry atomically (temporary file, fsync, rename, fsync of the folder).
     pub fn persist(&self) -> std::io::Result<()> {
-        let sources: serde_json::Map<String, Value> = self
+        let sources = self
             .positions
             .iter()
             .map(|(k, p)| {
-                (
-                    k.clone(),
-                    json!({
-                        "path": p.path,
-                        "fingerprint": format!("{:016x}", p.fingerprint),
-                        "fingerprint_len": p.fingerprint_len,
-                        "offset": p.offset,
-                        "opened": p.opened,
-                    }),
-                )
+                let entry = EntryDoc {
+                    path: Some(p.path.clone()),
+                    fingerprint: format!("{:016x}", p.fingerprint),
+                    fingerprint_len: p.fingerprint_len,
+                    offset: p.offset,
+                    opened: p.opened,
+                };
+                serde_json::to_value(entry).map(|v| (k.clone(), v))
             })
-            .collect();
-        let doc = json!({"version": 2, "sources": sources});
+            .collect::<Result<_, _>>()?;
+        let doc = FileDoc {
+            version: 2,
+            sources,
+        };
+        let bytes = serde_json::to_vec(&doc)?;
         let tmp = self.path.with_extension("json.tmp");
         {
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(doc.to_string().as_bytes())?;
+            f.write_all(&bytes)?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)?;
@@ -404,14 +424,20 @@ impl Registry {
                 _ = stop.cancelled() => true,
             };
             let acked = mailbox.take();
-            if let Ok(mut reg) = registry.lock() {
-                if reg.advance(&acked) {
-                    if let Err(e) = reg.persist() {
-                        metrics::counter!("stencil_agent_registry_flush_errors_total").increment(1);
-                        tracing::error!(error = %e, path = %reg.path.display(), "cannot persist checkpoints");
+            // The writes and fsyncs block: off the async runtime.
+            let registry = registry.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(mut reg) = registry.lock() {
+                    if reg.advance(&acked) {
+                        if let Err(e) = reg.persist() {
+                            metrics::counter!("stencil_agent_registry_flush_errors_total")
+                                .increment(1);
+                            tracing::error!(error = %e, path = %reg.path.display(), "cannot persist checkpoints");
+                        }
                     }
                 }
-            }
+            })
+            .await;
             if stopping {
                 return;
             }

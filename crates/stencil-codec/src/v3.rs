@@ -225,7 +225,8 @@ fn encode_columns(values: &[JsonValue], wire: &mut pb::Log) -> Result<(), Encode
     Ok(())
 }
 
-/// Maps a prost error to a reason: invalid UTF-8 in a `string` field has its own kind.
+/// Maps a prost error to a reason: invalid UTF-8 in a `string` field has its own kind. prost's
+/// `DecodeError` exposes no kind, only its description, hence the text match.
 pub(crate) fn protobuf_error(e: prost::DecodeError) -> ErrorKind {
     let text = e.to_string();
     if text.contains("UTF-8") {

@@ -226,7 +226,9 @@ fn close(generation: &'static str, reason: &'static str) {
 /// - a `StatefulBatch` that is not valid protobuf is `INVALID_ARGUMENT`. tonic reports it as `INTERNAL`,
 ///   which agents retry: the same bytes would be resent forever.
 fn inbound_error(status: Status, max: usize) -> Status {
-    if status.message().contains("too large") {
+    // tonic says a message is over the limit with OUT_OF_RANGE (its only use of that code on this
+    // path), and an undecodable message with INTERNAL and its decoder's text: neither has a typed kind.
+    if status.code() == Code::OutOfRange {
         metrics::counter!(m::REJECTIONS, "reason" => "max_message_bytes").increment(1);
         Status::resource_exhausted(format!(
             "gRPC message larger than the intake's max_message_bytes ({max} bytes): {}",
