@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("stencil_descriptor.bin"), fds.encode_to_vec())?;
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
+        // The agent resends a payload's bytes on every replay: shared, not copied.
+        .bytes(".datadog.intake.stateful.StatefulBatch.data")
         .build_client(grpc)
         .build_server(grpc)
         .compile_fds(fds)?;

@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
             match handler
                 .handle(StatefulBatch {
                     batch_id: id,
-                    data: batch.to_vec(),
+                    data: batch.to_vec().into(),
                 })
                 .await
             {

@@ -5,7 +5,6 @@
 //! with a fake clock.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stencil_codec::datum::Datum;
@@ -267,7 +266,7 @@ pub enum Effect {
         /// The batch id.
         batch_id: u32,
         /// `StatefulBatch.data`.
-        data: Arc<Vec<u8>>,
+        data: bytes::Bytes,
     },
     /// Half-close the epoch's stream (no more batches) and let it finish.
     HalfClose(Epoch),
@@ -656,16 +655,16 @@ impl Core {
         self.ext.as_ref().map_or("v3", |x| x.agreed().wire_name())
     }
 
-    fn encode(&self, datums: &[Datum]) -> Arc<Vec<u8>> {
+    fn encode(&self, datums: &[Datum]) -> bytes::Bytes {
         // Encoding canonical datums cannot fail for v3 payloads the engine produced; an error here means
         // a bug, and sending an empty batch would lose defines, so it aborts loudly.
         match self.encoder.encode(datums) {
-            Ok(e) => Arc::new(e.data),
+            Ok(e) => bytes::Bytes::from(e.data),
             Err(err) => panic!("stencil-agent: encoding a batch failed: {err}"),
         }
     }
 
-    fn send(&mut self, batch_id: u32, data: Arc<Vec<u8>>, out: &mut Vec<Effect>) {
+    fn send(&mut self, batch_id: u32, data: bytes::Bytes, out: &mut Vec<Effect>) {
         self.stats.batches_sent += 1;
         self.stats.bytes_sent += data.len() as u64;
         out.push(Effect::Send {
@@ -721,7 +720,7 @@ impl Core {
                     Ok(data) => {
                         self.stats.ext_batches += 1;
                         self.stats.ext_bytes += data.len() as u64;
-                        Arc::new(data)
+                        bytes::Bytes::from(data)
                     }
                     Err(err) => {
                         // Cannot happen for datums the engine made. The stream may already carry
@@ -741,7 +740,7 @@ impl Core {
                 }
             } else if prefix.is_empty() {
                 match &payload.encoded {
-                    Some(e) => Arc::new(e.data.clone()),
+                    Some(e) => bytes::Bytes::from(e.data.clone()),
                     None => self.encode(&payload.wire),
                 }
             } else {

@@ -200,10 +200,7 @@ async fn run(
                     data,
                 } => {
                     if let Some(tx) = streams.get(&epoch).and_then(|s| s.tx.as_ref()) {
-                        let batch = StatefulBatch {
-                            batch_id,
-                            data: data.as_ref().clone(),
-                        };
+                        let batch = StatefulBatch { batch_id, data };
                         if tx.try_send(batch).is_err() {
                             tracing::warn!(
                                 epoch,

@@ -151,7 +151,7 @@ async fn mutual_tls_accepts_only_clients_signed_by_the_client_ca() {
             let mut request = tonic::Request::new(tokio_stream::iter(vec![
                 stencil_proto::stateful::StatefulBatch {
                     batch_id: 0,
-                    data: Vec::new(),
+                    data: Default::default(),
                 },
             ]));
             request

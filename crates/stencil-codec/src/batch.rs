@@ -44,7 +44,7 @@ impl EncodedBatch {
     pub fn to_batch(&self, batch_id: u32) -> StatefulBatch {
         StatefulBatch {
             batch_id,
-            data: self.data.clone(),
+            data: self.data.clone().into(),
         }
     }
 
@@ -53,7 +53,7 @@ impl EncodedBatch {
     pub fn batch_len(&self, batch_id: u32) -> usize {
         StatefulBatch {
             batch_id,
-            data: Vec::new(),
+            data: Default::default(),
         }
         .encoded_len()
             + if self.data.is_empty() {

@@ -129,9 +129,12 @@ async fn a_client_that_reads_no_acks_loses_its_slot() {
         } else {
             healthy_more(id)
         };
-        tx.send(StatefulBatch { batch_id: id, data })
-            .await
-            .expect("queued");
+        tx.send(StatefulBatch {
+            batch_id: id,
+            data: data.into(),
+        })
+        .await
+        .expect("queued");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The only slot is taken...

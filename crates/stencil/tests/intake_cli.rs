@@ -43,7 +43,7 @@ fn intake_process_serves_and_stops_on_sigterm() {
             .expect("connects");
         let batches = tokio_stream::iter(vec![StatefulBatch {
             batch_id: 0,
-            data: payload,
+            data: payload.into(),
         }]);
         let mut request = tonic::Request::new(batches.chain(tokio_stream::pending()));
         with_key_and_zstd(&mut request);
@@ -121,7 +121,7 @@ async fn send_one(addr: &str, lines: &[String]) -> Result<u32, tonic::Status> {
         .expect("connects");
     let batches = tokio_stream::iter(vec![StatefulBatch {
         batch_id: 0,
-        data: payload,
+        data: payload.into(),
     }]);
     let mut request = tonic::Request::new(batches.chain(tokio_stream::pending()));
     request
@@ -265,7 +265,7 @@ fn patterns_are_reported_in_jsonl_at_patterns_and_on_shutdown() {
             .expect("connects");
         let mut request = tonic::Request::new(tokio_stream::iter(vec![StatefulBatch {
             batch_id: 0,
-            data: payload,
+            data: payload.into(),
         }]));
         with_key_and_zstd(&mut request);
         let mut acks = client

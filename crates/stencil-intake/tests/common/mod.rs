@@ -95,7 +95,12 @@ impl Client {
     /// Sends one batch.
     pub async fn send(&mut self, batch_id: u32, data: Vec<u8>) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(StatefulBatch { batch_id, data }).await;
+            let _ = tx
+                .send(StatefulBatch {
+                    batch_id,
+                    data: data.into(),
+                })
+                .await;
         }
     }
 
