@@ -213,8 +213,8 @@ pub fn secs(file: &ConfigFile, sub: &str, key: &str, v: &toml::Value) -> Result<
     duration_in(file, sub, key, v, Duration::from_secs(1))
 }
 
-/// `5MB` (10^6), `5MiB` (2^20), `512KiB`, `1 GB`, `100B`, `100`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// The number at the start of `text` and the unit after it (`"1.5 GiB"` → `(1.5, "GiB")`).
+fn number_and_unit(text: &str) -> Result<(f64, &str), String> {
     let t = text.trim();
     let digits = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -223,7 +223,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let number: f64 = number
         .parse()
         .map_err(|_| format!("{text:?} does not start with a number"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    Ok((number, unit.trim()))
+}
+
+/// `5MB` (10^6), `5MiB` (2^20), `512KiB`, `1 GB`, `100B`, `100`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (number, unit) = number_and_unit(text)?;
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" | "k" => 1_000,
         "mb" | "m" => 1_000_000,
@@ -246,15 +252,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// `500ms`, `5s`, `2m`, `1h`, `1.5s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let digits = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a number"))?;
-    let seconds = match unit.trim() {
+    let (number, unit) = number_and_unit(text)?;
+    let seconds = match unit {
         "ms" => number / 1000.0,
         "s" => number,
         "m" | "min" => number * 60.0,
