@@ -1,25 +1,26 @@
-//! `stencil-agent`: the agent side of the stateful-encoding logs protocol, from payloads to acked
-//! checkpoints (TRANSPORT.md).
+//! `stencil-agent`: the agent side of the stateful-encoding logs protocol, from a host's log sources to
+//! acked checkpoints (TRANSPORT.md), in the order the data flows:
 //!
-//! - [`batcher`]: entries to payloads (count, bytes and age triggers; size guard).
-//! - [`payload`]: payloads (canonical datums, references, checkpoints, the canonical encoding).
-//! - [`snapshot`]: the snapshot, reference counts, parked deletes and the prefix planner.
-//! - [`core`]: the stream worker's deterministic state machine (events in, effects out).
-//! - [`driver`]: the tokio driver that runs a core over a tonic bidi stream.
-//! - [`files`] and [`ship`]: one pass over files or stdin, end to end (`stencil ship --once`).
-//! - [`tail`]: following files through rotation and truncation.
-//! - [`registry`]: the persisted checkpoint registry (atomic writes, resume after a crash).
-//! - [`checkpoint`]: the coalescing mailbox towards the checkpoint registry.
-//! - [`source`]: what a configured source reads and attaches; [`multiline`] and [`processing`]: its
-//!   `multi_line` joining, processing rules and status detection.
+//! - [`sources`]: what a configured source reads and attaches, and the readers (files, tail, glob,
+//!   stdin, TCP);
+//! - [`multiline`] and [`processing`]: a source's `multi_line` joining, processing rules and status
+//!   detection;
+//! - [`ship`]: the pipeline (sources → engine → batcher → stream worker), one pass or following;
+//! - [`batcher`]: entries to payloads (count, bytes and age triggers; size guard);
+//! - [`payload`]: payloads (canonical datums, references, checkpoints, the canonical encoding);
+//! - [`snapshot`]: the snapshot, reference counts, parked deletes and the prefix planner;
+//! - [`core`]: the stream worker's deterministic state machine (events in, effects out);
+//! - [`driver`]: the tokio driver that runs a core over a tonic bidi stream; [`endpoints`]: which
+//!   intake a stream opens on;
+//! - [`checkpoint`]: the coalescing mailbox towards the checkpoint [`registry`] (atomic writes, resume
+//!   after a crash);
+//! - [`metrics`]: the series exported from the start.
 
 pub mod batcher;
 pub mod checkpoint;
 pub mod core;
 pub mod driver;
 pub mod endpoints;
-pub mod files;
-pub mod glob;
 pub mod metrics;
 pub mod multiline;
 pub mod payload;
@@ -27,10 +28,7 @@ pub mod processing;
 pub mod registry;
 pub mod ship;
 pub mod snapshot;
-pub mod source;
-pub mod stdin;
-pub mod tail;
-pub mod tcp;
+pub mod sources;
 
 pub use batcher::{BatchConfig, Batcher, Entry, Flush};
 pub use checkpoint::Mailbox;
@@ -38,4 +36,4 @@ pub use core::{Core, CoreConfig, CoreStats, Effect, Epoch, Event, Failure, State
 pub use driver::{channel, spawn, tls_channel, Headers, Worker, WorkerReport};
 pub use endpoints::{EndpointStatus, Endpoints};
 pub use payload::{Checkpoint, Payload};
-pub use source::{Source, SourceInput, StartPosition};
+pub use sources::{Source, SourceInput, StartPosition};

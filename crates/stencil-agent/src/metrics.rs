@@ -4,7 +4,7 @@
 
 use metrics::{describe_counter, describe_gauge, Unit};
 
-use crate::source::Source;
+use crate::sources::Source;
 
 /// Logs dropped, by reason: `too_large` (over the batch size even alone), `poison` (rejected by the
 /// intake even alone and as raw text) (counter).

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use regex::bytes::Regex;
 
-use crate::files::Eol;
+use crate::sources::files::Eol;
 
 /// How a source's lines are joined into events.
 #[derive(Debug, Clone)]

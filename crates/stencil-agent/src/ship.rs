@@ -18,12 +18,12 @@ use crate::batcher::{BatchConfig, Batcher, Entry, Flush};
 use crate::checkpoint::Mailbox;
 use crate::core::{Core, CoreConfig};
 use crate::driver::Headers;
-use crate::files::{for_each_line, Eol, MAX_LINE};
 use crate::multiline::Aggregator;
 use crate::payload::{Checkpoint, Payload};
 use crate::registry::{Leftover, Registry};
-use crate::source::{Source, SourceInput, StartPosition};
-use crate::tail::{FollowConfig, Follower};
+use crate::sources::files::{for_each_line, Eol, MAX_LINE};
+use crate::sources::tail::{FollowConfig, Follower};
+use crate::sources::{Source, SourceInput, StartPosition};
 
 /// An input of one pass: a file path, or stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,7 +483,7 @@ impl LineEncoder {
                 let wait = self
                     .sources
                     .get(j.source)
-                    .map_or(crate::source::MULTI_LINE_FLUSH, |s| s.multi_line_flush);
+                    .map_or(crate::sources::MULTI_LINE_FLUSH, |s| s.multi_line_flush);
                 j.aggregator
                     .started()
                     .is_some_and(|t| now.duration_since(t) >= wait)
@@ -1153,11 +1153,11 @@ fn follow(
     // Files warned about, so that a file that stays unreadable is reported once, not every retry.
     let mut warned: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     // TCP sources listen on pipeline 0, each into its own channel.
-    let mut net: Vec<(usize, mpsc::Receiver<crate::tcp::NetLine>)> = Vec::new();
+    let mut net: Vec<(usize, mpsc::Receiver<crate::sources::tcp::NetLine>)> = Vec::new();
     for (i, source) in sources.iter().enumerate().filter(|_| index == 0) {
         if let SourceInput::Tcp(listener) = &source.input {
             let (net_tx, net_rx) = mpsc::channel(4096);
-            crate::tcp::spawn(
+            crate::sources::tcp::spawn(
                 listener,
                 match options.tcp_max_connections {
                     0 => 256,
@@ -1173,13 +1173,13 @@ fn follow(
     }
     // Standard input, streamed (pipeline 0). A run whose only source it is ends at its end.
     let stdin_done = Arc::new(AtomicBool::new(false));
-    let (stdin_tx, mut stdin_rx) = mpsc::channel::<crate::stdin::StdinLine>(4096);
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<crate::sources::stdin::StdinLine>(4096);
     let stdin_src = sources
         .iter()
         .position(|s| matches!(s.input, SourceInput::Stdin))
         .filter(|_| index == 0);
     if stdin_src.is_some() {
-        crate::stdin::spawn(options.max_line(), stdin_tx, stdin_done.clone());
+        crate::sources::stdin::spawn(options.max_line(), stdin_tx, stdin_done.clone());
     } else {
         drop(stdin_tx);
     }

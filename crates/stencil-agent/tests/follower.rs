@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use stencil_agent::files::Eol;
-use stencil_agent::tail::{FollowConfig, Follower};
+use stencil_agent::sources::files::Eol;
+use stencil_agent::sources::tail::{FollowConfig, Follower};
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::files::{Eol, Splitter};
+use crate::sources::files::{Eol, Splitter};
 
 /// One line from standard input and its terminator.
 pub type StdinLine = (Vec<u8>, Eol);

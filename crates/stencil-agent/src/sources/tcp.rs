@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::files::{Eol, Splitter};
+use crate::sources::files::{Eol, Splitter};
 
 /// One line from a connection: the line, its terminator, and the connection's `peer:` tag.
 pub type NetLine = (Vec<u8>, Eol, Arc<str>);

@@ -3,8 +3,20 @@
 //! Datadog Agent's `service`, `source`, `tags`, `hostname` and default `status`), and how its lines are
 //! processed (`multi_line`, the other `log_processing_rules`, status detection).
 //!
-//! The pipeline reads every source the same way: this module only says what a source is, and which
-//! files it names now.
+//! The pipeline reads every source the same way: this module says what a source is and which files it
+//! names now; its submodules read them:
+//!
+//! - [`files`]: lines out of a byte stream (files and stdin in one pass), terminators kept;
+//! - [`tail`]: following files through rotation and truncation;
+//! - [`glob`]: which files a path pattern names (names that are not UTF-8 included);
+//! - [`stdin`]: standard input, streamed;
+//! - [`tcp`]: newline-delimited logs from TCP connections.
+
+pub mod files;
+pub mod glob;
+pub mod stdin;
+pub mod tail;
+pub mod tcp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +34,7 @@ pub enum SourceInput {
         /// Paths or globs.
         include: Vec<String>,
         /// Globs of paths not to read (`exclude_paths`).
-        exclude: Vec<glob::Pattern>,
+        exclude: Vec<::glob::Pattern>,
     },
     /// Newline-delimited logs from TCP connections (follow mode; tagged `peer:IP:PORT`).
     Tcp(Arc<std::net::TcpListener>),
@@ -126,8 +138,8 @@ impl Source {
     pub fn files_now(&self, strict: bool) -> Result<Vec<PathBuf>, String> {
         let mut out = Vec::new();
         for p in self.patterns() {
-            if crate::glob::is_pattern(p) {
-                match crate::glob::expand(p) {
+            if crate::sources::glob::is_pattern(p) {
+                match crate::sources::glob::expand(p) {
                     Ok(found) if found.is_empty() && strict => {
                         return Err(format!("{p:?} matches no file"));
                     }
@@ -166,7 +178,7 @@ mod tests {
             "app",
             SourceInput::Files {
                 include: vec![glob.clone()],
-                exclude: vec![glob::Pattern::new("**/debug.log").unwrap()],
+                exclude: vec![::glob::Pattern::new("**/debug.log").unwrap()],
             },
         );
         let names: Vec<String> = source

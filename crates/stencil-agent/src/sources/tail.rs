@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::files::{Eol, Splitter};
+use crate::sources::files::{Eol, Splitter};
 
 /// What a poll found besides lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,7 +295,7 @@ impl Default for FollowConfig {
             partial_line_timeout: Duration::from_secs(1),
             rotate_wait: Duration::from_secs(30),
             retry_after: Duration::from_secs(5),
-            max_line: crate::files::MAX_LINE,
+            max_line: crate::sources::files::MAX_LINE,
         }
     }
 }
