@@ -1022,7 +1022,7 @@ pub async fn ship_once(
 }
 
 /// Follows every source (files matching its paths and globs, new matches picked up; TCP; stdin) until
-/// `stop` is set, then emits held partial lines and pending events, flushes, waits for the acks and
+/// `stop` is cancelled, then emits held partial lines and pending events, flushes, waits for the acks and
 /// returns the summary. A run whose only source is stdin ends at its end.
 pub async fn ship_follow(
     sources: Vec<Source>,
@@ -1030,7 +1030,7 @@ pub async fn ship_follow(
     endpoints: Endpoints,
     api_key: String,
     mailbox: Mailbox,
-    stop: Arc<AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<Summary, String> {
     crate::metrics::describe_sources(&sources);
     let registry = open_registry(&options)?;
@@ -1108,7 +1108,7 @@ fn follow(
     index: usize,
     n: usize,
     reg: Option<Arc<Mutex<Registry>>>,
-    stop: Arc<AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
     options: ShipOptions,
     sources: Arc<[Source]>,
     tx: mpsc::Sender<Payload>,
@@ -1193,7 +1193,7 @@ fn follow(
     let mut last_scan: Option<Instant> = None;
     loop {
         let stdin_ended = only_stdin && stdin_done.load(Ordering::SeqCst) && stdin_rx.is_empty();
-        let stopping = stop.load(Ordering::SeqCst) || stdin_ended;
+        let stopping = stop.is_cancelled() || stdin_ended;
         let now = Instant::now();
         if last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(500)) {
             let first_scan = last_scan.is_none();

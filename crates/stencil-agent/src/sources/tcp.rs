@@ -6,12 +6,12 @@
 //! past the line cap, terminators kept) and tagged `peer:IP:PORT`. A network input cannot resume after
 //! a restart, so its lines carry no checkpoint.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::sources::files::{Eol, Splitter};
 
@@ -21,14 +21,14 @@ pub type NetLine = (Vec<u8>, Eol, Arc<str>);
 /// Counter of TCP connections refused because `max_connections` were open.
 pub const TCP_REFUSED: &str = "stencil_agent_tcp_connections_refused_total";
 
-/// Accepts on `listener` until `stop` is set, sending every line to `lines`. Must be called from
+/// Accepts on `listener` until `stop` is cancelled, sending every line to `lines`. Must be called from
 /// within a tokio runtime (a blocking thread of one is fine).
 pub fn spawn(
     listener: &std::net::TcpListener,
     max_connections: usize,
     max_line: usize,
     lines: mpsc::Sender<NetLine>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
     let std_listener = listener.try_clone()?;
     std_listener.set_nonblocking(true)?;
@@ -41,10 +41,7 @@ pub fn spawn(
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if stop.load(Ordering::SeqCst) { return; }
-                    continue;
-                }
+                _ = stop.cancelled() => return,
             };
             let (conn, peer) = match accepted {
                 Ok(c) => c,
@@ -79,17 +76,14 @@ async fn read_connection(
     peer: Arc<str>,
     max_line: usize,
     lines: mpsc::Sender<NetLine>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) {
     let mut splitter = Splitter::new(0, max_line);
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = tokio::select! {
             n = conn.read(&mut buf) => n,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                if stop.load(Ordering::SeqCst) { break; }
-                continue;
-            }
+            _ = stop.cancelled() => break,
         };
         let n = match n {
             Ok(0) | Err(_) => break,

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
@@ -650,7 +649,8 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
         let _ = endpoint_cell.set(endpoints.clone());
         let mailbox = Mailbox::new();
         let progress = progress(&mailbox);
-        let stop = Arc::new(AtomicBool::new(false));
+        // One shutdown signal for the readers: cancelled on the first SIGINT/SIGTERM.
+        let stop = tokio_util::sync::CancellationToken::new();
         {
             // First signal: stop reading, send the rest, and give up after the shutdown timeout (with
             // --once, give up at once). Second signal: exit now.
@@ -659,7 +659,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             let once = args.once;
             tokio::spawn(async move {
                 super::shutdown_signal().await;
-                flag.store(true, Ordering::SeqCst);
+                flag.cancel();
                 if once {
                     tracing::warn!("shutdown requested: giving up on what is not acked yet");
                     abort.cancel();
