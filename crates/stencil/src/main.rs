@@ -57,7 +57,7 @@ enum Command {
         after_help = "Examples:\n  stencil bench patterns --loghub ../shared/corpus/loghub-2k\n  stencil bench patterns --json --loghub ../shared/corpus/loghub-2k"
     )]
     #[command(subcommand)]
-    Bench(cmd::bench::BenchCommand),
+    Bench(stencil_bench::BenchCommand),
     /// Print a shell completion script (`stencil completions bash > /etc/bash_completion.d/stencil`).
     Completions {
         /// The shell.
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     cmd::raise_fd_limit();
     match cli.command {
         Command::Intake(args) => cmd::intake::run(*args),
-        Command::Bench(b) => cmd::bench::run(b),
+        Command::Bench(b) => stencil_bench::run(b),
         Command::Ship(args) => cmd::ship::run(*args),
         Command::Completions { shell } => {
             clap_complete::generate(

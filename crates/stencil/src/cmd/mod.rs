@@ -1,6 +1,5 @@
 //! Subcommand implementations and what they share (diagnostic logging, runtime setup).
 
-pub mod bench;
 pub mod intake;
 pub mod ship;
 

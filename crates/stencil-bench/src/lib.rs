@@ -1,4 +1,6 @@
-//! `stencil bench …`: benchmarks that measure, in one run, what the issues set targets for.
+//! `stencil bench …`: benchmarks that measure, in one run, what the issues set targets for. They live in
+//! this crate, apart from the product's code (with their own dependencies: plotters, csv, libc for
+//! `wait4`); the `stencil` binary only dispatches to [`run`].
 //!
 //! `bench patterns` reports, per Loghub system: grouping accuracy (GA) on the CSV's `Content` column and on
 //! the raw lines, patterns learned, single-thread throughput of tokenize + mine + encode (cold: fresh

@@ -1,5 +1,5 @@
 //! Development aid: shows where the pattern engine's grouping disagrees with a Loghub ground truth.
-//! `cargo run --release -p stencil --example ga_explain -- ../shared/corpus/loghub-2k/Linux`
+//! `cargo run --release -p stencil-bench --example ga_explain -- ../shared/corpus/loghub-2k/Linux`
 
 use std::collections::{BTreeMap, BTreeSet};
 

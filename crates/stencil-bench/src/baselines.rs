@@ -203,7 +203,7 @@ mod tests {
         let owned = sample();
         let lines: Vec<Line<'_>> = owned.iter().map(|(l, t)| (l.as_slice(), *t)).collect();
         let back = zstd_round_trip(&raw_lines(&lines));
-        let split = crate::cmd::bench::split_lines(&back);
+        let split = crate::split_lines(&back);
         assert_eq!(split.len(), lines.len());
         for (got, (want, _)) in split.iter().zip(&lines) {
             assert_eq!(got, want);

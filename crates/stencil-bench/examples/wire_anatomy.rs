@@ -1,5 +1,5 @@
 //! Development aid: where the bytes of Stencil v3 payloads go, for one file and batch size.
-//! `cargo run --release -p stencil --example wire_anatomy -- FILE [BATCH]`
+//! `cargo run --release -p stencil-bench --example wire_anatomy -- FILE [BATCH]`
 
 use prost::Message;
 use stencil_codec::datum::{Content, Datum, Value};

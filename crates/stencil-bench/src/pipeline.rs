@@ -13,6 +13,15 @@ use serde_json::json;
 use stencil_codec::Compression;
 use stencil_patterns::{Engine, EngineConfig};
 
+/// The agent's wire in the real pair (`stencil ship --wire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wire {
+    /// Negotiate the Stencil extensions.
+    Auto,
+    /// Plain v3.
+    V3,
+}
+
 /// Flags of `stencil bench pipeline`.
 #[derive(clap::Args, Debug)]
 pub struct PipelineArgs {
@@ -30,8 +39,8 @@ pub struct PipelineArgs {
     streams: Option<usize>,
     /// The agent's wire (`ship --wire`): `auto` negotiates the extensions with the intake, `v3` is the
     /// compatible wire. Run both to compare their CPU and bytes in the same session.
-    #[arg(long, value_enum, default_value_t = crate::cmd::ship::Wire::Auto)]
-    wire: crate::cmd::ship::Wire,
+    #[arg(long, value_enum, default_value_t = crate::pipeline::Wire::Auto)]
+    wire: crate::pipeline::Wire,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -309,8 +318,8 @@ pub fn run(args: &PipelineArgs) -> Result<(), String> {
     let mut ship_args = vec![
         "--wire".to_string(),
         match args.wire {
-            crate::cmd::ship::Wire::Auto => "auto",
-            crate::cmd::ship::Wire::V3 => "v3",
+            crate::pipeline::Wire::Auto => "auto",
+            crate::pipeline::Wire::V3 => "v3",
         }
         .to_string(),
         "--no-compare".to_string(),
