@@ -379,14 +379,15 @@ impl LineEncoder {
                 self.baseline_flush();
             }
         }
-        let Some(mode) = self.sources.get(src).and_then(|s| s.multi_line.clone()) else {
+        let Some(mode) = self.sources.get(src).and_then(|s| s.multi_line.as_ref()) else {
             return self.emit(src, line, eol, offset, key, tag);
         };
         let max_line = self.max_line;
+        // The mode is cloned once per input, when its first line arrives; not per line.
         let joining = self.joining.entry(key.clone()).or_insert_with(|| Joining {
             source: src,
             tag: tag.map(str::to_owned),
-            aggregator: Aggregator::new(mode, max_line),
+            aggregator: Aggregator::new(mode.clone(), max_line),
         });
         match joining.aggregator.push(line, eol, offset, Instant::now()) {
             Some(done) => self.emit(src, &done.text, done.eol, done.offset, key, tag),
@@ -476,20 +477,23 @@ impl LineEncoder {
     /// Flushes the open payload if its first line is old enough, and the joined events that waited
     /// their source's `multi_line` flush time.
     fn tick(&mut self, now: Instant) -> Result<(), String> {
-        let due: Vec<Arc<str>> = self
-            .joining
-            .iter()
-            .filter(|(_, j)| {
-                let wait = self
-                    .sources
-                    .get(j.source)
-                    .map_or(crate::sources::MULTI_LINE_FLUSH, |s| s.multi_line_flush);
-                j.aggregator
-                    .started()
-                    .is_some_and(|t| now.duration_since(t) >= wait)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due: Vec<Arc<str>> = if self.joining.is_empty() {
+            Vec::new()
+        } else {
+            self.joining
+                .iter()
+                .filter(|(_, j)| {
+                    let wait = self
+                        .sources
+                        .get(j.source)
+                        .map_or(crate::sources::MULTI_LINE_FLUSH, |s| s.multi_line_flush);
+                    j.aggregator
+                        .started()
+                        .is_some_and(|t| now.duration_since(t) >= wait)
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
         for key in due {
             self.end_input(&key)?;
         }
