@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use stencil_codec::extensions::{self, Extensions};
 
 use crate::checkpoint::Mailbox;
-use crate::core::{Core, CoreStats, Effect, Epoch, Event, Failure, State};
+use crate::core::{Core, CoreStats, Effect, Epoch, Event, Failure, Notice, State};
 use crate::endpoints::Endpoints;
 use crate::payload::Payload;
 
@@ -240,16 +240,22 @@ async fn run(
                         .increment(logs as u64);
                 }
                 Effect::Dropped {
-                    checkpoints, logs, ..
+                    seq,
+                    checkpoints,
+                    logs,
+                    reason,
                 } => {
                     mailbox.post(&checkpoints);
                     metrics::counter!(crate::metrics::LOGS_DROPPED, "reason" => "poison")
                         .increment(logs as u64);
-                    tracing::warn!(
+                    tracing::error!(
+                        seq,
                         logs,
+                        reason,
                         "dropped logs the intake rejects even alone and as raw text (poison)"
                     );
                 }
+                Effect::Notice(notice) => log_notice(&notice),
                 Effect::State(s) => {
                     let previous = *state.borrow();
                     metrics::gauge!("stencil_agent_stream_state", "state" => previous.name(), "pipeline" => pipeline.clone())
@@ -469,4 +475,32 @@ pub fn tls_channel(
         endpoint = endpoint.tls_config(tls)?;
     }
     Ok(endpoint.connect_lazy())
+}
+
+/// Logs what the core had to say.
+fn log_notice(notice: &Notice) {
+    match notice {
+        Notice::StreamFailed {
+            code,
+            message,
+            state,
+        } => tracing::warn!(code = ?code, message = %message, state, "stream failed"),
+        Notice::ExtensionsUnavailable(error) => {
+            tracing::warn!(error = %error, "wire extensions unavailable; staying on v3")
+        }
+        Notice::ExtensionEncodingFailed(error) => tracing::error!(
+            error = %error,
+            "extension encoding failed; replacing the stream with plain v3"
+        ),
+        Notice::Dangling(refs) => tracing::error!(
+            refs,
+            "a payload references ids no define resolves; sending its logs raw"
+        ),
+        Notice::SnapshotRejected => {
+            tracing::error!("the snapshot keeps being rejected; pausing")
+        }
+        Notice::SentRaw { reason } => {
+            tracing::warn!(reason = %reason, "sending a rejected log as raw text")
+        }
+    }
 }

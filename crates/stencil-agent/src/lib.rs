@@ -5,7 +5,7 @@
 //!   stdin, TCP);
 //! - [`multiline`] and [`processing`]: a source's `multi_line` joining, processing rules and status
 //!   detection;
-//! - [`ship`]: the pipeline (sources → engine → batcher → stream worker), one pass or following;
+//! - [`pipeline`]: sources → transforms → engine → batcher → stream worker, one pass or following;
 //! - [`batcher`]: entries to payloads (count, bytes and age triggers; size guard);
 //! - [`payload`]: payloads (canonical datums, references, checkpoints, the canonical encoding);
 //! - [`snapshot`]: the snapshot, reference counts, parked deletes and the prefix planner;
@@ -24,9 +24,9 @@ pub mod endpoints;
 pub mod metrics;
 pub mod multiline;
 pub mod payload;
+pub mod pipeline;
 pub mod processing;
 pub mod registry;
-pub mod ship;
 pub mod snapshot;
 pub mod sources;
 

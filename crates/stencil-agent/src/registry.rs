@@ -170,41 +170,63 @@ pub fn fingerprint_n(path: &Path, len: usize) -> std::io::Result<(u64, usize)> {
     Ok((h, n))
 }
 
+/// Why the registry could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The data folder or one of its files cannot be created or read.
+    #[error("--data-dir {}: {error}", path.display())]
+    Io {
+        /// The folder or file.
+        path: PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// Another agent holds the folder's lock.
+    #[error("--data-dir {} is in use by another stencil agent; give each agent its own data folder", .0.display())]
+    InUse(PathBuf),
+    /// The checkpoint file does not parse.
+    #[error("{} is not a valid checkpoint file ({error}); move it away to start over", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        error: serde_json::Error,
+    },
+}
+
 impl Registry {
-    /// Opens (or starts) the registry at `dir/checkpoints.json`. A corrupt file is an error that names it.
-    /// Opens (or creates) the registry in `dir`, locking the folder against a second agent.
-    pub fn open(dir: &Path) -> Result<Registry, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
+    /// Opens (or creates) the registry in `dir` (`dir/checkpoints.json`), locking the folder against a
+    /// second agent. A corrupt file is an error that names it.
+    pub fn open(dir: &Path) -> Result<Registry, RegistryError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |error| RegistryError::Io { path, error }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let lock_path = dir.join("lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| format!("--data-dir {}: {e}", lock_path.display()))?;
+            .map_err(io(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(format!(
-                    "--data-dir {} is in use by another stencil agent; give each agent its own data folder",
-                    dir.display()
-                ))
+                return Err(RegistryError::InUse(dir.to_path_buf()))
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(format!("--data-dir {}: cannot lock: {e}", lock_path.display()))
-            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
         let path = dir.join("checkpoints.json");
         let mut positions = BTreeMap::new();
         let mut next_open = 0;
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let doc: FileDoc = serde_json::from_slice(&bytes).map_err(|e| {
-                    format!(
-                        "{} is not a valid checkpoint file ({e}); move it away to start over",
-                        path.display()
-                    )
-                })?;
+                let doc: FileDoc =
+                    serde_json::from_slice(&bytes).map_err(|error| RegistryError::Corrupt {
+                        path: path.clone(),
+                        error,
+                    })?;
                 for (key, v) in doc.sources {
                     // An entry that does not parse is forgotten (its file is read again from the
                     // start): the others still resume.
@@ -236,7 +258,7 @@ impl Registry {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(io(&path)(e)),
         }
         Ok(Registry {
             path,
@@ -501,7 +523,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = Registry::open(dir.path()).expect("open");
         let err = Registry::open(dir.path()).expect_err("locked");
-        assert!(err.contains("in use by another stencil agent"), "{err}");
+        assert!(matches!(err, RegistryError::InUse(_)), "{err}");
+        assert!(
+            err.to_string().contains("in use by another stencil agent"),
+            "{err}"
+        );
         drop(first);
         Registry::open(dir.path()).expect("free again");
     }
@@ -551,6 +577,7 @@ mod tests {
         drop(again);
         std::fs::write(dir.path().join("checkpoints.json"), b"{not json").expect("corrupt");
         let err = Registry::open(dir.path()).expect_err("corrupt file");
-        assert!(err.contains("move it away"), "{err}");
+        assert!(matches!(err, RegistryError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("move it away"), "{err}");
     }
 }

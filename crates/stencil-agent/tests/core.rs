@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use stencil_agent::core::{code, Pause};
+use stencil_agent::core::{code, Notice, Pause};
 use stencil_agent::{Checkpoint, Core, CoreConfig, Effect, Event, Failure, Payload, State, Timer};
 use stencil_codec::datum::*;
 use stencil_codec::{BatchEncoder, Compression, Generation};
@@ -136,6 +136,15 @@ fn nack_backs_off_and_replays_with_new_ids_and_a_prefix() {
     h.ev(Event::Payload(payload(2)));
     let fx = h.ev(Event::Ack(1, 2, 0));
     assert!(fx.contains(&Effect::Cancel(1)), "{fx:?}");
+    // The core logs nothing itself: the failure is a notice for the driver to log.
+    assert!(
+        fx.iter().any(|e| matches!(
+            e,
+            Effect::Notice(Notice::StreamFailed { code: Some(code::INVALID_ARGUMENT), message, state: "active" })
+                if message.contains("NACK")
+        )),
+        "{fx:?}"
+    );
     assert_eq!(h.core.state(), State::Backoff);
     assert_eq!(h.core.error_count(), 1);
     let fx = h.advance_to_timer(Timer::Backoff);
@@ -400,6 +409,11 @@ fn poison_ladder_full_snapshot_raw_then_drop() {
     assert!(
         !fx.iter().any(|e| matches!(e, Effect::Dropped { .. })),
         "full snapshot, then raw: not dropped yet"
+    );
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Notice(Notice::SentRaw { .. }))),
+        "the raw step is told: {fx:?}"
     );
     assert_eq!(h.core.inflight().0, 1);
     let fx = reject(&mut h, 3);

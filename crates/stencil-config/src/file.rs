@@ -18,6 +18,99 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 use serde::de::DeserializeOwned;
 
+/// What is wrong with a config file; every message names the file, and the key where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("--config {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("--config {}: not valid TOML: {error}", path.display())]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        error: Box<toml::de::Error>,
+    },
+    /// A table that no subcommand has.
+    #[error("--config {}: unknown table [{name}]; valid tables: {valid}", path.display())]
+    UnknownTable {
+        /// The file.
+        path: PathBuf,
+        /// The table.
+        name: String,
+        /// The tables there are.
+        valid: String,
+    },
+    /// A subcommand's entry that is not a table.
+    #[error("--config {}: `{sub}` must be a table ([{sub}]), not {found}", path.display())]
+    NotATable {
+        /// The file.
+        path: PathBuf,
+        /// The subcommand.
+        sub: String,
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// A key whose value is not what the key takes.
+    #[error("--config {}: `{at}`: {expected}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// `table.key`.
+        at: String,
+        /// What was expected (and found).
+        expected: String,
+    },
+    /// A key the table does not have.
+    #[error("--config {}: unknown key `{at}`; valid keys: {valid}", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// `table.key`.
+        at: String,
+        /// The keys there are.
+        valid: String,
+    },
+    /// A `[[ship.sources]]` entry that is inconsistent or names something invalid.
+    #[error("{at}{}{message}", key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
+    Source {
+        /// Where the entry is (`--config FILE: \`ship.sources[2]\`: `), empty for the flags' sources.
+        at: String,
+        /// The key of the entry, if one is at fault.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Why a size or a duration does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// No number at the start.
+    #[error("{0:?} does not start with a number")]
+    NotANumber(String),
+    /// A unit this kind of value does not have.
+    #[error("unknown unit {unit:?} ({valid})")]
+    UnknownUnit {
+        /// The unit as written.
+        unit: String,
+        /// The units there are.
+        valid: &'static str,
+    },
+    /// A duration needs its unit.
+    #[error("{0:?} has no unit (ms, s, m, h)")]
+    NoUnit(String),
+    /// Beyond what the value can hold.
+    #[error("{0:?} is out of range")]
+    OutOfRange(String),
+}
+
 /// A loaded config file.
 pub struct ConfigFile {
     path: PathBuf,
@@ -26,9 +119,11 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     /// Reads and parses `path`, and checks that every table is one of `subcommands`.
-    pub fn load(path: &Path, subcommands: &[&str]) -> Result<ConfigFile, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--config {}: {e}", path.display()))?;
+    pub fn load(path: &Path, subcommands: &[&str]) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
         Self::parse(path, &text, subcommands)
     }
 
@@ -37,22 +132,23 @@ impl ConfigFile {
         path: impl AsRef<Path>,
         text: &str,
         subcommands: &[&str],
-    ) -> Result<ConfigFile, String> {
+    ) -> Result<ConfigFile, ConfigError> {
         let path = path.as_ref();
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e| format!("--config {}: not valid TOML: {e}", path.display()))?;
+        let table: toml::Table = text.parse().map_err(|e| ConfigError::Toml {
+            path: path.to_owned(),
+            error: Box::new(e),
+        })?;
         for name in table.keys() {
             if !subcommands.contains(&name.as_str()) {
-                return Err(format!(
-                    "--config {}: unknown table [{name}]; valid tables: {}",
-                    path.display(),
-                    subcommands
+                return Err(ConfigError::UnknownTable {
+                    path: path.to_owned(),
+                    name: name.clone(),
+                    valid: subcommands
                         .iter()
                         .map(|t| format!("[{t}]"))
                         .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                        .join(", "),
+                });
             }
         }
         Ok(ConfigFile {
@@ -62,35 +158,42 @@ impl ConfigFile {
     }
 
     /// The keys of `[sub]` (none when the table is absent).
-    pub fn section(&self, sub: &str) -> Result<Vec<(String, toml::Value)>, String> {
+    pub fn section(&self, sub: &str) -> Result<Vec<(String, toml::Value)>, ConfigError> {
         match self.table.get(sub) {
             None => Ok(Vec::new()),
             Some(toml::Value::Table(t)) => {
                 Ok(t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             }
-            Some(other) => Err(format!(
-                "--config {}: `{sub}` must be a table ([{sub}]), not {}",
-                self.path.display(),
-                other.type_str()
-            )),
+            Some(other) => Err(ConfigError::NotATable {
+                path: self.path.clone(),
+                sub: sub.to_owned(),
+                found: other.type_str(),
+            }),
         }
     }
 
     /// The error for a value of `sub.key` that is not what `expected` says.
-    pub fn bad(&self, sub: &str, key: &str, expected: &dyn std::fmt::Display) -> String {
-        format!(
-            "--config {}: `{sub}.{key}`: {expected}",
-            self.path.display()
-        )
+    pub fn bad(&self, sub: &str, key: &str, expected: &dyn std::fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            at: format!("{sub}.{key}"),
+            expected: expected.to_string(),
+        }
     }
 
     /// The error for an unknown key of `[sub]`.
-    pub fn unknown(&self, sub: &str, key: &str, valid: &[&str]) -> String {
-        format!(
-            "--config {}: unknown key `{sub}.{key}`; valid keys: {}",
-            self.path.display(),
-            valid.join(", ")
-        )
+    pub fn unknown(&self, sub: &str, key: &str, valid: &[&str]) -> ConfigError {
+        ConfigError::UnknownKey {
+            path: self.path.clone(),
+            at: format!("{sub}.{key}"),
+            valid: valid.join(", "),
+        }
+    }
+
+    /// How an error names `sub.key` of this file, with the separator after it
+    /// (`--config FILE: \`ship.key\`: `).
+    pub fn at(&self, sub: &str, key: &str) -> String {
+        format!("--config {}: `{sub}.{key}`: ", self.path.display())
     }
 }
 
@@ -112,7 +215,7 @@ pub fn value<T: DeserializeOwned>(
     sub: &str,
     key: &str,
     v: &toml::Value,
-) -> Result<T, String> {
+) -> Result<T, ConfigError> {
     v.clone().try_into().map_err(|e: toml::de::Error| {
         file.bad(sub, key, &e.to_string().trim_end().replace('\n', " "))
     })
@@ -124,7 +227,7 @@ pub fn list<T: DeserializeOwned>(
     sub: &str,
     key: &str,
     v: &toml::Value,
-) -> Result<Vec<T>, String> {
+) -> Result<Vec<T>, ConfigError> {
     match v {
         toml::Value::Array(_) => value(file, sub, key, v),
         toml::Value::String(s) if key == "tags" => s
@@ -143,10 +246,10 @@ pub fn size<T: TryFrom<u64>>(
     sub: &str,
     key: &str,
     v: &toml::Value,
-) -> Result<T, String> {
+) -> Result<T, ConfigError> {
     let bytes = match v {
         toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| "a negative size".to_string()),
-        toml::Value::String(s) => parse_size(s),
+        toml::Value::String(s) => parse_size(s).map_err(|e| e.to_string()),
         other => Err(format!("found {}", other.type_str())),
     }
     .map_err(|e| {
@@ -165,7 +268,7 @@ pub fn mib<T: TryFrom<u64>>(
     sub: &str,
     key: &str,
     v: &toml::Value,
-) -> Result<T, String> {
+) -> Result<T, ConfigError> {
     let n = match v {
         toml::Value::String(_) => size::<u64>(file, sub, key, v)?.div_ceil(1 << 20),
         _ => value::<u64>(file, sub, key, v)?,
@@ -181,7 +284,7 @@ pub fn duration_in(
     key: &str,
     v: &toml::Value,
     unit: Duration,
-) -> Result<u64, String> {
+) -> Result<u64, ConfigError> {
     match v {
         toml::Value::Integer(i) => u64::try_from(*i)
             .map_err(|_| file.bad(sub, key, &"expected a duration, found a negative number")),
@@ -204,17 +307,22 @@ pub fn duration_in(
 }
 
 /// A duration in milliseconds (see [`duration_in`]).
-pub fn millis(file: &ConfigFile, sub: &str, key: &str, v: &toml::Value) -> Result<u64, String> {
+pub fn millis(
+    file: &ConfigFile,
+    sub: &str,
+    key: &str,
+    v: &toml::Value,
+) -> Result<u64, ConfigError> {
     duration_in(file, sub, key, v, Duration::from_millis(1))
 }
 
 /// A duration in seconds (see [`duration_in`]).
-pub fn secs(file: &ConfigFile, sub: &str, key: &str, v: &toml::Value) -> Result<u64, String> {
+pub fn secs(file: &ConfigFile, sub: &str, key: &str, v: &toml::Value) -> Result<u64, ConfigError> {
     duration_in(file, sub, key, v, Duration::from_secs(1))
 }
 
 /// The number at the start of `text` and the unit after it (`"1.5 GiB"` → `(1.5, "GiB")`).
-fn number_and_unit(text: &str) -> Result<(f64, &str), String> {
+fn number_and_unit(text: &str) -> Result<(f64, &str), UnitError> {
     let t = text.trim();
     let digits = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -222,12 +330,12 @@ fn number_and_unit(text: &str) -> Result<(f64, &str), String> {
     let (number, unit) = t.split_at(digits);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} does not start with a number"))?;
+        .map_err(|_| UnitError::NotANumber(text.to_owned()))?;
     Ok((number, unit.trim()))
 }
 
 /// `5MB` (10^6), `5MiB` (2^20), `512KiB`, `1 GB`, `100B`, `100`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let (number, unit) = number_and_unit(text)?;
     let factor: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -238,30 +346,36 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         other => {
-            return Err(format!(
-                "unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"
-            ))
+            return Err(UnitError::UnknownUnit {
+                unit: other.to_owned(),
+                valid: "B, KB, MB, GB, KiB, MiB, GiB",
+            })
         }
     };
     let bytes = number * factor as f64;
     if !bytes.is_finite() || bytes > u64::MAX as f64 {
-        return Err(format!("{text:?} is too large"));
+        return Err(UnitError::OutOfRange(text.to_owned()));
     }
     Ok(bytes.round() as u64)
 }
 
 /// `500ms`, `5s`, `2m`, `1h`, `1.5s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let (number, unit) = number_and_unit(text)?;
     let seconds = match unit {
         "ms" => number / 1000.0,
         "s" => number,
         "m" | "min" => number * 60.0,
         "h" => number * 3600.0,
-        "" => return Err(format!("{text:?} has no unit (ms, s, m, h)")),
-        other => return Err(format!("unknown unit {other:?} (ms, s, m, h)")),
+        "" => return Err(UnitError::NoUnit(text.to_owned())),
+        other => {
+            return Err(UnitError::UnknownUnit {
+                unit: other.to_owned(),
+                valid: "ms, s, m, h",
+            })
+        }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+    Duration::try_from_secs_f64(seconds).map_err(|_| UnitError::OutOfRange(text.to_owned()))
 }
 
 /// Where the values that the config file set came from, to name them in the errors of later checks.
@@ -294,11 +408,11 @@ macro_rules! apply_keys {
                 $( k if k == stringify!($field) $(|| k == $alias)* => {
                     if !$crate::file::explicit($matches, stringify!($field)) {
                         $args.$field = $reader(file, $sub, &key, &v)?;
-                        applied.push((stringify!($field), file.bad($sub, &key, &"")));
+                        applied.push((stringify!($field), file.at($sub, &key)));
                     }
                 } )*
                 other => {
-                    return Err(file.unknown($sub, other, &[$(stringify!($field)),*]));
+                    return Err(file.unknown($sub, other, &[$(stringify!($field)),*]).into());
                 }
             }
         }
@@ -316,13 +430,18 @@ mod tests {
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));
         assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
         assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("5 parsecs")
-            .unwrap_err()
-            .contains("unknown unit"));
+        assert!(matches!(
+            parse_size("5 parsecs"),
+            Err(UnitError::UnknownUnit { .. })
+        ));
         assert!(parse_size("MB").is_err());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(matches!(parse_duration("5"), Err(UnitError::NoUnit(_))));
+        assert!(parse_duration("5")
+            .unwrap_err()
+            .to_string()
+            .contains("no unit"));
     }
 }

@@ -9,4 +9,4 @@
 pub mod file;
 pub mod sources;
 
-pub use file::{ConfigFile, Origins};
+pub use file::{ConfigError, ConfigFile, Origins, UnitError};

@@ -10,7 +10,7 @@ use stencil_agent::multiline::MultiLine;
 use stencil_agent::processing::Rule;
 use stencil_agent::{Source, SourceInput, StartPosition};
 
-use crate::file::ConfigFile;
+use crate::file::{ConfigError, ConfigFile};
 
 /// One `[[ship.sources]]` table, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -108,28 +108,32 @@ impl Defaults {
     }
 }
 
-/// The Datadog statuses a source's `status` may name (`warn` is taken for `warning`).
-pub fn check_status(status: &str) -> Result<String, String> {
-    const STATUSES: [&str; 9] = [
-        "emergency",
-        "alert",
-        "critical",
-        "error",
-        "warning",
-        "notice",
-        "info",
-        "debug",
-        "ok",
-    ];
+/// The Datadog statuses a source's `status` may name.
+const STATUSES: [&str; 9] = [
+    "emergency",
+    "alert",
+    "critical",
+    "error",
+    "warning",
+    "notice",
+    "info",
+    "debug",
+    "ok",
+];
+
+/// A status that is not one of the Datadog statuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}; one of: {valid}", valid = STATUSES.join(", "))]
+pub struct UnknownStatus(pub String);
+
+/// Checks a status against the Datadog statuses (`warn` is taken for `warning`).
+pub fn check_status(status: &str) -> Result<String, UnknownStatus> {
     let s = status.to_ascii_lowercase();
     let s = if s == "warn" { "warning".into() } else { s };
     if STATUSES.contains(&s.as_str()) {
         Ok(s)
     } else {
-        Err(format!(
-            "unknown status {status:?}; one of: {}",
-            STATUSES.join(", ")
-        ))
+        Err(UnknownStatus(status.to_owned()))
     }
 }
 
@@ -139,7 +143,7 @@ pub fn read(
     sub: &str,
     key: &str,
     v: &toml::Value,
-) -> Result<Vec<(String, SourceConfig)>, String> {
+) -> Result<Vec<(String, SourceConfig)>, ConfigError> {
     let toml::Value::Array(items) = v else {
         return Err(file.bad(
             sub,
@@ -156,7 +160,7 @@ pub fn read(
         .map(|(i, item)| {
             let at = format!("{key}[{i}]");
             let config: SourceConfig = crate::file::value(file, sub, &at, item)?;
-            Ok((file.bad(sub, &at, &"").trim_end().to_owned() + " ", config))
+            Ok((file.at(sub, &at), config))
         })
         .collect()
 }
@@ -164,7 +168,7 @@ pub fn read(
 impl SourceConfig {
     /// The agent's source. `at` prefixes every error (`--config FILE: \`ship.sources[2]\`: `); TCP
     /// listeners are bound here, so that a busy port is an error at start.
-    pub fn build(&self, at: &str, defaults: &Defaults) -> Result<Source, String> {
+    pub fn build(&self, at: &str, defaults: &Defaults) -> Result<Source, ConfigError> {
         self.build_with(at, defaults, &|addr| {
             std::net::TcpListener::bind(addr)
                 .map(|l| SourceInput::Tcp(Arc::new(l)))
@@ -173,7 +177,7 @@ impl SourceConfig {
     }
 
     /// Every check of [`SourceConfig::build`], without binding a TCP port.
-    pub fn check(&self, at: &str, defaults: &Defaults) -> Result<(), String> {
+    pub fn check(&self, at: &str, defaults: &Defaults) -> Result<(), ConfigError> {
         self.build_with(at, defaults, &|_| Ok(SourceInput::Stdin))
             .map(drop)
     }
@@ -183,10 +187,11 @@ impl SourceConfig {
         at: &str,
         defaults: &Defaults,
         listen: &dyn Fn(SocketAddr) -> Result<SourceInput, String>,
-    ) -> Result<Source, String> {
-        let bad = |key: &str, what: String| match key {
-            "" => format!("{at}{what}"),
-            key => format!("{at}{key}: {what}"),
+    ) -> Result<Source, ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Source {
+            at: at.to_owned(),
+            key: (!key.is_empty()).then(|| key.to_owned()),
+            message,
         };
         let inputs = [
             self.path.is_some(),
@@ -257,7 +262,7 @@ impl SourceConfig {
         }
         source.tags.extend(self.tags.iter().cloned());
         if let Some(v) = &self.status {
-            source.status = check_status(v).map_err(|e| bad("status", e))?;
+            source.status = check_status(v).map_err(|e| bad("status", e.to_string()))?;
         }
         if let Some(v) = self.detect_status {
             source.detect_status = v;
@@ -295,8 +300,8 @@ impl SourceConfig {
             source.multi_line = Some(MultiLine::Auto);
         }
         if let Some(t) = &self.multi_line_flush_timeout {
-            let d =
-                crate::file::parse_duration(t).map_err(|e| bad("multi_line_flush_timeout", e))?;
+            let d = crate::file::parse_duration(t)
+                .map_err(|e| bad("multi_line_flush_timeout", e.to_string()))?;
             if d.is_zero() || d > std::time::Duration::from_secs(600) {
                 return Err(bad(
                     "multi_line_flush_timeout",

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     };
     cmd::init_tracing(&cli.log_level, &cli.log_format);
     if let Err(e) = apply_config(&mut cli, &matches) {
-        cmd::fail(&format!("stencil: {e}"));
+        cmd::fail(&format!("stencil: {e:#}"));
         return ExitCode::FAILURE;
     }
     cmd::ignore_file_size_signal();
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         Command::Man { dir } => match cmd::write_man_pages(Cli::command(), &dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                cmd::fail(&format!("stencil man: {e}"));
+                cmd::fail(&format!("stencil man: {e:#}"));
                 ExitCode::FAILURE
             }
         },
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
 }
 
 /// `--config FILE`: the subcommand's table fills what flags and environment left unset.
-fn apply_config(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<(), String> {
+fn apply_config(cli: &mut Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let Some(path) = cli.config.clone() else {
         return Ok(());
     };

@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::SourceError;
+
 /// True when `pattern` has glob metacharacters.
 pub fn is_pattern(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
@@ -15,7 +17,7 @@ pub fn is_pattern(pattern: &str) -> bool {
 
 /// The regular files `pattern` names now, sorted. A plain path names itself if it is a regular file.
 /// A malformed pattern is an error that says so.
-pub fn expand(pattern: &str) -> Result<Vec<PathBuf>, String> {
+pub fn expand(pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
     if !is_pattern(pattern) {
         let path = PathBuf::from(pattern);
         return Ok(if path.is_file() {
@@ -27,16 +29,18 @@ pub fn expand(pattern: &str) -> Result<Vec<PathBuf>, String> {
     let full = Path::new(pattern);
     let (Some(parent), Some(last)) = (full.parent(), full.file_name().and_then(|n| n.to_str()))
     else {
-        return Err(format!("bad glob {pattern:?}: it names no file"));
+        return Err(SourceError::BadGlob {
+            pattern: pattern.to_owned(),
+            reason: "it names no file".into(),
+        });
     };
-    let name_pattern =
-        glob::Pattern::new(last).map_err(|e| format!("bad glob {pattern:?}: {e}"))?;
+    let name_pattern = glob::Pattern::new(last).map_err(|e| SourceError::bad_glob(pattern, e))?;
     let parent_text = parent.to_string_lossy();
     let dirs: Vec<PathBuf> = if parent_text.is_empty() {
         vec![PathBuf::from(".")]
     } else if is_pattern(&parent_text) {
         glob::glob(&parent_text)
-            .map_err(|e| format!("bad glob {pattern:?}: {e}"))?
+            .map_err(|e| SourceError::bad_glob(pattern, e))?
             .filter_map(Result::ok)
             .filter(|d| d.is_dir())
             .collect()

@@ -25,6 +25,34 @@ use std::time::Duration;
 use crate::multiline::MultiLine;
 use crate::processing::Rule;
 
+/// Why a source's files cannot be listed (one pass is strict about it; follow mode warns and goes on).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A glob that matches nothing.
+    #[error("{0:?} matches no file")]
+    NoMatch(String),
+    /// A plain path that does not exist.
+    #[error("{}: no such file (pass `-` for stdin)", .0.display())]
+    NoSuchFile(PathBuf),
+    /// A malformed glob.
+    #[error("bad glob {pattern:?}: {reason}")]
+    BadGlob {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl SourceError {
+    pub(crate) fn bad_glob(pattern: &str, e: impl std::fmt::Display) -> Self {
+        SourceError::BadGlob {
+            pattern: pattern.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
 /// What a source reads.
 #[derive(Debug, Clone)]
 pub enum SourceInput {
@@ -135,13 +163,13 @@ impl Source {
 
     /// The files the source names now. `strict` (one pass): a plain path that does not exist, or a glob
     /// that matches nothing, is an error; otherwise it is skipped with a warning.
-    pub fn files_now(&self, strict: bool) -> Result<Vec<PathBuf>, String> {
+    pub fn files_now(&self, strict: bool) -> Result<Vec<PathBuf>, SourceError> {
         let mut out = Vec::new();
         for p in self.patterns() {
             if crate::sources::glob::is_pattern(p) {
                 match crate::sources::glob::expand(p) {
                     Ok(found) if found.is_empty() && strict => {
-                        return Err(format!("{p:?} matches no file"));
+                        return Err(SourceError::NoMatch(p.clone()));
                     }
                     Ok(found) => out.extend(found),
                     Err(e) if strict => return Err(e),
@@ -150,7 +178,7 @@ impl Source {
             } else {
                 let path = PathBuf::from(p);
                 if strict && !path.exists() {
-                    return Err(format!("{p}: no such file (pass `-` for stdin)"));
+                    return Err(SourceError::NoSuchFile(path));
                 }
                 // An unreadable or odd file is reported and skipped when it is read.
                 if strict || path.is_file() {
@@ -195,10 +223,9 @@ mod tests {
                 exclude: Vec::new(),
             },
         );
-        assert!(missing
-            .files_now(true)
-            .unwrap_err()
-            .contains("matches no file"));
+        let err = missing.files_now(true).unwrap_err();
+        assert!(matches!(err, SourceError::NoMatch(_)), "{err}");
+        assert!(err.to_string().contains("matches no file"), "{err}");
         assert!(missing.files_now(false).unwrap().is_empty());
     }
 

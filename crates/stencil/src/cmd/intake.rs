@@ -1,5 +1,6 @@
 //! `stencil intake`: serve both protocol generations and write rebuilt logs to one sink.
 
+use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -191,7 +192,7 @@ pub struct IntakeArgs {
     origins: stencil_config::file::Origins,
 }
 
-async fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
+async fn sink(args: &IntakeArgs) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(if !args.nats_urls.is_empty() {
         let config = stencil_intake::NatsConfig {
             urls: args.nats_urls.clone(),
@@ -204,23 +205,21 @@ async fn sink(args: &IntakeArgs) -> Result<Arc<dyn Sink>, String> {
             tls: args.nats_tls || args.nats_ca_file.is_some(),
             ack_timeout: Duration::from_secs(args.nats_ack_timeout_secs),
         };
-        let sink = stencil_intake::NatsSink::connect(&config)
-            .await
-            .map_err(|e| e.to_string())?;
+        let sink = stencil_intake::NatsSink::connect(&config).await?;
         tracing::info!(urls = ?config.urls, stream = %config.stream, subject = %config.subject, "publishing into NATS JetStream");
         Arc::new(sink)
     } else if let Some(dir) = &args.out {
         let layout: stencil_intake::Layout = args
             .out_layout
             .parse()
-            .map_err(|e| format!("--out-layout {e}"))?;
+            .map_err(|e| anyhow::anyhow!("--out-layout {e}"))?;
         Arc::new(
             FilesSink::new(dir, args.fsync)
-                .map_err(|e| format!("--out: {e}"))?
+                .context("--out")?
                 .with_layout(layout),
         )
     } else if let Some(path) = &args.jsonl {
-        Arc::new(JsonLinesSink::to_file(path, args.fsync).map_err(|e| format!("--jsonl: {e}"))?)
+        Arc::new(JsonLinesSink::to_file(path, args.fsync).context("--jsonl")?)
     } else {
         Arc::new(JsonLinesSink::stdout())
     })
@@ -260,7 +259,7 @@ pub fn apply_config(
     args: &mut IntakeArgs,
     matches: &clap::ArgMatches,
     file: &stencil_config::file::ConfigFile,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     use stencil_config::file::{list, mib, secs, size, value};
     args.origins = stencil_config::apply_keys!(file, "intake", matches, args;
         listen => value,
@@ -303,11 +302,11 @@ pub fn apply_config(
 
 impl IntakeArgs {
     /// Refuses values that make no sense, whether from flags, the environment or the config file.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         let n = |field: &str| self.origins.name(field, &field.replace('_', "-"));
-        fn range(name: &str, v: u64, lo: u64, hi: u64) -> Result<(), String> {
+        fn range(name: &str, v: u64, lo: u64, hi: u64) -> anyhow::Result<()> {
             if v < lo || v > hi {
-                return Err(format!("{name} = {v}: must be between {lo} and {hi}"));
+                anyhow::bail!("{name} = {v}: must be between {lo} and {hi}");
             }
             Ok(())
         }
@@ -318,15 +317,13 @@ impl IntakeArgs {
             !self.nats_urls.is_empty(),
         ];
         if sinks.iter().filter(|s| **s).count() > 1 {
-            return Err("give one sink: out, jsonl, stdout or nats_urls".into());
+            anyhow::bail!("give one sink: out, jsonl, stdout or nats_urls");
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("tls_cert and tls_key go together".into());
+            anyhow::bail!("tls_cert and tls_key go together");
         }
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
-            return Err(
-                "tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)".into(),
-            );
+            anyhow::bail!("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)");
         }
         range(&n("nats_replicas"), self.nats_replicas, 1, 5)?;
         range(
@@ -375,16 +372,16 @@ pub fn run(args: IntakeArgs) -> ExitCode {
     match run_inner(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            super::fail(&format!("stencil intake: {e}"));
+            super::fail(&format!("stencil intake: {e:#}"));
             ExitCode::FAILURE
         }
     }
 }
 
 /// The keys of an API key file: one per line, blank lines and `#` comments skipped.
-fn read_key_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
+        .with_context(|| format!("--api-key-file {}", path.display()))?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -410,13 +407,13 @@ async fn reload_keys_on_sighup(keys: stencil_intake::ApiKeys, path: PathBuf) {
                 keys.replace(new);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reloading the API key file failed; the keys stay as they were")
+                tracing::warn!(error = format!("{e:#}"), "reloading the API key file failed; the keys stay as they were")
             }
         }
     }
 }
 
-fn run_inner(args: IntakeArgs) -> Result<(), String> {
+fn run_inner(args: IntakeArgs) -> anyhow::Result<()> {
     args.validate()?;
     let rt = super::runtime()?;
     let sink = rt.block_on(sink(&args))?;
@@ -457,13 +454,13 @@ fn run_inner(args: IntakeArgs) -> Result<(), String> {
                 routes,
             )
             .await
-            .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+            .with_context(|| format!("--metrics-listen {addr}"))?;
             stencil_telemetry::build_info("intake");
             tracing::info!(%bound, "metrics on /metrics, liveness on /health, readiness on /ready, pattern counts on /patterns");
         }
         let running = stencil_intake::bind(&args.listen, config, sink)
             .await
-            .map_err(|e| e.to_string())?;
+            ?;
         // Tests and scripts read the bound address (useful with port 0) from this line on stderr.
         super::say(&format!("stencil intake: listening on {}", running.local_addr()));
         ready.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -478,11 +475,11 @@ fn run_inner(args: IntakeArgs) -> Result<(), String> {
             tracing::info!("shutdown requested; finishing in-flight batches");
             token.cancel();
         });
-        running.wait().await.map_err(|e| e.to_string())?;
+        running.wait().await?;
         if let (Some(path), Some(stats)) = (&args.patterns_report, &stats) {
             stats
                 .write_report(path)
-                .map_err(|e| format!("--patterns-report {}: {e}", path.display()))?;
+                .with_context(|| format!("--patterns-report {}", path.display()))?;
             tracing::info!(file = %path.display(), "wrote the pattern report");
         }
         tracing::info!("intake stopped");

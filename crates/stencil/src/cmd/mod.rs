@@ -1,5 +1,6 @@
 //! Subcommand implementations and what they share (diagnostic logging, runtime setup).
 
+use anyhow::Context as _;
 pub mod intake;
 pub mod ship;
 
@@ -76,11 +77,11 @@ pub fn raise_fd_limit() {
 }
 
 /// A multi-threaded tokio runtime, or a clear error.
-pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .context("cannot start the async runtime")
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -107,8 +108,8 @@ pub async fn shutdown_signal() {
 }
 
 /// Writes a man page for `command` and one for each subcommand (`stencil-ship.1`, …) into `dir`.
-pub fn write_man_pages(command: clap::Command, dir: &std::path::Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn write_man_pages(command: clap::Command, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     let command = command.version(env!("CARGO_PKG_VERSION"));
     let mut pages = vec![(command.get_name().to_owned(), command.clone())];
     for sub in command.get_subcommands() {
@@ -122,8 +123,8 @@ pub fn write_man_pages(command: clap::Command, dir: &std::path::Path) -> Result<
         let mut out = Vec::new();
         clap_mangen::Man::new(cmd.name(name.clone()))
             .render(&mut out)
-            .map_err(|e| format!("{name}: {e}"))?;
-        std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
+            .with_context(|| name.clone())?;
+        std::fs::write(&path, out).with_context(|| path.display().to_string())?;
     }
     Ok(())
 }

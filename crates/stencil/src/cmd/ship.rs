@@ -2,13 +2,14 @@
 //! Without `--endpoint` it starts an embedded intake that rebuilds every file under `--out`, so the round
 //! trip can be checked with `cmp`.
 
+use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use stencil_agent::ship::{ShipOptions, Summary};
+use stencil_agent::pipeline::{ShipOptions, Summary};
 use stencil_agent::{BatchConfig, Mailbox};
 use stencil_codec::Compression;
 use stencil_intake::{FilesSink, IntakeConfig};
@@ -167,7 +168,7 @@ pub struct ShipArgs {
 }
 
 /// `--batch-bytes`: a size with or without a unit.
-fn size_flag(text: &str) -> Result<u64, String> {
+fn size_flag(text: &str) -> Result<u64, stencil_config::UnitError> {
     stencil_config::file::parse_size(text)
 }
 
@@ -176,7 +177,7 @@ pub fn apply_config(
     args: &mut ShipArgs,
     matches: &clap::ArgMatches,
     file: &stencil_config::file::ConfigFile,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     use stencil_config::file::{list, mib, millis, secs, size, value};
     args.origins = stencil_config::apply_keys!(file, "ship", matches, args;
         paths | "path" => list,
@@ -219,7 +220,7 @@ pub fn apply_config(
 
 impl ShipArgs {
     /// Refuses values that make no sense, whether from flags, the environment or the config file.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         let n = |field: &str| self.origins.name(field, &field.replace('_', "-"));
         fn range<T: PartialOrd + std::fmt::Display>(
             name: &str,
@@ -227,11 +228,9 @@ impl ShipArgs {
             lo: T,
             hi: T,
             unit: &str,
-        ) -> Result<(), String> {
+        ) -> anyhow::Result<()> {
             if v < lo || v > hi {
-                return Err(format!(
-                    "{name} = {v}{unit}: must be between {lo} and {hi}{unit}"
-                ));
+                anyhow::bail!("{name} = {v}{unit}: must be between {lo} and {hi}{unit}");
             }
             Ok(())
         }
@@ -283,23 +282,23 @@ impl ShipArgs {
             " ms",
         )?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("tls_cert and tls_key go together".into());
+            anyhow::bail!("tls_cert and tls_key go together");
         }
         if !["zstd", "gzip", "none"].contains(&self.compression.as_str()) {
-            return Err(format!(
+            anyhow::bail!(
                 "{} = {:?}: one of zstd, gzip, none",
                 n("compression"),
                 self.compression
-            ));
+            );
         }
         stencil_config::sources::check_status(&self.status)
-            .map_err(|e| format!("{}: {e}", n("status")))?;
+            .with_context(|| n("status").to_string())?;
         Ok(())
     }
 
     /// The sources to run: the positional paths and `--tcp` addresses (each its own source, with the
     /// flags' attributes), or else the config file's `[[ship.sources]]`.
-    fn sources(&self) -> Result<Vec<stencil_agent::Source>, String> {
+    fn sources(&self) -> anyhow::Result<Vec<stencil_agent::Source>> {
         use stencil_agent::SourceInput;
         let defaults = stencil_config::sources::Defaults {
             service: self.service.clone(),
@@ -315,7 +314,7 @@ impl ShipArgs {
                 out.push(config.build(at, &defaults)?);
             }
             if out.is_empty() {
-                return Err("nothing to ship: give files, globs or `-` (stdin), --tcp ADDR, or `[[ship.sources]]` in --config".into());
+                anyhow::bail!("nothing to ship: give files, globs or `-` (stdin), --tcp ADDR, or `[[ship.sources]]` in --config");
             }
         } else if !self.sources.is_empty() {
             tracing::info!(
@@ -334,7 +333,7 @@ impl ShipArgs {
         }
         for addr in &self.tcp {
             let listener =
-                std::net::TcpListener::bind(addr).map_err(|e| format!("--tcp {addr}: {e}"))?;
+                std::net::TcpListener::bind(addr).with_context(|| format!("--tcp {addr}"))?;
             out.push(defaults.source(format!("tcp:{addr}"), SourceInput::Tcp(Arc::new(listener))));
         }
         if out
@@ -343,17 +342,17 @@ impl ShipArgs {
             .count()
             > 1
         {
-            return Err("standard input is named twice".into());
+            anyhow::bail!("standard input is named twice");
         }
         if self.once {
             if out.iter().any(|s| matches!(s.input, SourceInput::Tcp(_))) {
-                return Err("--tcp is a follow-mode input: drop --once".into());
+                anyhow::bail!("--tcp is a follow-mode input: drop --once");
             }
             if out
                 .iter()
                 .any(|s| s.start_position == stencil_agent::StartPosition::End)
             {
-                return Err("start_position = \"end\" is for follow mode: drop --once".into());
+                anyhow::bail!("start_position = \"end\" is for follow mode: drop --once");
             }
         }
         Ok(out)
@@ -447,13 +446,13 @@ pub fn run(args: ShipArgs) -> ExitCode {
     match run_inner(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            super::fail(&format!("stencil ship: {e}"));
+            super::fail(&format!("stencil ship: {e:#}"));
             ExitCode::FAILURE
         }
     }
 }
 
-fn run_inner(args: ShipArgs) -> Result<(), String> {
+fn run_inner(args: ShipArgs) -> anyhow::Result<()> {
     args.validate()?;
     let sources = args.sources()?;
     let options = ShipOptions {
@@ -587,7 +586,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             });
             let (bound, _task) = stencil_telemetry::bind_and_serve_with_routes(addr, report, routes)
                 .await
-                .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+                .with_context(|| format!("--metrics-listen {addr}"))?;
             stencil_telemetry::build_info("ship");
             tracing::info!(%bound, "metrics on /metrics, liveness on /health, readiness on /ready");
         }
@@ -595,10 +594,10 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             let key = args
                 .api_key
                 .clone()
-                .ok_or("--endpoint needs --api-key (or STENCIL_API_KEY)")?;
-            let read = |flag: &str, p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
+                .context("--endpoint needs --api-key (or STENCIL_API_KEY)")?;
+            let read = |flag: &str, p: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
                 p.as_ref()
-                    .map(|p| std::fs::read(p).map_err(|e| format!("--{flag} {}: {e}", p.display())))
+                    .map(|p| std::fs::read(p).with_context(|| format!("--{flag} {}", p.display())))
                     .transpose()
             };
             let ca = read("ca-file", &args.ca_file)?;
@@ -611,21 +610,21 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                     .iter()
                     .any(|s| url.starts_with(s) && url.len() > s.len());
                 if !scheme_ok {
-                    return Err(format!(
+                    anyhow::bail!(
                         "--endpoint {url:?}: give the scheme and address, e.g. https://intake.example.com:443 (or http:// on a trusted network)"
-                    ));
+                    );
                 }
                 if list.iter().any(|(u, _)| u == url) {
-                    return Err(format!("--endpoint {url}: given twice"));
+                    anyhow::bail!("--endpoint {url}: given twice");
                 }
                 let channel = stencil_agent::tls_channel(url, ca.as_deref(), identity)
-                    .map_err(|e| format!("--endpoint {url}: {e}"))?;
+                    .with_context(|| format!("--endpoint {url}"))?;
                 list.push((url.clone(), channel));
             }
             (stencil_agent::Endpoints::new(list), key, None)
         } else {
             let key = format!("embedded-{}", std::process::id());
-            let mut sink = FilesSink::new(&args.out, false).map_err(|e| format!("--out: {e}"))?;
+            let mut sink = FilesSink::new(&args.out, false).context("--out")?;
             // Without checkpoints every run reads its files from the start: it rebuilds them anew.
             if args.data_dir.is_none() {
                 sink = sink.rewrite();
@@ -636,10 +635,10 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             };
             let intake = stencil_intake::bind("127.0.0.1:0", config, Arc::new(sink))
                 .await
-                .map_err(|e| e.to_string())?;
+                ?;
             let addr: SocketAddr = intake.local_addr();
             let url = format!("http://{addr}");
-            let channel = stencil_agent::channel(&url, None).map_err(|e| e.to_string())?;
+            let channel = stencil_agent::channel(&url, None)?;
             (
                 stencil_agent::Endpoints::new(vec![(url, channel)]),
                 key,
@@ -680,7 +679,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             });
         }
         let summary = if args.once {
-            stencil_agent::ship::ship_once(sources, options, endpoints, key, mailbox.clone()).await?
+            stencil_agent::pipeline::ship_once(sources, options, endpoints, key, mailbox.clone()).await?
         } else {
             super::say(&format!(
                 "stencil ship: following {} (Ctrl-C to stop)",
@@ -690,7 +689,7 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
-            stencil_agent::ship::ship_follow(
+            stencil_agent::pipeline::ship_follow(
                 sources,
                 options,
                 endpoints,
@@ -704,27 +703,27 @@ fn run_inner(args: ShipArgs) -> Result<(), String> {
             bar.finish_and_clear();
         }
         if let Some(intake) = embedded {
-            intake.shutdown().await.map_err(|e| e.to_string())?;
+            intake.shutdown().await?;
         }
         print_summary(&summary, args.endpoints.is_empty().then_some(&args.out));
         if let Some(path) = &args.summary_json {
             std::fs::write(path, summary.to_json().to_string())
-                .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
+                .with_context(|| format!("--summary-json {}", path.display()))?;
         }
         if let Some(why) = &summary.gave_up {
-            return Err(format!(
+            anyhow::bail!(
                 "gave up: {why}. {} lines were not acked; with --data-dir they are read again on the next run",
                 summary.unacked
-            ));
+            );
         }
         // In follow mode a skipped file is retried (and counted each time it is warned about); a pass
         // with --once that skipped one did not ship everything.
         let skipped = if args.once { summary.skipped_files } else { 0 };
         if summary.dropped > 0 || skipped > 0 {
-            return Err(format!(
+            anyhow::bail!(
                 "not everything was shipped: {} logs dropped, {skipped} files skipped (see the warnings above)",
                 summary.dropped
-            ));
+            );
         }
         Ok(())
     })

@@ -1,8 +1,16 @@
 //! The stream worker's sans-I/O core (TRANSPORT.md §4–§8, §15): a deterministic state machine. Events go
-//! in with the current time; effects come out. It owns the in-flight tracker, the snapshot and planner,
-//! ack checking, error classification, backoff and the poison escape hatch. It has no tasks, sockets,
-//! clock or randomness of its own (the RNG is seeded by the caller), so every transition can be tested
-//! with a fake clock.
+//! in with the current time; effects come out, logging included ([`Notice`]), so the core has no tasks,
+//! sockets, clock, logger or randomness of its own (the jitter is seeded by the caller), and every
+//! transition can be tested with a fake clock.
+//!
+//! This module is the stream lifecycle: opening, the echo, sending with the planner, acks, rotation,
+//! failures and shutdown. Its parts live beside it: [`timers`] (the clocks and jitter), `inflight`
+//! (the payloads held until their ack) and `poison` (the ladder for payloads the intake keeps
+//! rejecting).
+
+mod inflight;
+mod poison;
+pub mod timers;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -12,7 +20,10 @@ use stencil_codec::BatchEncoder;
 
 use crate::payload::{Checkpoint, Payload, Ref};
 use crate::snapshot::Snapshot;
+use inflight::Inflight;
 use stencil_codec::{ExtEncoder, Extensions};
+pub use timers::Timer;
+use timers::{Jitter, Timers};
 
 /// A stream incarnation number; it only increases.
 pub type Epoch = u64;
@@ -172,41 +183,6 @@ impl State {
     }
 }
 
-/// Timers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timer {
-    /// Connect timeout.
-    Connect,
-    /// Stream lifetime.
-    Lifetime,
-    /// Drain timeout.
-    Drain,
-    /// Stability window.
-    Stability,
-    /// Backoff delay.
-    Backoff,
-    /// Pause recheck.
-    Recheck,
-    /// Shutdown grace.
-    Grace,
-    /// Trailer wait after half-close.
-    Close,
-    /// How long data batches wait for the intake's first answer (its echo or an ack) on a new stream.
-    Echo,
-}
-
-const TIMERS: [Timer; 9] = [
-    Timer::Connect,
-    Timer::Lifetime,
-    Timer::Drain,
-    Timer::Stability,
-    Timer::Backoff,
-    Timer::Recheck,
-    Timer::Grace,
-    Timer::Close,
-    Timer::Echo,
-];
-
 /// How a stream ended or failed to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -294,17 +270,35 @@ pub enum Effect {
     },
     /// The worker's state changed.
     State(State),
+    /// Something the operator should hear about, for the driver to log.
+    Notice(Notice),
 }
 
-#[derive(Debug)]
-struct Tracked {
-    payload: Payload,
-    refs: BTreeSet<Ref>,
-    size: usize,
-    sent: Option<(Epoch, Instant)>,
-    rejections: u32,
-    /// Poison-ladder step reached (0 none, 1 full snapshot tried, 3 sent raw).
-    step: u8,
+/// What the core has to say (the driver logs it; the core has no logger).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A stream failed or could not open (a warning: the worker backs off, pauses or rotates).
+    StreamFailed {
+        /// The gRPC status code, or `None` for a transport error.
+        code: Option<i32>,
+        /// The status message.
+        message: String,
+        /// The state the worker was in.
+        state: &'static str,
+    },
+    /// The intake echoed extensions this agent could not set up; the stream stays on plain v3.
+    ExtensionsUnavailable(String),
+    /// Encoding with the extensions failed (a bug): the stream is replaced, and later ones use plain v3.
+    ExtensionEncodingFailed(String),
+    /// A payload referenced this many ids that no define resolves (a bug); its logs are sent raw.
+    Dangling(usize),
+    /// The snapshot (batch 0) keeps being rejected: the worker pauses until the recheck.
+    SnapshotRejected,
+    /// A log the intake rejects even alone is sent again as raw text.
+    SentRaw {
+        /// The intake's reason.
+        reason: String,
+    },
 }
 
 /// Counters, for metrics and tests.
@@ -347,12 +341,8 @@ pub struct Core {
     state: State,
     epoch: Epoch,
     first_stream: bool,
-    rng: u64,
-    tracked: VecDeque<Tracked>,
-    sent_count: usize,
-    bytes: usize,
-    /// Memory held by the tracked payloads.
-    memory: usize,
+    jitter: Jitter,
+    inflight: Inflight,
     next_id: u32,
     expected: VecDeque<u32>,
     known: BTreeSet<Ref>,
@@ -361,7 +351,7 @@ pub struct Core {
     /// Data payloads sent on the current stream.
     sent_on_stream: u64,
     snapshot: Snapshot,
-    timers: [Option<Instant>; 9],
+    timers: Timers,
     error_count: u32,
     data_acks: u32,
     stable: bool,
@@ -385,18 +375,15 @@ impl Core {
             state: State::Idle,
             epoch: 0,
             first_stream: true,
-            rng: seed ^ 0x5DEE_CE66_D1CE_4E5B,
-            tracked: VecDeque::new(),
-            sent_count: 0,
-            bytes: 0,
-            memory: 0,
+            jitter: Jitter::new(seed),
+            inflight: Inflight::default(),
             next_id: 1,
             expected: VecDeque::new(),
             known: BTreeSet::new(),
             known_bytes: 0,
             sent_on_stream: 0,
             snapshot: Snapshot::default(),
-            timers: [None; 9],
+            timers: Timers::default(),
             error_count: 0,
             data_acks: 0,
             stable: false,
@@ -436,58 +423,41 @@ impl Core {
 
     /// (payloads, encoded bytes) in flight.
     pub fn inflight(&self) -> (usize, usize) {
-        (self.tracked.len(), self.bytes)
+        (self.inflight.len(), self.inflight.bytes())
     }
 
     /// True when the core can take another payload (back-pressure otherwise).
     pub fn wants_input(&self) -> bool {
         !self.input_closed
             && !matches!(self.state, State::Closing | State::Stopped)
-            && (self.tracked.is_empty()
-                || (self.tracked.len() < self.config.max_inflight_payloads
-                    && self.bytes < self.config.max_inflight_bytes
-                    && self.memory < self.config.max_inflight_memory))
+            && self.inflight.has_room(&self.config)
     }
 
     /// The earliest armed timer.
     pub fn next_deadline(&self) -> Option<(Instant, Timer)> {
-        TIMERS
-            .iter()
-            .zip(self.timers.iter())
-            .filter_map(|(k, t)| t.map(|at| (at, *k)))
-            .min_by_key(|(at, _)| *at)
+        self.timers.next()
     }
 
     /// When `timer` fires, if armed.
     pub fn deadline(&self, timer: Timer) -> Option<Instant> {
-        self.timers[timer as usize]
+        self.timers.get(timer)
     }
 
     fn arm(&mut self, timer: Timer, at: Instant) {
-        self.timers[timer as usize] = Some(at);
+        self.timers.arm(timer, at);
     }
 
     fn disarm(&mut self, timer: Timer) {
-        self.timers[timer as usize] = None;
-    }
-
-    fn random(&mut self) -> f64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        self.timers.disarm(timer);
     }
 
     /// The backoff delay for the current error count: uniform in [d/2, d], d = min(max, base · 2ⁿ).
     pub fn backoff_delay(&mut self) -> Duration {
-        let n = self.error_count.min(7);
-        let d = self
-            .config
-            .backoff_base
-            .saturating_mul(1 << n)
-            .min(self.config.backoff_max);
-        d.mul_f64(0.5 + 0.5 * self.random())
+        self.jitter.backoff(
+            self.error_count,
+            self.config.backoff_base,
+            self.config.backoff_max,
+        )
     }
 
     fn set_state(&mut self, state: State, out: &mut Vec<Effect>) {
@@ -535,8 +505,7 @@ impl Core {
                 }
             }
             Event::Timer(t) => {
-                if self.timers[t as usize].is_some_and(|at| at <= now) {
-                    self.timers[t as usize] = None;
+                if self.timers.fire(t, now) {
                     self.timer(t, now, &mut out);
                 }
             }
@@ -552,7 +521,7 @@ impl Core {
 
     fn open(&mut self, now: Instant, out: &mut Vec<Effect>) {
         self.epoch += 1;
-        for t in TIMERS {
+        for t in Timer::ALL {
             if !matches!(t, Timer::Grace) {
                 self.disarm(t);
             }
@@ -575,12 +544,7 @@ impl Core {
             self.arm(Timer::Echo, now + self.config.echo_wait);
         }
         // Reset the tracker: every sent payload becomes buffered again, in order.
-        for t in self.tracked.iter_mut() {
-            if t.sent.take().is_some() {
-                self.stats.replayed += 1;
-            }
-        }
-        self.sent_count = 0;
+        self.stats.replayed += self.inflight.unsend_all();
         self.next_id = 1;
         self.expected = VecDeque::from([0]);
         let (mut datums, _) = self.snapshot.batch0(self.full_snapshot);
@@ -606,13 +570,13 @@ impl Core {
             record.extend(datums.iter().filter(|d| d.is_state_change()).cloned());
         }
         self.send(0, data, out);
-        let jitter = if self.first_stream {
-            0.5 + 0.6 * self.random()
-        } else {
-            1.0 - self.config.lifetime_jitter + 2.0 * self.config.lifetime_jitter * self.random()
-        };
+        let lifetime = self.jitter.lifetime(
+            self.config.lifetime,
+            self.config.lifetime_jitter,
+            self.first_stream,
+        );
         self.first_stream = false;
-        self.arm(Timer::Lifetime, now + self.config.lifetime.mul_f64(jitter));
+        self.arm(Timer::Lifetime, now + lifetime);
         self.arm(Timer::Stability, now + self.config.stability_window);
         self.data_acks = 0;
         self.stable = false;
@@ -626,7 +590,7 @@ impl Core {
         if e != self.epoch || self.ext.is_some() || !matches!(self.state, State::Active) {
             return;
         }
-        let held = self.timers[Timer::Echo as usize].take().is_some();
+        let held = self.timers.take(Timer::Echo);
         let agreed = Extensions::agreed(self.config.extensions, echo);
         if let (Some(prior), false) = (self.before_echo.take(), agreed.is_empty()) {
             match ExtEncoder::with_level(
@@ -639,9 +603,9 @@ impl Core {
                     self.stats.ext_streams += 1;
                     self.ext = Some(ext);
                 }
-                Err(err) => {
-                    tracing::warn!(error = %err, "wire extensions unavailable; staying on v3")
-                }
+                Err(err) => out.push(Effect::Notice(Notice::ExtensionsUnavailable(
+                    err.to_string(),
+                ))),
             }
         }
         if held {
@@ -679,11 +643,11 @@ impl Core {
         if !matches!(self.state, State::Active | State::ShuttingDown) {
             return;
         }
-        if self.timers[Timer::Echo as usize].is_some() {
+        if self.timers.is_armed(Timer::Echo) {
             // A new stream's data batches wait (briefly) for the intake's first answer.
             return;
         }
-        while self.sent_count < self.tracked.len() {
+        while let Some(i) = self.inflight.next_unsent() {
             // The intake holds every define this stream carried: rotate before it reaches its limits
             // (after at least one payload, so that a new stream always makes progress).
             if self.state == State::Active
@@ -694,20 +658,16 @@ impl Core {
                 self.stats.state_rotations += 1;
                 return self.timer(Timer::Lifetime, now, out);
             }
-            let i = self.sent_count;
-            let (mut prefix, dangling) = self.snapshot.plan(&self.known, &self.tracked[i].payload);
+            let (mut prefix, dangling) = self.snapshot.plan(&self.known, self.inflight.payload(i));
             if dangling > 0 {
                 // Cannot happen while no define is dropped. If it does, never send an unresolved
                 // reference: count it and send the affected logs as raw text.
                 self.stats.dangling += dangling as u64;
-                tracing::error!(
-                    dangling,
-                    "a payload references ids no define resolves; sending its logs raw"
-                );
+                out.push(Effect::Notice(Notice::Dangling(dangling)));
                 self.degrade(i);
-                prefix = self.snapshot.plan(&self.known, &self.tracked[i].payload).0;
+                prefix = self.snapshot.plan(&self.known, self.inflight.payload(i)).0;
             }
-            let payload = &self.tracked[i].payload;
+            let payload = self.inflight.payload(i);
             let data = if let Some(ext) = self.ext.as_mut() {
                 let encoded = if prefix.is_empty() {
                     ext.encode(&payload.wire)
@@ -725,7 +685,9 @@ impl Core {
                     Err(err) => {
                         // Cannot happen for datums the engine made. The stream may already carry
                         // extension batches, so end it; later streams stay on plain v3.
-                        tracing::error!(error = %err, "extension encoding failed; replacing the stream with plain v3");
+                        out.push(Effect::Notice(Notice::ExtensionEncodingFailed(
+                            err.to_string(),
+                        )));
                         self.config.extensions = Extensions::default();
                         self.ext = None;
                         return self.fail(
@@ -768,26 +730,13 @@ impl Core {
             let id = self.next_id;
             self.next_id = self.next_id.saturating_add(1);
             self.expected.push_back(id);
-            self.tracked[i].sent = Some((self.epoch, now));
-            self.sent_count += 1;
+            self.inflight.mark_sent(i, self.epoch, now);
             self.send(id, data, out);
         }
     }
 
     fn admit(&mut self, p: Payload, now: Instant, out: &mut Vec<Effect>) {
-        let refs = self.snapshot.expand(&p.refs);
-        self.snapshot.protect(&refs);
-        let size = p.size;
-        self.bytes += size;
-        self.memory += p.memory;
-        self.tracked.push_back(Tracked {
-            payload: p,
-            refs,
-            size,
-            sent: None,
-            rejections: 0,
-            step: 0,
-        });
+        self.inflight.push_back(p, &mut self.snapshot);
         self.pump(now, out);
     }
 
@@ -795,7 +744,7 @@ impl Core {
         // Response headers come at the latest with the first ack: without an echo by then, the intake
         // does not speak the extensions, and this stream stays plain v3.
         self.before_echo = None;
-        if self.timers[Timer::Echo as usize].take().is_some() {
+        if self.timers.take(Timer::Echo) {
             self.pump(now, out);
         }
         if status != 1 {
@@ -829,7 +778,7 @@ impl Core {
             self.full_snapshot = false;
             return;
         }
-        let Some(t) = self.tracked.pop_front() else {
+        let Some(t) = self.inflight.take_head() else {
             return self.fail(
                 Failure {
                     code: None,
@@ -839,9 +788,6 @@ impl Core {
                 out,
             );
         };
-        self.sent_count -= 1;
-        self.bytes -= t.size;
-        self.memory -= t.payload.memory;
         self.snapshot.ack(&t.refs, &t.payload.changes);
         self.stats.released += 1;
         self.data_acks += 1;
@@ -853,7 +799,7 @@ impl Core {
             checkpoints: t.payload.checkpoints,
             logs: t.payload.logs,
         });
-        if self.state == State::Draining && self.sent_count == 0 {
+        if self.state == State::Draining && self.inflight.sent() == 0 {
             self.disarm(Timer::Drain);
             self.stats.rotations += 1;
             out.push(Effect::HalfClose(self.epoch));
@@ -864,7 +810,7 @@ impl Core {
     }
 
     fn maybe_close(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        if self.state == State::ShuttingDown && self.input_closed && self.tracked.is_empty() {
+        if self.state == State::ShuttingDown && self.input_closed && self.inflight.is_empty() {
             self.disarm(Timer::Grace);
             out.push(Effect::HalfClose(self.epoch));
             self.arm(Timer::Close, now + self.config.close_timeout);
@@ -901,7 +847,7 @@ impl Core {
                 out,
             ),
             (Timer::Lifetime, State::Active) => {
-                if self.sent_count == 0 {
+                if self.inflight.sent() == 0 {
                     self.stats.rotations += 1;
                     out.push(Effect::HalfClose(self.epoch));
                     self.open(now, out);
@@ -943,11 +889,11 @@ impl Core {
     fn stop(&mut self, now: Instant, out: &mut Vec<Effect>) {
         match self.state {
             State::Idle | State::Backoff | State::Paused(_) => {
-                self.timers = [None; 9];
+                self.timers.clear();
                 self.set_state(State::Stopped, out);
             }
             State::Connecting => {
-                self.timers = [None; 9];
+                self.timers.clear();
                 out.push(Effect::Cancel(self.epoch));
                 self.set_state(State::Stopped, out);
             }
@@ -968,7 +914,7 @@ impl Core {
         match self.state {
             State::ShuttingDown | State::Closing => {
                 out.push(Effect::Cancel(self.epoch));
-                self.timers = [None; 9];
+                self.timers.clear();
                 self.set_state(State::Stopped, out);
                 return;
             }
@@ -980,7 +926,11 @@ impl Core {
         self.disarm(Timer::Drain);
         self.disarm(Timer::Stability);
         self.disarm(Timer::Connect);
-        tracing::warn!(code = ?f.code, message = %f.message, state = self.state.name(), "stream failed");
+        out.push(Effect::Notice(Notice::StreamFailed {
+            code: f.code,
+            message: f.message.clone(),
+            state: self.state.name(),
+        }));
         match f.code {
             Some(code::UNAUTHENTICATED | code::PERMISSION_DENIED) => {
                 self.arm(Timer::Recheck, now + self.config.recheck_interval);
@@ -995,7 +945,7 @@ impl Core {
             Some(c @ (code::INVALID_ARGUMENT | code::OUT_OF_RANGE | code::RESOURCE_EXHAUSTED)) => {
                 self.error_count = (self.error_count + 1).min(7);
                 if self.poison(c, &f.message, out) {
-                    tracing::error!("the snapshot keeps being rejected; pausing");
+                    out.push(Effect::Notice(Notice::SnapshotRejected));
                     self.arm(Timer::Recheck, now + self.config.recheck_interval);
                     self.set_state(State::Paused(Pause::Protocol), out);
                     return;
@@ -1006,258 +956,6 @@ impl Core {
         let delay = self.backoff_delay();
         self.arm(Timer::Backoff, now + delay);
         self.set_state(State::Backoff, out);
-    }
-
-    /// The poison ladder (TRANSPORT.md §8): the oldest unacked batch is the suspect. Every
-    /// `poison_threshold` rejections move it one step: a full snapshot on the next stream (skipped for
-    /// `RESOURCE_EXHAUSTED`), then splitting it in two (repeated on the failing half), then sending a
-    /// single log as raw text rebuilt here, then dropping it (counted, with the intake's message, its
-    /// checkpoints released). Returns true when the snapshot itself keeps failing (pause).
-    fn poison(&mut self, code: i32, message: &str, out: &mut Vec<Effect>) -> bool {
-        let threshold = self.config.poison_threshold.max(1);
-        if self.sent_count == 0 {
-            // Batch 0 is the suspect: fall back to the lazy snapshot, then pause.
-            self.snapshot_rejections += 1;
-            if self.snapshot_rejections >= threshold {
-                self.full_snapshot = false;
-            }
-            return self.snapshot_rejections >= 2 * threshold;
-        }
-        let Some(head) = self.tracked.front_mut() else {
-            return false;
-        };
-        head.rejections += 1;
-        if head.rejections < threshold {
-            return false;
-        }
-        head.rejections = 0;
-        if head.step == 0 && code != code::RESOURCE_EXHAUSTED {
-            head.step = 1;
-            self.full_snapshot = true;
-            return false;
-        }
-        self.stats.poison_steps += 1;
-        if head.payload.logs > 1 {
-            self.split_head();
-        } else if head.step < 3 && self.raw_head() {
-            tracing::warn!(reason = message, "sending a rejected log as raw text");
-        } else {
-            self.drop_head(message, out);
-        }
-        false
-    }
-
-    fn take_head(&mut self) -> Option<Tracked> {
-        let t = self.tracked.pop_front()?;
-        if t.sent.is_some() {
-            self.sent_count -= 1;
-        }
-        self.bytes -= t.size;
-        self.memory -= t.payload.memory;
-        Some(t)
-    }
-
-    fn push_front(&mut self, payload: Payload, step: u8) {
-        let refs = self.snapshot.expand(&payload.refs);
-        self.snapshot.protect(&refs);
-        let size = payload.size;
-        self.bytes += size;
-        self.memory += payload.memory;
-        self.tracked.push_front(Tracked {
-            payload,
-            refs,
-            size,
-            sent: None,
-            rejections: 0,
-            step,
-        });
-    }
-
-    /// Splits the head payload after its middle log (entries stay in order). The first half carries the
-    /// state changes and no checkpoint; the second half releases the original checkpoints.
-    fn split_head(&mut self) {
-        let Some(t) = self.take_head() else { return };
-        let p = &t.payload;
-        let mut seen = 0;
-        let cut = p
-            .wire
-            .iter()
-            .position(|d| {
-                seen += usize::from(matches!(d, Datum::Log(_)));
-                seen == p.logs / 2
-            })
-            .map_or(p.wire.len(), |i| i + 1);
-        let build = |datums: &[Datum], cps: Vec<Checkpoint>| {
-            Payload::build(p.seq, datums.to_vec(), cps, 0, &self.encoder)
-        };
-        match (
-            build(&p.wire[..cut], Vec::new()),
-            build(&p.wire[cut..], p.checkpoints.clone()),
-        ) {
-            (Ok(mut first), Ok(mut second)) => {
-                first.changes = p.changes.clone();
-                second.changes = Vec::new().into();
-                self.snapshot.release(&t.refs);
-                self.push_front(second, 1);
-                self.push_front(first, 1);
-            }
-            _ => {
-                // Re-encoding what already encoded once cannot fail; keep the payload if it does.
-                self.tracked.push_front(t);
-            }
-        }
-    }
-
-    /// The text of `log` rebuilt from the snapshot and `defines`, as a raw log with the same metadata.
-    /// `None` when a reference cannot be resolved or the text is empty (v3 cannot carry it raw).
-    fn as_raw(&self, log: &stencil_codec::datum::Log, defines: &[Datum]) -> Option<Datum> {
-        let mut state = stencil_codec::StreamState::new(
-            stencil_codec::Generation::V3,
-            stencil_codec::Limits::default(),
-        );
-        for d in self.snapshot.defines().chain(defines.iter()) {
-            let _ = match d {
-                Datum::PatternDefine(p) => state.define_pattern(p),
-                Datum::DictDefine(e) => state.define_dict(e),
-                Datum::SchemaDefine(s) => state.define_schema(s),
-                _ => Ok(()),
-            };
-        }
-        let record = state.reconstruct(log).ok()?;
-        let bytes = stencil_codec::original_bytes(&record).ok()?;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        if text.is_empty() {
-            return None;
-        }
-        // Metadata stays only if the stream can resolve it before this log: known, or in the snapshot
-        // (the planner prefixes it).
-        let resolvable = |id: u64| {
-            let r = (crate::payload::SpaceKey::Dictionary, id);
-            self.known.contains(&r)
-                || self
-                    .snapshot
-                    .defines()
-                    .any(|d| crate::snapshot::target(d) == Some(r))
-        };
-        let keep = |v: &Option<stencil_codec::datum::Value>| {
-            v.clone().filter(|v| match v {
-                stencil_codec::datum::Value::Dict(id) => resolvable(*id),
-                _ => true,
-            })
-        };
-        Some(Datum::Log(stencil_codec::datum::Log {
-            status: keep(&log.status),
-            service: keep(&log.service),
-            tags: keep(&log.tags),
-            content: stencil_codec::datum::Content::Raw(text),
-            json: None,
-            ..log.clone()
-        }))
-    }
-
-    /// Rebuilds payload `i` with every log sent raw (logs that cannot be rebuilt are dropped and
-    /// counted). Its defines and checkpoints are kept.
-    fn degrade(&mut self, i: usize) {
-        let p = &self.tracked[i].payload;
-        let defines: Vec<Datum> = p
-            .wire
-            .iter()
-            .filter(|d| !matches!(d, Datum::Log(_)))
-            .cloned()
-            .collect();
-        let mut datums = Vec::with_capacity(p.wire.len());
-        let mut lost = 0;
-        for d in p.wire.iter() {
-            match d {
-                Datum::Log(log) => match self.as_raw(log, &defines) {
-                    Some(raw) => datums.push(raw),
-                    None => lost += 1,
-                },
-                other => datums.push(other.clone()),
-            }
-        }
-        self.stats.dropped_logs += lost;
-        let changes = p.changes.clone();
-        if let Ok(mut payload) = Payload::build(
-            p.seq,
-            datums,
-            p.checkpoints.clone(),
-            p.raw_bytes,
-            &self.encoder,
-        ) {
-            payload.changes = changes;
-            let refs = self.snapshot.expand(&payload.refs);
-            self.snapshot.protect(&refs);
-            let old = std::mem::replace(&mut self.tracked[i].refs, refs);
-            self.snapshot.release(&old);
-            let size = payload.size;
-            self.bytes = self.bytes - self.tracked[i].size + size;
-            self.memory = self.memory - self.tracked[i].payload.memory + payload.memory;
-            self.tracked[i].size = size;
-            self.tracked[i].payload = payload;
-        }
-    }
-
-    /// Replaces a single-log head payload by the same log as raw text. False when that is impossible
-    /// (the log is then dropped).
-    fn raw_head(&mut self) -> bool {
-        let Some(head) = self.tracked.front() else {
-            return false;
-        };
-        let defines: Vec<Datum> = head
-            .payload
-            .wire
-            .iter()
-            .filter(|d| !matches!(d, Datum::Log(_)))
-            .cloned()
-            .collect();
-        let Some(Datum::Log(log)) = head
-            .payload
-            .wire
-            .iter()
-            .find(|d| matches!(d, Datum::Log(_)))
-        else {
-            return false;
-        };
-        let Some(raw) = self.as_raw(log, &defines) else {
-            return false;
-        };
-        let mut datums = defines;
-        datums.push(raw);
-        let (seq, cps, raw_bytes) = (
-            head.payload.seq,
-            head.payload.checkpoints.clone(),
-            head.payload.raw_bytes,
-        );
-        let changes = head.payload.changes.clone();
-        let Ok(mut payload) = Payload::build(seq, datums, cps, raw_bytes, &self.encoder) else {
-            return false;
-        };
-        payload.changes = changes;
-        let Some(t) = self.take_head() else {
-            return false;
-        };
-        self.snapshot.release(&t.refs);
-        self.push_front(payload, 3);
-        true
-    }
-
-    fn drop_head(&mut self, message: &str, out: &mut Vec<Effect>) {
-        let Some(t) = self.take_head() else { return };
-        self.snapshot.ack(&t.refs, &t.payload.changes);
-        self.stats.dropped_logs += t.payload.logs as u64;
-        tracing::error!(
-            seq = t.payload.seq,
-            logs = t.payload.logs,
-            reason = message,
-            "dropping a poison payload"
-        );
-        out.push(Effect::Dropped {
-            seq: t.payload.seq,
-            checkpoints: t.payload.checkpoints,
-            logs: t.payload.logs,
-            reason: message.to_owned(),
-        });
     }
 }
 
