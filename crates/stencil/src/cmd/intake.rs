@@ -407,7 +407,10 @@ async fn reload_keys_on_sighup(keys: stencil_intake::ApiKeys, path: PathBuf) {
                 keys.replace(new);
             }
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "reloading the API key file failed; the keys stay as they were")
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "reloading the API key file failed; the keys stay as they were"
+                )
             }
         }
     }

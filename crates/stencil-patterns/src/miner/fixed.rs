@@ -1,0 +1,81 @@
+//! Fixed-length matching (PATTERNS.md §3.2 steps 3–4): a line against the clusters of its bucket,
+//! position by position. This is the common path: most lines of a known event have its token count.
+
+use super::cluster::{same_text, Cluster};
+use super::Miner;
+use crate::token::{Class, Role, Token};
+
+impl Miner {
+    /// Similarity of `line` to `c`: `None` if incompatible, else (similarity, static positions).
+    ///
+    /// Structural tokens must be equal (whitespace may differ in length). Every other position compares a
+    /// word or value: it counts in the denominator when either side is a word, and as equal when the
+    /// cluster holds the same static word.
+    ///
+    /// `None` as well as soon as the similarity is sure to end below `min` (the same lines are rejected as
+    /// by comparing the final value, only sooner): every non-structural position is compared, so after
+    /// `misses` mismatches it can reach at most `(variable - misses) / variable`.
+    pub(super) fn similarity(
+        c: &Cluster,
+        line: &str,
+        tokens: &[Token],
+        min: f64,
+    ) -> Option<(f64, usize)> {
+        if c.toks.len() != tokens.len() {
+            return None;
+        }
+        let variable = c.variable as usize;
+        let hopeless = |misses: usize| {
+            variable > 0 && ((variable - misses.min(variable)) as f64 / variable as f64) < min
+        };
+        let mut misses = 0usize;
+        let (mut compared, mut equal, mut statics) = (0usize, 0usize, 0usize);
+        for (ct, t) in c.toks.iter().zip(tokens) {
+            let cls = t.class;
+            match cls.role() {
+                Role::Structural if cls == Class::Ws => {
+                    if ct.class != Class::Ws {
+                        return None;
+                    }
+                }
+                Role::Structural => {
+                    if ct.slot || ct.class != cls || !same_text(c, ct, line, t) {
+                        return None;
+                    }
+                }
+                role => {
+                    if ct.class.role() == Role::Structural {
+                        return None;
+                    }
+                    let cluster_word = !ct.slot;
+                    let before = equal;
+                    if cluster_word || role == Role::Mined {
+                        compared += 1;
+                    } else {
+                        // A value where the cluster has a slot: both sides agree that it varies.
+                        compared += 1;
+                        equal += 1;
+                    }
+                    if cluster_word {
+                        statics += 1;
+                        if ct.class == cls && same_text(c, ct, line, t) {
+                            equal += 1;
+                        }
+                    }
+                    if equal == before {
+                        misses += 1;
+                        if hopeless(misses) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        let sim = if compared == 0 {
+            1.0
+        } else {
+            equal as f64 / compared as f64
+        };
+        Some((sim, statics))
+    }
+}
