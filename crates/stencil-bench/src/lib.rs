@@ -10,6 +10,7 @@
 mod baselines;
 mod cardinality;
 mod chart;
+mod decode;
 mod pipeline;
 mod wire;
 
@@ -35,6 +36,9 @@ pub enum BenchCommand {
     Pipeline(pipeline::PipelineArgs),
     /// Memory and compression under unique-heavy logs, at several state budgets.
     Cardinality(cardinality::CardinalityArgs),
+    /// The intake alone: the same batches decoded (and written by each sink) again and again, logs per
+    /// CPU-second beside a plain zstd-1 stream's decompression.
+    Decode(decode::DecodeArgs),
 }
 
 /// Flags of `stencil bench patterns`.
@@ -175,6 +179,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
         BenchCommand::Wire(args) => wire::run(&args),
         BenchCommand::Pipeline(args) => pipeline::run(&args),
         BenchCommand::Cardinality(args) => cardinality::run(&args),
+        BenchCommand::Decode(args) => decode::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

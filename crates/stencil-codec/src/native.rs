@@ -33,7 +33,7 @@
 //! ([`NativeDecoder::state_bytes`]) so that the intake can charge them against the stream's state limit.
 //! Each read is bounds-checked; every malformed input is an [`ErrorKind`], never a panic.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use crate::datum::{Content, Datum, DictDefine, DynValue, Log, PatternDefine, Value};
 use crate::error::{EncodeError, ErrorKind, Space};
@@ -223,7 +223,7 @@ impl Shared {
     /// column was dropped.
     fn forget(&mut self, deleted: &[u64], defined: impl Fn(u64) -> bool) -> bool {
         let before = self.columns.len();
-        let gone: std::collections::HashSet<u64> =
+        let gone: foldhash::HashSet<u64> =
             deleted.iter().copied().filter(|id| !defined(*id)).collect();
         if !gone.is_empty() {
             self.columns.retain(|(pid, _), _| !gone.contains(pid));
@@ -610,6 +610,20 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Appends `n` in decimal, zero-padded to `width` digits (`n` < 10^width, width ≤ 18: checked by the
+/// caller).
+fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for d in out[start..].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+}
+
 fn utf8(b: &[u8]) -> Result<String, ErrorKind> {
     String::from_utf8(b.to_vec()).map_err(|e| ErrorKind::InvalidUtf8(e.to_string()))
 }
@@ -932,29 +946,41 @@ fn read_value(st: &mut ColumnState, r: &mut Reader<'_>) -> Result<DynValue, Erro
             )
         }
         V_SHAPED => {
-            let (shape, index) = match r.varint()? {
+            // A shape new to the table that did not fit it is used once, from here.
+            let mut unlisted = None;
+            let index = match r.varint()? {
                 0 => {
                     let shape = r.bytes()?.to_vec();
                     let runs = runs_in(&shape)?;
-                    let index = st.add_shape(shape.clone(), runs);
-                    (shape, index)
+                    if st.shapes.len() >= MAX_SHAPES {
+                        unlisted = Some(shape);
+                        None
+                    } else {
+                        st.add_shape(shape, runs)
+                    }
                 }
-                1 => {
-                    let k = st
-                        .last_shape
-                        .ok_or_else(|| malformed("'same shape' without a previous shape"))?;
-                    (st.shapes[k].0.clone(), Some(k))
-                }
+                1 => Some(
+                    st.last_shape
+                        .ok_or_else(|| malformed("'same shape' without a previous shape"))?,
+                ),
                 k => {
                     let k = usize::try_from(k - 2).map_err(|_| malformed("shape index"))?;
-                    let shape = st
-                        .shapes
-                        .get(k)
-                        .ok_or_else(|| malformed("a reference to a shape never sent"))?;
-                    (shape.0.clone(), Some(k))
+                    if k >= st.shapes.len() {
+                        return Err(malformed("a reference to a shape never sent"));
+                    }
+                    Some(k)
                 }
             };
             st.last_shape = index;
+            // The shape and, when it is listed, the previous value of each of its digit runs.
+            let (shape, mut prevs): (&[u8], Option<&mut Vec<i64>>) = match (index, &unlisted) {
+                (Some(k), _) => {
+                    let (shape, prevs) = &mut st.shapes[k];
+                    (shape.as_slice(), Some(prevs))
+                }
+                (None, Some(shape)) => (shape.as_slice(), None),
+                (None, None) => return Err(malformed("shape index")),
+            };
             let mut text = Vec::with_capacity(shape.len() + 8);
             let (mut run, mut i) = (0, 0);
             while i < shape.len() {
@@ -964,9 +990,9 @@ fn read_value(st: &mut ColumnState, r: &mut Reader<'_>) -> Result<DynValue, Erro
                         text.push(0);
                     } else {
                         let delta = r.signed()?;
-                        let n = match index {
-                            Some(k) => {
-                                let prev = &mut st.shapes[k].1[run];
+                        let n = match prevs.as_deref_mut() {
+                            Some(prevs) => {
+                                let prev = &mut prevs[run];
                                 *prev = prev.wrapping_add(delta);
                                 *prev
                             }
@@ -975,8 +1001,7 @@ fn read_value(st: &mut ColumnState, r: &mut Reader<'_>) -> Result<DynValue, Erro
                         if n < 0 || n >= 10i64.pow(width as u32) {
                             return Err(malformed("a digit run does not fit its width"));
                         }
-                        let digits = format!("{n:0width$}");
-                        text.extend_from_slice(digits.as_bytes());
+                        push_digits(&mut text, n as u64, width);
                         run += 1;
                     }
                     i += 2;
@@ -985,7 +1010,7 @@ fn read_value(st: &mut ColumnState, r: &mut Reader<'_>) -> Result<DynValue, Erro
                     i += 1;
                 }
             }
-            let s = utf8(&text)?;
+            let s = String::from_utf8(text).map_err(|e| ErrorKind::InvalidUtf8(e.to_string()))?;
             if s.len() <= MAX_TABLED {
                 st.remember_exact(&s);
             }

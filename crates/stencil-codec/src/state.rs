@@ -5,7 +5,7 @@
 //! always usable. The tables count their entries and bytes against [`Limits`], so that one stream cannot
 //! grow an intake's memory without bound.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use crate::datum::{DictDefine, JsonKind, PatternDefine, SchemaDefine};

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use stencil_codec::LogRecord;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -150,31 +150,59 @@ pub fn rfc3339_ms(ms: i64) -> Option<String> {
     Some(s)
 }
 
-/// The JSON object for one log.
-pub fn record_json(record: &LogRecord) -> Value {
-    let mut obj = Map::new();
-    obj.insert(
-        "timestamp".into(),
-        rfc3339_ms(record.timestamp).map_or(Value::Null, Value::String),
-    );
-    obj.insert("timestamp_ms".into(), json!(record.timestamp));
-    obj.insert("status".into(), json!(record.status.as_deref()));
-    obj.insert("service".into(), json!(record.service.as_deref()));
-    obj.insert("hostname".into(), json!(record.tag("hostname")));
-    obj.insert("tags".into(), json!(record.tags().collect::<Vec<_>>()));
-    let message = match &record.json {
-        Some(doc) => Value::Object(doc.clone()),
-        None => Value::String(record.message.clone()),
-    };
-    obj.insert("message".into(), message);
-    if let Some(uuid) = &record.uuid {
-        obj.insert("uuid".into(), json!(uuid));
+/// The JSON object of one log, serialized straight from the record (no intermediate JSON tree): keys
+/// in this order, `uuid` and the pattern keys only when present.
+#[derive(serde::Serialize)]
+pub struct RecordJson<'a> {
+    timestamp: Option<String>,
+    timestamp_ms: i64,
+    status: Option<&'a str>,
+    service: Option<&'a str>,
+    hostname: Option<&'a str>,
+    tags: Tags<'a>,
+    message: Message<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pattern: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pattern_hash: Option<String>,
+}
+
+/// A record's tags as a JSON array, without collecting them.
+struct Tags<'a>(&'a LogRecord);
+
+impl serde::Serialize for Tags<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.tags())
     }
-    if let Some(p) = &record.pattern {
-        obj.insert("pattern".into(), json!(&*p.text));
-        obj.insert("pattern_hash".into(), json!(p.hash_hex()));
+}
+
+/// The message: the text, or the whole document of a JSON log.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Message<'a> {
+    Text(&'a str),
+    Document(&'a Map<String, Value>),
+}
+
+/// The JSON object for one log (a `--jsonl` line, a NATS message body).
+pub fn record_json(record: &LogRecord) -> RecordJson<'_> {
+    RecordJson {
+        timestamp: rfc3339_ms(record.timestamp),
+        timestamp_ms: record.timestamp,
+        status: record.status.as_deref(),
+        service: record.service.as_deref(),
+        hostname: record.tag("hostname"),
+        tags: Tags(record),
+        message: match &record.json {
+            Some(doc) => Message::Document(doc),
+            None => Message::Text(&record.message),
+        },
+        uuid: record.uuid.as_deref(),
+        pattern: record.pattern.as_ref().map(|p| &*p.text),
+        pattern_hash: record.pattern.as_ref().map(|p| p.hash_hex()),
     }
-    Value::Object(obj)
 }
 
 fn write_lines(out: &mut dyn Write, logs: &[LogRecord]) -> std::io::Result<()> {
@@ -224,6 +252,7 @@ impl Sink for JsonLinesSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_torn_last_object_is_cut_away_on_open() {
@@ -239,6 +268,67 @@ mod tests {
         std::fs::write(&path, "{\"a\"").expect("write");
         JsonLinesSink::to_file(&path, false).expect("open");
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 0);
+    }
+
+    /// The straight serialization writes what a JSON tree built key by key would.
+    #[test]
+    fn records_serialize_as_the_documented_object() {
+        use std::sync::Arc;
+        let mut doc = Map::new();
+        doc.insert("level".into(), json!("warn"));
+        doc.insert("msg".into(), json!("disk \"full\"\n"));
+        let records = [
+            LogRecord {
+                timestamp: 1_700_000_000_250,
+                status: Some(Arc::from("info")),
+                service: None,
+                tags: Some(Arc::from(
+                    "hostname:web-1,env:prod,filename:/var/log/a,b.log",
+                )),
+                message: "GET /x 200 \u{1F600}".into(),
+                json: None,
+                uuid: None,
+                pattern: Some(stencil_codec::PatternRef::of("GET  200", &[4])),
+            },
+            LogRecord {
+                timestamp: i64::MIN,
+                status: None,
+                service: Some(Arc::from("api")),
+                tags: None,
+                message: String::new(),
+                json: Some(doc.clone()),
+                uuid: Some("0b8e0f52-4b7a-4f7d-9d25-8f4c0c2f6a11".into()),
+                pattern: None,
+            },
+        ];
+        for r in &records {
+            let mut expected = Map::new();
+            expected.insert(
+                "timestamp".into(),
+                rfc3339_ms(r.timestamp).map_or(Value::Null, Value::String),
+            );
+            expected.insert("timestamp_ms".into(), json!(r.timestamp));
+            expected.insert("status".into(), json!(r.status.as_deref()));
+            expected.insert("service".into(), json!(r.service.as_deref()));
+            expected.insert("hostname".into(), json!(r.tag("hostname")));
+            expected.insert("tags".into(), json!(r.tags().collect::<Vec<_>>()));
+            let message = match &r.json {
+                Some(d) => Value::Object(d.clone()),
+                None => Value::String(r.message.clone()),
+            };
+            expected.insert("message".into(), message);
+            if let Some(uuid) = &r.uuid {
+                expected.insert("uuid".into(), json!(uuid));
+            }
+            if let Some(p) = &r.pattern {
+                expected.insert("pattern".into(), json!(&*p.text));
+                expected.insert("pattern_hash".into(), json!(p.hash_hex()));
+            }
+            assert_eq!(
+                serde_json::to_string(&record_json(r)).expect("serializes"),
+                serde_json::to_string(&Value::Object(expected)).expect("serializes")
+            );
+        }
     }
 
     #[test]
