@@ -176,6 +176,9 @@ pub struct Engine {
     defines: Vec<Datum>,
     schema_defines: Vec<Datum>,
     stats: Stats,
+    /// The last tag set and its canonical form: a source's logs carry the same tags, so the sort and
+    /// join are done once per change, not once per log.
+    last_tags: (Vec<String>, bool, Option<String>),
 }
 
 impl Engine {
@@ -202,6 +205,7 @@ impl Engine {
             defines: Vec::new(),
             schema_defines: Vec::new(),
             stats: Stats::default(),
+            last_tags: (Vec::new(), false, None),
             config,
         }
     }
@@ -298,17 +302,22 @@ impl Engine {
 
     /// Canonical tagset: sorted byte-wise, duplicates and empty tags removed, joined with `,`.
     fn tags_id(&mut self, tags: &[&str], escaped: bool) -> Option<u64> {
-        let mut sorted: Vec<&str> = tags.iter().copied().filter(|t| !t.is_empty()).collect();
-        if escaped {
-            sorted.push(ESCAPED_TAG);
+        let (last, last_escaped, _) = &self.last_tags;
+        let same = *last_escaped == escaped
+            && last.len() == tags.len()
+            && last.iter().zip(tags).all(|(a, b)| a == b);
+        if !same {
+            self.last_tags = (
+                tags.iter().map(|t| (*t).to_owned()).collect(),
+                escaped,
+                canonical_tags(tags, escaped),
+            );
         }
-        if sorted.is_empty() {
-            return None;
-        }
-        sorted.sort_unstable();
-        sorted.dedup();
-        let joined = sorted.join(",");
-        self.meta_id(&joined)
+        // The id is looked up every time: the entry may have been evicted since.
+        let joined = self.last_tags.2.take()?;
+        let id = self.meta_id(&joined);
+        self.last_tags.2 = Some(joined);
+        id
     }
 
     /// The structural encoding of a JSON record: message content, pattern id and columns.
@@ -486,6 +495,21 @@ impl Engine {
     }
 }
 
+/// Canonical tagset: sorted byte-wise, duplicates and empty tags removed, joined with `,` (`None` when
+/// nothing is left).
+fn canonical_tags(tags: &[&str], escaped: bool) -> Option<String> {
+    let mut sorted: Vec<&str> = tags.iter().copied().filter(|t| !t.is_empty()).collect();
+    if escaped {
+        sorted.push(ESCAPED_TAG);
+    }
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_unstable();
+    sorted.dedup();
+    Some(sorted.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,5 +531,42 @@ mod tests {
         let tiny = EngineConfig::with_state_budget(0);
         assert_eq!(tiny.values.count, 16);
         assert_eq!(tiny.values.bytes, 1024);
+    }
+
+    #[test]
+    fn a_tag_set_is_canonical_whichever_order_and_however_often_it_changes() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut datums = Vec::new();
+        let mut tag_ids = Vec::new();
+        let sets: [&[&str]; 4] = [
+            &["env:prod", "team:core"],
+            &["team:core", "env:prod", "env:prod"],
+            &["env:dev"],
+            &["env:prod", "team:core"],
+        ];
+        for tags in sets {
+            datums.clear();
+            let meta = Meta {
+                tags,
+                ..Meta::default()
+            };
+            engine.encode(b"GET /health 200", &meta, &mut datums);
+            for d in &datums {
+                match d {
+                    Datum::DictDefine(e) if e.value.contains(':') => {
+                        assert!(
+                            e.value == "env:prod,team:core" || e.value == "env:dev",
+                            "{}",
+                            e.value
+                        )
+                    }
+                    Datum::Log(log) => tag_ids.push(log.tags.clone()),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(tag_ids[0], tag_ids[1], "the same set in another order");
+        assert_ne!(tag_ids[1], tag_ids[2]);
+        assert_eq!(tag_ids[0], tag_ids[3], "back to the first set");
     }
 }

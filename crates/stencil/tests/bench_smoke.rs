@@ -119,6 +119,38 @@ fn bench_wire_reports_every_method() {
     assert_eq!(rows[3]["batch_lines"], 100);
 }
 
+#[test]
+fn bench_decode_decodes_every_log_on_both_wires() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample.log");
+    for wire in ["auto", "v3"] {
+        let rows = json_rows([
+            OsStr::new("bench"),
+            OsStr::new("decode"),
+            OsStr::new("--json"),
+            OsStr::new("--wire"),
+            OsStr::new(wire),
+            OsStr::new("--batch-lines"),
+            OsStr::new("7"),
+            OsStr::new("--min-seconds"),
+            OsStr::new("0.01"),
+            sample.as_os_str(),
+        ]);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(r["logs"], 60, "{r}");
+        assert!(r["wire_bytes"].as_u64().expect("number") > 0, "{r}");
+        let figures = r["figures"].as_array().expect("figures");
+        assert_eq!(figures.len(), 4, "baseline, decode, files, JSON Lines: {r}");
+        for f in figures {
+            assert!(f["passes"].as_u64().expect("passes") >= 1, "{f}");
+            assert!(
+                f["logs_per_cpu_second"].as_f64().expect("rate") > 0.0,
+                "{f}"
+            );
+        }
+    }
+}
+
 /// The pipeline benchmark runs both processes for real and checks the rebuilt files; a tiny input keeps
 /// it fast (the numbers themselves are for `stencil bench pipeline` runs, not for this test).
 #[test]
