@@ -45,6 +45,9 @@ pub struct WireArgs {
     /// Experiment: zstd level of the v3 payloads (default 1, as the baselines).
     #[arg(long, value_name = "LEVEL", default_value_t = 1)]
     v3_zstd_level: i32,
+    /// zstd level of the default wire's stream context (default: `stencil ship --stream-level`'s, 6).
+    #[arg(long, value_name = "LEVEL", default_value_t = stencil_codec::extensions::STREAM_LEVEL)]
+    stream_level: i32,
     /// Also write SVG charts of bytes per log (by method and batch size, and by file) into this folder.
     #[arg(long, value_name = "DIR")]
     charts: Option<PathBuf>,
@@ -181,10 +184,11 @@ impl Stream {
                 raw1: sc(1)?,
                 raw1_meta: sc(1)?,
                 raw3: sc(3)?,
-                ext: stencil_codec::ExtEncoder::new(
+                ext: stencil_codec::ExtEncoder::with_level(
                     stencil_codec::Extensions::ALL,
                     Compression::ZSTD,
                     &[],
+                    args.stream_level,
                 )
                 .map_err(|e| e.to_string())?,
             },
