@@ -371,7 +371,7 @@ fn patterns(args: &PatternsArgs) -> Result<(), String> {
         } else {
             f64::NAN
         };
-        let trip = round_trip(&raw, config.clone(), args.batch_lines)?;
+        let trip = round_trip(&raw, config.clone(), args.batch_lines).map_err(|e| e.to_string())?;
         let roundtrip_ok =
             trip.rebuilt.len() == raw.len() && trip.rebuilt.iter().zip(&raw).all(|(a, b)| a == b);
         let (cold, steady) = throughput(&raw, &config);

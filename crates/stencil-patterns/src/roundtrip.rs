@@ -1,13 +1,40 @@
 //! The loss check shared by tests and benchmarks: records through the engine, the v3 encoder and the real
 //! stream decoder, back to bytes.
 
-use stencil_codec::{BatchEncoder, Compression, Generation, Limits, LogRecord, StreamDecoder};
+use stencil_codec::{
+    BatchEncoder, Compression, DecodeError, EncodeError, Generation, Limits, LogRecord,
+    StreamDecoder,
+};
 
 use crate::{Engine, EngineConfig, Meta};
 
+/// Where a round trip failed: each is a loss the engine or the codec must never cause.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundTripError {
+    /// The v3 encoder refused what the engine emitted.
+    #[error("batch {batch}: {error}")]
+    Encode {
+        /// The batch (0 = the opening snapshot).
+        batch: usize,
+        /// The encoder's error.
+        error: EncodeError,
+    },
+    /// The stream decoder refused a batch.
+    #[error("batch {batch}: {error}")]
+    Decode {
+        /// The batch.
+        batch: usize,
+        /// The decoder's error.
+        error: DecodeError,
+    },
+    /// A rebuilt record's escaped text does not unescape.
+    #[error(transparent)]
+    Escape(#[from] stencil_codec::escape::BadEscape),
+}
+
 /// The original bytes of a rebuilt record.
-pub fn record_bytes(r: &LogRecord) -> Result<Vec<u8>, String> {
-    stencil_codec::original_bytes(r).map_err(|e| e.to_string())
+pub fn record_bytes(r: &LogRecord) -> Result<Vec<u8>, RoundTripError> {
+    Ok(stencil_codec::original_bytes(r)?)
 }
 
 /// What a round trip produced.
@@ -27,11 +54,13 @@ pub fn round_trip(
     records: &[&[u8]],
     config: EngineConfig,
     batch: usize,
-) -> Result<RoundTrip, String> {
+) -> Result<RoundTrip, RoundTripError> {
     let mut engine = Engine::new(config);
     let encoder = BatchEncoder::new(Generation::V3, Compression::ZSTD);
     let mut decoder = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default());
-    decoder.decode(0, &[]).map_err(|e| e.to_string())?;
+    decoder
+        .decode(0, &[])
+        .map_err(|error| RoundTripError::Decode { batch: 0, error })?;
     let mut out = RoundTrip {
         rebuilt: Vec::with_capacity(records.len()),
         ..RoundTrip::default()
@@ -49,11 +78,17 @@ pub fn round_trip(
         }
         let payload = encoder
             .encode(&datums)
-            .map_err(|e| format!("batch {n}: {e}"))?;
+            .map_err(|error| RoundTripError::Encode {
+                batch: n + 1,
+                error,
+            })?;
         out.payload_bytes += payload.data.len();
         let decoded = decoder
             .decode(n as u32 + 1, &payload.data)
-            .map_err(|e| format!("batch {n}: {e}"))?;
+            .map_err(|error| RoundTripError::Decode {
+                batch: n + 1,
+                error,
+            })?;
         for log in &decoded.logs {
             out.rebuilt.push(record_bytes(log)?);
         }

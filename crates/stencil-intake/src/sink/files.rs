@@ -156,10 +156,29 @@ impl Default for Layout {
     }
 }
 
-impl std::str::FromStr for Layout {
-    type Err = String;
+/// Why an `--out-layout` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A part that would not name a folder.
+    #[error("`{0}`: empty, `.` and `..` parts are not allowed (write e.g. `{{host}}/{{path}}`)")]
+    EmptyPart(String),
+    /// Braces that are not one of the placeholders.
+    #[error("`{layout}`: `{part}` is not a placeholder; a part is a name or one of {{host}}, {{service}}, {{source}}, {{path}}")]
+    NotAPlaceholder {
+        /// The layout as given.
+        layout: String,
+        /// The part at fault.
+        part: String,
+    },
+    /// No `{path}`: files would be mixed.
+    #[error("`{0}` has no {{path}}: the logs of different files would be mixed in one file")]
+    NoPath(String),
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for Layout {
+    type Err = LayoutError;
+
+    fn from_str(text: &str) -> Result<Self, LayoutError> {
         let mut parts = Vec::new();
         for p in text.split('/') {
             parts.push(match p {
@@ -167,23 +186,18 @@ impl std::str::FromStr for Layout {
                 "{service}" => Part::Service,
                 "{source}" => Part::Source,
                 "{path}" => Part::Path,
-                "" | "." | ".." => {
-                    return Err(format!(
-                        "`{text}`: empty, `.` and `..` parts are not allowed (write e.g. `{{host}}/{{path}}`)"
-                    ))
-                }
+                "" | "." | ".." => return Err(LayoutError::EmptyPart(text.to_owned())),
                 p if p.contains(['{', '}']) => {
-                    return Err(format!(
-                        "`{text}`: `{p}` is not a placeholder; a part is a name or one of {{host}}, {{service}}, {{source}}, {{path}}"
-                    ))
+                    return Err(LayoutError::NotAPlaceholder {
+                        layout: text.to_owned(),
+                        part: p.to_owned(),
+                    })
                 }
                 p => Part::Literal(p.to_owned()),
             });
         }
         if !parts.contains(&Part::Path) {
-            return Err(format!(
-                "`{text}` has no {{path}}: the logs of different files would be mixed in one file"
-            ));
+            return Err(LayoutError::NoPath(text.to_owned()));
         }
         Ok(Layout(parts))
     }

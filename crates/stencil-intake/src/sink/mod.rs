@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use stencil_codec::{Generation, LogRecord};
 
-pub use files::{FilesSink, Layout};
+pub use files::{FilesSink, Layout, LayoutError};
 pub use jsonl::JsonLinesSink;
 pub use memory::MemorySink;
 pub use nats::{NatsConfig, NatsSink};

@@ -82,22 +82,39 @@ enum Token {
 #[derive(Debug, Clone)]
 struct Template(Vec<Token>);
 
+/// Why a `--nats-subject` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SubjectError {
+    #[error("`{0}` has an empty token (two dots, or a dot at an end)")]
+    EmptyToken(String),
+    #[error("`{subject}`: `{token}` mixes a placeholder with text; a placeholder ({{service}}, {{source}} or {{host}}) must be a whole token between dots")]
+    MixedPlaceholder { subject: String, token: String },
+    #[error("`{subject}`: `{token}` has a wildcard, a space or a control character")]
+    BadCharacter { subject: String, token: String },
+}
+
 impl Template {
-    fn parse(text: &str) -> Result<Template, String> {
+    fn parse(text: &str) -> Result<Template, SubjectError> {
         let mut tokens = Vec::new();
         for part in text.split('.') {
             tokens.push(match part {
                 "{service}" => Token::Service,
                 "{source}" => Token::Source,
                 "{host}" => Token::Host,
-                "" => return Err(format!("`{text}` has an empty token (two dots, or a dot at an end)")),
+                "" => return Err(SubjectError::EmptyToken(text.to_owned())),
                 p if p.contains(['{', '}']) => {
-                    return Err(format!(
-                        "`{text}`: `{p}` mixes a placeholder with text; a placeholder ({{service}}, {{source}} or {{host}}) must be a whole token between dots"
-                    ))
+                    return Err(SubjectError::MixedPlaceholder {
+                        subject: text.to_owned(),
+                        token: p.to_owned(),
+                    })
                 }
-                p if p.contains(['*', '>']) || p.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                    return Err(format!("`{text}`: `{p}` has a wildcard, a space or a control character"))
+                p if p.contains(['*', '>'])
+                    || p.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    return Err(SubjectError::BadCharacter {
+                        subject: text.to_owned(),
+                        token: p.to_owned(),
+                    })
                 }
                 p => Token::Literal(p.to_owned()),
             });

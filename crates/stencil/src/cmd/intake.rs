@@ -209,10 +209,7 @@ async fn sink(args: &IntakeArgs) -> anyhow::Result<Arc<dyn Sink>> {
         tracing::info!(urls = ?config.urls, stream = %config.stream, subject = %config.subject, "publishing into NATS JetStream");
         Arc::new(sink)
     } else if let Some(dir) = &args.out {
-        let layout: stencil_intake::Layout = args
-            .out_layout
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--out-layout {e}"))?;
+        let layout: stencil_intake::Layout = args.out_layout.parse().context("--out-layout")?;
         Arc::new(
             FilesSink::new(dir, args.fsync)
                 .context("--out")?
