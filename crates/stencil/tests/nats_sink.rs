@@ -214,6 +214,102 @@ fn every_shipped_log_is_a_jetstream_message() {
     }
 }
 
+/// A log larger than the server's `max_payload` used to fail its batch forever (never acked, the
+/// agent retrying). It now goes as pieces with `Stencil-Chunk` headers, and the pieces rebuild it.
+#[test]
+fn a_log_larger_than_max_payload_goes_in_pieces_that_rebuild_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let config = dir.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 4096\njetstream {{ store_dir: {:?} }}\n",
+            dir.path().join("store")
+        ),
+    )
+    .expect("config");
+    let mut nats = Command::new("nats-server")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs");
+    common::wait_for(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let (mut intake, addr) = start_intake(port, &[]);
+    let big: String = (0..3000)
+        .map(|i| format!("{} ", i * 7919 % 10007))
+        .collect();
+    let lines = [
+        "small before".to_string(),
+        format!("big {big}"),
+        "small after".to_string(),
+    ];
+    let input = dir.path().join("app.log");
+    std::fs::write(&input, lines.join("\n") + "\n").expect("input");
+    assert!(ship(&addr, &input, &[]).success(), "ship --once exits 0");
+    common::sigterm_and_wait(&mut intake);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let raw: Vec<(Option<String>, Option<String>, Vec<u8>)> = rt.block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{port}"))
+            .await
+            .expect("connects");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("STENCIL").await.expect("stream");
+        let last = stream.info().await.expect("info").state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            let m = stream.get_raw_message(seq).await.expect("message");
+            let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
+            out.push((
+                header("Stencil-Chunk"),
+                header("Stencil-Chunk-Group"),
+                m.payload.to_vec(),
+            ));
+        }
+        out
+    });
+    kill(&mut nats);
+    assert!(
+        raw.iter().all(|(_, _, body)| body.len() <= 4096),
+        "every message fits the server's limit"
+    );
+    // Reassemble: consecutive pieces of one group, in order.
+    let mut logs: Vec<serde_json::Value> = Vec::new();
+    let mut pieces: Vec<u8> = Vec::new();
+    let mut chunked = 0;
+    for (chunk, group, body) in &raw {
+        match chunk {
+            None => logs.push(serde_json::from_slice(body).expect("a whole log is JSON")),
+            Some(c) => {
+                chunked += 1;
+                assert!(group.is_some(), "a piece names its group");
+                let (i, n) = c.split_once('/').expect("I/N");
+                pieces.extend_from_slice(body);
+                if i == n {
+                    logs.push(
+                        serde_json::from_slice(&pieces).expect("the pieces are one JSON object"),
+                    );
+                    pieces.clear();
+                }
+            }
+        }
+    }
+    assert!(chunked >= 4, "the big log went in pieces: {chunked}");
+    let messages: Vec<&str> = logs
+        .iter()
+        .map(|l| l["message"].as_str().expect("message"))
+        .collect();
+    assert_eq!(
+        messages,
+        lines.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn a_stream_whose_subjects_do_not_fit_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -11,6 +11,12 @@
 //! JetStream outage, a lost leader) is a sink error: the stream ends with `UNAVAILABLE` and the agent
 //! replays the batch elsewhere. A replay may store a log twice (consumers see duplicates, never gaps).
 //!
+//! A log whose object is larger than the server's `max_payload` (1 MiB by default) is never refused
+//! and never truncated: it is published as several messages in a row on its subject, each carrying a
+//! piece of the object's bytes and two headers, `Stencil-Chunk: I/N` (1-based) and
+//! `Stencil-Chunk-Group: ID` (the same for the pieces of one log, unique per log). A consumer that
+//! sees the header concatenates the N pieces of a group in order; every other message is one whole log.
+//!
 //! At start the sink creates the stream if it is absent, and checks that an existing stream's subjects
 //! take what the template publishes, so that a misconfiguration fails at start with the fix in the
 //! message rather than as unacked batches later.
@@ -29,6 +35,13 @@ const WINDOW: usize = 4096;
 /// Acks in flight over all streams of the process (the client's bound; a stream that finds it full
 /// awaits its own oldest ack and tries again).
 const MAX_ACK_INFLIGHT: usize = 65_536;
+
+/// The header of a piece of a log too large for one message: `I/N`.
+pub const CHUNK_HEADER: &str = "Stencil-Chunk";
+/// The header that ties the pieces of one log together.
+pub const CHUNK_GROUP_HEADER: &str = "Stencil-Chunk-Group";
+/// Bytes of a message kept for the chunk headers.
+const CHUNK_HEADROOM: usize = 256;
 
 /// Where and how to publish.
 #[derive(Debug, Clone)]
@@ -208,6 +221,11 @@ fn covers(pattern: &str, filter: &str) -> bool {
 /// Publishes rebuilt logs into a JetStream stream.
 pub struct NatsSink {
     js: jetstream::Context,
+    /// For the server's current `max_payload`.
+    client: async_nats::Client,
+    /// Unique per process, for chunk group ids.
+    chunk_seed: u64,
+    chunks: std::sync::atomic::AtomicU64,
     subject: Template,
     ack_timeout: Duration,
     handle: tokio::runtime::Handle,
@@ -284,12 +302,13 @@ impl NatsSink {
                 format!("{e} (is nats-server running with JetStream enabled, `-js`?)"),
             )
         })?;
+        let js_client = client.clone();
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(10))
             .ack_timeout(config.ack_timeout)
             .max_ack_inflight(MAX_ACK_INFLIGHT)
             .backpressure_on_inflight(false)
-            .build(client);
+            .build(js_client);
         let filter = subject.filter();
         match js.get_stream(&config.stream).await {
             Ok(mut stream) => {
@@ -341,12 +360,45 @@ impl NatsSink {
                 ))
             }
         }
+        let chunk_seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32);
         Ok(NatsSink {
             js,
+            client,
+            chunk_seed,
+            chunks: std::sync::atomic::AtomicU64::new(0),
             subject,
             ack_timeout: config.ack_timeout,
             handle: tokio::runtime::Handle::current(),
         })
+    }
+
+    /// The messages of one log's object: itself, or its pieces with their headers when it is larger
+    /// than the server takes.
+    fn messages(&self, body: bytes::Bytes) -> Vec<(Option<async_nats::HeaderMap>, bytes::Bytes)> {
+        let limit = self.client.max_payload();
+        if limit == 0 || body.len() <= limit {
+            return vec![(None, body)];
+        }
+        let piece = limit.saturating_sub(CHUNK_HEADROOM).max(1);
+        let n = body.len().div_ceil(piece);
+        let group = format!(
+            "{:016x}-{:x}",
+            self.chunk_seed,
+            self.chunks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        (0..n)
+            .map(|i| {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(CHUNK_HEADER, format!("{}/{n}", i + 1).as_str());
+                headers.insert(CHUNK_GROUP_HEADER, group.as_str());
+                let end = ((i + 1) * piece).min(body.len());
+                (Some(headers), body.slice(i * piece..end))
+            })
+            .collect()
     }
 
     async fn publish_batch(&self, logs: &[LogRecord]) -> Result<(), SinkError> {
@@ -355,31 +407,53 @@ impl NatsSink {
             let body = serde_json::to_vec(&super::jsonl::record_json(record))
                 .map_err(|e| nats_error("serializing a log", e))?;
             let subject = self.subject.render(record);
-            let body = bytes::Bytes::from(body);
-            loop {
-                if pending.len() >= WINDOW {
-                    await_ack(pending.pop_front()).await?;
-                }
-                match self.js.publish(subject.clone(), body.clone()).await {
-                    Ok(ack) => {
-                        pending.push_back(ack);
-                        break;
-                    }
-                    Err(e) if e.kind() == PublishErrorKind::MaxAckPending => {
-                        // Every ack slot of the process is taken: settle one of ours, or wait for
-                        // other streams to settle theirs.
-                        if pending.is_empty() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        } else {
-                            await_ack(pending.pop_front()).await?;
-                        }
-                    }
-                    Err(e) => return Err(nats_error("publishing to JetStream", e)),
-                }
+            for (headers, body) in self.messages(bytes::Bytes::from(body)) {
+                self.publish_one(&mut pending, &subject, headers, body)
+                    .await?;
             }
         }
         while let Some(ack) = pending.pop_front() {
             await_ack(Some(ack)).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes one message, its ack joining `pending`.
+    async fn publish_one(
+        &self,
+        pending: &mut VecDeque<jetstream::context::PublishAckFuture>,
+        subject: &str,
+        headers: Option<async_nats::HeaderMap>,
+        body: bytes::Bytes,
+    ) -> Result<(), SinkError> {
+        loop {
+            if pending.len() >= WINDOW {
+                await_ack(pending.pop_front()).await?;
+            }
+            let sent = match &headers {
+                Some(h) => {
+                    self.js
+                        .publish_with_headers(subject.to_owned(), h.clone(), body.clone())
+                        .await
+                }
+                None => self.js.publish(subject.to_owned(), body.clone()).await,
+            };
+            match sent {
+                Ok(ack) => {
+                    pending.push_back(ack);
+                    break;
+                }
+                Err(e) if e.kind() == PublishErrorKind::MaxAckPending => {
+                    // Every ack slot of the process is taken: settle one of ours, or wait for
+                    // other streams to settle theirs.
+                    if pending.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    } else {
+                        await_ack(pending.pop_front()).await?;
+                    }
+                }
+                Err(e) => return Err(nats_error("publishing to JetStream", e)),
+            }
         }
         Ok(())
     }
