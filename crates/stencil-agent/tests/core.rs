@@ -691,3 +691,92 @@ fn a_stream_whose_intake_state_is_full_is_rotated() {
     assert_eq!(h.core.stats().state_rotations, 1);
     assert_eq!(h.core.error_count(), 0, "a rotation, not an error");
 }
+
+/// On a stream with the extensions, the engine's pattern deletes travel at the end of the payload's
+/// batch, so our intake frees the pattern (and its native columns); plain v3 keeps them off the wire.
+#[test]
+fn pattern_deletes_travel_on_an_extension_stream_and_free_the_intake() {
+    use stencil_codec::Extensions;
+    let config = CoreConfig {
+        extensions: Extensions::ALL,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::new(config, encoder(), 9);
+    let now = Instant::now();
+    core.handle(Event::Start, now);
+    let mut sent = Vec::new();
+    let mut collect = |fx: Vec<Effect>| {
+        for e in fx {
+            if let Effect::Send { batch_id, data, .. } = e {
+                sent.push((batch_id, data));
+            }
+        }
+    };
+    collect(core.handle(Event::Opened(1), now));
+    collect(core.handle(Event::Echo(1, Extensions::ALL), now));
+    let log = |id: u64, v: i64| {
+        Datum::Log(Log {
+            timestamp: v,
+            status: None,
+            service: None,
+            tags: None,
+            content: Content::Pattern {
+                id,
+                values: vec![Value::Int(v).into()],
+            },
+            json: None,
+            uuid: None,
+        })
+    };
+    let define = Datum::PatternDefine(PatternDefine {
+        id: 9,
+        template: "answer=".into(),
+        pos_list: vec![7],
+    });
+    // Enough logs of the pattern that the structured form wins the stream's first batch.
+    let mut datums = vec![define];
+    datums.extend((0..300).map(|v| log(9, 1000 + 7 * v)));
+    let p1 = Payload::build_lazy(1, datums, vec![], 300 * 11);
+    collect(core.handle(Event::Payload(p1), now));
+    // The engine evicted pattern 9; the next payload carries the delete and a raw log.
+    let raw = Datum::Log(Log {
+        timestamp: 2,
+        status: None,
+        service: None,
+        tags: None,
+        content: Content::Raw("later".into()),
+        json: None,
+        uuid: None,
+    });
+    let p2 = Payload::build_lazy(2, vec![Datum::PatternDelete { id: 9 }, raw], vec![], 5);
+    assert!(!p2
+        .wire
+        .iter()
+        .any(|d| matches!(d, Datum::PatternDelete { .. })));
+    collect(core.handle(Event::Payload(p2), now));
+    assert_eq!(
+        sent.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    let mut dec = stencil_codec::StreamDecoder::new(
+        Generation::V3,
+        Compression::ZSTD,
+        stencil_codec::Limits::default(),
+    )
+    .with_extensions(Extensions::ALL, 20)
+    .keep_datums(true);
+    for (id, data) in &sent[..2] {
+        dec.decode(*id, data).expect("decodes");
+    }
+    assert_eq!(dec.state().entries().1, 1, "the intake holds pattern 9");
+    let last = dec.decode(2, &sent[2].1).expect("decodes");
+    assert!(
+        last.datums
+            .iter()
+            .any(|d| matches!(d, Datum::PatternDelete { id: 9 })),
+        "{:?}",
+        last.datums
+    );
+    assert_eq!(last.logs[0].message, "later");
+    assert_eq!(dec.state().entries().1, 0, "and frees it");
+}

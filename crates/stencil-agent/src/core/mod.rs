@@ -365,11 +365,19 @@ impl Core {
             }
             let payload = self.inflight.payload(i);
             let data = if let Some(ext) = self.ext.as_mut() {
-                let encoded = if prefix.is_empty() {
+                // Our intake frees what the engine evicted: the payload's pattern deletes go at the end
+                // of its batch (ids are never reused, so nothing after them refers to them), and both
+                // ends drop those patterns' native columns. Plain v3 keeps deletes off the wire.
+                let deletes = payload
+                    .changes
+                    .iter()
+                    .filter(|d| matches!(d, Datum::PatternDelete { .. }));
+                let encoded = if prefix.is_empty() && deletes.clone().next().is_none() {
                     ext.encode(&payload.wire)
                 } else {
                     let mut all = prefix.clone();
                     all.extend(payload.wire.iter().cloned());
+                    all.extend(deletes.cloned());
                     ext.encode(&all)
                 };
                 match encoded {
