@@ -19,8 +19,6 @@ use std::sync::Mutex;
 
 use serde_json::{Map, Value};
 use stencil_codec::LogRecord;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use super::{Sink, SinkError, StreamInfo, ROLLED_BACK_BYTES};
 
@@ -128,26 +126,42 @@ fn cut_back(file: &File, len: u64, path: &Path) {
     }
 }
 
-/// Formats milliseconds since the epoch as RFC 3339 with milliseconds, or `None` when out of range.
+/// Formats milliseconds since the epoch as RFC 3339 with milliseconds (`2023-11-14T22:13:20.250Z`, UTC),
+/// or `None` outside the years 0000–9999. Written out by hand: it runs once per record of every
+/// JSON Lines batch, and the civil-date arithmetic is a few integer operations.
 pub fn rfc3339_ms(ms: i64) -> Option<String> {
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    if !(0..=9999).contains(&t.year()) {
+    // Years 0000 to 9999, in milliseconds since the epoch.
+    const MIN_MS: i64 = -62_167_219_200_000;
+    const MAX_MS: i64 = 253_402_300_799_999;
+    if !(MIN_MS..=MAX_MS).contains(&ms) {
         return None;
     }
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .ok()?;
-    let mut s = t.format(&Rfc3339).ok()?;
-    // `time` drops a zero fraction; keep a fixed three digits.
-    if !s.contains('.') {
-        s.insert_str(s.len() - 1, ".000");
-    } else if let Some(dot) = s.find('.') {
-        let digits = s.len() - 1 - (dot + 1);
-        for _ in digits..3 {
-            s.insert(s.len() - 1, '0');
-        }
-    }
-    Some(s)
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
+    Some(format!(
+        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z"
+    ))
+}
+
+/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (days in 400-year eras).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// The JSON object of one log, serialized straight from the record (no intermediate JSON tree): keys
@@ -328,6 +342,42 @@ mod tests {
                 serde_json::to_string(&record_json(r)).expect("serializes"),
                 serde_json::to_string(&Value::Object(expected)).expect("serializes")
             );
+        }
+    }
+
+    /// The hand-written formatter agrees with the `time` crate over the whole range it accepts.
+    #[test]
+    fn rfc3339_agrees_with_the_time_crate() {
+        use time::format_description::well_known::Rfc3339;
+        let reference = |ms: i64| -> Option<String> {
+            let t =
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+            if !(0..=9999).contains(&t.year()) {
+                return None;
+            }
+            let t = t.replace_nanosecond(0).ok()?;
+            let s = t.format(&Rfc3339).ok()?;
+            Some(format!("{}.{:03}Z", &s[..s.len() - 1], ms.rem_euclid(1000)))
+        };
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut cases = vec![
+            0,
+            -1,
+            1,
+            951_782_400_000,     // 2000-02-29
+            -62_167_219_200_000, // 0000-01-01
+            -62_167_219_200_001,
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000,
+        ];
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push((x % 316_000_000_000_000) as i64 - 63_000_000_000_000);
+        }
+        for ms in cases {
+            assert_eq!(rfc3339_ms(ms), reference(ms), "{ms}");
         }
     }
 
