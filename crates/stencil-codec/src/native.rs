@@ -33,6 +33,8 @@
 //! ([`NativeDecoder::state_bytes`]) so that the intake can charge them against the stream's state limit.
 //! Each read is bounds-checked; every malformed input is an [`ErrorKind`], never a panic.
 
+use std::hash::BuildHasher;
+
 use foldhash::{HashMap, HashMapExt};
 
 use crate::datum::{Content, Datum, DictDefine, DynValue, Log, PatternDefine, Value};
@@ -175,6 +177,9 @@ struct ColumnState {
     shapes: Vec<(Vec<u8>, Vec<i64>)>,
     /// Recent exact values, a ring of `MAX_EXACT`.
     exact: Vec<String>,
+    /// The encoder's hash of each ring entry, to find a value without comparing every entry (the
+    /// decoder leaves it empty).
+    exact_hashes: Vec<u64>,
     next_exact: usize,
     bytes: usize,
 }
@@ -201,12 +206,6 @@ impl ColumnState {
         self.shapes.push((shape, vec![0; runs]));
         Some(self.shapes.len() - 1)
     }
-}
-
-/// The encoder's per-column index of exact values (the decoder needs only the ring).
-#[derive(Debug, Default, Clone)]
-struct ExactIndex {
-    slots: HashMap<String, usize>,
 }
 
 /// Stream-scoped state shared in meaning by both ends: timestamps, metadata and columns.
@@ -239,7 +238,6 @@ impl Shared {
 #[derive(Debug, Default, Clone)]
 pub struct NativeEncoder {
     shared: Shared,
-    exact: HashMap<(u64, usize), ExactIndex>,
     holes: HashMap<u64, usize>,
     shape_buf: Vec<u8>,
     numbers: Vec<i64>,
@@ -418,11 +416,7 @@ impl NativeEncoder {
             }
         }
         let holes = &self.holes;
-        if self.shared.forget(&deleted, |id| holes.contains_key(&id)) {
-            // The exact-value index follows the columns it indexes.
-            let columns = &self.shared.columns;
-            self.exact.retain(|key, _| columns.contains_key(key));
-        }
+        self.shared.forget(&deleted, |id| holes.contains_key(&id));
         put_varint(&mut meta, unchanged);
         put_varint(out, datums.len() as u64);
         put_runs(out, kinds.iter().map(|&k| u64::from(k)));
@@ -466,15 +460,25 @@ impl NativeEncoder {
                     put_bytes(out, s.as_bytes());
                     return;
                 }
-                let exact = self.exact.entry(key).or_default();
-                if let Some(&slot) = exact.slots.get(s.as_str()) {
+                // The ring holds each value once (a value found in it is sent as a reference, not
+                // remembered again), so the first entry with the value's hash and text is its slot.
+                let hash = foldhash::fast::FixedState::with_seed(0).hash_one(s.as_str());
+                let found = st
+                    .exact_hashes
+                    .iter()
+                    .enumerate()
+                    .find(|&(i, &h)| h == hash && st.exact.get(i) == Some(s));
+                if let Some((slot, _)) = found {
                     out.push(V_EXACT | flag);
                     put_varint(out, slot as u64);
                     return;
                 }
                 let slot = st.remember_exact(s);
-                exact.slots.retain(|_, v| *v != slot);
-                exact.slots.insert(s.clone(), slot);
+                if slot < st.exact_hashes.len() {
+                    st.exact_hashes[slot] = hash;
+                } else {
+                    st.exact_hashes.push(hash);
+                }
                 out.push(V_SHAPED | flag);
                 shape_of(s.as_bytes(), &mut self.shape_buf, &mut self.numbers);
                 let known = st.shapes.iter().position(|(sh, _)| *sh == self.shape_buf);
