@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let loaded = match Registry::open(&dir) {
         Ok(registry) => registry,
         Err(e) => {
+            let e = e.to_string();
             assert!(
                 e.contains("checkpoints.json") || e.contains("data-dir"),
                 "{e}"
