@@ -254,10 +254,16 @@ impl Form {
                     }
                 }
                 Datum::Log(log) => match (&log.content, text) {
+                    // The log's metadata, its text as raw content (its values are not cloned: they
+                    // are not sent).
                     (_, Some(text)) if !text.is_empty() => out.push(Datum::Log(Log {
+                        timestamp: log.timestamp,
+                        status: log.status.clone(),
+                        service: log.service.clone(),
+                        tags: log.tags.clone(),
                         content: Content::Raw(text.clone()),
                         json: None,
-                        ..log.clone()
+                        uuid: log.uuid.clone(),
                     })),
                     (Content::Pattern { id, .. }, _) => {
                         if let Some(p) = unsent.remove(id) {
