@@ -225,7 +225,8 @@ pub fn run(args: &DecodeArgs) -> Result<(), String> {
         })?;
         rows.push((name, passes, cpu));
     }
-    let base = rows[0].1 as f64 / rows[0].2;
+    // The baseline's CPU seconds per pass.
+    let base = rows[0].2 / f64::from(rows[0].1);
     let figures: Vec<serde_json::Value> = rows
         .iter()
         .map(|(name, passes, cpu)| {
@@ -236,7 +237,7 @@ pub fn run(args: &DecodeArgs) -> Result<(), String> {
                 "cpu_seconds": cpu,
                 "logs_per_cpu_second": logs as f64 / per_pass,
                 "raw_mib_per_cpu_second": raw_bytes as f64 / per_pass / (1 << 20) as f64,
-                "cpu_vs_baseline": (f64::from(*passes) / cpu).recip() * base,
+                "cpu_vs_baseline": per_pass / base,
             })
         })
         .collect();

@@ -375,12 +375,12 @@ impl NatsSink {
         })
     }
 
-    /// The messages of one log's object: itself, or its pieces with their headers when it is larger
-    /// than the server takes.
-    fn messages(&self, body: bytes::Bytes) -> Vec<(Option<async_nats::HeaderMap>, bytes::Bytes)> {
+    /// The pieces of a log's object that is larger than the server takes (`None` when it fits in one
+    /// message, the common case, which allocates nothing here).
+    fn pieces(&self, body: &bytes::Bytes) -> Option<Vec<(async_nats::HeaderMap, bytes::Bytes)>> {
         let limit = self.client.max_payload();
         if limit == 0 || body.len() <= limit {
-            return vec![(None, body)];
+            return None;
         }
         let piece = limit.saturating_sub(CHUNK_HEADROOM).max(1);
         let n = body.len().div_ceil(piece);
@@ -390,15 +390,17 @@ impl NatsSink {
             self.chunks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        (0..n)
-            .map(|i| {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(CHUNK_HEADER, format!("{}/{n}", i + 1).as_str());
-                headers.insert(CHUNK_GROUP_HEADER, group.as_str());
-                let end = ((i + 1) * piece).min(body.len());
-                (Some(headers), body.slice(i * piece..end))
-            })
-            .collect()
+        Some(
+            (0..n)
+                .map(|i| {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(CHUNK_HEADER, format!("{}/{n}", i + 1).as_str());
+                    headers.insert(CHUNK_GROUP_HEADER, group.as_str());
+                    let end = ((i + 1) * piece).min(body.len());
+                    (headers, body.slice(i * piece..end))
+                })
+                .collect(),
+        )
     }
 
     async fn publish_batch(&self, logs: &[LogRecord]) -> Result<(), SinkError> {
@@ -407,9 +409,15 @@ impl NatsSink {
             let body = serde_json::to_vec(&super::jsonl::record_json(record))
                 .map_err(|e| nats_error("serializing a log", e))?;
             let subject = self.subject.render(record);
-            for (headers, body) in self.messages(bytes::Bytes::from(body)) {
-                self.publish_one(&mut pending, &subject, headers, body)
-                    .await?;
+            let body = bytes::Bytes::from(body);
+            match self.pieces(&body) {
+                None => self.publish_one(&mut pending, &subject, None, body).await?,
+                Some(pieces) => {
+                    for (headers, piece) in pieces {
+                        self.publish_one(&mut pending, &subject, Some(headers), piece)
+                            .await?;
+                    }
+                }
             }
         }
         while let Some(ack) = pending.pop_front() {
