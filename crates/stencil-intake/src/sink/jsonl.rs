@@ -145,9 +145,33 @@ pub fn rfc3339_ms(ms: i64) -> Option<String> {
         in_day / 1000 % 60,
         in_day % 1000,
     );
-    Some(format!(
-        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z"
-    ))
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for d in out[at..at + width].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, h);
+    put(14, 2, m);
+    put(17, 2, s);
+    put(20, 3, milli);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[at] = c;
+    }
+    // Only ASCII digits and separators were written.
+    Some(out.iter().map(|&b| char::from(b)).collect())
 }
 
 /// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (days in 400-year eras).
