@@ -544,6 +544,21 @@ mod tests {
         assert_eq!(r.positions.len(), MAX_PER_PATH);
     }
 
+    /// Opens the registry again after the previous handle was dropped. A test elsewhere in this process
+    /// that spawns a child can hold the lock's descriptor between its fork and exec for a moment, so a
+    /// refusal as "in use" is retried briefly; any other result is returned at once.
+    fn reopen(dir: &Path) -> Result<Registry, RegistryError> {
+        for _ in 0..100 {
+            match Registry::open(dir) {
+                Err(RegistryError::InUse(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+        Registry::open(dir)
+    }
+
     #[test]
     fn persists_and_resumes_forward_only() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -565,7 +580,7 @@ mod tests {
         );
         r.persist().expect("persist");
         drop(r);
-        let mut again = Registry::open(dir.path()).expect("reopen");
+        let mut again = reopen(dir.path()).expect("reopen");
         assert_eq!(again.open_file(&file).expect("resume").start, 11);
         // Appending keeps the position; replacing the content starts over.
         std::fs::write(&file, "first line\nsecond line\nthird\n").expect("append");
@@ -576,7 +591,7 @@ mod tests {
         assert!(again.open_file(&file).expect("again").leftovers.is_empty());
         drop(again);
         std::fs::write(dir.path().join("checkpoints.json"), b"{not json").expect("corrupt");
-        let err = Registry::open(dir.path()).expect_err("corrupt file");
+        let err = reopen(dir.path()).expect_err("corrupt file");
         assert!(matches!(err, RegistryError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("move it away"), "{err}");
     }
