@@ -214,7 +214,9 @@ impl ColumnState {
 struct Shared {
     last_ts: i64,
     meta: [Option<u64>; 3],
-    columns: HashMap<(u64, usize), ColumnState>,
+    /// Boxed: a column's state is about 130 bytes and a stream holds thousands, so the table's slots
+    /// (and the doubling of its resize) stay small.
+    columns: HashMap<(u64, usize), Box<ColumnState>>,
 }
 
 impl Shared {

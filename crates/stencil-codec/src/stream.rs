@@ -22,6 +22,10 @@ pub const MIN_WINDOW_LOG: u32 = 10;
 pub const DEFAULT_WINDOW_LOG: u32 = 19;
 /// Largest window log the intake accepts by default (4 MiB).
 pub const MAX_WINDOW_LOG: u32 = 22;
+/// From this level on, zstd's match tables are sized to the stream's window (see [`StreamCompressor::new`]).
+const LAZY_LEVEL: i32 = 4;
+/// zstd's smallest hash and chain logs.
+const MIN_TABLE_LOG: u32 = 6;
 
 /// The `zstd` block header size: after a flushed block, the decoder asks for exactly this many bytes.
 const BLOCK_HEADER: usize = 3;
@@ -50,6 +54,21 @@ impl StreamCompressor {
             .map_err(|c| zstd_error("zstd level", c))?;
         cctx.set_parameter(CParameter::WindowLog(window_log))
             .map_err(|c| zstd_error("zstd window", c))?;
+        if level >= LAZY_LEVEL {
+            // The level's match tables are sized for windows of 2 MiB and more; a stream's window is
+            // smaller. Tables of half and a quarter of the window's positions find almost every match:
+            // at level 6 and the default window a context takes about 2.6 MiB instead of 3.9, for
+            // 0.0–0.15 % more bytes on the corpora and 0.25–0.4 % on `bench cardinality`'s unique-heavy
+            // levels (a quarter and an eighth cost 3.9 % there).
+            cctx.set_parameter(CParameter::HashLog(
+                window_log.saturating_sub(1).max(MIN_TABLE_LOG),
+            ))
+            .map_err(|c| zstd_error("zstd hash log", c))?;
+            cctx.set_parameter(CParameter::ChainLog(
+                window_log.saturating_sub(2).max(MIN_TABLE_LOG),
+            ))
+            .map_err(|c| zstd_error("zstd chain log", c))?;
+        }
         // No checksum: each batch is checked by its layout, and a frame checksum only comes at the end.
         cctx.set_parameter(CParameter::ChecksumFlag(false))
             .map_err(|c| zstd_error("zstd checksum flag", c))?;
