@@ -49,10 +49,11 @@ impl From<SpaceKey> for Space {
 pub struct Payload {
     /// Production order, from 1; payloads are sent, acked and released in this order.
     pub seq: u64,
-    /// Defines and logs, in entry order.
-    pub wire: Arc<[Datum]>,
+    /// Defines and logs, in entry order. (A `Vec` behind the `Arc`, not a slice: turning the
+    /// batch's vector into `Arc<[Datum]>` copied every datum once more.)
+    pub wire: Arc<Vec<Datum>>,
     /// Defines and deletes, in entry order.
-    pub changes: Arc<[Datum]>,
+    pub changes: Arc<Vec<Datum>>,
     /// Every id the logs reference.
     pub refs: Arc<BTreeSet<Ref>>,
     /// Latest checkpoint per source.
@@ -97,28 +98,33 @@ impl Payload {
         checkpoints: Vec<Checkpoint>,
         raw_bytes: usize,
     ) -> Payload {
-        let mut wire = Vec::with_capacity(datums.len());
+        // The batch's vector becomes the wire in place (deletes are rare and move out), so that a
+        // batch's datums are allocated once.
+        let mut wire = datums;
         let mut changes = Vec::new();
         let mut refs = BTreeSet::new();
         let mut logs = 0;
         let mut memory = 256;
-        for d in datums {
-            memory += datum_memory(&d);
-            match &d {
+        wire.retain(|d| {
+            memory += datum_memory(d);
+            match d {
                 Datum::Log(_) => {
                     logs += 1;
-                    references(&d, &mut refs);
-                    wire.push(d);
+                    references(d, &mut refs);
+                    true
                 }
                 Datum::PatternDelete { .. }
                 | Datum::DictDelete { .. }
-                | Datum::SchemaDelete { .. } => changes.push(d),
+                | Datum::SchemaDelete { .. } => {
+                    changes.push(d.clone());
+                    false
+                }
                 _ => {
                     changes.push(d.clone());
-                    wire.push(d);
+                    true
                 }
             }
-        }
+        });
         // A schema defined in this payload brings its keys along as references.
         for d in &wire {
             if let Datum::SchemaDefine(s) = d {

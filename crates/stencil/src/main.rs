@@ -73,7 +73,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    cmd::tune_allocator();
     let matches = Cli::command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

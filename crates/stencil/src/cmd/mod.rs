@@ -76,27 +76,6 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Keeps large allocations out of glibc's heaps. By default glibc raises its mmap threshold each time
-/// a large block is freed (up to 32 MiB), so that per-batch buffers (layouts, compressed bodies,
-/// datum vectors) end up in the per-thread heaps, which fragment and are rarely returned. A fixed
-/// threshold keeps each such buffer its own mapping, returned on free: on `bench cardinality`'s `high`
-/// level at a 2 MiB budget, the agent's peak RSS fell from about 57 to 46 MiB, for about 1 s of
-/// system time per 400,000 lines. `MALLOC_MMAP_THRESHOLD_` in the environment still wins.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: mallopt only sets a tunable of the allocator; it is called before any other thread
-        // exists.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        }
-    }
-}
-
-/// The fixed mmap threshold of [`tune_allocator`] (glibc's initial default).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
-
 /// A multi-threaded tokio runtime, or a clear error.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
