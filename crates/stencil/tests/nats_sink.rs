@@ -43,45 +43,58 @@ fn stored(port: u16) -> u64 {
     })
 }
 
-/// A 3-node JetStream cluster on loopback: the nodes' client ports and their processes.
-fn start_cluster(dir: &Path) -> (Vec<u16>, Vec<Child>) {
-    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-    let routes: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-    let route_list = routes
-        .iter()
-        .map(|p| format!("nats://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let nodes = (0..3)
-        .map(|i| {
-            Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &ports[i].to_string()])
-                .args([
-                    "--server_name",
-                    &format!("n{i}"),
-                    "--cluster_name",
-                    "stencil-test",
-                ])
-                .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
-                .args(["--routes", &route_list, "-sd"])
-                .arg(dir.join(format!("node{i}")))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server runs")
-        })
-        .collect();
-    for p in &ports {
-        common::wait_for(|| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+/// The client and route ports of a 3-node cluster on loopback.
+struct Cluster {
+    ports: Vec<u16>,
+    routes: Vec<u16>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            ports: (0..3).map(|_| common::free_port()).collect(),
+            routes: (0..3).map(|_| common::free_port()).collect(),
+        }
     }
-    // JetStream answers once the cluster has elected its meta leader.
+
+    /// Starts node `i` (its store under `dir`), and waits until it takes clients.
+    fn node(&self, i: usize, dir: &Path) -> Child {
+        let route_list = self
+            .routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.ports[i].to_string()])
+            .args([
+                "--server_name",
+                &format!("n{i}"),
+                "--cluster_name",
+                "stencil-test",
+            ])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", self.routes[i])])
+            .args(["--routes", &route_list, "-sd"])
+            .arg(dir.join(format!("node{i}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs");
+        let port = self.ports[i];
+        common::wait_for(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        child
+    }
+}
+
+/// Waits until JetStream answers on `port` (a cluster answers once it has elected its meta leader).
+fn wait_for_jetstream(port: u16) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let started = std::time::Instant::now();
     rt.block_on(async {
-        let client = async_nats::connect(format!("127.0.0.1:{}", ports[0]))
+        let client = async_nats::connect(format!("127.0.0.1:{port}"))
             .await
             .expect("connects to NATS");
         let js = async_nats::jetstream::new(client);
@@ -99,7 +112,15 @@ fn start_cluster(dir: &Path) -> (Vec<u16>, Vec<Child>) {
             }
         }
     });
-    (ports, nodes)
+}
+
+/// A 3-node JetStream cluster on loopback, with its leader elected: the nodes' client ports and their
+/// processes.
+fn start_cluster(dir: &Path) -> (Vec<u16>, Vec<Child>) {
+    let cluster = Cluster::new();
+    let nodes = (0..3).map(|i| cluster.node(i, dir)).collect();
+    wait_for_jetstream(cluster.ports[0]);
+    (cluster.ports, nodes)
 }
 
 fn kill(child: &mut Child) {
@@ -487,4 +508,67 @@ fn a_fleet_loses_nothing_when_an_intake_and_a_nats_node_die() {
         got.len(),
         got.len() - LINES
     );
+}
+
+/// A cluster that has no JetStream leader yet (one node of three up, so no quorum) does not stop the
+/// intake at start: it waits, warning, and publishes once the other nodes are up. (It used to exit with
+/// "looking up stream STENCIL: timed out".)
+#[test]
+fn the_intake_waits_at_start_for_a_cluster_without_a_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::new();
+    let mut first = cluster.node(0, dir.path());
+    let log = dir.path().join("intake.log");
+    let mut intake = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["intake", "--listen", "127.0.0.1:0", "--api-key", "k1"])
+        .arg("--nats-url")
+        .arg(format!("nats://127.0.0.1:{}", cluster.ports[0]))
+        .args(["--nats-replicas", "3"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("intake runs");
+    // Without a quorum JetStream never answers: the intake must still be running, and say why.
+    let waiting = std::time::Instant::now();
+    common::wait_for(|| {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("JetStream is not answering yet"))
+    });
+    while waiting.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        intake.try_wait().expect("intake status").is_none(),
+        "the intake gave up without a leader: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let mut others: Vec<Child> = (1..3).map(|i| cluster.node(i, dir.path())).collect();
+    // Once the quorum is there the intake comes up (within its retry pause and one JetStream request
+    // timeout of the election), and what it is sent is stored.
+    let up = std::time::Instant::now();
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("stencil intake: listening on "))
+        {
+            break addr.trim().to_owned();
+        }
+        assert!(
+            intake.try_wait().expect("intake status").is_none(),
+            "the intake exited: {text}"
+        );
+        assert!(
+            up.elapsed() < Duration::from_secs(60),
+            "the intake never came up: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let input = numbered(dir.path(), 200);
+    assert!(ship(&addr, &input, &[]).success());
+    common::wait_for(|| stored(cluster.ports[0]) == 200);
+    kill(&mut intake);
+    kill(&mut first);
+    for n in &mut others {
+        kill(n);
+    }
 }

@@ -64,6 +64,10 @@ pub struct NatsConfig {
     pub tls: bool,
     /// How long a batch waits for all its PubAcks before the stream gets `UNAVAILABLE`.
     pub ack_timeout: Duration,
+    /// How long start-up waits for JetStream to answer (a new cluster answers once it has elected
+    /// its meta leader, and a cluster that lost its quorum not at all). A server that cannot be
+    /// reached at all is an error at once.
+    pub start_timeout: Duration,
 }
 
 impl Default for NatsConfig {
@@ -78,6 +82,7 @@ impl Default for NatsConfig {
             ca_file: None,
             tls: false,
             ack_timeout: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -243,6 +248,74 @@ fn nats_error(context: impl Into<String>, e: impl std::fmt::Display) -> SinkErro
     SinkError::io(context, std::io::Error::other(e.to_string()))
 }
 
+/// Why the stream could not be set up at start.
+enum Setup {
+    /// A configuration the stream refuses: retrying cannot help.
+    Fatal(SinkError),
+    /// JetStream did not answer, or answered that it cannot now: retried until the start timeout.
+    NotReady(String),
+}
+
+/// Finds the stream and checks that it takes the subject, or creates it.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    subject: &Template,
+    filter: &str,
+) -> Result<(), Setup> {
+    match js.get_stream(&config.stream).await {
+        Ok(mut stream) => {
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| Setup::NotReady(format!("reading stream {}: {e}", config.stream)))?;
+            let subjects = &info.config.subjects;
+            if !subjects.iter().any(|s| covers(s, filter)) {
+                return Err(Setup::Fatal(nats_error(
+                        format!("JetStream stream {}", config.stream),
+                        format!(
+                            "it exists with subjects {subjects:?}, which do not take `{filter}` (from --nats-subject {}): add the subject to the stream (`nats stream edit {} --subjects …`), or choose a --nats-subject its subjects take, or another --nats-stream",
+                            config.subject, config.stream
+                        ),
+                    )));
+            }
+            if info.config.num_replicas != config.replicas {
+                tracing::warn!(
+                    stream = %config.stream,
+                    replicas = info.config.num_replicas,
+                    asked = config.replicas,
+                    "the JetStream stream exists with another replica count; keeping it"
+                );
+            }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            let created = js
+                .create_stream(jetstream::stream::Config {
+                    name: config.stream.clone(),
+                    subjects: vec![subject.stream_subject()],
+                    num_replicas: config.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Setup::NotReady(format!("creating stream {}: {e}", config.stream)))?;
+            tracing::info!(stream = %created.cached_info().config.name, subjects = ?created.cached_info().config.subjects, replicas = config.replicas, "created the JetStream stream");
+        }
+        Err(e) => {
+            return Err(Setup::NotReady(format!(
+                "looking up stream {}: {e} (is JetStream enabled on the server, `-js`?)",
+                config.stream
+            )))
+        }
+    }
+    Ok(())
+}
+
 impl NatsSink {
     /// Connects to the cluster, then creates the stream or checks the existing one. Must run inside
     /// the tokio runtime that later calls [`Sink::write_batch`] from its blocking pool.
@@ -310,54 +383,26 @@ impl NatsSink {
             .backpressure_on_inflight(false)
             .build(js_client);
         let filter = subject.filter();
-        match js.get_stream(&config.stream).await {
-            Ok(mut stream) => {
-                let info = stream
-                    .info()
-                    .await
-                    .map_err(|e| nats_error(format!("reading stream {}", config.stream), e))?;
-                let subjects = &info.config.subjects;
-                if !subjects.iter().any(|s| covers(s, &filter)) {
-                    return Err(nats_error(
-                        format!("JetStream stream {}", config.stream),
-                        format!(
-                            "it exists with subjects {subjects:?}, which do not take `{filter}` (from --nats-subject {}): add the subject to the stream (`nats stream edit {} --subjects …`), or choose a --nats-subject its subjects take, or another --nats-stream",
-                            config.subject, config.stream
-                        ),
-                    ));
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match ensure_stream(&js, config, &subject, &filter).await {
+                Ok(()) => break,
+                Err(Setup::Fatal(e)) => return Err(e),
+                Err(Setup::NotReady(e)) => {
+                    if started.elapsed() + pause > config.start_timeout {
+                        return Err(nats_error(
+                            format!("waiting for JetStream at {urls}"),
+                            format!(
+                                "{e}; no answer for {:?} (does the cluster have a quorum of its JetStream servers? --nats-start-timeout-secs waits longer)",
+                                config.start_timeout
+                            ),
+                        ));
+                    }
+                    tracing::warn!(error = %e, retry_in = ?pause, "JetStream is not answering yet (a new cluster elects its leader first); waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
-                if info.config.num_replicas != config.replicas {
-                    tracing::warn!(
-                        stream = %config.stream,
-                        replicas = info.config.num_replicas,
-                        asked = config.replicas,
-                        "the JetStream stream exists with another replica count; keeping it"
-                    );
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    jetstream::context::GetStreamErrorKind::JetStream(j)
-                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-                ) =>
-            {
-                let created = js
-                    .create_stream(jetstream::stream::Config {
-                        name: config.stream.clone(),
-                        subjects: vec![subject.stream_subject()],
-                        num_replicas: config.replicas,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| nats_error(format!("creating stream {}", config.stream), e))?;
-                tracing::info!(stream = %created.cached_info().config.name, subjects = ?created.cached_info().config.subjects, replicas = config.replicas, "created the JetStream stream");
-            }
-            Err(e) => {
-                return Err(nats_error(
-                    format!("looking up stream {}", config.stream),
-                    format!("{e} (is JetStream enabled on the server, `-js`?)"),
-                ))
             }
         }
         let chunk_seed = std::time::SystemTime::now()

@@ -96,6 +96,15 @@ pub struct IntakeArgs {
         env = "STENCIL_INTAKE_NATS_ACK_TIMEOUT_SECS"
     )]
     nats_ack_timeout_secs: u64,
+    /// How long start-up waits for JetStream to answer: a new cluster answers once it has elected its
+    /// leader, a cluster without a quorum not at all. An unreachable server is an error at once.
+    #[arg(
+        long,
+        default_value_t = 60,
+        requires = "nats_urls",
+        env = "STENCIL_INTAKE_NATS_START_TIMEOUT_SECS"
+    )]
+    nats_start_timeout_secs: u64,
     /// Sync every batch to disk before acking it (slower, survives power loss).
     #[arg(long, env = "STENCIL_INTAKE_FSYNC")]
     fsync: bool,
@@ -204,6 +213,7 @@ async fn sink(args: &IntakeArgs) -> anyhow::Result<Arc<dyn Sink>> {
             ca_file: args.nats_ca_file.clone(),
             tls: args.nats_tls || args.nats_ca_file.is_some(),
             ack_timeout: Duration::from_secs(args.nats_ack_timeout_secs),
+            start_timeout: Duration::from_secs(args.nats_start_timeout_secs),
         };
         let sink = stencil_intake::NatsSink::connect(&config).await?;
         tracing::info!(urls = ?config.urls, stream = %config.stream, subject = %config.subject, "publishing into NATS JetStream");
@@ -272,6 +282,7 @@ pub fn apply_config(
         nats_ca_file => value,
         nats_tls => value,
         nats_ack_timeout_secs | "nats_ack_timeout" => secs,
+        nats_start_timeout_secs | "nats_start_timeout" => secs,
         fsync => value,
         api_keys | "api_key" => list,
         tls_cert => value,
@@ -328,6 +339,12 @@ impl IntakeArgs {
             self.nats_ack_timeout_secs,
             1,
             3600,
+        )?;
+        range(
+            &n("nats_start_timeout_secs"),
+            self.nats_start_timeout_secs,
+            1,
+            86_400,
         )?;
         range(
             &n("max_message_bytes"),
