@@ -240,3 +240,51 @@ pub fn references(d: &Datum, refs: &mut BTreeSet<Ref>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stencil_codec::datum::Log;
+
+    /// A log of `values` short strings, as the engine emits for a line of words and ids.
+    fn log(values: usize) -> Datum {
+        let mut log = Log::raw(0, "x");
+        log.content = Content::Pattern {
+            id: 2,
+            values: (0..values)
+                .map(|i| DynValue::new(Value::Str(format!("value-{i}"))))
+                .collect(),
+        };
+        Datum::Log(log)
+    }
+
+    /// The in-flight memory limit counts what a payload really holds: each datum, its value vector and
+    /// each value's heap block. (The first estimate, twice the raw bytes plus 256 bytes per datum, put
+    /// 1,000 such logs of 100 raw bytes at 456 KB, under their inline size alone.)
+    #[test]
+    fn memory_counts_values_and_their_strings() {
+        let datums: Vec<Datum> = (0..1000).map(|_| log(8)).collect();
+        let inline = 1000 * (std::mem::size_of::<Datum>() + 8 * std::mem::size_of::<DynValue>());
+        let strings = 1000 * 8 * 16;
+        let p = Payload::build_lazy(1, datums, Vec::new(), 100_000);
+        assert!(
+            p.memory >= inline + strings,
+            "{} < {}",
+            p.memory,
+            inline + strings
+        );
+        assert!(p.memory < 2 * (inline + strings), "{}", p.memory);
+        // More values, more memory; a raw log holds its text.
+        let few = Payload::build_lazy(2, vec![log(1)], Vec::new(), 10).memory;
+        let many = Payload::build_lazy(3, vec![log(20)], Vec::new(), 10).memory;
+        assert!(many > few + 19 * std::mem::size_of::<DynValue>());
+        let short = Payload::build_lazy(4, vec![Datum::Log(Log::raw(0, "a"))], Vec::new(), 1);
+        let long = Payload::build_lazy(
+            5,
+            vec![Datum::Log(Log::raw(0, "a".repeat(5000)))],
+            Vec::new(),
+            5000,
+        );
+        assert!(long.memory >= short.memory + 4990);
+    }
+}
