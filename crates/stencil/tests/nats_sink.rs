@@ -572,3 +572,30 @@ fn the_intake_waits_at_start_for_a_cluster_without_a_leader() {
         kill(n);
     }
 }
+
+/// A configuration JetStream refuses (three replicas on a single server) is an error at start, at
+/// once: only a JetStream that is not there yet is waited for.
+#[test]
+fn a_refused_stream_configuration_fails_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let mut nats = start_nats(port, &dir.path().join("store"));
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["intake", "--listen", "127.0.0.1:0", "--api-key", "k1"])
+        .arg("--nats-url")
+        .arg(format!("nats://127.0.0.1:{port}"))
+        .args(["--nats-replicas", "3"])
+        .output()
+        .expect("intake runs");
+    kill(&mut nats);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("creating stream STENCIL"), "{stderr}");
+    assert!(stderr.contains("replicas"), "{stderr}");
+}

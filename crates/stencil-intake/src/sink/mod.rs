@@ -31,22 +31,22 @@ pub struct StreamInfo {
     pub peer: Option<SocketAddr>,
 }
 
-/// A sink write failure.
+/// A sink write failure. Its message carries the I/O error's; it is not also a `source()`, so that
+/// a chained report (`{:#}`) does not print the same text twice.
 #[derive(Debug, thiserror::Error)]
-#[error("{context}: {source}")]
+#[error("{context}: {cause}")]
 pub struct SinkError {
     /// What was being written.
     pub context: String,
     /// The I/O error.
-    #[source]
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
 }
 
 impl SinkError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         SinkError {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -256,6 +256,25 @@ enum Setup {
     NotReady(String),
 }
 
+/// Whether a refused stream creation may succeed later: JetStream was not there or its cluster was
+/// not complete (a new cluster, too few peers up for the replicas). A refusal of the configuration
+/// itself (replicas on a single server, an invalid name) is final.
+fn creation_may_heal(kind: jetstream::context::CreateStreamErrorKind) -> bool {
+    use jetstream::context::CreateStreamErrorKind as K;
+    use jetstream::ErrorCode as C;
+    match kind {
+        K::JetStreamUnavailable | K::TimedOut | K::Response => true,
+        K::JetStream(e) => [
+            C::CLUSTER_NOT_AVAILABLE,
+            C::CLUSTER_NO_PEERS,
+            C::CLUSTER_INCOMPLETE,
+            C::INSUFFICIENT_RESOURCES,
+        ]
+        .contains(&e.error_code()),
+        _ => false,
+    }
+}
+
 /// Finds the stream and checks that it takes the subject, or creates it.
 async fn ensure_stream(
     js: &jetstream::Context,
@@ -303,7 +322,13 @@ async fn ensure_stream(
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| Setup::NotReady(format!("creating stream {}: {e}", config.stream)))?;
+                .map_err(|e| {
+                    if creation_may_heal(e.kind()) {
+                        Setup::NotReady(format!("creating stream {}: {e}", config.stream))
+                    } else {
+                        Setup::Fatal(nats_error(format!("creating stream {}", config.stream), e))
+                    }
+                })?;
             tracing::info!(stream = %created.cached_info().config.name, subjects = ?created.cached_info().config.subjects, replicas = config.replicas, "created the JetStream stream");
         }
         Err(e) => {
