@@ -113,15 +113,15 @@ impl Payload {
                     references(d, &mut refs);
                     true
                 }
-                Datum::PatternDelete { .. }
-                | Datum::DictDelete { .. }
-                | Datum::SchemaDelete { .. } => {
-                    changes.push(d.clone());
-                    false
-                }
+                // Defines go to both; deletes only to the changes.
                 _ => {
                     changes.push(d.clone());
-                    true
+                    !matches!(
+                        d,
+                        Datum::PatternDelete { .. }
+                            | Datum::DictDelete { .. }
+                            | Datum::SchemaDelete { .. }
+                    )
                 }
             }
         });

@@ -80,9 +80,9 @@ const MAX_TABLED: usize = 128;
 const MAX_HOLES: usize = 4096;
 /// Most (pattern, hole) columns a stream remembers. Columns go with their pattern's delete, but a peer
 /// need not send deletes (plain v3 does not), so without a bound, a stream of ever-new templates could
-/// grow both ends' column tables without end. At the end
-/// of a batch after which more columns exist, both ends forget them all (the same batch, so the same
-/// moment); the next values are sent as if the stream were new.
+/// grow both ends' column tables without end. At the end of a batch after which more columns exist,
+/// both ends forget them all (the same batch, so the same moment); the next values are sent as if the
+/// stream were new.
 pub const MAX_COLUMNS: usize = 8192;
 
 fn refuse(what: &'static str) -> EncodeError {

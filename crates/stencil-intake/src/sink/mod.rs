@@ -43,10 +43,10 @@ pub struct SinkError {
 }
 
 impl SinkError {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
         SinkError {
             context: context.into(),
-            cause: source,
+            cause,
         }
     }
 }

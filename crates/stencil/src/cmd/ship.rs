@@ -484,18 +484,18 @@ fn run_inner(args: ShipArgs) -> anyhow::Result<()> {
         stall_timeout: args
             .once
             .then(|| std::time::Duration::from_secs(args.stall_timeout_secs)),
-        core: stencil_agent::CoreConfig {
-            stream_level: args.stream_level,
-            // The stream's own grace (send the rest, wait for acks, then half-close and wait for the
-            // trailer) fits in the shutdown timeout, so that the half-close comes before the pipeline
-            // gives up rather than racing it.
-            grace_period: {
-                let close = stencil_agent::CoreConfig::default().close_timeout;
-                std::time::Duration::from_secs(args.shutdown_timeout_secs)
-                    .saturating_sub(close)
-                    .max(std::time::Duration::from_secs(1))
-            },
-            ..stencil_agent::CoreConfig::default()
+        core: {
+            let defaults = stencil_agent::CoreConfig::default();
+            stencil_agent::CoreConfig {
+                stream_level: args.stream_level,
+                // The stream's own grace (send the rest, wait for acks, then half-close and wait for
+                // the trailer) fits in the shutdown timeout, so that the half-close comes before the
+                // pipeline gives up rather than racing it.
+                grace_period: std::time::Duration::from_secs(args.shutdown_timeout_secs)
+                    .saturating_sub(defaults.close_timeout)
+                    .max(std::time::Duration::from_secs(1)),
+                ..defaults
+            }
         },
         extensions: match args.wire {
             Wire::Auto => stencil_codec::Extensions::ALL,
