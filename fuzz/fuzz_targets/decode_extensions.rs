@@ -1,5 +1,5 @@
 //! Fuzz target: drives a `StreamDecoder` that negotiated the wire extensions (`stream-zstd`,
-//! `native/2`) with arbitrary batches.
+//! `native/3`) with arbitrary batches.
 //!
 //! Byte 0 picks which extensions were echoed and whether the first batch is forced to carry the marker;
 //! the rest is cut into batches by one-byte length prefixes (255 takes all remaining bytes). Half of the

@@ -24,7 +24,7 @@ pub struct DecodeArgs {
     /// Lines per batch.
     #[arg(long = "batch-lines", default_value_t = 1000)]
     batch_lines: usize,
-    /// The wire the batches are in: `auto` (the default wire to a Stencil intake, `native/2` with
+    /// The wire the batches are in: `auto` (the default wire to a Stencil intake, `native/3` with
     /// `stream-zstd`) or `v3`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "v3"])]
     wire: String,
@@ -245,7 +245,7 @@ pub fn run(args: &DecodeArgs) -> Result<(), String> {
         println!(
             "{}",
             json!({
-                "wire": if auto { "native/2+stream-zstd" } else { "v3" },
+                "wire": if auto { "native/3+stream-zstd" } else { "v3" },
                 "batch_lines": args.batch_lines,
                 "files": args.files.len(),
                 "logs": logs,
@@ -260,7 +260,7 @@ pub fn run(args: &DecodeArgs) -> Result<(), String> {
             logs,
             raw_bytes,
             wire_bytes,
-            if auto { "native/2+stream-zstd" } else { "v3" },
+            if auto { "native/3+stream-zstd" } else { "v3" },
             args.batch_lines
         );
         println!(

@@ -83,7 +83,7 @@ struct Sizes {
     ext_seconds: f64,
     /// Seconds spent laying out and compressing the datums as v3 (the engine's time excluded).
     v3_seconds: f64,
-    /// Seconds spent laying out and compressing `native/2` alone (per-batch zstd-1).
+    /// Seconds spent laying out and compressing `native/3` alone (per-batch zstd-1).
     native_seconds: f64,
 }
 
@@ -134,7 +134,7 @@ struct Stream {
     encoder: BatchEncoder,
     engine: Engine,
     native_engine: Engine,
-    /// `native/2` alone, negotiated without `stream-zstd` (per-batch zstd-1).
+    /// `native/3` alone, negotiated without `stream-zstd` (per-batch zstd-1).
     native_encoder: stencil_codec::ExtEncoder,
     next_batch: u32,
     raw1: stencil_codec::stream::StreamCompressor,
@@ -476,12 +476,12 @@ fn print_table(rows: &[Row]) {
         );
     }
     println!(
-        "* native: native/2 negotiated alone (no stream-zstd: each batch compressed on its own)"
+        "* native: native/3 negotiated alone (no stream-zstd: each batch compressed on its own)"
     );
     for r in rows.iter().filter(|r| r.name == "total") {
         let s = &r.sizes;
         println!(
-            "  layout + zstd-1 time at {} lines/batch (engine excluded): v3 {:.1} ms, native/2 alone {:.1} ms ({:.2}x)",
+            "  layout + zstd-1 time at {} lines/batch (engine excluded): v3 {:.1} ms, native/3 alone {:.1} ms ({:.2}x)",
             r.batch,
             s.v3_seconds * 1e3,
             s.native_seconds * 1e3,
@@ -499,7 +499,7 @@ fn print_markdown(rows: &[Row]) {
             println!("#### {} lines per batch", r.batch);
             println!();
             println!(
-                "| file | raw | Stencil (default wire) | stream zstd-1 | stream zstd-1 ÷ Stencil | Stencil v3 | zstd-1 | zstd-3 | HTTP JSON | OTLP | raw ÷ v3 | zstd-1 ÷ v3 | zstd-3 ÷ v3 | HTTP JSON ÷ v3 | OTLP ÷ v3 | native/2 alone | zstd-1 ÷ native/2 alone |"
+                "| file | raw | Stencil (default wire) | stream zstd-1 | stream zstd-1 ÷ Stencil | Stencil v3 | zstd-1 | zstd-3 | HTTP JSON | OTLP | raw ÷ v3 | zstd-1 ÷ v3 | zstd-3 ÷ v3 | HTTP JSON ÷ v3 | OTLP ÷ v3 | native/3 alone | zstd-1 ÷ native/3 alone |"
             );
             println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         }

@@ -1,5 +1,5 @@
 //! Stencil's negotiated wire extensions on the v3 stream (`docs/extensions.md`): `stream-zstd` and
-//! `native/2`.
+//! `native/3`.
 //!
 //! A Datadog intake never sees them: the agent asks with the request header `stencil-extensions`, and only
 //! an intake that echoes the header in its response headers gets extension batches. The agent never waits
@@ -8,10 +8,10 @@
 //! extension batch:
 //!
 //! ```text
-//! first extension batch := MARKER, flags (bit 0 stream-zstd, bit 1 native/2), window log, body
+//! first extension batch := MARKER, flags (bit 0 stream-zstd, bit 1 native/3), window log, body
 //! later batches         := body
 //! body                  := stream-zstd ? one flushed block of the stream's zstd frame : dd-content-encoding
-//! plaintext             := layout byte (0 = v3 LogDatumSequence, 1 = native/2 batch), then the layout
+//! plaintext             := layout byte (0 = v3 LogDatumSequence, 1 = native/3 batch), then the layout
 //! ```
 //!
 //! [`Extensions`] parses and formats the header; [`ExtEncoder`] is the agent's per-stream encoder (with
@@ -63,7 +63,7 @@ const LAYOUT_NATIVE: u8 = 1;
 pub struct Extensions {
     /// `stream-zstd` with this window log, if any.
     pub stream_zstd: Option<u32>,
-    /// `native/2`.
+    /// `native/3`.
     pub native: bool,
 }
 
@@ -79,7 +79,7 @@ impl Extensions {
         self.stream_zstd.is_none() && !self.native
     }
 
-    /// Parses a header value (`native/2, stream-zstd;window-log=19`). Unknown names and parameters are
+    /// Parses a header value (`native/3, stream-zstd;window-log=19`). Unknown names and parameters are
     /// ignored, so that either side can grow new ones; a malformed window log drops `stream-zstd`.
     pub fn parse(value: &str) -> Extensions {
         let mut out = Extensions::default();
@@ -129,14 +129,14 @@ impl Extensions {
         }) | if self.native { FLAG_NATIVE } else { 0 }
     }
 
-    /// A short name for summaries and metrics: `v3`, `v3+stream-zstd`, `native/2`,
-    /// `native/2+stream-zstd`.
+    /// A short name for summaries and metrics: `v3`, `v3+stream-zstd`, `native/3`,
+    /// `native/3+stream-zstd`.
     pub fn wire_name(&self) -> &'static str {
         match (self.native, self.stream_zstd.is_some()) {
             (false, false) => "v3",
             (false, true) => "v3+stream-zstd",
-            (true, false) => "native/2",
-            (true, true) => "native/2+stream-zstd",
+            (true, false) => "native/3",
+            (true, true) => "native/3+stream-zstd",
         }
     }
 }
@@ -334,7 +334,7 @@ impl Form {
 pub struct ExtEncoder {
     agreed: Extensions,
     compression: Compression,
-    /// Templates and dictionary, to render logs as text (with native/2 only).
+    /// Templates and dictionary, to render logs as text (with native/3 only).
     render: Option<StreamState>,
     /// What goes on the wire.
     real: Form,
@@ -386,7 +386,7 @@ impl ExtEncoder {
                 .native
                 .then(|| StreamState::new(Generation::V3, Limits::default())),
             real: Form::new(agreed, level, Mode::Structured)?,
-            // With native/2 both forms start; the first batch picks the real one.
+            // With native/3 both forms start; the first batch picks the real one.
             shadow: agreed
                 .native
                 .then(|| Form::new(agreed, level, Mode::Raw))

@@ -1,4 +1,4 @@
-//! The `native/2` batch layout (`docs/native-encoding.md`): the same canonical datums as v3, laid out by
+//! The `native/3` batch layout (`docs/native-encoding.md`): the same canonical datums as v3, laid out by
 //! column and coded against state that lives as long as the stream.
 //!
 //! The v3 row layout frames every value as its own protobuf message and codes nothing but the timestamp
@@ -25,7 +25,7 @@
 //! once seen) plus each digit run as a delta against the same run of the shape's previous value. Dates,
 //! counters and block ids inside strings become small numbers; repeated strings become one small index.
 //!
-//! `native/2` differs from `native/1` only in `kinds`, `times` and `meta`, which were one byte (or more)
+//! `native/3` differs from `native/1` only in `kinds`, `times` and `meta`, which were one byte (or more)
 //! per entry: in a batch of raw lines each section was a run of one byte that cost a zstd sequence, so
 //! `native/1` lost a few bytes per batch to a plain zstd stream exactly where it had nothing to gain.
 //!
@@ -42,7 +42,7 @@ use crate::error::{EncodeError, ErrorKind, Space};
 use crate::state::StreamState;
 
 /// The extension's name in the negotiation header.
-pub const NAME: &str = "native/2";
+pub const NAME: &str = "native/3";
 
 // Datum kinds.
 const D_RAW_LINE: u8 = 0;
@@ -93,7 +93,7 @@ fn refuse(what: &'static str) -> EncodeError {
 }
 
 fn malformed(detail: &str) -> ErrorKind {
-    ErrorKind::MalformedProtobuf(format!("native/2: {detail}"))
+    ErrorKind::MalformedProtobuf(format!("native/3: {detail}"))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -237,7 +237,7 @@ impl Shared {
     }
 }
 
-/// The agent's end of `native/2` for one stream.
+/// The agent's end of `native/3` for one stream.
 #[derive(Debug, Default, Clone)]
 pub struct NativeEncoder {
     shared: Shared,
@@ -320,7 +320,7 @@ impl NativeEncoder {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // Logs since the last metadata change (the `meta` section codes the gaps between changes).
         let mut unchanged = 0u64;
-        let mut columns: Vec<Vec<u8>> = Vec::new();
+        let mut columns: Vec<ColumnOut> = Vec::new();
         let mut index: HashMap<(u64, usize), usize> = HashMap::new();
         let mut deleted = Vec::new();
         let mut last_define = 0u64;
@@ -409,7 +409,7 @@ impl NativeEncoder {
                                 let next = columns.len();
                                 let c = *index.entry((*id, hole)).or_insert(next);
                                 if c == next {
-                                    columns.push(Vec::new());
+                                    columns.push(ColumnOut::default());
                                 }
                                 self.push_value(&mut columns[c], (*id, hole), v);
                             }
@@ -429,38 +429,40 @@ impl NativeEncoder {
             out.extend_from_slice(section);
         }
         for c in &columns {
-            out.extend_from_slice(c);
+            c.write(out);
         }
         Ok(())
     }
 
-    fn push_value(&mut self, out: &mut Vec<u8>, key: (u64, usize), v: &DynValue) {
+    fn push_value(&mut self, col: &mut ColumnOut, key: (u64, usize), v: &DynValue) {
         let flag = if v.render_as_string { AS_STRING } else { 0 };
         let st = self.shared.columns.entry(key).or_default();
         match &v.value {
             Value::Int(i) => {
-                out.push(V_INT | flag);
-                put_signed(out, i.wrapping_sub(st.last_int));
+                col.tags.push(tag(V_INT | flag, 0));
+                put_signed(&mut col.body, i.wrapping_sub(st.last_int));
                 st.last_int = *i;
             }
             Value::Float(f) => {
-                out.push(V_FLOAT | flag);
-                out.extend_from_slice(&f.to_le_bytes());
+                col.tags.push(tag(V_FLOAT | flag, 0));
+                col.body.extend_from_slice(&f.to_le_bytes());
             }
             Value::Dict(id) => {
-                out.push(V_DICT | flag);
-                put_signed(out, (*id as i64).wrapping_sub(st.last_dict));
+                col.tags.push(tag(V_DICT | flag, 0));
+                put_signed(&mut col.body, (*id as i64).wrapping_sub(st.last_dict));
                 st.last_dict = *id as i64;
             }
-            Value::Bool(b) => out.push(if *b { V_TRUE } else { V_FALSE } | flag),
+            Value::Bool(b) => col
+                .tags
+                .push(tag(if *b { V_TRUE } else { V_FALSE } | flag, 0)),
             Value::RawJson(s) => {
-                out.push(V_RAW_JSON | flag);
-                put_bytes(out, s.as_bytes());
+                col.tags.push(tag(V_RAW_JSON | flag, 0));
+                put_bytes(&mut col.body, s.as_bytes());
             }
             Value::Str(s) => {
                 if s.len() > MAX_TABLED {
-                    out.push(V_LITERAL | flag);
-                    put_bytes(out, s.as_bytes());
+                    col.tags.push(tag(V_LITERAL | flag, 0));
+                    put_bytes(&mut col.body, s.as_bytes());
                     return;
                 }
                 // The ring holds each value once (a value found in it is sent as a reference, not
@@ -472,8 +474,7 @@ impl NativeEncoder {
                     .enumerate()
                     .find(|&(i, &h)| h == hash && st.exact.get(i) == Some(s));
                 if let Some((slot, _)) = found {
-                    out.push(V_EXACT | flag);
-                    put_varint(out, slot as u64);
+                    col.tags.push(tag(V_EXACT | flag, slot as u64));
                     return;
                 }
                 let slot = st.remember_exact(s);
@@ -482,39 +483,79 @@ impl NativeEncoder {
                 } else {
                     st.exact_hashes.push(hash);
                 }
-                out.push(V_SHAPED | flag);
                 shape_of(s.as_bytes(), &mut self.shape_buf, &mut self.numbers);
                 let known = st.shapes.iter().position(|(sh, _)| *sh == self.shape_buf);
                 let index = match known {
                     Some(k) if st.last_shape == Some(k) => {
-                        put_varint(out, 1);
+                        col.tags.push(tag(V_SHAPED | flag, SAME_SHAPE));
                         Some(k)
                     }
                     Some(k) => {
-                        put_varint(out, k as u64 + 2);
+                        col.tags.push(tag(V_SHAPED | flag, k as u64 + FIRST_SHAPE));
                         Some(k)
                     }
                     None => {
-                        put_varint(out, 0);
-                        put_bytes(out, &self.shape_buf);
+                        col.tags.push(tag(V_SHAPED | flag, NEW_SHAPE));
+                        put_bytes(&mut col.body, &self.shape_buf);
                         st.add_shape(self.shape_buf.clone(), self.numbers.len())
                     }
                 };
                 st.last_shape = index;
                 match index {
                     Some(k) => {
-                        for (prev, n) in st.shapes[k].1.iter_mut().zip(&self.numbers) {
-                            put_signed(out, n.wrapping_sub(*prev));
+                        let prevs = st.shapes[k].1.iter_mut();
+                        for (run, (prev, n)) in prevs.zip(&self.numbers).enumerate() {
+                            put_signed(col.digits(run), n.wrapping_sub(*prev));
                             *prev = *n;
                         }
                     }
                     None => {
-                        for n in &self.numbers {
-                            put_signed(out, *n);
+                        for (run, n) in self.numbers.iter().enumerate() {
+                            put_signed(col.digits(run), *n);
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// A value's tag in its column's `tags` runs: the kind byte, and above it the exact value's slot or the
+/// shape reference (0 for the others).
+fn tag(kind: u8, sub: u64) -> u64 {
+    u64::from(kind) | sub << 8
+}
+
+/// Shape references of a shaped value: a new shape (its bytes follow in the body), the shape of the
+/// column's previous shaped value, or shape `k` of the table as `k + FIRST_SHAPE`.
+const NEW_SHAPE: u64 = 0;
+const SAME_SHAPE: u64 = 1;
+const FIRST_SHAPE: u64 = 2;
+
+/// One column's share of a batch while it is laid out: the tags of its values (written as runs, so a
+/// column whose values all have one kind and shape costs a few bytes, not one per value), their
+/// bodies, and their digit runs grouped by position (every value's first run, then every second run…),
+/// so that the runs that rarely change (a date's year and month) sit together as zeros.
+#[derive(Default)]
+struct ColumnOut {
+    tags: Vec<u64>,
+    body: Vec<u8>,
+    digits: Vec<Vec<u8>>,
+}
+
+impl ColumnOut {
+    fn digits(&mut self, run: usize) -> &mut Vec<u8> {
+        if self.digits.len() <= run {
+            self.digits.resize_with(run + 1, Vec::new);
+        }
+        &mut self.digits[run]
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        put_runs(out, self.tags.iter().copied());
+        out.extend_from_slice(&self.body);
+        for d in &self.digits {
+            out.extend_from_slice(d);
         }
     }
 }
@@ -657,7 +698,7 @@ fn runs_in(shape: &[u8]) -> Result<usize, ErrorKind> {
     Ok(n)
 }
 
-/// The intake's end of `native/2` for one stream.
+/// The intake's end of `native/3` for one stream.
 #[derive(Debug, Default, Clone)]
 pub struct NativeDecoder {
     shared: Shared,
@@ -814,8 +855,9 @@ impl NativeDecoder {
                 p.meta = self.shared.meta;
             }
         }
-        // Pattern ids, with the hole count in force at each log. Every value takes at least one byte, so
-        // a batch cannot announce more values than it has bytes.
+        // Pattern ids, with the hole count in force at each log. A value can take no byte of its own (a
+        // run of tags covers it), so the values a batch announces are bounded by what holding them costs,
+        // against the output limit, before any is held.
         let mut holes_now: HashMap<u64, Option<usize>> = HashMap::new();
         let mut announced = 0usize;
         for (k, &kind) in kinds.iter().enumerate() {
@@ -837,8 +879,8 @@ impl NativeDecoder {
                         id,
                     })?;
                     announced = announced.saturating_add(holes);
-                    if announced > data.len() {
-                        return Err(malformed("more values than the batch has bytes"));
+                    if announced > limit / VALUE_COST {
+                        return Err(ErrorKind::OutputLimit { limit });
                     }
                     for hole in 0..holes {
                         let next = columns.len();
@@ -868,11 +910,7 @@ impl NativeDecoder {
         let mut values: Vec<std::vec::IntoIter<DynValue>> = Vec::with_capacity(columns.len());
         for (key, count) in &columns {
             let st = self.shared.columns.entry(*key).or_default();
-            let mut column = Vec::with_capacity((*count).min(1 << 16));
-            for _ in 0..*count {
-                column.push(read_value(st, &mut r)?);
-            }
-            values.push(column.into_iter());
+            values.push(read_column(st, &mut r, *count)?.into_iter());
         }
         if !r.rest().is_empty() {
             return Err(malformed("bytes left after the last column"));
@@ -917,116 +955,208 @@ impl NativeDecoder {
     }
 }
 
-fn read_value(st: &mut ColumnState, r: &mut Reader<'_>) -> Result<DynValue, ErrorKind> {
-    let tag = r.byte()?;
-    let value = match tag & !AS_STRING {
-        V_INT => {
-            st.last_int = st.last_int.wrapping_add(r.signed()?);
-            Value::Int(st.last_int)
+/// What holding one announced value costs the decoder (its tag, its partial and its value), charged
+/// against the batch's output limit.
+const VALUE_COST: usize = 96;
+
+/// A value of a column once its tag and body are read; shaped values wait for their digit runs.
+enum Partial {
+    Done(Value),
+    Exact(usize),
+    /// A shape of the column's table (by index) or one that did not fit it, and where this value's
+    /// digit runs start among the column's numbers.
+    Shaped {
+        index: Option<usize>,
+        unlisted: Option<Vec<u8>>,
+        runs: usize,
+        first: usize,
+    },
+}
+
+/// Reads one column of `count` values: tags, bodies, digit runs by position, then the values in order
+/// (exact references resolve against the ring as the encoder saw it, value by value).
+fn read_column(
+    st: &mut ColumnState,
+    r: &mut Reader<'_>,
+    count: usize,
+) -> Result<Vec<DynValue>, ErrorKind> {
+    let mut tags = Vec::with_capacity(count.min(1 << 16));
+    r.runs(count, |t| {
+        tags.push(t);
+        Ok(())
+    })?;
+    let mut partials = Vec::with_capacity(tags.len());
+    let mut numbers_len = 0usize;
+    let mut max_runs = 0usize;
+    for &t in &tags {
+        let kind = (t & 0xff) as u8;
+        let sub = t >> 8;
+        if sub != 0 && !matches!(kind & !AS_STRING, V_EXACT | V_SHAPED) {
+            return Err(malformed(
+                "a tag with a reference on a kind that takes none",
+            ));
         }
-        V_FLOAT => {
-            let b: [u8; 8] = r
-                .take(8)?
-                .try_into()
-                .map_err(|_| malformed("a float is not 8 bytes"))?;
-            let f = f64::from_le_bytes(b);
-            if !f.is_finite() {
-                return Err(ErrorKind::NonFiniteFloat);
+        let partial = match kind & !AS_STRING {
+            V_INT => {
+                st.last_int = st.last_int.wrapping_add(r.signed()?);
+                Partial::Done(Value::Int(st.last_int))
             }
-            Value::Float(f)
+            V_FLOAT => {
+                let b: [u8; 8] = r
+                    .take(8)?
+                    .try_into()
+                    .map_err(|_| malformed("a float is not 8 bytes"))?;
+                let f = f64::from_le_bytes(b);
+                if !f.is_finite() {
+                    return Err(ErrorKind::NonFiniteFloat);
+                }
+                Partial::Done(Value::Float(f))
+            }
+            V_DICT => {
+                st.last_dict = st.last_dict.wrapping_add(r.signed()?);
+                Partial::Done(Value::Dict(st.last_dict as u64))
+            }
+            V_FALSE => Partial::Done(Value::Bool(false)),
+            V_TRUE => Partial::Done(Value::Bool(true)),
+            V_RAW_JSON => Partial::Done(Value::RawJson(r.string()?)),
+            V_LITERAL => Partial::Done(Value::Str(r.string()?)),
+            V_EXACT => Partial::Exact(
+                usize::try_from(sub).map_err(|_| malformed("an exact value's slot"))?,
+            ),
+            V_SHAPED => {
+                // A shape new to the table that did not fit it is used once, from here.
+                let mut unlisted = None;
+                let index = match sub {
+                    NEW_SHAPE => {
+                        let shape = r.bytes()?.to_vec();
+                        let runs = runs_in(&shape)?;
+                        if st.shapes.len() >= MAX_SHAPES {
+                            unlisted = Some(shape);
+                            None
+                        } else {
+                            st.add_shape(shape, runs)
+                        }
+                    }
+                    SAME_SHAPE => Some(
+                        st.last_shape
+                            .ok_or_else(|| malformed("'same shape' without a previous shape"))?,
+                    ),
+                    k => {
+                        let k = usize::try_from(k - FIRST_SHAPE)
+                            .ok()
+                            .filter(|&k| k < st.shapes.len())
+                            .ok_or_else(|| malformed("a reference to a shape never sent"))?;
+                        Some(k)
+                    }
+                };
+                st.last_shape = index;
+                let runs = match (index, &unlisted) {
+                    (Some(k), _) => st.shapes[k].1.len(),
+                    (None, Some(shape)) => runs_in(shape)?,
+                    (None, None) => return Err(malformed("shape index")),
+                };
+                let first = numbers_len;
+                numbers_len = numbers_len.saturating_add(runs);
+                max_runs = max_runs.max(runs);
+                Partial::Shaped {
+                    index,
+                    unlisted,
+                    runs,
+                    first,
+                }
+            }
+            k => return Err(malformed(&format!("unknown value kind {k}"))),
+        };
+        partials.push(partial);
+    }
+    // Digit runs by position: every shaped value's first run, then every second run… Each is a delta
+    // against the same run of the previous value of its shape (absolute for a shape off the table).
+    // Every run takes at least a byte, so their number is bounded by the batch before it is held.
+    if numbers_len > r.rest().len() {
+        return Err(malformed("more digit runs than the batch has bytes"));
+    }
+    let mut numbers = vec![0i64; numbers_len];
+    for run in 0..max_runs {
+        for p in &partials {
+            if let Partial::Shaped {
+                index, runs, first, ..
+            } = p
+            {
+                if run >= *runs {
+                    continue;
+                }
+                let delta = r.signed()?;
+                numbers[first + run] = match index {
+                    Some(k) => {
+                        let prev = &mut st.shapes[*k].1[run];
+                        *prev = prev.wrapping_add(delta);
+                        *prev
+                    }
+                    None => delta,
+                };
+            }
         }
-        V_DICT => {
-            st.last_dict = st.last_dict.wrapping_add(r.signed()?);
-            Value::Dict(st.last_dict as u64)
-        }
-        V_FALSE => Value::Bool(false),
-        V_TRUE => Value::Bool(true),
-        V_RAW_JSON => Value::RawJson(r.string()?),
-        V_LITERAL => Value::Str(r.string()?),
-        V_EXACT => {
-            let slot = r.len()?;
-            Value::Str(
+    }
+    let mut out = Vec::with_capacity(partials.len());
+    for (p, t) in partials.into_iter().zip(&tags) {
+        let value = match p {
+            Partial::Done(v) => v,
+            Partial::Exact(slot) => Value::Str(
                 st.exact
                     .get(slot)
                     .ok_or_else(|| malformed("a reference to an exact value never sent"))?
                     .clone(),
-            )
-        }
-        V_SHAPED => {
-            // A shape new to the table that did not fit it is used once, from here.
-            let mut unlisted = None;
-            let index = match r.varint()? {
-                0 => {
-                    let shape = r.bytes()?.to_vec();
-                    let runs = runs_in(&shape)?;
-                    if st.shapes.len() >= MAX_SHAPES {
-                        unlisted = Some(shape);
-                        None
-                    } else {
-                        st.add_shape(shape, runs)
-                    }
+            ),
+            Partial::Shaped {
+                index,
+                unlisted,
+                runs,
+                first,
+            } => {
+                let shape = match (index, &unlisted) {
+                    (Some(k), _) => st.shapes[k].0.as_slice(),
+                    (None, Some(shape)) => shape.as_slice(),
+                    (None, None) => return Err(malformed("shape index")),
+                };
+                let s = render_shape(shape, &numbers[first..first + runs])?;
+                if s.len() <= MAX_TABLED {
+                    st.remember_exact(&s);
                 }
-                1 => Some(
-                    st.last_shape
-                        .ok_or_else(|| malformed("'same shape' without a previous shape"))?,
-                ),
-                k => {
-                    let k = usize::try_from(k - 2).map_err(|_| malformed("shape index"))?;
-                    if k >= st.shapes.len() {
-                        return Err(malformed("a reference to a shape never sent"));
-                    }
-                    Some(k)
-                }
-            };
-            st.last_shape = index;
-            // The shape and, when it is listed, the previous value of each of its digit runs.
-            let (shape, mut prevs): (&[u8], Option<&mut Vec<i64>>) = match (index, &unlisted) {
-                (Some(k), _) => {
-                    let (shape, prevs) = &mut st.shapes[k];
-                    (shape.as_slice(), Some(prevs))
-                }
-                (None, Some(shape)) => (shape.as_slice(), None),
-                (None, None) => return Err(malformed("shape index")),
-            };
-            let mut text = Vec::with_capacity(shape.len() + 8);
-            let (mut run, mut i) = (0, 0);
-            while i < shape.len() {
-                if shape[i] == 0 {
-                    let width = usize::from(shape[i + 1]);
-                    if width == 0 {
-                        text.push(0);
-                    } else {
-                        let delta = r.signed()?;
-                        let n = match prevs.as_deref_mut() {
-                            Some(prevs) => {
-                                let prev = &mut prevs[run];
-                                *prev = prev.wrapping_add(delta);
-                                *prev
-                            }
-                            None => delta,
-                        };
-                        if n < 0 || n >= 10i64.pow(width as u32) {
-                            return Err(malformed("a digit run does not fit its width"));
-                        }
-                        push_digits(&mut text, n as u64, width);
-                        run += 1;
-                    }
-                    i += 2;
-                } else {
-                    text.push(shape[i]);
-                    i += 1;
-                }
+                Value::Str(s)
             }
-            let s = String::from_utf8(text).map_err(|e| ErrorKind::InvalidUtf8(e.to_string()))?;
-            if s.len() <= MAX_TABLED {
-                st.remember_exact(&s);
+        };
+        out.push(DynValue {
+            value,
+            render_as_string: (*t as u8) & AS_STRING != 0,
+        });
+    }
+    Ok(out)
+}
+
+/// A shape's text with its digit runs filled in; each number must fit its run's width.
+fn render_shape(shape: &[u8], numbers: &[i64]) -> Result<String, ErrorKind> {
+    let mut text = Vec::with_capacity(shape.len() + 8);
+    let (mut run, mut i) = (0, 0);
+    while i < shape.len() {
+        if shape[i] == 0 {
+            let width = usize::from(shape[i + 1]);
+            if width == 0 {
+                text.push(0);
+            } else {
+                let n = *numbers
+                    .get(run)
+                    .ok_or_else(|| malformed("a shape with more runs than its value"))?;
+                if n < 0 || n >= 10i64.pow(width as u32) {
+                    return Err(malformed("a digit run does not fit its width"));
+                }
+                push_digits(&mut text, n as u64, width);
+                run += 1;
             }
-            Value::Str(s)
+            i += 2;
+        } else {
+            text.push(shape[i]);
+            i += 1;
         }
-        k => return Err(malformed(&format!("unknown value kind {k}"))),
-    };
-    Ok(DynValue {
-        value,
-        render_as_string: tag & AS_STRING != 0,
-    })
+    }
+    String::from_utf8(text).map_err(|e| ErrorKind::InvalidUtf8(e.to_string()))
 }

@@ -1,4 +1,4 @@
-//! The negotiated extensions (`stream-zstd`, `native/2`) end to end in the codec: every batch an
+//! The negotiated extensions (`stream-zstd`, `native/3`) end to end in the codec: every batch an
 //! [`ExtEncoder`] writes rebuilds to exactly the logs plain v3 rebuilds for the same datums, in both of
 //! the encoder's forms, and every malformed extension batch is refused with `INVALID_ARGUMENT`.
 
@@ -423,7 +423,7 @@ fn every_cut_and_bit_flip_of_a_native_batch_is_handled() {
 
 #[test]
 fn header_parsing_and_answers() {
-    let asked = Extensions::parse("native/2, stream-zstd;window-log=23, future/9");
+    let asked = Extensions::parse("native/3, stream-zstd;window-log=23, future/9");
     assert_eq!(
         asked,
         Extensions {
@@ -432,7 +432,7 @@ fn header_parsing_and_answers() {
         }
     );
     let answer = Extensions::answer(asked, 20);
-    assert_eq!(answer.to_string(), "native/2, stream-zstd;window-log=20");
+    assert_eq!(answer.to_string(), "native/3, stream-zstd;window-log=20");
     assert_eq!(
         Extensions::agreed(Extensions::ALL, Extensions::parse(&answer.to_string())),
         Extensions {
@@ -561,7 +561,7 @@ fn mutated_extension_streams_are_refused_cleanly() {
     }
 }
 
-/// native/2 remembers at most `MAX_COLUMNS` (pattern, hole) columns: both ends forget them all at the
+/// native/3 remembers at most `MAX_COLUMNS` (pattern, hole) columns: both ends forget them all at the
 /// end of the batch that passes the bound, and the stream goes on exactly. (Without the bound, a stream
 /// of ever-new templates grew both ends' tables without end: 270 MiB in `bench cardinality`.)
 #[test]
@@ -619,7 +619,7 @@ fn the_column_table_is_bounded_and_both_ends_forget_together() {
     }
 }
 
-/// native/2 codes datum kinds, timestamp deltas and metadata as runs: a batch of raw lines with the same
+/// native/3 codes datum kinds, timestamp deltas and metadata as runs: a batch of raw lines with the same
 /// metadata and a steady clock spends a few bytes on them whatever its size (native/1 spent three bytes
 /// per log, which a zstd stream of the raw lines did not), and metadata that changes anywhere in a batch,
 /// the last log included, comes back exactly.
@@ -688,4 +688,83 @@ fn kinds_times_and_metadata_are_run_coded() {
     .collect();
     round(&batch);
     round(&raw_batch(3, 10_000_000, &|_| 10));
+}
+
+/// native/3 writes a column's value tags as runs and its digit runs by position: a column whose values
+/// all repeat a recent one costs no byte per value (native/2 spent two), and columns mixing exact
+/// repeats, one shape, more shapes than the table holds, and long literals come back exactly.
+#[test]
+fn column_tags_are_runs_and_digit_runs_go_by_position() {
+    use stencil_codec::native::{NativeDecoder, NativeEncoder};
+    use stencil_codec::StreamState;
+    let mut enc = NativeEncoder::new();
+    let mut dec = NativeDecoder::new();
+    let mut state = StreamState::new(Generation::V3, Limits::default());
+    let mut round = |batch: &[Datum]| -> usize {
+        let mut data = Vec::new();
+        enc.encode(batch, &mut data).expect("encodes");
+        let mut got = Vec::new();
+        dec.decode(&data, &mut state, &mut |st, d| {
+            if let Datum::PatternDefine(p) = &d {
+                st.define_pattern(p)?;
+            }
+            got.push(d);
+            Ok(())
+        })
+        .expect("decodes");
+        assert!(got == batch, "the batch decodes to what was encoded");
+        data.len()
+    };
+    let define = |id: u64, holes: u32| {
+        Datum::PatternDefine(PatternDefine {
+            id,
+            template: "x".repeat(holes as usize),
+            pos_list: (0..holes).collect(),
+        })
+    };
+    let logs = |id: u64, n: u64, values: &dyn Fn(u64) -> Vec<DynValue>| -> Vec<Datum> {
+        (0..n)
+            .map(|i| {
+                Datum::Log(Log {
+                    content: Content::Pattern {
+                        id,
+                        values: values(i),
+                    },
+                    ..Log::raw(i as i64, "")
+                })
+            })
+            .collect()
+    };
+    // A column of one repeated value: the pattern ids (a byte per log) and a few bytes more.
+    let mut batch = vec![define(1, 1)];
+    batch.extend(logs(1, 1000, &|_| vec![s("ok")]));
+    round(&batch);
+    let n = round(&logs(1, 1000, &|_| vec![s("ok")]));
+    assert!(n <= 1000 + 16, "1000 repeated values cost {n} bytes");
+    // Mixed columns, over two batches so that state carries across.
+    let mixed = |i: u64| {
+        let letters: String = (0..1 + i % 70)
+            .map(|k| char::from(b'a' + (k % 26) as u8))
+            .collect();
+        vec![
+            s(&format!(
+                "2015-10-18 18:{:02}:{:02},{:03}",
+                i / 60 % 60,
+                i % 60,
+                i * 7 % 1000
+            )),
+            s(if i.is_multiple_of(3) { "ok" } else { "fail" }),
+            s(&format!("{letters}{}-{:05}", i % 7, i * 13)),
+            s(&format!("{}", i % 5)),
+            if i.is_multiple_of(11) {
+                s(&"long ".repeat(40))
+            } else {
+                DynValue::new(Value::Int(i as i64 * 3))
+            },
+        ]
+    };
+    let mut batch = vec![define(2, 5)];
+    batch.extend(logs(2, 300, &mixed));
+    round(&batch);
+    round(&logs(2, 300, &|i| mixed(i + 300)));
 }

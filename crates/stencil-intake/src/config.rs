@@ -47,7 +47,7 @@ pub struct IntakeConfig {
     pub shutdown_grace: Duration,
     /// Serve TLS with this certificate chain and key (PEM files). `None` = plaintext.
     pub tls: Option<TlsFiles>,
-    /// Echo the Stencil wire extensions (`stream-zstd`, `native/2`) an agent asks for (default on). Off,
+    /// Echo the Stencil wire extensions (`stream-zstd`, `native/3`) an agent asks for (default on). Off,
     /// every stream is plain v3, as with a Datadog intake.
     pub extensions: bool,
     /// Largest `stream-zstd` window an agent may use, as a power of two (default 20, 1 MiB). The

@@ -44,16 +44,16 @@ async fn the_intake_echoes_what_it_accepts_and_decodes_extension_batches() {
     let (intake, sink) = intake().await;
     let (mut c, echo) = open_asking(
         &intake,
-        Some("native/2, stream-zstd;window-log=24, other/2"),
+        Some("native/3, stream-zstd;window-log=24, other/2"),
     )
     .await;
     let echo = echo.expect("echoed");
     assert_eq!(
-        echo, "native/2, stream-zstd;window-log=20",
+        echo, "native/3, stream-zstd;window-log=20",
         "capped at the intake's window"
     );
     let agreed = Extensions::agreed(
-        Extensions::parse("native/2, stream-zstd;window-log=24"),
+        Extensions::parse("native/3, stream-zstd;window-log=24"),
         Extensions::parse(&echo),
     );
     c.send_ok(0, Vec::new()).await;
@@ -99,7 +99,7 @@ async fn no_echo_when_not_asked_for_or_turned_off() {
     )
     .await;
     assert_eq!(
-        open_asking(&off, Some("native/2, stream-zstd")).await.1,
+        open_asking(&off, Some("native/3, stream-zstd")).await.1,
         None
     );
 }
@@ -121,7 +121,7 @@ async fn extension_batches_that_were_not_negotiated_or_are_damaged_are_invalid_a
     assert!(acks.is_empty());
 
     // Negotiated, but the second batch is cut inside its flushed block.
-    let (mut c, echo) = open_asking(&intake, Some("native/2, stream-zstd;window-log=19")).await;
+    let (mut c, echo) = open_asking(&intake, Some("native/3, stream-zstd;window-log=19")).await;
     assert!(echo.is_some());
     c.send_ok(0, Vec::new()).await;
     c.send_ok(1, first.clone()).await;
@@ -140,7 +140,7 @@ async fn extension_batches_that_were_not_negotiated_or_are_damaged_are_invalid_a
     )
     .expect("encoder");
     let data = wide.encode(&sample_datums(0, 5, "env:a")).expect("encode");
-    let (mut c, _) = open_asking(&intake, Some("native/2, stream-zstd;window-log=19")).await;
+    let (mut c, _) = open_asking(&intake, Some("native/3, stream-zstd;window-log=19")).await;
     c.send_ok(0, Vec::new()).await;
     c.send(1, data).await;
     let (code, message, _) = c.finish().await;

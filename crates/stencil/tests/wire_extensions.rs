@@ -61,7 +61,7 @@ fn inputs() -> Vec<std::path::PathBuf> {
 fn extensions_are_used_when_echoed_and_plain_v3_otherwise() {
     let files = inputs();
     let ext = ship(&files, &[], &["--batch-lines", "1000"]);
-    assert_eq!(ext["wire"], "native/2+stream-zstd", "{ext}");
+    assert_eq!(ext["wire"], "native/3+stream-zstd", "{ext}");
     let v3 = ship(&files, &["--no-extensions"], &["--batch-lines", "1000"]);
     assert_eq!(v3["wire"], "v3", "{v3}");
     let forced = ship(&files, &[], &["--batch-lines", "1000", "--wire", "v3"]);

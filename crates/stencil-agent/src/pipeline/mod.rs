@@ -109,7 +109,7 @@ pub struct ShipOptions {
     /// Also compress the raw lines with one zstd-1 context per pipeline, as a plain zstd stream would,
     /// for the summary's comparison (costs CPU; the CLI turns it on for one pass unless told not to).
     pub compare: bool,
-    /// Wire extensions to ask the intake for (`stream-zstd`, `native/2`); each stream uses them only
+    /// Wire extensions to ask the intake for (`stream-zstd`, `native/3`); each stream uses them only
     /// once the intake echoes them, and plain v3 otherwise. Empty = plain v3 only.
     pub extensions: stencil_codec::Extensions,
     /// Pattern engine settings of every pipeline (budgets bound each engine's memory).

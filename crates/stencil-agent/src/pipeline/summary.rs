@@ -14,7 +14,7 @@ pub struct Summary {
     /// A plain zstd-1 stream of the same lines (one context per pipeline, a flushed block per batch of
     /// the same size), for comparison.
     pub zstd1_bytes: u64,
-    /// The wire the streams used: `v3`, `native/2+stream-zstd`, … (`mixed` when pipelines differ).
+    /// The wire the streams used: `v3`, `native/3+stream-zstd`, … (`mixed` when pipelines differ).
     pub wire: String,
     /// Seconds from start to the last ack.
     pub seconds: f64,

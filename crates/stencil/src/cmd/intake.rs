@@ -188,7 +188,7 @@ pub struct IntakeArgs {
     /// On SIGTERM/SIGINT, seconds to let in-flight batches finish.
     #[arg(long, default_value_t = 30, env = "STENCIL_INTAKE_GRACE_SECS")]
     grace_secs: u64,
-    /// Never echo the Stencil wire extensions (stream-zstd, native/2): every stream stays plain v3, as
+    /// Never echo the Stencil wire extensions (stream-zstd, native/3): every stream stays plain v3, as
     /// with a Datadog intake.
     #[arg(long, env = "STENCIL_INTAKE_NO_EXTENSIONS")]
     no_extensions: bool,
