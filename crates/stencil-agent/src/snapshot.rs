@@ -141,7 +141,7 @@ impl Snapshot {
 
     /// The defines `payload` needs in front of it on a stream that knows `known`, in group order, and
     /// the number of references nothing resolves (dangling; must stay 0).
-    pub fn plan(&self, known: &BTreeSet<Ref>, payload: &Payload) -> (Vec<Datum>, usize) {
+    pub fn plan(&self, known: &BTreeMap<Ref, usize>, payload: &Payload) -> (Vec<Datum>, usize) {
         let mut running: BTreeSet<Ref> = BTreeSet::new();
         let mut prefix: BTreeMap<Ref, Datum> = BTreeMap::new();
         let mut dangling = 0;
@@ -153,7 +153,7 @@ impl Snapshot {
             let mut refs = BTreeSet::new();
             crate::payload::references(d, &mut refs);
             for r in refs {
-                if known.contains(&r) || running.contains(&r) || prefix.contains_key(&r) {
+                if known.contains_key(&r) || running.contains(&r) || prefix.contains_key(&r) {
                     continue;
                 }
                 match self.entries.get(&r) {
@@ -161,7 +161,7 @@ impl Snapshot {
                         if let Datum::SchemaDefine(s) = define {
                             for k in s.keys.iter().chain([&s.message_key]) {
                                 let kr = (SpaceKey::Dictionary, *k);
-                                if !known.contains(&kr) && !running.contains(&kr) {
+                                if !known.contains_key(&kr) && !running.contains(&kr) {
                                     match self.entries.get(&kr) {
                                         Some(kd) => {
                                             prefix.insert(kr, kd.clone());

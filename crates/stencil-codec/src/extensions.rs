@@ -425,6 +425,9 @@ impl ExtEncoder {
             Some(render) => render_texts(render, datums)?,
             None => vec![None; datums.len()],
         };
+        // The batch after a switch to structure carries the defines the raw form held back: a cost paid
+        // once, not weighed against the form (it made every such switch look wrong at once).
+        let switching = !self.pending.is_empty();
         let mut body = if self.pending.is_empty() {
             self.real.encode(datums, &texts, self.compression)?
         } else {
@@ -442,7 +445,9 @@ impl ExtEncoder {
                 std::mem::swap(&mut self.real, shadow);
                 std::mem::swap(&mut body, &mut other);
             }
-            self.weigh(datums, body.len(), other.len());
+            if !switching || std::env::var_os("STENCIL_W").is_some() {
+                self.weigh(datums, body.len(), other.len());
+            }
             self.decide()?;
         }
         let mut data = Vec::with_capacity(body.len() + 6);
@@ -478,6 +483,9 @@ impl ExtEncoder {
         if self.logs_seen >= EVALUATION_LOGS << self.switches.min(8) {
             // The form has held for long enough: it is final for this stream, and the shadow's CPU is
             // saved. A new stream (rotation, reconnect) weighs both forms again.
+            if std::env::var_os("STENCIL_DBG").is_some() {
+                eprintln!("final {:?}", self.real.mode());
+            }
             self.shadow = None;
             if self.real.mode() == Mode::Structured {
                 // Nothing is rendered as text any more.
@@ -489,6 +497,12 @@ impl ExtEncoder {
             return Ok(());
         }
         let left = self.real.mode();
+        if std::env::var_os("STENCIL_DBG").is_some() {
+            eprintln!(
+                "switch from {:?} at seen {} recent {:?} sw {}",
+                left, self.logs_seen, self.recent, self.switches
+            );
+        }
         match left {
             Mode::Raw => {
                 // Raw to structured: the patterns held back go first, with the next batch.
@@ -500,7 +514,15 @@ impl ExtEncoder {
                 self.real.unsent = Some(Default::default());
             }
         }
-        self.shadow = Some(Form::new(self.agreed, self.level, left)?);
+        let mut shadow = Form::new(self.agreed, self.level, left)?;
+        if left == Mode::Structured {
+            // The form left behind sent every define so far: its shadow knows their patterns (else
+            // their logs would not fit the native layout, and structure would look dearer than it is).
+            if let (Some(n), Some(real)) = (shadow.native.as_mut(), self.real.native.as_ref()) {
+                *n = NativeEncoder::knowing_patterns_of(real);
+            }
+        }
+        self.shadow = Some(shadow);
         self.switches += 1;
         self.logs_seen = 0;
         self.recent = (0.0, 0.0);

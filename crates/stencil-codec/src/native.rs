@@ -191,7 +191,10 @@ impl ColumnState {
         self.next_exact = (self.next_exact + 1) % MAX_EXACT;
         if slot < self.exact.len() {
             self.bytes = self.bytes - self.exact[slot].len() + s.len();
-            self.exact[slot] = s.to_owned();
+            // The slot's buffer is reused: no allocation when the new value fits it.
+            let entry = &mut self.exact[slot];
+            entry.clear();
+            entry.push_str(s);
         } else {
             self.bytes += s.len() + 24;
             self.exact.push(s.to_owned());
@@ -258,6 +261,15 @@ impl NativeEncoder {
     /// A fresh encoder (a new stream).
     pub fn new() -> Self {
         NativeEncoder::default()
+    }
+
+    /// A fresh encoder (no column state) that knows the patterns `other` knows: for a shadow form that
+    /// starts mid-stream, whose logs use patterns defined before it.
+    pub fn knowing_patterns_of(other: &NativeEncoder) -> Self {
+        NativeEncoder {
+            holes: other.holes.clone(),
+            ..NativeEncoder::default()
+        }
     }
 
     /// Learns the patterns a stream already knows from batches sent before this layout took over (their

@@ -14,7 +14,7 @@ mod inflight;
 mod poison;
 pub mod timers;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use stencil_codec::datum::Datum;
@@ -41,8 +41,9 @@ pub struct Core {
     inflight: Inflight,
     next_id: u32,
     expected: VecDeque<u32>,
-    known: BTreeSet<Ref>,
-    /// Bytes of the defines the current stream has carried (what the intake holds for it).
+    /// The defines the intake holds for the current stream, each with its size.
+    known: BTreeMap<Ref, usize>,
+    /// Their bytes summed (what the intake holds for the stream, against `max_stream_state_bytes`).
     known_bytes: usize,
     /// Data payloads sent on the current stream.
     sent_on_stream: u64,
@@ -75,7 +76,7 @@ impl Core {
             inflight: Inflight::default(),
             next_id: 1,
             expected: VecDeque::new(),
-            known: BTreeSet::new(),
+            known: BTreeMap::new(),
             known_bytes: 0,
             sent_on_stream: 0,
             snapshot: Snapshot::default(),
@@ -259,8 +260,11 @@ impl Core {
             datums.truncate(lo);
             data = self.encode(&datums);
         }
-        self.known = datums.iter().filter_map(crate::snapshot::target).collect();
-        self.known_bytes = datums.iter().map(define_bytes).sum();
+        self.known = datums
+            .iter()
+            .filter_map(|d| Some((crate::snapshot::target(d)?, define_bytes(d))))
+            .collect();
+        self.known_bytes = self.known.values().sum();
         self.sent_on_stream = 0;
         if let Some(record) = self.before_echo.as_mut() {
             record.extend(datums.iter().filter(|d| d.is_state_change()).cloned());
@@ -416,8 +420,24 @@ impl Core {
             };
             for d in prefix.iter().chain(payload.wire.iter()) {
                 if let Some(r) = crate::snapshot::target(d) {
-                    if self.known.insert(r) {
+                    if let std::collections::btree_map::Entry::Vacant(e) = self.known.entry(r) {
+                        e.insert(define_bytes(d));
                         self.known_bytes += define_bytes(d);
+                    }
+                }
+            }
+            if self.ext.is_some() {
+                // An extension stream carries the payload's pattern deletes, and the intake drops those
+                // patterns: they no longer count towards the rotation above. (Without this, a stream of
+                // ever-new templates rotated every few thousand logs although the intake held little,
+                // and each new stream started its zstd contexts, columns and form trial afresh.)
+                for d in payload.changes.iter() {
+                    if let Datum::PatternDelete { id } = d {
+                        if let Some(bytes) =
+                            self.known.remove(&(crate::payload::SpaceKey::Pattern, *id))
+                        {
+                            self.known_bytes -= bytes;
+                        }
                     }
                 }
             }

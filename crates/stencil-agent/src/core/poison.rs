@@ -114,7 +114,7 @@ impl Core {
         // (the planner prefixes it).
         let resolvable = |id: u64| {
             let r = (crate::payload::SpaceKey::Dictionary, id);
-            self.known.contains(&r)
+            self.known.contains_key(&r)
                 || self
                     .snapshot
                     .defines()
