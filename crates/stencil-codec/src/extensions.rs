@@ -29,6 +29,8 @@
 
 use std::fmt;
 
+use foldhash::{HashMap, HashMapExt};
+
 use prost::Message;
 
 use crate::compression::Compression;
@@ -159,30 +161,97 @@ impl fmt::Display for Extensions {
     }
 }
 
-/// Which form the encoder gives the stream's logs.
+/// Which form a source's logs take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
-    /// Every log as its raw text: structure did not pay on this stream.
+    /// Every log as its raw text: structure did not pay on this source.
     Raw,
     /// Pattern logs as patterns and values.
     Structured,
 }
 
-/// Logs a stream must have carried before the mode may change.
+impl Mode {
+    fn other(self) -> Mode {
+        match self {
+            Mode::Raw => Mode::Structured,
+            Mode::Structured => Mode::Raw,
+        }
+    }
+}
+
+/// Logs a source must have carried before its mode may change.
 const PROBATION_LOGS: usize = 50;
 /// The other form is taken once its recent bytes are below the real ones by this factor.
 const SWITCH_WHEN: f64 = 0.97;
-/// The same, after the stream has switched once.
+/// The same, after the source has switched once.
 const SWITCH_AGAIN_WHEN: f64 = 0.9;
 /// Weight of the past in the recent-bytes averages (per batch).
 const DECAY: f64 = 0.9;
-/// Logs after which, without a switch, the form is final for the stream and the shadow stops.
+/// Logs after which, without a switch, a source's mode is final for the stream. A source not seen for
+/// as many of the stream's logs no longer keeps the shadow running.
 const EVALUATION_LOGS: usize = 20_000;
+/// Sources remembered per stream; past it, those idle for [`EVALUATION_LOGS`] are forgotten (and, if
+/// still too many, all: each then starts again from the stream's overall choice).
+const MAX_SOURCES: usize = 4096;
 
-/// Renders each log of a batch as text, in datum order (a pattern may be widened mid-batch).
+/// A source of logs: its service and tags (in the agent, one input file or socket). Logs whose metadata
+/// is not dictionary ids share one source.
+type Source = (Option<u64>, Option<u64>);
+
+fn source_of(log: &Log) -> Source {
+    let id = |v: &Option<crate::datum::Value>| match v {
+        Some(crate::datum::Value::Dict(id)) => Some(*id),
+        _ => None,
+    };
+    (id(&log.service), id(&log.tags))
+}
+
+/// What the encoder knows of one source's two forms.
+#[derive(Debug, Clone)]
+struct Choice {
+    mode: Mode,
+    /// Decayed (real, shadow) bytes of this source's share of its recent batches.
+    recent: (f64, f64),
+    /// Logs weighed since the mode last changed.
+    logs: usize,
+    switches: u32,
+    /// The mode held for long enough: it is final for the stream.
+    settled: bool,
+    /// Just switched to structure: its next batch sends the defines the raw form held back, a cost
+    /// paid once that is not weighed against the form.
+    fresh: bool,
+    /// The stream's log count when the source was last seen.
+    last_seen: u64,
+}
+
+impl Choice {
+    fn new(mode: Mode, now: u64) -> Self {
+        Choice {
+            mode,
+            recent: (0.0, 0.0),
+            logs: 0,
+            switches: 0,
+            settled: false,
+            fresh: false,
+            last_seen: now,
+        }
+    }
+
+    fn flip(&mut self) {
+        self.mode = self.mode.other();
+        self.fresh = self.mode == Mode::Structured;
+        self.switches += 1;
+        self.logs = 0;
+        self.recent = (0.0, 0.0);
+    }
+}
+
+/// Renders as text each log of a batch that `wanted` names, in datum order (a pattern may be widened
+/// mid-batch); every state change is applied.
 fn render_texts(
     render: &mut StreamState,
     datums: &[Datum],
+    wanted: &dyn Fn(&Log) -> bool,
 ) -> Result<Vec<Option<String>>, EncodeError> {
     let mut texts = Vec::with_capacity(datums.len());
     for d in datums {
@@ -194,7 +263,7 @@ fn render_texts(
             Datum::DictDelete { id } => render.delete_dict(*id),
             Datum::SchemaDefine(d) => render.define_schema(d).map_err(render_error)?,
             Datum::SchemaDelete { id } => render.delete_schema(*id),
-            Datum::Log(log) if log.json.is_none() => {
+            Datum::Log(log) if log.json.is_none() && wanted(log) => {
                 if let Content::Pattern { .. } = log.content {
                     text = Some(render.message_text(&log.content).map_err(render_error)?);
                 }
@@ -206,14 +275,14 @@ fn render_texts(
     Ok(texts)
 }
 
-/// One way of sending the stream's logs: its layout state, its zstd context, and for the raw form the
-/// pattern defines it holds back.
+/// One way of sending the stream's logs: its layout state, its zstd context, and the pattern defines it
+/// holds back until a structured log needs them.
 struct Form {
     native: Option<NativeEncoder>,
     ctx: Option<StreamCompressor>,
-    /// `Some` for the raw form: the patterns defined but not sent.
-    unsent: Option<std::collections::BTreeMap<u64, crate::datum::PatternDefine>>,
-    /// The raw form's datums of the batch being encoded, kept empty between batches so that its
+    /// Patterns defined but not sent: every log of theirs so far went as raw text.
+    unsent: std::collections::BTreeMap<u64, crate::datum::PatternDefine>,
+    /// The form's datums of the batch being encoded, kept empty between batches so that its
     /// capacity (a batch of datums, about 220 KiB per 1,000 logs) is allocated once, not per batch.
     scratch: Vec<Datum>,
     /// The batch's layout before compression, reused the same way.
@@ -221,33 +290,26 @@ struct Form {
 }
 
 impl Form {
-    fn new(agreed: Extensions, level: i32, mode: Mode) -> std::io::Result<Self> {
+    fn new(agreed: Extensions, level: i32) -> std::io::Result<Self> {
         Ok(Form {
             native: agreed.native.then(NativeEncoder::new),
             ctx: agreed
                 .stream_zstd
                 .map(|w| StreamCompressor::new(level, w))
                 .transpose()?,
-            unsent: (mode == Mode::Raw).then(Default::default),
+            unsent: Default::default(),
             scratch: Vec::new(),
             plain: Vec::new(),
         })
     }
 
-    fn mode(&self) -> Mode {
-        if self.unsent.is_some() {
-            Mode::Raw
-        } else {
-            Mode::Structured
-        }
-    }
-
-    /// The raw form of a batch: pattern logs as their text (`texts`), pattern defines held back until
-    /// structure is taken (a log that stays structured, a JSON one, brings its define along).
-    fn raw_form(
+    /// The form of a batch: the logs `raw` names as their text (`texts`), pattern defines held back until
+    /// a log of theirs goes structured (or a JSON one, which is never raw, needs them).
+    fn mixed_form(
         unsent: &mut std::collections::BTreeMap<u64, crate::datum::PatternDefine>,
         datums: &[Datum],
         texts: &[Option<String>],
+        raw: &dyn Fn(&Log) -> bool,
         out: &mut Vec<Datum>,
     ) {
         out.reserve(datums.len());
@@ -264,7 +326,7 @@ impl Form {
                 Datum::Log(log) => match (&log.content, text) {
                     // The log's metadata, its text as raw content (its values are not cloned: they
                     // are not sent).
-                    (_, Some(text)) if !text.is_empty() => out.push(Datum::Log(Log {
+                    (_, Some(text)) if !text.is_empty() && raw(log) => out.push(Datum::Log(Log {
                         timestamp: log.timestamp,
                         status: log.status.clone(),
                         service: log.service.clone(),
@@ -286,12 +348,13 @@ impl Form {
         }
     }
 
-    /// Lays out and compresses one batch in this form.
+    /// Lays out and compresses one batch in this form, the logs `raw` names as text.
     fn encode(
         &mut self,
         datums: &[Datum],
         texts: &[Option<String>],
         compression: Compression,
+        raw: &dyn Fn(&Log) -> bool,
     ) -> Result<Vec<u8>, EncodeError> {
         let Form {
             native,
@@ -300,14 +363,19 @@ impl Form {
             scratch,
             plain,
         } = self;
-        let datums: &[Datum] = match unsent.as_mut() {
-            Some(unsent) => {
-                // Empty unless an earlier batch failed half-way.
-                scratch.clear();
-                Form::raw_form(unsent, datums, texts, scratch);
-                scratch
-            }
-            None => datums,
+        // A batch with nothing to hold back or render goes as it is (no copy).
+        let as_is = unsent.is_empty()
+            && datums.iter().zip(texts).all(|(d, t)| match d {
+                Datum::Log(log) => t.is_none() || !raw(log),
+                _ => true,
+            });
+        let datums: &[Datum] = if as_is {
+            datums
+        } else {
+            // Empty unless an earlier batch failed half-way.
+            scratch.clear();
+            Form::mixed_form(unsent, datums, texts, raw, scratch);
+            scratch
         };
         plain.clear();
         match native.as_mut() {
@@ -336,17 +404,17 @@ pub struct ExtEncoder {
     compression: Compression,
     /// Templates and dictionary, to render logs as text (with native/3 only).
     render: Option<StreamState>,
-    /// What goes on the wire.
+    /// What goes on the wire: each source's logs in its mode.
     real: Form,
-    /// The other form, fed the same batches but never sent: what the stream would cost the other way.
+    /// The other form of every source, fed the same batches but never sent: what each source would
+    /// cost the other way. Runs while a recently seen source is not settled.
     shadow: Option<Form>,
-    /// Defines to send before the next batch (the patterns held back while raw, once structure is taken).
-    pending: Vec<Datum>,
-    logs_seen: usize,
-    /// Decayed sums of (real bytes, shadow bytes) of recent batches.
-    recent: (f64, f64),
+    sources: HashMap<Source, Choice>,
+    /// Decayed (raw, structured) bytes over all sources: the mode a new source starts in.
+    overall: (f64, f64),
+    /// Logs the stream has carried.
+    logs_seen: u64,
     started: bool,
-    switches: u64,
     level: i32,
 }
 
@@ -354,7 +422,8 @@ impl fmt::Debug for ExtEncoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExtEncoder")
             .field("agreed", &self.agreed)
-            .field("mode", &self.real.mode())
+            .field("mode", &self.mode())
+            .field("sources", &self.sources.len())
             .finish_non_exhaustive()
     }
 }
@@ -385,21 +454,20 @@ impl ExtEncoder {
             render: agreed
                 .native
                 .then(|| StreamState::new(Generation::V3, Limits::default())),
-            real: Form::new(agreed, level, Mode::Structured)?,
+            real: Form::new(agreed, level)?,
             // With native/3 both forms start; the first batch picks the real one.
             shadow: agreed
                 .native
-                .then(|| Form::new(agreed, level, Mode::Raw))
+                .then(|| Form::new(agreed, level))
                 .transpose()?,
-            pending: Vec::new(),
+            sources: HashMap::new(),
+            overall: (0.0, 0.0),
             logs_seen: 0,
-            recent: (0.0, 0.0),
             started: false,
-            switches: 0,
             level,
         };
         if let Some(render) = encoder.render.as_mut() {
-            render_texts(render, prior)?;
+            render_texts(render, prior, &|_| false)?;
         }
         for form in std::iter::once(&mut encoder.real).chain(encoder.shadow.as_mut()) {
             if let Some(native) = form.native.as_mut() {
@@ -414,42 +482,78 @@ impl ExtEncoder {
         self.agreed
     }
 
-    /// The form the stream's logs take now.
+    /// The mode a new source of the stream starts in (raw once raw text has cost less over all
+    /// sources so far; each source then goes its own way).
     pub fn mode(&self) -> Mode {
-        self.real.mode()
+        if self.agreed.native && self.overall.0 < self.overall.1 {
+            Mode::Raw
+        } else {
+            Mode::Structured
+        }
+    }
+
+    /// The mode of `source`'s logs.
+    pub fn mode_of(&self, service: Option<u64>, tags: Option<u64>) -> Option<Mode> {
+        self.sources.get(&(service, tags)).map(|c| c.mode)
     }
 
     /// Encodes the stream's next batch. The first call writes the marker.
     pub fn encode(&mut self, datums: &[Datum]) -> Result<Vec<u8>, EncodeError> {
+        let start = self.mode();
+        let now = self.logs_seen;
+        let mut unsettled = false;
+        if self.agreed.native {
+            for d in datums {
+                if let Datum::Log(log) = d {
+                    let c = self
+                        .sources
+                        .entry(source_of(log))
+                        .or_insert_with(|| Choice::new(start, now));
+                    c.last_seen = now;
+                    unsettled |= !c.settled;
+                }
+            }
+        }
+        if unsettled && self.shadow.is_none() {
+            self.shadow = Some(self.fresh_shadow()?);
+        }
+        // The source weighed in this batch: the shadow differs from the real form in its logs only, so
+        // that what the shadow saves or costs is that source's (a batch may mix sources).
+        let counts = self.counts(datums);
+        let candidate = counts
+            .iter()
+            .filter(|(source, _)| self.sources.get(source).is_some_and(|c| !c.settled))
+            .max_by_key(|(source, n)| (**n, std::cmp::Reverse(**source)))
+            .map(|(source, n)| (*source, *n));
+        let sources = &self.sources;
+        let raw = |log: &Log| sources.get(&source_of(log)).map(|c| c.mode) == Some(Mode::Raw);
+        let shadow_raw = |log: &Log| match candidate {
+            Some((c, _)) if source_of(log) == c => !raw(log),
+            _ => raw(log),
+        };
+        let shadowed = self.shadow.is_some();
         let texts = match self.render.as_mut() {
-            Some(render) => render_texts(render, datums)?,
+            Some(render) => render_texts(render, datums, &|log| shadowed || raw(log))?,
             None => vec![None; datums.len()],
         };
-        // The batch after a switch to structure carries the defines the raw form held back: a cost paid
-        // once, not weighed against the form (it made every such switch look wrong at once).
-        let switching = !self.pending.is_empty();
-        let mut body = if self.pending.is_empty() {
-            self.real.encode(datums, &texts, self.compression)?
-        } else {
-            let mut all = std::mem::take(&mut self.pending);
-            let mut all_texts = vec![None; all.len()];
-            all.extend_from_slice(datums);
-            all_texts.extend(texts.iter().cloned());
-            self.real.encode(&all, &all_texts, self.compression)?
-        };
+        let mut body = self.real.encode(datums, &texts, self.compression, &raw)?;
         if let Some(shadow) = self.shadow.as_mut() {
-            let mut other = shadow.encode(datums, &texts, self.compression)?;
-            if !self.started && other.len() < body.len() {
-                // Both forms start from empty contexts: the first batch is an exact trial.
-                // The raw form keeps the defines it held back: none of them was sent.
+            let mut other = shadow.encode(datums, &texts, self.compression, &shadow_raw)?;
+            let trial = !self.started && other.len() < body.len();
+            if trial {
+                // Both forms start from empty contexts: the first batch is an exact trial, and its
+                // weighed source takes the cheaper form (the raw one keeps the defines it held back).
                 std::mem::swap(&mut self.real, shadow);
                 std::mem::swap(&mut body, &mut other);
             }
-            if !switching || std::env::var_os("STENCIL_W").is_some() {
-                self.weigh(datums, body.len(), other.len());
+            if let Some((source, n)) = candidate {
+                let total = counts.values().sum::<usize>().max(1);
+                self.weigh(source, n, total, body.len(), other.len(), trial);
             }
-            self.decide()?;
+            self.stop_shadow_when_settled();
         }
+        self.logs_seen += datums.iter().filter(|d| matches!(d, Datum::Log(_))).count() as u64;
+        self.forget_idle_sources();
         let mut data = Vec::with_capacity(body.len() + 6);
         if !self.started {
             self.started = true;
@@ -461,72 +565,114 @@ impl ExtEncoder {
         Ok(data)
     }
 
-    fn weigh(&mut self, datums: &[Datum], sent: usize, would: usize) {
-        self.recent = (
-            self.recent.0 * DECAY + sent as f64,
-            self.recent.1 * DECAY + would as f64,
-        );
-        self.logs_seen += datums.iter().filter(|d| matches!(d, Datum::Log(_))).count();
+    /// A shadow started mid-stream (a source appeared after the others settled): it knows the patterns
+    /// the real form sent and holds back those it held back, so that its logs fit the native layout and
+    /// it costs each source's other form from here.
+    fn fresh_shadow(&self) -> Result<Form, EncodeError> {
+        let mut shadow = Form::new(self.agreed, self.level)?;
+        if let (Some(n), Some(real)) = (shadow.native.as_mut(), self.real.native.as_ref()) {
+            *n = NativeEncoder::knowing_patterns_of(real);
+        }
+        shadow.unsent = self.real.unsent.clone();
+        Ok(shadow)
     }
 
-    /// Takes the shadow's form once it has been clearly cheaper for a while. The stream keeps its
-    /// context (and the intake its columns); only the form of the next batches changes, and a fresh
-    /// shadow of the form left behind starts (it has no history, so a switch back needs clear evidence).
-    fn decide(&mut self) -> Result<(), EncodeError> {
+    fn counts(&self, datums: &[Datum]) -> HashMap<Source, usize> {
+        let mut counts: HashMap<Source, usize> = HashMap::new();
+        if self.agreed.native {
+            for d in datums {
+                if let Datum::Log(log) = d {
+                    *counts.entry(source_of(log)).or_default() += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// Weighs the batch's `n` logs of `source` (of `total`): the real bytes are shared among the
+    /// batch's logs, and the shadow's differ by what the source's other form saved or cost. Flips the
+    /// source once its other form has been clearly cheaper for a while. With `trial`, the forms were
+    /// just swapped: the source takes the other mode first.
+    fn weigh(
+        &mut self,
+        source: Source,
+        n: usize,
+        total: usize,
+        sent: usize,
+        would: usize,
+        trial: bool,
+    ) {
+        let Some(c) = self.sources.get_mut(&source) else {
+            return;
+        };
+        if trial {
+            c.mode = c.mode.other();
+        }
+        let real = sent as f64 * n as f64 / total as f64;
+        let shadow = (real + would as f64 - sent as f64).max(0.0);
+        // Over all sources: (raw, structured), the mode new sources start in.
+        self.overall = match c.mode {
+            Mode::Raw => (
+                self.overall.0 * DECAY + real,
+                self.overall.1 * DECAY + shadow,
+            ),
+            Mode::Structured => (
+                self.overall.0 * DECAY + shadow,
+                self.overall.1 * DECAY + real,
+            ),
+        };
+        if c.fresh {
+            c.fresh = false;
+            return;
+        }
+        c.recent = (c.recent.0 * DECAY + real, c.recent.1 * DECAY + shadow);
+        c.logs += n;
         // Each switch makes the next one harder: twice the probation, and a clearer margin.
-        let probation = PROBATION_LOGS << self.switches.min(8);
-        let margin = if self.switches == 0 {
+        let shift = c.switches.min(8);
+        if c.logs >= EVALUATION_LOGS << shift {
+            // The mode has held for long enough: it is final for this stream. A new stream
+            // (rotation, reconnect) weighs both forms again.
+            c.settled = true;
+            return;
+        }
+        let margin = if c.switches == 0 {
             SWITCH_WHEN
         } else {
             SWITCH_AGAIN_WHEN
         };
-        if self.logs_seen >= EVALUATION_LOGS << self.switches.min(8) {
-            // The form has held for long enough: it is final for this stream, and the shadow's CPU is
-            // saved. A new stream (rotation, reconnect) weighs both forms again.
-            if std::env::var_os("STENCIL_DBG").is_some() {
-                eprintln!("final {:?}", self.real.mode());
-            }
+        if c.logs >= PROBATION_LOGS << shift && c.recent.1 < c.recent.0 * margin {
+            // Raw to structured: the source's held-back defines go with its next structured logs.
+            // Structured to raw: its defines were sent. The stream keeps its context (and the intake
+            // its columns); only the form of the source's next logs changes.
+            c.flip();
+        }
+    }
+
+    /// Stops the shadow once no recently seen source is still being weighed (its CPU is saved; a new
+    /// source starts another).
+    fn stop_shadow_when_settled(&mut self) {
+        let now = self.logs_seen;
+        let weighing = self
+            .sources
+            .values()
+            .any(|c| !c.settled && now.saturating_sub(c.last_seen) < EVALUATION_LOGS as u64);
+        if !weighing {
             self.shadow = None;
-            if self.real.mode() == Mode::Structured {
-                // Nothing is rendered as text any more.
-                self.render = None;
-            }
-            return Ok(());
         }
-        if self.logs_seen < probation || self.recent.1 >= self.recent.0 * margin {
-            return Ok(());
+    }
+
+    /// Keeps the source table bounded: past [`MAX_SOURCES`], sources idle for [`EVALUATION_LOGS`] logs
+    /// go, then all of them if that is not enough.
+    fn forget_idle_sources(&mut self) {
+        if self.sources.len() <= MAX_SOURCES {
+            return;
         }
-        let left = self.real.mode();
-        if std::env::var_os("STENCIL_DBG").is_some() {
-            eprintln!(
-                "switch from {:?} at seen {} recent {:?} sw {}",
-                left, self.logs_seen, self.recent, self.switches
-            );
+        let now = self.logs_seen;
+        self.sources
+            .retain(|_, c| now.saturating_sub(c.last_seen) < EVALUATION_LOGS as u64);
+        if self.sources.len() > MAX_SOURCES {
+            self.sources.clear();
         }
-        match left {
-            Mode::Raw => {
-                // Raw to structured: the patterns held back go first, with the next batch.
-                let unsent = self.real.unsent.take().unwrap_or_default();
-                self.pending = unsent.into_values().map(Datum::PatternDefine).collect();
-            }
-            Mode::Structured => {
-                // Structured to raw: every define so far was sent.
-                self.real.unsent = Some(Default::default());
-            }
-        }
-        let mut shadow = Form::new(self.agreed, self.level, left)?;
-        if left == Mode::Structured {
-            // The form left behind sent every define so far: its shadow knows their patterns (else
-            // their logs would not fit the native layout, and structure would look dearer than it is).
-            if let (Some(n), Some(real)) = (shadow.native.as_mut(), self.real.native.as_ref()) {
-                *n = NativeEncoder::knowing_patterns_of(real);
-            }
-        }
-        self.shadow = Some(shadow);
-        self.switches += 1;
-        self.logs_seen = 0;
-        self.recent = (0.0, 0.0);
-        Ok(())
     }
 }
 

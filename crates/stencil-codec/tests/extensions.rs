@@ -768,3 +768,100 @@ fn column_tags_are_runs_and_digit_runs_go_by_position() {
     round(&batch);
     round(&logs(2, 300, &|i| mixed(i + 300)));
 }
+
+/// The form is chosen per source (service and tags: a file, in the agent), not per stream: on one stream
+/// carrying a templated source and a source of unique lines, batch after batch, the first goes
+/// structured and the second raw, and every log comes back exactly. (With one form per stream, a
+/// pipeline reading an access log and an application log sent one of them the expensive way.)
+#[test]
+fn each_source_takes_its_own_form() {
+    let templated = 4u64;
+    let unique = 5u64;
+    let mut batches = Vec::new();
+    let mut next_pattern = 100u64;
+    for b in 0..60u64 {
+        let mut batch = Vec::new();
+        if b == 0 {
+            for (id, value) in [
+                (2, "info"),
+                (3, "svc"),
+                (4, "filename:/a.log"),
+                (5, "filename:/b.log"),
+            ] {
+                batch.push(Datum::DictDefine(DictDefine {
+                    id,
+                    value: value.into(),
+                }));
+            }
+            batch.push(Datum::PatternDefine(PatternDefine {
+                id: 10,
+                template: "job  done in  ms".into(),
+                pos_list: vec![4, 13],
+            }));
+        }
+        // Alternating halves, so that both sources share most batches.
+        for i in 0..40u64 {
+            let n = b * 40 + i;
+            let (content, tags) = if i % 2 == 0 {
+                (
+                    Content::Pattern {
+                        id: 10,
+                        values: vec![
+                            DynValue::new(Value::Int(n as i64)),
+                            DynValue::new(Value::Int((n * 7 % 50) as i64)),
+                        ],
+                    },
+                    templated,
+                )
+            } else {
+                // A template of its own per line (what an engine makes of unique text), whose words
+                // repeat across lines: raw text in one zstd context is cheaper.
+                next_pattern += 1;
+                let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+                let template = format!(
+                    "{} {} {} request  from {}",
+                    words[(n % 6) as usize],
+                    words[(n / 6 % 6) as usize],
+                    words[(n / 36 % 6) as usize],
+                    words[(n / 216 % 6) as usize],
+                );
+                let hole = template.find("  ").map_or(0, |p| p + 1) as u32;
+                batch.push(Datum::PatternDefine(PatternDefine {
+                    id: next_pattern,
+                    template,
+                    pos_list: vec![hole],
+                }));
+                (
+                    Content::Pattern {
+                        id: next_pattern,
+                        values: vec![s(&format!("r{:x}", n * 2_654_435_761 % 1_000_003))],
+                    },
+                    unique,
+                )
+            };
+            batch.push(log(n as i64, content, tags));
+        }
+        batches.push(batch);
+    }
+    let mut enc = ExtEncoder::new(Extensions::ALL, Compression::ZSTD, &[]).expect("encoder");
+    let mut dec = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default())
+        .with_extensions(Extensions::ALL, CAP);
+    dec.decode(0, &[]).expect("snapshot");
+    let mut got = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        let data = enc.encode(b).expect("encodes");
+        got.extend(rebuilt(
+            dec.decode(i as u32 + 1, &data)
+                .unwrap_or_else(|e| panic!("batch {i}: {e}"))
+                .logs,
+        ));
+    }
+    assert_eq!(got, v3_records(&batches));
+    assert_eq!(
+        // `log` gives even tags the service 3.
+        enc.mode_of(Some(3), Some(templated)),
+        Some(Mode::Structured),
+        "{enc:?}"
+    );
+    assert_eq!(enc.mode_of(None, Some(unique)), Some(Mode::Raw), "{enc:?}");
+}
