@@ -20,12 +20,11 @@
 //! # Structure only where it pays
 //!
 //! Columns and templates win on strongly templated logs and lose on short, varied ones, whose words zstd's
-//! context already matches across lines. The encoder keeps a *shadow* zstd context fed the batch's raw
-//! lines, exactly what a plain zstd stream would have sent. While the real bytes of the structured
-//! batches stay within the shadow's, the stream stays structured; once the recent structured batches
-//! cost more than the shadow's raw lines, the stream sends every log as raw text into the same compressed
-//! stream (one way: a new stream, at rotation or reconnect, starts structured again). The intake needs no
-//! hint: a raw log is a raw log.
+//! context already matches across lines. Each source of the stream (the service and tags of its logs: a
+//! file, in the agent) is sent either structured or as raw text into the same compressed stream. A
+//! *shadow* layout and zstd context, fed the same batches and never sent, differs from the real form in
+//! one source per batch; once that source's other form has been clearly cheaper for a while, the source
+//! switches (`docs/extensions.md` has the rule). The intake needs no hint: a raw log is a raw log.
 
 use std::fmt;
 
