@@ -189,6 +189,9 @@ const DECAY: f64 = 0.9;
 /// Logs after which, without a switch, a source's mode is final for the stream. A source not seen for
 /// as many of the stream's logs no longer keeps the shadow running.
 const EVALUATION_LOGS: usize = 20_000;
+/// A settled source is weighed again once its cost per log exceeds the one it settled at by this
+/// factor.
+const REWEIGH_WHEN: f64 = 1.25;
 /// Sources remembered per stream; past it, those idle for [`EVALUATION_LOGS`] are forgotten (and, if
 /// still too many, all: each then starts again from the stream's overall choice).
 const MAX_SOURCES: usize = 4096;
@@ -221,6 +224,10 @@ struct Choice {
     fresh: bool,
     /// The stream's log count when the source was last seen.
     last_seen: u64,
+    /// Decayed (bytes, logs) of the source's share of what was sent: its cost per log.
+    cost: (f64, f64),
+    /// Its cost per log when its mode became final.
+    settled_cost: f64,
 }
 
 impl Choice {
@@ -233,7 +240,13 @@ impl Choice {
             settled: false,
             fresh: false,
             last_seen: now,
+            cost: (0.0, 0.0),
+            settled_cost: 0.0,
         }
+    }
+
+    fn cost_per_log(&self) -> f64 {
+        self.cost.0 / self.cost.1.max(1.0)
     }
 
     fn flip(&mut self) {
@@ -551,6 +564,7 @@ impl ExtEncoder {
             }
             self.stop_shadow_when_settled();
         }
+        self.watch_settled(&counts, body.len());
         self.logs_seen += datums.iter().filter(|d| matches!(d, Datum::Log(_))).count() as u64;
         self.forget_idle_sources();
         let mut data = Vec::with_capacity(body.len() + 6);
@@ -629,9 +643,11 @@ impl ExtEncoder {
         // Each switch makes the next one harder: twice the probation, and a clearer margin.
         let shift = c.switches.min(8);
         if c.logs >= EVALUATION_LOGS << shift {
-            // The mode has held for long enough: it is final for this stream. A new stream
-            // (rotation, reconnect) weighs both forms again.
+            // The mode has held for long enough: it is final for this stream, unless what the source
+            // costs per log drifts far from now (see `watch_settled`). A new stream (rotation,
+            // reconnect) weighs both forms again.
             c.settled = true;
+            c.settled_cost = c.cost_per_log();
             return;
         }
         let margin = if c.switches == 0 {
@@ -644,6 +660,25 @@ impl ExtEncoder {
             // Structured to raw: its defines were sent. The stream keeps its context (and the intake
             // its columns); only the form of the source's next logs changes.
             c.flip();
+        }
+    }
+
+    /// Follows what each source of the batch costs per log (its share of the batch's bytes). A settled
+    /// source whose cost has grown by a quarter since it settled is weighed again: logs change over a
+    /// long stream.
+    fn watch_settled(&mut self, counts: &HashMap<Source, usize>, sent: usize) {
+        let total = counts.values().sum::<usize>().max(1) as f64;
+        for (source, n) in counts {
+            let Some(c) = self.sources.get_mut(source) else {
+                continue;
+            };
+            let share = sent as f64 * *n as f64 / total;
+            c.cost = (c.cost.0 * DECAY + share, c.cost.1 * DECAY + *n as f64);
+            if c.settled && c.cost_per_log() > c.settled_cost * REWEIGH_WHEN {
+                c.settled = false;
+                c.logs = 0;
+                c.recent = (0.0, 0.0);
+            }
         }
     }
 

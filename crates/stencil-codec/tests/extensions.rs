@@ -865,3 +865,78 @@ fn each_source_takes_its_own_form() {
     );
     assert_eq!(enc.mode_of(None, Some(unique)), Some(Mode::Raw), "{enc:?}");
 }
+
+/// A source's form is final once it has held for a while, but not blind: when what the source costs per
+/// log grows by a quarter (its logs changed), it is weighed again. Here a source settles structured on
+/// templated logs, then turns to unique lines, and ends raw, every log rebuilt exactly.
+#[test]
+fn a_settled_source_whose_logs_change_is_weighed_again() {
+    let mut enc = ExtEncoder::new(Extensions::ALL, Compression::ZSTD, &[]).expect("encoder");
+    let mut dec = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default())
+        .with_extensions(Extensions::ALL, CAP);
+    dec.decode(0, &[]).expect("snapshot");
+    let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+    let mut next_pattern = 100u64;
+    let mut all = Vec::new();
+    let mut got = Vec::new();
+    let mut modes = Vec::new();
+    for b in 0..80u64 {
+        let mut batch = Vec::new();
+        if b == 0 {
+            for (id, value) in [(2, "info"), (3, "svc"), (4, "filename:/a.log")] {
+                batch.push(Datum::DictDefine(DictDefine {
+                    id,
+                    value: value.into(),
+                }));
+            }
+            batch.push(Datum::PatternDefine(PatternDefine {
+                id: 10,
+                template: "job  done in  ms".into(),
+                pos_list: vec![4, 13],
+            }));
+        }
+        for i in 0..500u64 {
+            let n = b * 500 + i;
+            let content = if b < 50 {
+                Content::Pattern {
+                    id: 10,
+                    values: vec![
+                        DynValue::new(Value::Int(n as i64)),
+                        DynValue::new(Value::Int((n * 7 % 50) as i64)),
+                    ],
+                }
+            } else {
+                next_pattern += 1;
+                let template = format!(
+                    "{} {} {} request  from {}",
+                    words[(n % 6) as usize],
+                    words[(n / 6 % 6) as usize],
+                    words[(n / 36 % 6) as usize],
+                    words[(n / 216 % 6) as usize],
+                );
+                let hole = template.find("  ").map_or(0, |p| p + 1) as u32;
+                batch.push(Datum::PatternDefine(PatternDefine {
+                    id: next_pattern,
+                    template,
+                    pos_list: vec![hole],
+                }));
+                Content::Pattern {
+                    id: next_pattern,
+                    values: vec![s(&format!("r{:x}", n * 2_654_435_761 % 1_000_003))],
+                }
+            };
+            batch.push(log(n as i64, content, 4));
+        }
+        let data = enc.encode(&batch).expect("encodes");
+        got.extend(rebuilt(
+            dec.decode(b as u32 + 1, &data)
+                .unwrap_or_else(|e| panic!("batch {b}: {e}"))
+                .logs,
+        ));
+        modes.push(enc.mode_of(Some(3), Some(4)));
+        all.push(batch);
+    }
+    assert_eq!(got, v3_records(&all));
+    assert_eq!(modes[49], Some(Mode::Structured), "{modes:?}");
+    assert_eq!(modes[79], Some(Mode::Raw), "{modes:?}");
+}
