@@ -22,9 +22,10 @@
 //! Columns and templates win on strongly templated logs and lose on short, varied ones, whose words zstd's
 //! context already matches across lines. Each source of the stream (the service and tags of its logs: a
 //! file, in the agent) is sent either structured or as raw text into the same compressed stream. A
-//! *shadow* layout and zstd context, fed the same batches and never sent, differs from the real form in
-//! one source per batch; once that source's other form has been clearly cheaper for a while, the source
-//! switches (`docs/extensions.md` has the rule). The intake needs no hint: a raw log is a raw log.
+//! *shadow* layout and zstd context, fed the same batches and never sent, sends every source the other
+//! way; each source is charged its share of both, and once its other form has been clearly cheaper for a
+//! while, it switches (`docs/extensions.md` has the rule). The intake needs no hint: a raw log is a raw
+//! log.
 
 use std::fmt;
 
@@ -529,20 +530,11 @@ impl ExtEncoder {
         if unsettled && self.shadow.is_none() {
             self.shadow = Some(self.fresh_shadow()?);
         }
-        // The source weighed in this batch: the shadow differs from the real form in its logs only, so
-        // that what the shadow saves or costs is that source's (a batch may mix sources).
         let counts = self.counts(datums);
-        let candidate = counts
-            .iter()
-            .filter(|(source, _)| self.sources.get(source).is_some_and(|c| !c.settled))
-            .max_by_key(|(source, n)| (**n, std::cmp::Reverse(**source)))
-            .map(|(source, n)| (*source, *n));
         let sources = &self.sources;
         let raw = |log: &Log| sources.get(&source_of(log)).map(|c| c.mode) == Some(Mode::Raw);
-        let shadow_raw = |log: &Log| match candidate {
-            Some((c, _)) if source_of(log) == c => !raw(log),
-            _ => raw(log),
-        };
+        // The shadow sends every source the other way.
+        let shadow_raw = |log: &Log| !raw(log);
         let shadowed = self.shadow.is_some();
         let texts = match self.render.as_mut() {
             Some(render) => render_texts(render, datums, &|log| shadowed || raw(log))?,
@@ -558,9 +550,15 @@ impl ExtEncoder {
                 std::mem::swap(&mut self.real, shadow);
                 std::mem::swap(&mut body, &mut other);
             }
-            if let Some((source, n)) = candidate {
-                let total = counts.values().sum::<usize>().max(1);
-                self.weigh(source, n, total, body.len(), other.len(), trial);
+            // Each source of the batch is charged its share of both forms' bytes, by its logs: exact
+            // when a batch holds one source's logs (an agent reads a file in runs of lines), an
+            // average when it mixes them.
+            let total = counts.values().sum::<usize>().max(1) as f64;
+            self.overall = (self.overall.0 * DECAY, self.overall.1 * DECAY);
+            for (source, n) in &counts {
+                let share = *n as f64 / total;
+                let (real, shadow) = (body.len() as f64 * share, other.len() as f64 * share);
+                self.weigh(*source, *n, real, shadow, trial);
             }
             self.stop_shadow_when_settled();
         }
@@ -602,38 +600,30 @@ impl ExtEncoder {
         counts
     }
 
-    /// Weighs the batch's `n` logs of `source` (of `total`): the real bytes are shared among the
-    /// batch's logs, and the shadow's differ by what the source's other form saved or cost. Flips the
-    /// source once its other form has been clearly cheaper for a while. With `trial`, the forms were
-    /// just swapped: the source takes the other mode first.
-    fn weigh(
-        &mut self,
-        source: Source,
-        n: usize,
-        total: usize,
-        sent: usize,
-        would: usize,
-        trial: bool,
-    ) {
+    /// Weighs the batch's `n` logs of `source`, charged `real` and `shadow` bytes. Flips the source once
+    /// its other form has been clearly cheaper for a while. With `trial`, the forms were just swapped:
+    /// the source takes the other mode first.
+    fn weigh(&mut self, source: Source, n: usize, real: f64, shadow: f64, trial: bool) {
         let Some(c) = self.sources.get_mut(&source) else {
             return;
         };
         if trial {
             c.mode = c.mode.other();
         }
-        let real = sent as f64 * n as f64 / total as f64;
-        let shadow = (real + would as f64 - sent as f64).max(0.0);
         // Over all sources: (raw, structured), the mode new sources start in.
-        self.overall = match c.mode {
-            Mode::Raw => (
-                self.overall.0 * DECAY + real,
-                self.overall.1 * DECAY + shadow,
-            ),
-            Mode::Structured => (
-                self.overall.0 * DECAY + shadow,
-                self.overall.1 * DECAY + real,
-            ),
-        };
+        match c.mode {
+            Mode::Raw => {
+                self.overall.0 += real;
+                self.overall.1 += shadow;
+            }
+            Mode::Structured => {
+                self.overall.0 += shadow;
+                self.overall.1 += real;
+            }
+        }
+        if c.settled {
+            return;
+        }
         if c.fresh {
             c.fresh = false;
             return;

@@ -770,7 +770,7 @@ fn column_tags_are_runs_and_digit_runs_go_by_position() {
 }
 
 /// The form is chosen per source (service and tags: a file, in the agent), not per stream: on one stream
-/// carrying a templated source and a source of unique lines, batch after batch, the first goes
+/// carrying a templated source and a source of unique lines, in alternate batches, the first goes
 /// structured and the second raw, and every log comes back exactly. (With one form per stream, a
 /// pipeline reading an access log and an application log sent one of them the expensive way.)
 #[test]
@@ -799,10 +799,10 @@ fn each_source_takes_its_own_form() {
                 pos_list: vec![4, 13],
             }));
         }
-        // Alternating halves, so that both sources share most batches.
+        // Batches alternate between the sources, as an agent reads each file in runs of lines.
         for i in 0..40u64 {
             let n = b * 40 + i;
-            let (content, tags) = if i % 2 == 0 {
+            let (content, tags) = if b % 2 == 0 {
                 (
                     Content::Pattern {
                         id: 10,
