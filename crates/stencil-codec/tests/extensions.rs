@@ -619,14 +619,47 @@ fn the_column_table_is_bounded_and_both_ends_forget_together() {
     }
 }
 
+/// Both ends of a `native/3` layout for one stream, without compression.
+struct NativeStream {
+    enc: stencil_codec::native::NativeEncoder,
+    dec: stencil_codec::native::NativeDecoder,
+    state: stencil_codec::StreamState,
+}
+
+impl NativeStream {
+    fn new() -> Self {
+        NativeStream {
+            enc: stencil_codec::native::NativeEncoder::new(),
+            dec: stencil_codec::native::NativeDecoder::new(),
+            state: stencil_codec::StreamState::new(Generation::V3, Limits::default()),
+        }
+    }
+
+    /// Lays out `batch`, decodes it, checks that it came back, and returns its length.
+    fn round(&mut self, batch: &[Datum]) -> usize {
+        let mut data = Vec::new();
+        self.enc.encode(batch, &mut data).expect("encodes");
+        let mut got = Vec::new();
+        self.dec
+            .decode(&data, &mut self.state, &mut |st, d| {
+                if let Datum::PatternDefine(p) = &d {
+                    st.define_pattern(p)?;
+                }
+                got.push(d);
+                Ok(())
+            })
+            .expect("decodes");
+        assert!(got == batch, "the batch decodes to what was encoded");
+        data.len()
+    }
+}
+
 /// native/3 codes datum kinds, timestamp deltas and metadata as runs: a batch of raw lines with the same
 /// metadata and a steady clock spends a few bytes on them whatever its size (native/1 spent three bytes
 /// per log, which a zstd stream of the raw lines did not), and metadata that changes anywhere in a batch,
 /// the last log included, comes back exactly.
 #[test]
 fn kinds_times_and_metadata_are_run_coded() {
-    use stencil_codec::native::{NativeDecoder, NativeEncoder};
-    use stencil_codec::StreamState;
     let raw_batch = |n: i64, start: i64, tags: &dyn Fn(i64) -> u64| -> Vec<Datum> {
         (0..n)
             .map(|i| log(start + i * 7, Content::Raw(format!("line {i}")), tags(i)))
@@ -644,21 +677,8 @@ fn kinds_times_and_metadata_are_run_coded() {
             })
             .sum()
     };
-    let mut enc = NativeEncoder::new();
-    let mut dec = NativeDecoder::new();
-    let mut state = StreamState::new(Generation::V3, Limits::default());
-    let mut round = |batch: &[Datum]| -> usize {
-        let mut data = Vec::new();
-        enc.encode(batch, &mut data).expect("encodes");
-        let mut got = Vec::new();
-        dec.decode(&data, &mut state, &mut |_, d| {
-            got.push(d);
-            Ok(())
-        })
-        .expect("decodes");
-        assert!(got == batch, "the batch decodes to what was encoded");
-        data.len()
-    };
+    let mut stream = NativeStream::new();
+    let mut round = |batch: &[Datum]| stream.round(batch);
     // The first batch sets the metadata; the second changes nothing but the clock.
     round(&raw_batch(10, 1_000, &|_| 8));
     for n in [10, 1000] {
@@ -695,26 +715,8 @@ fn kinds_times_and_metadata_are_run_coded() {
 /// repeats, one shape, more shapes than the table holds, and long literals come back exactly.
 #[test]
 fn column_tags_are_runs_and_digit_runs_go_by_position() {
-    use stencil_codec::native::{NativeDecoder, NativeEncoder};
-    use stencil_codec::StreamState;
-    let mut enc = NativeEncoder::new();
-    let mut dec = NativeDecoder::new();
-    let mut state = StreamState::new(Generation::V3, Limits::default());
-    let mut round = |batch: &[Datum]| -> usize {
-        let mut data = Vec::new();
-        enc.encode(batch, &mut data).expect("encodes");
-        let mut got = Vec::new();
-        dec.decode(&data, &mut state, &mut |st, d| {
-            if let Datum::PatternDefine(p) = &d {
-                st.define_pattern(p)?;
-            }
-            got.push(d);
-            Ok(())
-        })
-        .expect("decodes");
-        assert!(got == batch, "the batch decodes to what was encoded");
-        data.len()
-    };
+    let mut stream = NativeStream::new();
+    let mut round = |batch: &[Datum]| stream.round(batch);
     let define = |id: u64, holes: u32| {
         Datum::PatternDefine(PatternDefine {
             id,
@@ -769,6 +771,59 @@ fn column_tags_are_runs_and_digit_runs_go_by_position() {
     round(&logs(2, 300, &|i| mixed(i + 300)));
 }
 
+/// A stream's first datums: the status and service `log` uses (ids 2 and 3), `tags` from id 4 on, and
+/// pattern 10 of [`templated_log`].
+fn opening(batch: &mut Vec<Datum>, tags: &[&str]) {
+    for (id, value) in [(2, "info"), (3, "svc")]
+        .into_iter()
+        .chain((4..).zip(tags.iter().copied()))
+    {
+        batch.push(Datum::DictDefine(DictDefine {
+            id,
+            value: value.into(),
+        }));
+    }
+    batch.push(Datum::PatternDefine(PatternDefine {
+        id: 10,
+        template: "job  done in  ms".into(),
+        pos_list: vec![4, 13],
+    }));
+}
+
+/// Log `n` of pattern 10 (`job  done in  ms`, defined by [`opening`]): structure pays.
+fn templated_log(n: u64) -> Content {
+    Content::Pattern {
+        id: 10,
+        values: vec![
+            DynValue::new(Value::Int(n as i64)),
+            DynValue::new(Value::Int((n * 7 % 50) as i64)),
+        ],
+    }
+}
+
+/// Log `n` with a template of its own, `id`, whose define goes into `batch` (what an engine makes of
+/// unique text); its words repeat across lines, so raw text in one zstd context is cheaper.
+fn unique_log(n: u64, id: u64, batch: &mut Vec<Datum>) -> Content {
+    let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+    let template = format!(
+        "{} {} {} request  from {}",
+        words[(n % 6) as usize],
+        words[(n / 6 % 6) as usize],
+        words[(n / 36 % 6) as usize],
+        words[(n / 216 % 6) as usize],
+    );
+    let hole = template.find("  ").map_or(0, |p| p + 1) as u32;
+    batch.push(Datum::PatternDefine(PatternDefine {
+        id,
+        template,
+        pos_list: vec![hole],
+    }));
+    Content::Pattern {
+        id,
+        values: vec![s(&format!("r{:x}", n * 2_654_435_761 % 1_000_003))],
+    }
+}
+
 /// The form is chosen per source (service and tags: a file, in the agent), not per stream: on one stream
 /// carrying a templated source and a source of unique lines, in alternate batches, the first goes
 /// structured and the second raw, and every log comes back exactly. (With one form per stream, a
@@ -782,62 +837,16 @@ fn each_source_takes_its_own_form() {
     for b in 0..60u64 {
         let mut batch = Vec::new();
         if b == 0 {
-            for (id, value) in [
-                (2, "info"),
-                (3, "svc"),
-                (4, "filename:/a.log"),
-                (5, "filename:/b.log"),
-            ] {
-                batch.push(Datum::DictDefine(DictDefine {
-                    id,
-                    value: value.into(),
-                }));
-            }
-            batch.push(Datum::PatternDefine(PatternDefine {
-                id: 10,
-                template: "job  done in  ms".into(),
-                pos_list: vec![4, 13],
-            }));
+            opening(&mut batch, &["filename:/a.log", "filename:/b.log"]);
         }
         // Batches alternate between the sources, as an agent reads each file in runs of lines.
         for i in 0..40u64 {
             let n = b * 40 + i;
             let (content, tags) = if b % 2 == 0 {
-                (
-                    Content::Pattern {
-                        id: 10,
-                        values: vec![
-                            DynValue::new(Value::Int(n as i64)),
-                            DynValue::new(Value::Int((n * 7 % 50) as i64)),
-                        ],
-                    },
-                    templated,
-                )
+                (templated_log(n), templated)
             } else {
-                // A template of its own per line (what an engine makes of unique text), whose words
-                // repeat across lines: raw text in one zstd context is cheaper.
                 next_pattern += 1;
-                let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
-                let template = format!(
-                    "{} {} {} request  from {}",
-                    words[(n % 6) as usize],
-                    words[(n / 6 % 6) as usize],
-                    words[(n / 36 % 6) as usize],
-                    words[(n / 216 % 6) as usize],
-                );
-                let hole = template.find("  ").map_or(0, |p| p + 1) as u32;
-                batch.push(Datum::PatternDefine(PatternDefine {
-                    id: next_pattern,
-                    template,
-                    pos_list: vec![hole],
-                }));
-                (
-                    Content::Pattern {
-                        id: next_pattern,
-                        values: vec![s(&format!("r{:x}", n * 2_654_435_761 % 1_000_003))],
-                    },
-                    unique,
-                )
+                (unique_log(n, next_pattern, &mut batch), unique)
             };
             batch.push(log(n as i64, content, tags));
         }
@@ -875,7 +884,6 @@ fn a_settled_source_whose_logs_change_is_weighed_again() {
     let mut dec = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default())
         .with_extensions(Extensions::ALL, CAP);
     dec.decode(0, &[]).expect("snapshot");
-    let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
     let mut next_pattern = 100u64;
     let mut all = Vec::new();
     let mut got = Vec::new();
@@ -883,47 +891,15 @@ fn a_settled_source_whose_logs_change_is_weighed_again() {
     for b in 0..80u64 {
         let mut batch = Vec::new();
         if b == 0 {
-            for (id, value) in [(2, "info"), (3, "svc"), (4, "filename:/a.log")] {
-                batch.push(Datum::DictDefine(DictDefine {
-                    id,
-                    value: value.into(),
-                }));
-            }
-            batch.push(Datum::PatternDefine(PatternDefine {
-                id: 10,
-                template: "job  done in  ms".into(),
-                pos_list: vec![4, 13],
-            }));
+            opening(&mut batch, &["filename:/a.log"]);
         }
         for i in 0..500u64 {
             let n = b * 500 + i;
             let content = if b < 50 {
-                Content::Pattern {
-                    id: 10,
-                    values: vec![
-                        DynValue::new(Value::Int(n as i64)),
-                        DynValue::new(Value::Int((n * 7 % 50) as i64)),
-                    ],
-                }
+                templated_log(n)
             } else {
                 next_pattern += 1;
-                let template = format!(
-                    "{} {} {} request  from {}",
-                    words[(n % 6) as usize],
-                    words[(n / 6 % 6) as usize],
-                    words[(n / 36 % 6) as usize],
-                    words[(n / 216 % 6) as usize],
-                );
-                let hole = template.find("  ").map_or(0, |p| p + 1) as u32;
-                batch.push(Datum::PatternDefine(PatternDefine {
-                    id: next_pattern,
-                    template,
-                    pos_list: vec![hole],
-                }));
-                Content::Pattern {
-                    id: next_pattern,
-                    values: vec![s(&format!("r{:x}", n * 2_654_435_761 % 1_000_003))],
-                }
+                unique_log(n, next_pattern, &mut batch)
             };
             batch.push(log(n as i64, content, 4));
         }
