@@ -85,6 +85,9 @@ fn main() -> ExitCode {
     }
     cmd::ignore_file_size_signal();
     cmd::raise_fd_limit();
+    if matches!(cli.command, Command::Bench(_) | Command::Completions { .. }) {
+        cmd::quit_on_closed_stdout();
+    }
     match cli.command {
         Command::Intake(args) => cmd::intake::run(*args),
         Command::Bench(b) => stencil_bench::run(b),

@@ -209,3 +209,38 @@ fn bench_cardinality_reports_rss_per_budget() {
         assert_eq!(r["rebuilt_identical"], true);
     }
 }
+
+/// A report piped into a reader that stops early (`stencil bench wire --json … | head -1`) ends quietly,
+/// killed by SIGPIPE as other Unix tools are, instead of panicking in `println!` with a backtrace.
+#[test]
+fn a_report_whose_reader_goes_away_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Enough rows (3 per file) to overflow the pipe after the reader has gone.
+    let files: Vec<std::path::PathBuf> = (0..400)
+        .map(|i| {
+            let p = dir.path().join(format!("f{i}.log"));
+            std::fs::write(&p, format!("line {i} of a small file\n")).expect("write");
+            p
+        })
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["bench", "wire", "--json"])
+        .args(&files)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("stencil runs");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("a first row");
+    assert!(first.starts_with('{'), "{first}");
+    // The reader is dropped here: stdout is closed.
+    let out = child.wait_with_output().expect("waits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}

@@ -57,6 +57,18 @@ pub fn ignore_file_size_signal() {
     }
 }
 
+/// For the commands that only print a report (`bench`, `completions`): a closed stdout (`stencil bench
+/// wire --json … | head`) ends the process quietly, as it does for other Unix tools, instead of a
+/// panic in `println!`. The daemons keep SIGPIPE ignored: a peer that closes its socket must be a
+/// write error, never the end of the process.
+pub fn quit_on_closed_stdout() {
+    // SAFETY: as in `ignore_file_size_signal`: one signal's disposition, set in `main` before any
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Raises the soft limit on open files to the hard limit, as servers do: each connection, stream and
 /// followed file costs a descriptor, and the common soft default of 1,024 is far below what the
 /// connection limits allow. Failure is harmless: the old limit stays.
