@@ -425,7 +425,7 @@ pub struct ExtEncoder {
     sources: HashMap<Source, Choice>,
     /// Decayed (raw, structured) bytes over all sources: the mode a new source starts in.
     overall: (f64, f64),
-    /// Logs the stream has carried.
+    /// Logs the stream has carried (counted with native/3, where sources are tracked).
     logs_seen: u64,
     started: bool,
     level: i32,
@@ -512,25 +512,29 @@ impl ExtEncoder {
 
     /// Encodes the stream's next batch. The first call writes the marker.
     pub fn encode(&mut self, datums: &[Datum]) -> Result<Vec<u8>, EncodeError> {
-        let start = self.mode();
-        let now = self.logs_seen;
-        let mut unsettled = false;
+        // The batch's logs per source (none without native/3, where every log is structured).
+        let mut counts: HashMap<Source, usize> = HashMap::new();
         if self.agreed.native {
             for d in datums {
                 if let Datum::Log(log) = d {
-                    let c = self
-                        .sources
-                        .entry(source_of(log))
-                        .or_insert_with(|| Choice::new(start, now));
-                    c.last_seen = now;
-                    unsettled |= !c.settled;
+                    *counts.entry(source_of(log)).or_default() += 1;
                 }
             }
+        }
+        let total = counts.values().sum::<usize>();
+        let (start, now) = (self.mode(), self.logs_seen);
+        let mut unsettled = false;
+        for source in counts.keys() {
+            let c = self
+                .sources
+                .entry(*source)
+                .or_insert_with(|| Choice::new(start, now));
+            c.last_seen = now;
+            unsettled |= !c.settled;
         }
         if unsettled && self.shadow.is_none() {
             self.shadow = Some(self.fresh_shadow()?);
         }
-        let counts = self.counts(datums);
         let sources = &self.sources;
         let raw = |log: &Log| sources.get(&source_of(log)).map(|c| c.mode) == Some(Mode::Raw);
         // The shadow sends every source the other way.
@@ -546,24 +550,23 @@ impl ExtEncoder {
             let trial = !self.started && other.len() < body.len();
             if trial {
                 // Both forms start from empty contexts: the first batch is an exact trial, and its
-                // weighed source takes the cheaper form (the raw one keeps the defines it held back).
+                // sources take the cheaper form (the raw one keeps the defines it held back).
                 std::mem::swap(&mut self.real, shadow);
                 std::mem::swap(&mut body, &mut other);
             }
             // Each source of the batch is charged its share of both forms' bytes, by its logs: exact
             // when a batch holds one source's logs (an agent reads a file in runs of lines), an
             // average when it mixes them.
-            let total = counts.values().sum::<usize>().max(1) as f64;
             self.overall = (self.overall.0 * DECAY, self.overall.1 * DECAY);
             for (source, n) in &counts {
-                let share = *n as f64 / total;
+                let share = *n as f64 / total as f64;
                 let (real, shadow) = (body.len() as f64 * share, other.len() as f64 * share);
                 self.weigh(*source, *n, real, shadow, trial);
             }
             self.stop_shadow_when_settled();
         }
-        self.watch_settled(&counts, body.len());
-        self.logs_seen += datums.iter().filter(|d| matches!(d, Datum::Log(_))).count() as u64;
+        self.watch_settled(&counts, total, body.len());
+        self.logs_seen += total as u64;
         self.forget_idle_sources();
         let mut data = Vec::with_capacity(body.len() + 6);
         if !self.started {
@@ -586,18 +589,6 @@ impl ExtEncoder {
         }
         shadow.unsent = self.real.unsent.clone();
         Ok(shadow)
-    }
-
-    fn counts(&self, datums: &[Datum]) -> HashMap<Source, usize> {
-        let mut counts: HashMap<Source, usize> = HashMap::new();
-        if self.agreed.native {
-            for d in datums {
-                if let Datum::Log(log) = d {
-                    *counts.entry(source_of(log)).or_default() += 1;
-                }
-            }
-        }
-        counts
     }
 
     /// Weighs the batch's `n` logs of `source`, charged `real` and `shadow` bytes. Flips the source once
@@ -656,13 +647,12 @@ impl ExtEncoder {
     /// Follows what each source of the batch costs per log (its share of the batch's bytes). A settled
     /// source whose cost has grown by a quarter since it settled is weighed again: logs change over a
     /// long stream.
-    fn watch_settled(&mut self, counts: &HashMap<Source, usize>, sent: usize) {
-        let total = counts.values().sum::<usize>().max(1) as f64;
+    fn watch_settled(&mut self, counts: &HashMap<Source, usize>, total: usize, sent: usize) {
         for (source, n) in counts {
             let Some(c) = self.sources.get_mut(source) else {
                 continue;
             };
-            let share = sent as f64 * *n as f64 / total;
+            let share = sent as f64 * *n as f64 / total as f64;
             c.cost = (c.cost.0 * DECAY + share, c.cost.1 * DECAY + *n as f64);
             if c.settled && c.cost_per_log() > c.settled_cost * REWEIGH_WHEN {
                 c.settled = false;

@@ -16,18 +16,22 @@
 //!            1..=7), then each changed field as 0 (none) or dictionary id + 1
 //! pids    := per pattern log, its pattern id
 //! raw     := per raw log, the text and `\n` (raw line), or varint(len) and the text (raw bytes)
-//! columns := for each (pattern, hole) in order of first use in this batch, its values in log order
+//! columns := for each (pattern, hole) in order of first use in this batch, its values in log order:
+//!            runs of their tags, then their bodies, then their digit runs by position
 //! ```
 //!
-//! A column value is a kind byte (bit 7: `render_as_string`) and its payload: ints and dictionary ids are
+//! A column value is a tag (a kind byte, bit 7 `render_as_string`, and a reference) and a payload: ints
+//! and dictionary ids are
 //! zigzag deltas against the column's previous one; a string is a back-reference into the column's recent
 //! exact values, or a *shape* (the text with each digit run replaced by its width, itself named by index
 //! once seen) plus each digit run as a delta against the same run of the shape's previous value. Dates,
 //! counters and block ids inside strings become small numbers; repeated strings become one small index.
 //!
-//! `native/3` differs from `native/1` only in `kinds`, `times` and `meta`, which were one byte (or more)
+//! `native/2` differed from `native/1` only in `kinds`, `times` and `meta`, which were one byte (or more)
 //! per entry: in a batch of raw lines each section was a run of one byte that cost a zstd sequence, so
 //! `native/1` lost a few bytes per batch to a plain zstd stream exactly where it had nothing to gain.
+//! `native/3` does the same inside the columns: `native/2` wrote each value's kind byte and reference
+//! before its payload, and a value's digit runs one after another.
 //!
 //! Every table is bounded by constants both ends share, and the decoder counts its bytes
 //! ([`NativeDecoder::state_bytes`]) so that the intake can charge them against the stream's state limit.
@@ -1037,36 +1041,30 @@ fn read_column(
             ),
             V_SHAPED => {
                 // A shape new to the table that did not fit it is used once, from here.
-                let mut unlisted = None;
-                let index = match sub {
+                let (index, unlisted, runs) = match sub {
                     NEW_SHAPE => {
                         let shape = r.bytes()?.to_vec();
                         let runs = runs_in(&shape)?;
                         if st.shapes.len() >= MAX_SHAPES {
-                            unlisted = Some(shape);
-                            None
+                            (None, Some(shape), runs)
                         } else {
-                            st.add_shape(shape, runs)
+                            (st.add_shape(shape, runs), None, runs)
                         }
                     }
-                    SAME_SHAPE => Some(
-                        st.last_shape
-                            .ok_or_else(|| malformed("'same shape' without a previous shape"))?,
-                    ),
-                    k => {
-                        let k = usize::try_from(k - FIRST_SHAPE)
-                            .ok()
-                            .filter(|&k| k < st.shapes.len())
-                            .ok_or_else(|| malformed("a reference to a shape never sent"))?;
-                        Some(k)
+                    reference => {
+                        let k = if reference == SAME_SHAPE {
+                            st.last_shape
+                                .ok_or_else(|| malformed("'same shape' without a previous shape"))?
+                        } else {
+                            usize::try_from(reference - FIRST_SHAPE)
+                                .ok()
+                                .filter(|&k| k < st.shapes.len())
+                                .ok_or_else(|| malformed("a reference to a shape never sent"))?
+                        };
+                        (Some(k), None, st.shapes[k].1.len())
                     }
                 };
                 st.last_shape = index;
-                let runs = match (index, &unlisted) {
-                    (Some(k), _) => st.shapes[k].1.len(),
-                    (None, Some(shape)) => runs_in(shape)?,
-                    (None, None) => return Err(malformed("shape index")),
-                };
                 let first = numbers_len;
                 numbers_len = numbers_len.saturating_add(runs);
                 max_runs = max_runs.max(runs);

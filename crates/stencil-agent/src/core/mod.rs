@@ -421,8 +421,7 @@ impl Core {
             for d in prefix.iter().chain(payload.wire.iter()) {
                 if let Some(r) = crate::snapshot::target(d) {
                     if let std::collections::btree_map::Entry::Vacant(e) = self.known.entry(r) {
-                        e.insert(define_bytes(d));
-                        self.known_bytes += define_bytes(d);
+                        self.known_bytes += *e.insert(define_bytes(d));
                     }
                 }
             }
