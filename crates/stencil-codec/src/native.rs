@@ -80,6 +80,8 @@ const MAX_SHAPES: usize = 64;
 const MAX_EXACT: usize = 32;
 /// Longest string kept in a column's tables; longer ones are literals.
 const MAX_TABLED: usize = 128;
+/// Longest shape: a tabled value whose every byte is a NUL (each written as two bytes).
+const MAX_SHAPE: usize = 2 * MAX_TABLED;
 /// Most holes a pattern may have in this layout (the decoder refuses more before allocating).
 const MAX_HOLES: usize = 4096;
 /// Most (pattern, hole) columns a stream remembers. Columns go with their pattern's delete, but a peer
@@ -179,7 +181,7 @@ struct ColumnState {
     last_dict: i64,
     last_shape: Option<usize>,
     /// Shapes by index, with the digit runs of the shape's last value.
-    shapes: Vec<(Vec<u8>, Vec<i64>)>,
+    shapes: Shapes,
     /// Recent exact values, a ring of `MAX_EXACT`.
     exact: Vec<String>,
     /// The encoder's hash of each ring entry, to find a value without comparing every entry (the
@@ -206,13 +208,68 @@ impl ColumnState {
         slot
     }
 
-    fn add_shape(&mut self, shape: Vec<u8>, runs: usize) -> Option<usize> {
+    fn add_shape(&mut self, shape: &[u8], runs: usize) -> Option<usize> {
         if self.shapes.len() >= MAX_SHAPES {
             return None;
         }
         self.bytes += shape.len() + 8 * runs + 48;
-        self.shapes.push((shape, vec![0; runs]));
-        Some(self.shapes.len() - 1)
+        Some(self.shapes.push(shape, runs))
+    }
+}
+
+/// A column's shape table, its shapes and their digit runs each back to back in one buffer: a stream
+/// holds thousands of columns of up to [`MAX_SHAPES`] shapes, and two allocations per shape (with their
+/// headers and rounding) took about three times the bytes of the shapes themselves.
+#[derive(Debug, Default, Clone)]
+struct Shapes {
+    /// Every shape's bytes, in table order.
+    bytes: Vec<u8>,
+    /// The digit runs of each shape's last value, in table order.
+    runs: Vec<i64>,
+    /// Where each shape ends in `bytes` and its runs end in `runs`.
+    ends: Vec<(u32, u32)>,
+}
+
+impl Shapes {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Where shape `k`'s bytes and runs lie.
+    fn spans(&self, k: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (b0, r0) = match k.checked_sub(1) {
+            Some(j) => self.ends[j],
+            None => (0, 0),
+        };
+        let (b1, r1) = self.ends[k];
+        (b0 as usize..b1 as usize, r0 as usize..r1 as usize)
+    }
+
+    fn shape(&self, k: usize) -> &[u8] {
+        &self.bytes[self.spans(k).0]
+    }
+
+    fn runs_mut(&mut self, k: usize) -> &mut [i64] {
+        let span = self.spans(k).1;
+        &mut self.runs[span]
+    }
+
+    fn run_count(&self, k: usize) -> usize {
+        self.spans(k).1.len()
+    }
+
+    fn find(&self, shape: &[u8]) -> Option<usize> {
+        (0..self.len()).find(|&k| self.shape(k) == shape)
+    }
+
+    /// Appends a shape whose values have `runs` digit runs (all 0 so far); returns its index. Shapes
+    /// are at most a tabled value's length and a table holds [`MAX_SHAPES`], so the offsets fit `u32`.
+    fn push(&mut self, shape: &[u8], runs: usize) -> usize {
+        self.bytes.extend_from_slice(shape);
+        self.runs.resize(self.runs.len() + runs, 0);
+        self.ends
+            .push((self.bytes.len() as u32, self.runs.len() as u32));
+        self.ends.len() - 1
     }
 }
 
@@ -500,7 +557,7 @@ impl NativeEncoder {
                     st.exact_hashes.push(hash);
                 }
                 shape_of(s.as_bytes(), &mut self.shape_buf, &mut self.numbers);
-                let known = st.shapes.iter().position(|(sh, _)| *sh == self.shape_buf);
+                let known = st.shapes.find(&self.shape_buf);
                 let index = match known {
                     Some(k) if st.last_shape == Some(k) => {
                         col.tags.push(tag(V_SHAPED | flag, SAME_SHAPE));
@@ -513,13 +570,13 @@ impl NativeEncoder {
                     None => {
                         col.tags.push(tag(V_SHAPED | flag, NEW_SHAPE));
                         put_bytes(&mut col.body, &self.shape_buf);
-                        st.add_shape(self.shape_buf.clone(), self.numbers.len())
+                        st.add_shape(&self.shape_buf, self.numbers.len())
                     }
                 };
                 st.last_shape = index;
                 match index {
                     Some(k) => {
-                        let prevs = st.shapes[k].1.iter_mut();
+                        let prevs = st.shapes.runs_mut(k).iter_mut();
                         for (run, (prev, n)) in prevs.zip(&self.numbers).enumerate() {
                             put_signed(col.digits(run), n.wrapping_sub(*prev));
                             *prev = *n;
@@ -1044,11 +1101,14 @@ fn read_column(
                 let (index, unlisted, runs) = match sub {
                     NEW_SHAPE => {
                         let shape = r.bytes()?.to_vec();
+                        if shape.len() > MAX_SHAPE {
+                            return Err(malformed("a shape longer than any tabled value's"));
+                        }
                         let runs = runs_in(&shape)?;
                         if st.shapes.len() >= MAX_SHAPES {
                             (None, Some(shape), runs)
                         } else {
-                            (st.add_shape(shape, runs), None, runs)
+                            (st.add_shape(&shape, runs), None, runs)
                         }
                     }
                     reference => {
@@ -1061,7 +1121,7 @@ fn read_column(
                                 .filter(|&k| k < st.shapes.len())
                                 .ok_or_else(|| malformed("a reference to a shape never sent"))?
                         };
-                        (Some(k), None, st.shapes[k].1.len())
+                        (Some(k), None, st.shapes.run_count(k))
                     }
                 };
                 st.last_shape = index;
@@ -1098,7 +1158,7 @@ fn read_column(
                 let delta = r.signed()?;
                 numbers[first + run] = match index {
                     Some(k) => {
-                        let prev = &mut st.shapes[*k].1[run];
+                        let prev = &mut st.shapes.runs_mut(*k)[run];
                         *prev = prev.wrapping_add(delta);
                         *prev
                     }
@@ -1124,7 +1184,7 @@ fn read_column(
                 first,
             } => {
                 let shape = match (index, &unlisted) {
-                    (Some(k), _) => st.shapes[k].0.as_slice(),
+                    (Some(k), _) => st.shapes.shape(k),
                     (None, Some(shape)) => shape.as_slice(),
                     (None, None) => return Err(malformed("shape index")),
                 };
@@ -1169,4 +1229,53 @@ fn render_shape(shape: &[u8], numbers: &[i64]) -> Result<String, ErrorKind> {
         }
     }
     String::from_utf8(text).map_err(|e| ErrorKind::InvalidUtf8(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One column of `count` values whose tags are `tag` and whose bodies are `body`.
+    fn column(tag: u64, count: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, tag);
+        put_varint(&mut out, count);
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_shape_table_keeps_each_shape_and_its_runs_apart() {
+        let mut shapes = Shapes::default();
+        assert_eq!(shapes.push(b"ip \0\x01.\0\x01", 2), 0);
+        assert_eq!(shapes.push(b"id", 0), 1);
+        assert_eq!(shapes.push(b"\0\x03ms", 1), 2);
+        shapes.runs_mut(0).copy_from_slice(&[10, 20]);
+        shapes.runs_mut(2)[0] = 7;
+        assert_eq!(shapes.len(), 3);
+        assert_eq!(shapes.shape(1), b"id");
+        assert_eq!(shapes.runs_mut(0), &[10, 20]);
+        assert_eq!(shapes.run_count(1), 0);
+        assert_eq!(shapes.runs_mut(2), &[7]);
+        assert_eq!(shapes.find(b"\0\x03ms"), Some(2));
+        assert_eq!(shapes.find(b"i"), None);
+    }
+
+    #[test]
+    fn a_new_shape_longer_than_any_tabled_value_is_refused() {
+        let tag = u64::from(V_SHAPED) | NEW_SHAPE << 8;
+        let mut body = Vec::new();
+        put_bytes(&mut body, &[b'a'; MAX_SHAPE]);
+        let data = column(tag, 1, &body);
+        let values = read_column(&mut ColumnState::default(), &mut Reader::new(&data), 1)
+            .expect("the longest shape a tabled value can have");
+        assert!(matches!(&values[0].value, Value::Str(s) if s.len() == MAX_SHAPE));
+
+        let mut body = Vec::new();
+        put_bytes(&mut body, &[b'a'; MAX_SHAPE + 1]);
+        let data = column(tag, 1, &body);
+        let err = read_column(&mut ColumnState::default(), &mut Reader::new(&data), 1)
+            .expect_err("no encoder makes such a shape");
+        assert!(err.to_string().contains("longer than"), "{err}");
+    }
 }

@@ -432,7 +432,7 @@ async fn reload_keys_on_sighup(keys: stencil_intake::ApiKeys, path: PathBuf) {
 
 fn run_inner(args: IntakeArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let rt = super::runtime()?;
+    let rt = super::runtime(None)?;
     let sink = rt.block_on(sink(&args))?;
     // Pattern counts cost a hash lookup per log: kept when a report or the metrics port can show them.
     let stats = (args.patterns_report.is_some() || args.metrics_listen.is_some())

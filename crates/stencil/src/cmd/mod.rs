@@ -88,9 +88,14 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// A multi-threaded tokio runtime, or a clear error.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// A multi-threaded tokio runtime, or a clear error. `workers` sets its worker threads (default: one
+/// per CPU).
+pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
