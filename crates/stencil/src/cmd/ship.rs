@@ -118,7 +118,8 @@ pub struct ShipArgs {
     #[arg(long, default_value_t = 1000)]
     batch_lines: usize,
     /// Pipelines, each with its own engine and stream over one shared connection; every source belongs
-    /// to exactly one (default: min(4, CPUs)).
+    /// to exactly one (default: min(4, CPUs)). Each pipeline reads and runs its engine on a thread of its
+    /// own and gets one async worker thread for its transport.
     #[arg(long, value_name = "N", env = "STENCIL_STREAMS")]
     streams: Option<usize>,
     /// Memory budget of each pipeline's pattern state (patterns, dictionary, JSON schemas), in MiB. At
