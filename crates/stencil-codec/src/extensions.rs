@@ -295,9 +295,11 @@ struct Form {
     ctx: Option<StreamCompressor>,
     /// Patterns defined but not sent: every log of theirs so far went as raw text.
     unsent: std::collections::BTreeMap<u64, crate::datum::PatternDefine>,
-    /// The form's datums of the batch being encoded, kept empty between batches so that its
-    /// capacity (a batch of datums, about 220 KiB per 1,000 logs) is allocated once, not per batch.
+    /// The datums this form changes in the batch being encoded (logs turned into raw text, defines
+    /// released), kept empty between batches so that its capacity is allocated once, not per batch.
     scratch: Vec<Datum>,
+    /// Per datum of the form, the batch's datum or one of `scratch` (see [`Form::mixed_form`]).
+    order: Vec<Result<usize, usize>>,
     /// The batch's layout before compression, reused the same way.
     plain: Vec<u8>,
 }
@@ -312,51 +314,63 @@ impl Form {
                 .transpose()?,
             unsent: Default::default(),
             scratch: Vec::new(),
+            order: Vec::new(),
             plain: Vec::new(),
         })
     }
 
-    /// The form of a batch: the logs `raw` names as their text (`texts`), pattern defines held back until
-    /// a log of theirs goes structured (or a JSON one, which is never raw, needs them).
+    /// The form of a batch: the logs `raw` names as their text (taken from `texts`), pattern defines held
+    /// back until a log of theirs goes structured (or a JSON one, which is never raw, needs them). What
+    /// changes is built into `owned`; `order` says, per datum of the form, whether it is the batch's datum
+    /// `i` as it is (`Ok(i)`) or `owned[j]` (`Err(j)`), so that the datums that stay are not copied.
     fn mixed_form(
         unsent: &mut std::collections::BTreeMap<u64, crate::datum::PatternDefine>,
         datums: &[Datum],
-        texts: &[Option<String>],
+        texts: &mut [Option<String>],
         raw: &dyn Fn(&Log) -> bool,
-        out: &mut Vec<Datum>,
+        owned: &mut Vec<Datum>,
+        order: &mut Vec<Result<usize, usize>>,
     ) {
-        out.reserve(datums.len());
-        for (d, text) in datums.iter().zip(texts) {
+        order.reserve(datums.len());
+        let mut own = |d: Datum, order: &mut Vec<Result<usize, usize>>| {
+            order.push(Err(owned.len()));
+            owned.push(d);
+        };
+        for (i, (d, text)) in datums.iter().zip(texts.iter_mut()).enumerate() {
             match d {
                 Datum::PatternDefine(p) => {
                     unsent.insert(p.id, p.clone());
                 }
                 Datum::PatternDelete { id } => {
                     if unsent.remove(id).is_none() {
-                        out.push(d.clone());
+                        order.push(Ok(i));
                     }
                 }
-                Datum::Log(log) => match (&log.content, text) {
-                    // The log's metadata, its text as raw content (its values are not cloned: they
-                    // are not sent).
-                    (_, Some(text)) if !text.is_empty() && raw(log) => out.push(Datum::Log(Log {
-                        timestamp: log.timestamp,
-                        status: log.status.clone(),
-                        service: log.service.clone(),
-                        tags: log.tags.clone(),
-                        content: Content::Raw(text.clone()),
-                        json: None,
-                        uuid: log.uuid.clone(),
-                    })),
-                    (Content::Pattern { id, .. }, _) => {
+                Datum::Log(log) => match &log.content {
+                    // The log's metadata, its text as raw content (its values are not copied: they
+                    // are not sent). Each log's text goes to one form only: the other sends it
+                    // structured.
+                    _ if raw(log) && text.as_ref().is_some_and(|t| !t.is_empty()) => own(
+                        Datum::Log(Log {
+                            timestamp: log.timestamp,
+                            status: log.status.clone(),
+                            service: log.service.clone(),
+                            tags: log.tags.clone(),
+                            content: Content::Raw(text.take().unwrap_or_default()),
+                            json: None,
+                            uuid: log.uuid.clone(),
+                        }),
+                        order,
+                    ),
+                    Content::Pattern { id, .. } => {
                         if let Some(p) = unsent.remove(id) {
-                            out.push(Datum::PatternDefine(p));
+                            own(Datum::PatternDefine(p), order);
                         }
-                        out.push(d.clone());
+                        order.push(Ok(i));
                     }
-                    _ => out.push(d.clone()),
+                    _ => order.push(Ok(i)),
                 },
-                _ => out.push(d.clone()),
+                _ => order.push(Ok(i)),
             }
         }
     }
@@ -365,7 +379,7 @@ impl Form {
     fn encode(
         &mut self,
         datums: &[Datum],
-        texts: &[Option<String>],
+        texts: &mut [Option<String>],
         compression: Compression,
         raw: &dyn Fn(&Log) -> bool,
     ) -> Result<Vec<u8>, EncodeError> {
@@ -374,35 +388,45 @@ impl Form {
             ctx,
             unsent,
             scratch,
+            order,
             plain,
         } = self;
-        // A batch with nothing to hold back or render goes as it is (no copy).
+        // A batch with nothing to hold back or render goes as it is.
         let as_is = unsent.is_empty()
-            && datums.iter().zip(texts).all(|(d, t)| match d {
+            && datums.iter().zip(texts.iter()).all(|(d, t)| match d {
                 Datum::Log(log) => t.is_none() || !raw(log),
                 _ => true,
             });
-        let datums: &[Datum] = if as_is {
-            datums
+        // Empty unless an earlier batch failed half-way.
+        scratch.clear();
+        order.clear();
+        let form: Vec<&Datum> = if as_is {
+            datums.iter().collect()
         } else {
-            // Empty unless an earlier batch failed half-way.
-            scratch.clear();
-            Form::mixed_form(unsent, datums, texts, raw, scratch);
-            scratch
+            Form::mixed_form(unsent, datums, texts, raw, scratch, order);
+            order
+                .iter()
+                .map(|o| match *o {
+                    Ok(i) => &datums[i],
+                    Err(j) => &scratch[j],
+                })
+                .collect()
         };
         plain.clear();
         match native.as_mut() {
-            Some(n) if n.supports(datums) => {
+            Some(n) if n.supports(&form) => {
                 plain.push(LAYOUT_NATIVE);
-                n.encode(datums, plain)?;
+                n.encode(&form, plain)?;
             }
             _ => {
                 plain.push(LAYOUT_V3);
-                crate::v3::encode(datums)?
+                let copied: Vec<Datum> = form.iter().map(|d| (*d).clone()).collect();
+                crate::v3::encode(&copied)?
                     .encode(plain)
                     .map_err(|e| EncodeError::Compression(std::io::Error::other(e.to_string())))?;
             }
         }
+        drop(form);
         scratch.clear();
         Ok(match ctx.as_mut() {
             Some(ctx) => ctx.compress_batch(plain)?,
@@ -540,13 +564,13 @@ impl ExtEncoder {
         // The shadow sends every source the other way.
         let shadow_raw = |log: &Log| !raw(log);
         let shadowed = self.shadow.is_some();
-        let texts = match self.render.as_mut() {
+        let mut texts = match self.render.as_mut() {
             Some(render) => render_texts(render, datums, &|log| shadowed || raw(log))?,
             None => vec![None; datums.len()],
         };
-        let mut body = self.real.encode(datums, &texts, self.compression, &raw)?;
+        let mut body = self.real.encode(datums, &mut texts, self.compression, &raw)?;
         if let Some(shadow) = self.shadow.as_mut() {
-            let mut other = shadow.encode(datums, &texts, self.compression, &shadow_raw)?;
+            let mut other = shadow.encode(datums, &mut texts, self.compression, &shadow_raw)?;
             let trial = !self.started && other.len() < body.len();
             if trial {
                 // Both forms start from empty contexts: the first batch is an exact trial, and its

@@ -351,9 +351,9 @@ impl NativeEncoder {
 
     /// Checks that every datum fits this layout (no JSON schemas or contexts, no uuids, metadata as
     /// dictionary ids, one value per hole of a known pattern). Nothing is changed.
-    pub fn supports(&self, datums: &[Datum]) -> bool {
+    pub fn supports<D: std::borrow::Borrow<Datum>>(&self, datums: &[D]) -> bool {
         let mut overlay: HashMap<u64, Option<usize>> = HashMap::new();
-        datums.iter().all(|d| match d {
+        datums.iter().all(|d| match d.borrow() {
             Datum::PatternDefine(p) => {
                 overlay.insert(p.id, Some(p.pos_list.len()));
                 p.pos_list.len() <= MAX_HOLES
@@ -386,7 +386,11 @@ impl NativeEncoder {
 
     /// Lays out one batch, appending it to `out`. Call [`NativeEncoder::supports`] first: on an error the
     /// stream's state may be partly updated, and the stream must not be used again.
-    pub fn encode(&mut self, datums: &[Datum], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    pub fn encode<D: std::borrow::Borrow<Datum>>(
+        &mut self,
+        datums: &[D],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         let mut kinds = Vec::with_capacity(datums.len());
         let mut times: Vec<u64> = Vec::with_capacity(datums.len());
         let (mut defs, mut meta, mut pids, mut raw) =
@@ -398,7 +402,7 @@ impl NativeEncoder {
         let mut deleted = Vec::new();
         let mut last_define = 0u64;
         for d in datums {
-            match d {
+            match d.borrow() {
                 Datum::PatternDefine(p) => {
                     kinds.push(D_PATTERN_DEFINE);
                     put_signed(&mut defs, p.id.wrapping_sub(last_define) as i64);
