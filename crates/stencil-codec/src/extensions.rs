@@ -568,7 +568,9 @@ impl ExtEncoder {
             Some(render) => render_texts(render, datums, &|log| shadowed || raw(log))?,
             None => vec![None; datums.len()],
         };
-        let mut body = self.real.encode(datums, &mut texts, self.compression, &raw)?;
+        let mut body = self
+            .real
+            .encode(datums, &mut texts, self.compression, &raw)?;
         if let Some(shadow) = self.shadow.as_mut() {
             let mut other = shadow.encode(datums, &mut texts, self.compression, &shadow_raw)?;
             let trial = !self.started && other.len() < body.len();
