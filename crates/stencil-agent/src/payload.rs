@@ -213,29 +213,29 @@ pub fn estimated_size(raw_bytes: usize, datums: usize) -> usize {
 }
 
 /// Adds every id a log datum references.
-pub fn references(d: &Datum, refs: &mut BTreeSet<Ref>) {
+pub fn references(d: &Datum, refs: &mut impl Extend<Ref>) {
     let Datum::Log(log) = d else { return };
     let mut dict = |v: &Option<Value>| {
         if let Some(Value::Dict(id)) = v {
-            refs.insert((SpaceKey::Dictionary, *id));
+            refs.extend([(SpaceKey::Dictionary, *id)]);
         }
     };
     dict(&log.status);
     dict(&log.service);
     dict(&log.tags);
     if let Content::Pattern { id, values } = &log.content {
-        refs.insert((SpaceKey::Pattern, *id));
+        refs.extend([(SpaceKey::Pattern, *id)]);
         for v in values {
             if let Value::Dict(id) = v.value {
-                refs.insert((SpaceKey::Dictionary, id));
+                refs.extend([(SpaceKey::Dictionary, id)]);
             }
         }
     }
     if let Some(JsonContext::Columns { schema, values }) = &log.json {
-        refs.insert((SpaceKey::Schema, *schema));
+        refs.extend([(SpaceKey::Schema, *schema)]);
         for v in values {
             if let JsonValue::Dict(id) = v {
-                refs.insert((SpaceKey::Dictionary, *id));
+                refs.extend([(SpaceKey::Dictionary, *id)]);
             }
         }
     }

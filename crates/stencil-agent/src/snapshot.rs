@@ -145,14 +145,18 @@ impl Snapshot {
         let mut running: BTreeSet<Ref> = BTreeSet::new();
         let mut prefix: BTreeMap<Ref, Datum> = BTreeMap::new();
         let mut dangling = 0;
+        // One buffer for every log's references (a set per log was an allocation per log).
+        let mut refs: Vec<Ref> = Vec::new();
         for d in payload.wire.iter() {
             if let Some(r) = target(d) {
                 running.insert(r);
                 continue;
             }
-            let mut refs = BTreeSet::new();
+            refs.clear();
             crate::payload::references(d, &mut refs);
-            for r in refs {
+            refs.sort_unstable();
+            refs.dedup();
+            for &r in &refs {
                 if known.contains_key(&r) || running.contains(&r) || prefix.contains_key(&r) {
                     continue;
                 }

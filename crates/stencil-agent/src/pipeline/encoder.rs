@@ -213,22 +213,32 @@ impl LineEncoder {
             true => crate::processing::detect_status(&text).unwrap_or(&source.status),
             false => &source.status,
         };
-        let mut tags: Vec<&str> = self
-            .states
-            .get(src)
-            .map(|s| s.common.iter().map(String::as_str).collect())
-            .unwrap_or_default();
-        if let Some(f) = tag {
-            tags.push(f);
-        }
-        if let Some(t) = eol.tag() {
-            tags.push(t);
-        }
+        // The source's tags, then the input's and the line ending's: on the stack for the usual few (a
+        // vector per line was two allocations per line).
+        let common = self.states.get(src).map_or(&[][..], |s| s.common.as_slice());
+        let all = common
+            .iter()
+            .map(String::as_str)
+            .chain(tag)
+            .chain(eol.tag());
+        let mut stack = [""; 8];
+        let heap: Vec<&str>;
+        let tags: &[&str] = if common.len() + 2 <= stack.len() {
+            let mut n = 0;
+            for (slot, t) in stack.iter_mut().zip(all) {
+                *slot = t;
+                n += 1;
+            }
+            &stack[..n]
+        } else {
+            heap = all.collect();
+            &heap
+        };
         let meta = Meta {
             timestamp: now_ms(),
             status: Some(status),
             service: source.service.as_deref(),
-            tags: &tags,
+            tags,
         };
         let mut datums = Vec::new();
         self.engine.encode(&text, &meta, &mut datums);
