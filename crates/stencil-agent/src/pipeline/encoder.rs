@@ -215,7 +215,10 @@ impl LineEncoder {
         };
         // The source's tags, then the input's and the line ending's: on the stack for the usual few (a
         // vector per line was two allocations per line).
-        let common = self.states.get(src).map_or(&[][..], |s| s.common.as_slice());
+        let common = self
+            .states
+            .get(src)
+            .map_or(&[][..], |s| s.common.as_slice());
         let all = common
             .iter()
             .map(String::as_str)
