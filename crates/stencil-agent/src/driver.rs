@@ -61,6 +61,8 @@ pub struct WorkerReport {
     pub unacked: usize,
     /// The wire of the last stream (`v3`, or the extensions it agreed).
     pub wire: &'static str,
+    /// The last stream's sources sent as raw text and structured (see [`Core::source_forms`]).
+    pub sources: (usize, usize),
 }
 
 /// A running worker.
@@ -99,6 +101,7 @@ impl Worker {
                     stats: CoreStats::default(),
                     unacked: 0,
                     wire: "v3",
+                    sources: (0, 0),
                 }
             }
         }
@@ -312,6 +315,7 @@ async fn run(
         stats: core.stats(),
         unacked: core.inflight().0,
         wire: core.wire_name(),
+        sources: core.source_forms(),
     }
 }
 
@@ -360,6 +364,14 @@ fn publish(core: &Core, pipeline: &str) {
     metrics::gauge!("stencil_agent_inflight_payloads", &[p()]).set(payloads as f64);
     metrics::gauge!("stencil_agent_inflight_bytes", &[p()]).set(bytes as f64);
     metrics::gauge!("stencil_agent_stream_error_count", &[p()]).set(f64::from(core.error_count()));
+    let (raw, structured) = core.source_forms();
+    for (form, n) in [("raw", raw), ("structured", structured)] {
+        metrics::gauge!(
+            "stencil_agent_stream_sources",
+            &[p(), ("form", form.to_owned())]
+        )
+        .set(n as f64);
+    }
 }
 
 async fn sleep_until(at: Option<std::time::Instant>) {

@@ -34,7 +34,7 @@ use foldhash::{HashMap, HashMapExt};
 use prost::Message;
 
 use crate::compression::Compression;
-use crate::datum::{Content, Datum, Log};
+use crate::datum::{Content, Datum, JsonContext, Log};
 use crate::error::{EncodeError, ErrorKind};
 use crate::native::{NativeDecoder, NativeEncoder};
 use crate::state::{Limits, StreamState};
@@ -260,7 +260,8 @@ impl Choice {
 }
 
 /// Renders as text each log of a batch that `wanted` names, in datum order (a pattern may be widened
-/// mid-batch); every state change is applied.
+/// mid-batch); every state change is applied. A JSON log's text is its document, serialized compactly in
+/// key order: the engine sends a JSON log structurally only when that gives back its line exactly.
 fn render_texts(
     render: &mut StreamState,
     datums: &[Datum],
@@ -276,8 +277,14 @@ fn render_texts(
             Datum::DictDelete { id } => render.delete_dict(*id),
             Datum::SchemaDefine(d) => render.define_schema(d).map_err(render_error)?,
             Datum::SchemaDelete { id } => render.delete_schema(*id),
-            Datum::Log(log) if log.json.is_none() && wanted(log) => {
-                if let Content::Pattern { .. } = log.content {
+            Datum::Log(log) if wanted(log) => {
+                if log.json.is_some() {
+                    let record = render.reconstruct(log).map_err(render_error)?;
+                    text = record
+                        .json
+                        .as_ref()
+                        .and_then(|doc| serde_json::to_string(doc).ok());
+                } else if let Content::Pattern { .. } = log.content {
                     text = Some(render.message_text(&log.content).map_err(render_error)?);
                 }
             }
@@ -288,13 +295,26 @@ fn render_texts(
     Ok(texts)
 }
 
+/// The defines a form holds back until a structured log needs them.
+#[derive(Debug, Default, Clone)]
+struct Unsent {
+    patterns: std::collections::BTreeMap<u64, crate::datum::PatternDefine>,
+    schemas: std::collections::BTreeMap<u64, crate::datum::SchemaDefine>,
+}
+
+impl Unsent {
+    fn is_empty(&self) -> bool {
+        self.patterns.is_empty() && self.schemas.is_empty()
+    }
+}
+
 /// One way of sending the stream's logs: its layout state, its zstd context, and the pattern defines it
 /// holds back until a structured log needs them.
 struct Form {
     native: Option<NativeEncoder>,
     ctx: Option<StreamCompressor>,
-    /// Patterns defined but not sent: every log of theirs so far went as raw text.
-    unsent: std::collections::BTreeMap<u64, crate::datum::PatternDefine>,
+    /// Patterns and JSON schemas defined but not sent: every log of theirs so far went as raw text.
+    unsent: Unsent,
     /// The datums this form changes in the batch being encoded (logs turned into raw text, defines
     /// released), kept empty between batches so that its capacity is allocated once, not per batch.
     scratch: Vec<Datum>,
@@ -319,12 +339,12 @@ impl Form {
         })
     }
 
-    /// The form of a batch: the logs `raw` names as their text (taken from `texts`), pattern defines held
-    /// back until a log of theirs goes structured (or a JSON one, which is never raw, needs them). What
+    /// The form of a batch: the logs `raw` names as their text (taken from `texts`), pattern and JSON
+    /// schema defines held back until a log of theirs goes structured. What
     /// changes is built into `owned`; `order` says, per datum of the form, whether it is the batch's datum
     /// `i` as it is (`Ok(i)`) or `owned[j]` (`Err(j)`), so that the datums that stay are not copied.
     fn mixed_form(
-        unsent: &mut std::collections::BTreeMap<u64, crate::datum::PatternDefine>,
+        unsent: &mut Unsent,
         datums: &[Datum],
         texts: &mut [Option<String>],
         raw: &dyn Fn(&Log) -> bool,
@@ -339,10 +359,18 @@ impl Form {
         for (i, (d, text)) in datums.iter().zip(texts.iter_mut()).enumerate() {
             match d {
                 Datum::PatternDefine(p) => {
-                    unsent.insert(p.id, p.clone());
+                    unsent.patterns.insert(p.id, p.clone());
                 }
                 Datum::PatternDelete { id } => {
-                    if unsent.remove(id).is_none() {
+                    if unsent.patterns.remove(id).is_none() {
+                        order.push(Ok(i));
+                    }
+                }
+                Datum::SchemaDefine(d) => {
+                    unsent.schemas.insert(d.id, d.clone());
+                }
+                Datum::SchemaDelete { id } => {
+                    if unsent.schemas.remove(id).is_none() {
                         order.push(Ok(i));
                     }
                 }
@@ -362,13 +390,19 @@ impl Form {
                         }),
                         order,
                     ),
-                    Content::Pattern { id, .. } => {
-                        if let Some(p) = unsent.remove(id) {
-                            own(Datum::PatternDefine(p), order);
+                    content => {
+                        if let Content::Pattern { id, .. } = content {
+                            if let Some(p) = unsent.patterns.remove(id) {
+                                own(Datum::PatternDefine(p), order);
+                            }
+                        }
+                        if let Some(JsonContext::Columns { schema, .. }) = &log.json {
+                            if let Some(d) = unsent.schemas.remove(schema) {
+                                own(Datum::SchemaDefine(d), order);
+                            }
                         }
                         order.push(Ok(i));
                     }
-                    _ => order.push(Ok(i)),
                 },
                 _ => order.push(Ok(i)),
             }
@@ -527,6 +561,16 @@ impl ExtEncoder {
         } else {
             Mode::Structured
         }
+    }
+
+    /// How many of the stream's recent sources go as raw text and how many structured: (raw, structured).
+    pub fn source_forms(&self) -> (usize, usize) {
+        let raw = self
+            .sources
+            .values()
+            .filter(|c| c.mode == Mode::Raw)
+            .count();
+        (raw, self.sources.len() - raw)
     }
 
     /// The mode of `source`'s logs.

@@ -873,6 +873,7 @@ fn each_source_takes_its_own_form() {
         "{enc:?}"
     );
     assert_eq!(enc.mode_of(None, Some(unique)), Some(Mode::Raw), "{enc:?}");
+    assert_eq!(enc.source_forms(), (1, 1), "one raw source, one structured");
 }
 
 /// A source's form is final once it has held for a while, but not blind: when what the source costs per

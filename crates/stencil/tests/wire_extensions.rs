@@ -80,3 +80,59 @@ fn extensions_are_used_when_echoed_and_plain_v3_otherwise() {
         "{ext}"
     );
 }
+
+/// A file of JSON logs among lines of random words: no structure pays for its source, so it goes as
+/// raw text, JSON logs included (their documents, as the line was), and every batch stays in the
+/// native layout. Before, the JSON logs stayed structured, their schemas put every batch back in the
+/// v3 layout, and the file cost more than a zstd-1 stream of its lines.
+#[test]
+fn a_source_of_json_logs_and_free_text_goes_raw_and_beats_the_zstd_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mixed.log");
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let words: Vec<String> = (0..400)
+        .map(|_| {
+            let len = 3 + next() % 7;
+            (0..len)
+                .map(|_| (b'a' + (next() % 26) as u8) as char)
+                .collect()
+        })
+        .collect();
+    let mut text = String::new();
+    for i in 0..3000u64 {
+        let word = |r: u64| words[(r % 400) as usize].clone();
+        if i % 3 == 0 {
+            let (req, a, b, c) = (next() as u32, next(), next(), next());
+            text += &format!(
+                "{{\"level\":\"info\",\"ts\":\"2026-11-27T10:{:02}:{:02}.{:03}Z\",\"req\":\"{req:08x}\",\"user\":\"{}\",\"msg\":\"{} {}\"}}\n",
+                i / 600 % 60,
+                i / 10 % 60,
+                i % 1000,
+                word(a),
+                word(b),
+                word(c)
+            );
+        } else {
+            let n = 4 + next() % 9;
+            let line: Vec<String> = (0..n).map(|_| word(next())).collect();
+            text += &format!("{} id={:x}\n", line.join(" "), next() >> 24);
+        }
+    }
+    std::fs::write(&file, text).expect("write");
+    let file = std::fs::canonicalize(&file).expect("canonical");
+    let summary = ship(std::slice::from_ref(&file), &[], &[]);
+    assert_eq!(summary["raw_sources"], 1, "{summary}");
+    assert_eq!(summary["structured_sources"], 0, "{summary}");
+    let wire = summary["wire_bytes"].as_u64().expect("wire_bytes");
+    let zstd = summary["stream_zstd1_bytes"].as_u64().expect("baseline");
+    assert!(
+        (wire as f64) < 0.95 * zstd as f64,
+        "{wire} wire bytes against a zstd-1 stream of {zstd}"
+    );
+}

@@ -314,6 +314,12 @@ impl Core {
         }
     }
 
+    /// How many sources of the current stream go as raw text and how many structured, (raw,
+    /// structured); (0, 0) on plain v3, where every log the engine structured stays so.
+    pub fn source_forms(&self) -> (usize, usize) {
+        self.ext.as_ref().map_or((0, 0), ExtEncoder::source_forms)
+    }
+
     /// The wire of the current stream (`v3` until an echo was seen).
     pub fn wire_name(&self) -> &'static str {
         self.ext.as_ref().map_or("v3", |x| x.agreed().wire_name())

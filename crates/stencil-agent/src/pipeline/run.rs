@@ -197,6 +197,8 @@ pub(super) async fn run_pipeline(
         } else if summary.wire != report.wire {
             summary.wire = "mixed".into();
         }
+        summary.raw_sources += report.sources.0 as u64;
+        summary.structured_sources += report.sources.1 as u64;
         summary.wire_bytes += report.stats.bytes_sent;
         summary.replayed += report.stats.replayed;
         summary.dropped += report.stats.dropped_logs;

@@ -16,6 +16,11 @@ pub struct Summary {
     pub zstd1_bytes: u64,
     /// The wire the streams used: `v3`, `native/3+stream-zstd`, … (`mixed` when pipelines differ).
     pub wire: String,
+    /// Sources (files, sockets) whose logs the last streams sent as raw text, because structure did
+    /// not pay for them (0 on plain v3).
+    pub raw_sources: u64,
+    /// Sources whose logs the last streams sent structured (0 on plain v3).
+    pub structured_sources: u64,
     /// Seconds from start to the last ack.
     pub seconds: f64,
     /// Payloads replayed after a reconnect.
@@ -51,6 +56,8 @@ impl Summary {
             "stream_zstd1_bytes": self.zstd1_bytes,
             "ratio_to_stream_zstd1": ratio(self.zstd1_bytes, self.wire_bytes),
             "wire": self.wire,
+            "raw_sources": self.raw_sources,
+            "structured_sources": self.structured_sources,
             "lines_per_sec": if self.seconds > 0.0 { self.lines as f64 / self.seconds } else { 0.0 },
             "seconds": self.seconds,
             "duplicates_replayed": self.replayed,

@@ -411,6 +411,12 @@ fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
     } else {
         String::new()
     };
+    let sources = s.raw_sources + s.structured_sources;
+    let forms = if sources > 0 {
+        format!(" ({} of {sources} sources as raw text)", s.raw_sources)
+    } else {
+        String::new()
+    };
     let mut joined = String::new();
     if s.logs != s.lines {
         joined = format!(" ({} logs", s.logs);
@@ -420,7 +426,7 @@ fn print_summary(s: &Summary, embedded_out: Option<&PathBuf>) {
         joined += ")";
     }
     super::say(&format!(
-        "shipped {} lines{joined}, {} raw bytes as {} wire bytes on {} (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped, {} files skipped",
+        "shipped {} lines{joined}, {} raw bytes as {} wire bytes on {}{forms} (raw/wire {:.2}:1{comparison}) in {:.2}s ({:.0} lines/s); {} patterns, {} payloads replayed, {} lines split, {} dropped, {} files skipped",
         s.lines,
         s.raw_bytes,
         s.wire_bytes,
