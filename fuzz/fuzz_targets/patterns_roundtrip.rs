@@ -1,11 +1,13 @@
 //! Fuzz target: arbitrary bytes, cut into records at `\n`, go through the pattern engine, the v3 encoder
-//! and the real decoder, with tiny budgets so that eviction runs constantly. Every record must come back
-//! byte for byte, and nothing may panic.
+//! or the default wire's (both extensions, each source structured or raw) and the real decoder, with tiny
+//! budgets so that eviction runs constantly. Every record must come back byte for byte, and nothing may
+//! panic.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stencil_patterns::roundtrip::round_trip;
+use stencil_codec::Extensions;
+use stencil_patterns::roundtrip::round_trip_on;
 use stencil_patterns::{Budget, EngineConfig};
 
 fuzz_target!(|data: &[u8]| {
@@ -23,8 +25,14 @@ fuzz_target!(|data: &[u8]| {
         ..EngineConfig::default()
     };
     let batch = usize::from(knobs >> 1) % 7 + 1;
-    let trip =
-        round_trip(&records, config, batch).expect("the codec accepts what the engine emits");
+    // The top bit picks the wire (the batch size uses the bits below it modulo 7).
+    let wire = if knobs & 0x80 != 0 {
+        Extensions::ALL
+    } else {
+        Extensions::default()
+    };
+    let trip = round_trip_on(&records, config, batch, wire)
+        .expect("the codec accepts what the engine emits");
     assert_eq!(trip.rebuilt.len(), records.len());
     for (got, want) in trip.rebuilt.iter().zip(&records) {
         assert_eq!(got.as_slice(), *want);

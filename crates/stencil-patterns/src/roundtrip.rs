@@ -1,9 +1,9 @@
-//! The loss check shared by tests and benchmarks: records through the engine, the v3 encoder and the real
-//! stream decoder, back to bytes.
+//! The loss check shared by tests and benchmarks: records through the engine, the v3 encoder (or the
+//! default wire's extension encoder) and the real stream decoder, back to bytes.
 
 use stencil_codec::{
-    BatchEncoder, Compression, DecodeError, EncodeError, Generation, Limits, LogRecord,
-    StreamDecoder,
+    BatchEncoder, Compression, DecodeError, EncodeError, ExtEncoder, Extensions, Generation,
+    Limits, LogRecord, StreamDecoder,
 };
 
 use crate::{Engine, EngineConfig, Meta};
@@ -55,9 +55,32 @@ pub fn round_trip(
     config: EngineConfig,
     batch: usize,
 ) -> Result<RoundTrip, RoundTripError> {
+    round_trip_on(records, config, batch, Extensions::default())
+}
+
+/// [`round_trip`] on a stream that agreed `wire` (none: plain v3), encoded as the agent encodes it
+/// ([`ExtEncoder`]: each source structured or raw, JSON logs included) and decoded by a decoder that
+/// echoed the same extensions.
+pub fn round_trip_on(
+    records: &[&[u8]],
+    config: EngineConfig,
+    batch: usize,
+    wire: Extensions,
+) -> Result<RoundTrip, RoundTripError> {
     let mut engine = Engine::new(config);
     let encoder = BatchEncoder::new(Generation::V3, Compression::ZSTD);
+    let mut ext = if wire.is_empty() {
+        None
+    } else {
+        Some(
+            ExtEncoder::new(wire, Compression::ZSTD, &[])
+                .map_err(|error| RoundTripError::Encode { batch: 1, error })?,
+        )
+    };
     let mut decoder = StreamDecoder::new(Generation::V3, Compression::ZSTD, Limits::default());
+    if !wire.is_empty() {
+        decoder = decoder.with_extensions(wire, stencil_codec::stream::MAX_WINDOW_LOG);
+    }
     decoder
         .decode(0, &[])
         .map_err(|error| RoundTripError::Decode { batch: 0, error })?;
@@ -76,19 +99,22 @@ pub fn round_trip(
             };
             engine.encode(record, &meta, &mut datums);
         }
-        let payload = encoder
-            .encode(&datums)
-            .map_err(|error| RoundTripError::Encode {
-                batch: n + 1,
-                error,
-            })?;
-        out.payload_bytes += payload.data.len();
-        let decoded = decoder
-            .decode(n as u32 + 1, &payload.data)
-            .map_err(|error| RoundTripError::Decode {
-                batch: n + 1,
-                error,
-            })?;
+        let data = match ext.as_mut() {
+            Some(ext) => ext.encode(&datums),
+            None => encoder.encode(&datums).map(|p| p.data),
+        }
+        .map_err(|error| RoundTripError::Encode {
+            batch: n + 1,
+            error,
+        })?;
+        out.payload_bytes += data.len();
+        let decoded =
+            decoder
+                .decode(n as u32 + 1, &data)
+                .map_err(|error| RoundTripError::Decode {
+                    batch: n + 1,
+                    error,
+                })?;
         for log in &decoded.logs {
             out.rebuilt.push(record_bytes(log)?);
         }

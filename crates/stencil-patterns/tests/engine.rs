@@ -434,6 +434,32 @@ proptest! {
         }
     }
 
+    /// JSON documents among text lines and arbitrary bytes, on the default wire (each source structured
+    /// or raw, a raw source's JSON logs as their lines), with the settings `ship --wire auto` uses:
+    /// every record comes back byte for byte.
+    #[test]
+    fn json_and_text_round_trip_on_the_default_wire(parts in prop::collection::vec((0u8..4, any::<u32>(), "[a-z]{1,8}", prop::collection::vec(any::<u8>(), 0..40)), 1..80)) {
+        let lines: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|(kind, n, w, bytes)| match kind {
+                0 => format!("{{\"level\":\"info\",\"n\":{n},\"user\":\"{w}\",\"msg\":\"job {w} done\"}}").into_bytes(),
+                1 => format!("{{\"msg\":\"first {w}\",\"n\":{n}}}").into_bytes(),
+                2 => format!("job {n} by {w} exit={}", n % 7).into_bytes(),
+                _ => bytes.clone(),
+            })
+            .collect();
+        let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let config = EngineConfig { define_after: 1, admit_after: u8::MAX, merge_slots: false, ..now() };
+        for batch in [3, 50] {
+            let trip = stencil_patterns::roundtrip::round_trip_on(&refs, config.clone(), batch, stencil_codec::Extensions::ALL)
+                .unwrap_or_else(|e| panic!("round trip failed: {e}"));
+            prop_assert_eq!(trip.rebuilt.len(), refs.len());
+            for (a, b) in trip.rebuilt.iter().zip(&refs) {
+                prop_assert_eq!(a.as_slice(), *b);
+            }
+        }
+    }
+
     /// Lines whose values take a varying number of tokens, in any order: spans rebuild them exactly.
     #[test]
     fn varying_length_values_round_trip(parts in prop::collection::vec((any::<u16>(), prop::option::of(0u16..999), any::<bool>(), 0u8..3), 1..60)) {
