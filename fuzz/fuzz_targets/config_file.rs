@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let file = match ConfigFile::parse("fuzz.toml", text, &["ship", "intake"]) {
         Ok(f) => f,
         Err(e) => {
-            assert!(e.to_string().contains("fuzz.toml"), "an error names the file: {e}");
+            assert!(
+                e.to_string().contains("fuzz.toml"),
+                "an error names the file: {e}"
+            );
             return;
         }
     };
@@ -35,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
         for (key, v) in section {
             let named = |r: Result<(), stencil_config::ConfigError>| {
                 if let Err(e) = r {
-                    assert!(e.to_string().contains("fuzz.toml"), "an error names the file: {e}");
+                    assert!(
+                        e.to_string().contains("fuzz.toml"),
+                        "an error names the file: {e}"
+                    );
                 }
             };
             named(file::size::<u64>(&file, sub, &key, &v).map(drop));
