@@ -198,6 +198,11 @@ pub fn describe() {
             "Consecutive stream failures (the backoff step), by pipeline",
         ),
         (
+            "stencil_agent_stream_sources",
+            Unit::Count,
+            "Sources (files, sockets) of the current stream by form: raw text or structured (0 on plain v3), by pipeline",
+        ),
+        (
             "stencil_agent_endpoint_up",
             Unit::Count,
             "1 when an endpoint is in use, 0 while it is left out after a failure",
