@@ -6,7 +6,9 @@ use super::Miner;
 use crate::token::{Class, Role, Token};
 
 impl Miner {
-    /// Similarity of `line` to `c`: `None` if incompatible, else (similarity, static positions).
+    /// Similarity of `line` to `c`: `None` if incompatible, else (similarity, static positions, exact).
+    /// `exact` says that every static word and whitespace run of `c` is the line's own, so that taking
+    /// the line turns nothing into a slot (what [`Miner::widen`] would otherwise compare again).
     ///
     /// Structural tokens must be equal (whitespace may differ in length). Every other position compares a
     /// word or value: it counts in the denominator when either side is a word, and as equal when the
@@ -20,7 +22,7 @@ impl Miner {
         line: &str,
         tokens: &[Token],
         min: f64,
-    ) -> Option<(f64, usize)> {
+    ) -> Option<(f64, usize, bool)> {
         if c.toks.len() != tokens.len() {
             return None;
         }
@@ -30,6 +32,7 @@ impl Miner {
         };
         let mut misses = 0usize;
         let (mut compared, mut equal, mut statics) = (0usize, 0usize, 0usize);
+        let mut exact = true;
         for (ct, t) in c.toks.iter().zip(tokens) {
             let cls = t.class;
             match cls.role() {
@@ -37,6 +40,7 @@ impl Miner {
                     if ct.class != Class::Ws {
                         return None;
                     }
+                    exact = exact && (ct.slot || same_text(c, ct, line, t));
                 }
                 Role::Structural => {
                     if ct.slot || ct.class != cls || !same_text(c, ct, line, t) {
@@ -60,6 +64,8 @@ impl Miner {
                         statics += 1;
                         if ct.class == cls && same_text(c, ct, line, t) {
                             equal += 1;
+                        } else {
+                            exact = false;
                         }
                     }
                     if equal == before {
@@ -76,6 +82,6 @@ impl Miner {
         } else {
             equal as f64 / compared as f64
         };
-        Some((sim, statics))
+        Some((sim, statics, exact))
     }
 }

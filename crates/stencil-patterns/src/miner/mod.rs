@@ -215,18 +215,26 @@ impl Miner {
         self.align.clear();
         let (key, prefix, made_of) = self.key(line, tokens);
         let mut best = Selection::new(self.config.similarity);
+        let mut best_exact = false;
         if let Some(bucket) = self.buckets.get(&key) {
             for &slot in bucket.iter().rev().take(self.config.max_candidates) {
                 if let Some(c) = self.store.get(slot) {
-                    best.offer(
-                        slot,
-                        c,
-                        Self::similarity(c, line, tokens, self.config.similarity),
-                    );
+                    let score = Self::similarity(c, line, tokens, self.config.similarity);
+                    let exact = score.is_some_and(|(_, _, exact)| exact);
+                    if best.offer(slot, c, score.map(|(sim, statics, _)| (sim, statics))) {
+                        best_exact = exact;
+                    }
                 }
             }
         }
         if let Some(slot) = best.slot() {
+            if best_exact {
+                // Nothing of the cluster differs from the line: no slot to add.
+                if let Some(c) = self.store.get_mut(slot) {
+                    c.matches = c.matches.saturating_add(1);
+                }
+                return self.matched(slot, epoch);
+            }
             if self.widen(slot, line, tokens) {
                 return self.matched(slot, epoch);
             }
