@@ -308,8 +308,8 @@ impl Unsent {
     }
 }
 
-/// One way of sending the stream's logs: its layout state, its zstd context, and the pattern defines it
-/// holds back until a structured log needs them.
+/// One way of sending the stream's logs: its layout state, its zstd context, and the pattern and schema
+/// defines it holds back until a structured log needs them.
 struct Form {
     native: Option<NativeEncoder>,
     ctx: Option<StreamCompressor>,
@@ -340,9 +340,9 @@ impl Form {
     }
 
     /// The form of a batch: the logs `raw` names as their text (taken from `texts`), pattern and JSON
-    /// schema defines held back until a log of theirs goes structured. What
-    /// changes is built into `owned`; `order` says, per datum of the form, whether it is the batch's datum
-    /// `i` as it is (`Ok(i)`) or `owned[j]` (`Err(j)`), so that the datums that stay are not copied.
+    /// schema defines held back until a log of theirs goes structured. What changes is built into
+    /// `owned`; `order` says, per datum of the form, whether it is the batch's datum `i` as it is
+    /// (`Ok(i)`) or `owned[j]` (`Err(j)`), so that the datums that stay are not copied.
     fn mixed_form(
         unsent: &mut Unsent,
         datums: &[Datum],
@@ -454,8 +454,7 @@ impl Form {
             }
             _ => {
                 plain.push(LAYOUT_V3);
-                let copied: Vec<Datum> = form.iter().map(|d| (*d).clone()).collect();
-                crate::v3::encode(&copied)?
+                crate::v3::encode(&form)?
                     .encode(plain)
                     .map_err(|e| EncodeError::Compression(std::io::Error::other(e.to_string())))?;
             }

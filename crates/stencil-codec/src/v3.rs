@@ -39,11 +39,13 @@ struct Registers {
 }
 
 /// Encodes canonical datums as one v3 `LogDatumSequence`, starting from fresh registers.
-pub(crate) fn encode(datums: &[Datum]) -> Result<pb::LogDatumSequence, EncodeError> {
+pub(crate) fn encode<D: std::borrow::Borrow<Datum>>(
+    datums: &[D],
+) -> Result<pb::LogDatumSequence, EncodeError> {
     let mut regs = Registers::default();
     let mut out = Vec::with_capacity(datums.len() + 1);
     for datum in datums {
-        let data = match datum {
+        let data = match datum.borrow() {
             Datum::PatternDefine(p) => {
                 if p.id == 0 {
                     return Err(refuse("pattern id 0"));
