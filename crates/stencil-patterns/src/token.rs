@@ -187,8 +187,12 @@ pub fn tokenize(line: &str, out: &mut Vec<Token>) {
                 i += 1;
             }
             _ => {
+                // The chunk's end, and whether it is letters (and `_`) only: the commonest chunk, a
+                // word, which `classify` would only confirm.
+                let mut letters = is_letter(b[i]);
                 let mut j = i + 1;
                 while j < n && BYTE_CLASS[b[j] as usize] == 0 {
+                    letters &= is_letter(b[j]);
                     j += 1;
                 }
                 if j < n && b[j] == b'=' && is_key(&b[i..j]) {
@@ -197,7 +201,16 @@ pub fn tokenize(line: &str, out: &mut Vec<Token>) {
                     after_key = true;
                     continue;
                 }
-                chunk(line, i, j, out);
+                if letters {
+                    let class = if is_calendar_word(&b[i..j]) {
+                        Class::DateTime
+                    } else {
+                        Class::Word
+                    };
+                    out.push(tok(i, j, class));
+                } else {
+                    chunk(line, i, j, out);
+                }
                 i = j;
             }
         }
@@ -386,6 +399,11 @@ fn split(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
             i += 1;
         }
     }
+}
+
+/// A letter or `_`: what [`classify`] counts as its letter category.
+fn is_letter(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_'
 }
 
 fn is_word_byte(c: u8) -> bool {
@@ -769,6 +787,26 @@ fn unit_number(w: &[u8]) -> Option<Class> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// A chunk of letters takes the tokenizer's shortcut; its class is what `classify` says.
+        #[test]
+        fn letter_chunks_are_classified_as_classify_would(w in "[A-Za-z_]{1,12}") {
+            let mut out = Vec::new();
+            tokenize(&w, &mut out);
+            proptest::prop_assert_eq!(out.len(), 1);
+            proptest::prop_assert_eq!(Some(out[0].class), classify(w.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn calendar_words_are_dates_by_the_shortcut_too() {
+        for w in ["Mon", "June", "September", "Word", "lower_case", "_"] {
+            let mut out = Vec::new();
+            tokenize(w, &mut out);
+            assert_eq!(Some(out[0].class), classify(w.as_bytes()), "{w}");
+        }
+    }
 
     fn classes(line: &str) -> Vec<(String, Class)> {
         let mut out = Vec::new();
