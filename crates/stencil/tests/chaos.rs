@@ -115,7 +115,7 @@ fn pipe(
     let _ = to.shutdown(Shutdown::Both);
 }
 
-fn intake(port: u16, out: &std::path::Path) -> Child {
+fn intake(port: u16, out: &std::path::Path) -> common::Reaped {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
     command
         .args(["intake", "--listen", &format!("127.0.0.1:{port}")])

@@ -7,9 +7,9 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-fn intake(port: u16, out: &Path) -> Child {
+fn intake(port: u16, out: &Path) -> common::Reaped {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
     command
         .args(["intake", "--listen", &format!("127.0.0.1:{port}")])

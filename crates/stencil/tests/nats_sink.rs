@@ -194,7 +194,7 @@ fn ship(addr: &str, input: &Path, extra: &[&str]) -> std::process::ExitStatus {
         .expect("ship runs")
 }
 
-fn start_intake(nats_port: u16, extra: &[&str]) -> (Child, String) {
+fn start_intake(nats_port: u16, extra: &[&str]) -> (common::Reaped, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
     command
         .args(["intake", "--listen", "127.0.0.1:0", "--api-key", "k1"])

@@ -31,23 +31,25 @@ fn follows_appends_new_files_rotation_and_truncation() {
     let other = logs.join("other.log");
     append(&app, b"one\ntwo\r\n");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args([
-            "ship",
-            "--checkpoint-interval-ms",
-            "50",
-            "--batch-wait-ms",
-            "100",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .arg("--out")
-        .arg(&out)
-        .arg(format!("{}/*.log", logs.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
+    let mut child = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_stencil"))
+            .args([
+                "ship",
+                "--checkpoint-interval-ms",
+                "50",
+                "--batch-wait-ms",
+                "100",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .arg("--out")
+            .arg(&out)
+            .arg(format!("{}/*.log", logs.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts"),
+    );
 
     common::wait_for(|| rebuilt(&out, &app) == b"one\ntwo\r\n");
     append(&app, b"three\n");
@@ -114,23 +116,25 @@ fn agent_serves_metrics_and_health() {
         );
     }
     let port = common::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args([
-            "ship",
-            "--streams",
-            "2",
-            "--batch-wait-ms",
-            "50",
-            "--metrics-listen",
-            &format!("127.0.0.1:{port}"),
-            "--out",
-        ])
-        .arg(dir.path().join("out"))
-        .arg(format!("{}/*.log", dir.path().display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
+    let mut child = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_stencil"))
+            .args([
+                "ship",
+                "--streams",
+                "2",
+                "--batch-wait-ms",
+                "50",
+                "--metrics-listen",
+                &format!("127.0.0.1:{port}"),
+                "--out",
+            ])
+            .arg(dir.path().join("out"))
+            .arg(format!("{}/*.log", dir.path().display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts"),
+    );
     common::wait_for(|| {
         common::http_get(port, "/health")
             .is_some_and(|h| h.contains("200 OK") && h.contains("\"stream\":\"active\""))
@@ -222,22 +226,24 @@ fn tcp_lines_are_shipped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let port = common::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args([
-            "ship",
-            "--batch-wait-ms",
-            "50",
-            "--tcp",
-            &format!("127.0.0.1:{port}"),
-            "--tcp-max-connections",
-            "2",
-            "--out",
-        ])
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
+    let mut child = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_stencil"))
+            .args([
+                "ship",
+                "--batch-wait-ms",
+                "50",
+                "--tcp",
+                &format!("127.0.0.1:{port}"),
+                "--tcp-max-connections",
+                "2",
+                "--out",
+            ])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts"),
+    );
     let started = Instant::now();
     let mut conn = loop {
         match std::net::TcpStream::connect(("127.0.0.1", port)) {
@@ -286,15 +292,17 @@ fn tcp_lines_are_shipped() {
 fn stdin_is_streamed_and_its_end_ends_the_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stencil"))
-        .args(["ship", "--batch-wait-ms", "100", "--out"])
-        .arg(&out)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
+    let mut child = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_stencil"))
+            .args(["ship", "--batch-wait-ms", "100", "--out"])
+            .arg(&out)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts"),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
         .write_all(b"first from a pipe\nsecond\n")

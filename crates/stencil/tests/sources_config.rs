@@ -13,7 +13,7 @@ fn stencil() -> Command {
 }
 
 /// Starts an intake writing JSON Lines to `jsonl`.
-fn jsonl_intake(jsonl: &Path) -> (std::process::Child, String) {
+fn jsonl_intake(jsonl: &Path) -> (common::Reaped, String) {
     let mut command = stencil();
     command
         .args([

@@ -5,6 +5,30 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// A child process that is killed and reaped when dropped, so that a test that fails half-way leaves no
+/// intake or follower running. It derefs to the [`Child`].
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// Where the files sink under `out` writes the lines of `source` (an absolute path, or one that
 /// canonicalizes to it).
 pub fn rebuilt_path(out: &std::path::Path, source: &std::path::Path) -> std::path::PathBuf {
@@ -14,7 +38,7 @@ pub fn rebuilt_path(out: &std::path::Path, source: &std::path::Path) -> std::pat
 
 /// Starts `stencil intake` on a free loopback port with API key `k1`, writing files under `out`, plus
 /// `extra` flags; returns the child and the address it printed.
-pub fn start_intake(out: &std::path::Path, extra: &[&str]) -> (Child, String) {
+pub fn start_intake(out: &std::path::Path, extra: &[&str]) -> (Reaped, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
     command
         .args([
@@ -32,7 +56,7 @@ pub fn start_intake(out: &std::path::Path, extra: &[&str]) -> (Child, String) {
 
 /// Spawns an intake `command` (which must pass `--listen 127.0.0.1:0`) and returns the child and the
 /// address it printed on stderr.
-pub fn spawn_intake(mut command: Command) -> (Child, String) {
+pub fn spawn_intake(mut command: Command) -> (Reaped, String) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let mut child = command
@@ -52,7 +76,7 @@ pub fn spawn_intake(mut command: Command) -> (Child, String) {
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the intake prints its address");
-    (child, addr)
+    (Reaped(child), addr)
 }
 
 /// Sends SIGTERM and asserts a graceful exit (status 0).
