@@ -228,20 +228,13 @@ impl Miner {
             }
         }
         if let Some(slot) = best.slot() {
-            if best_exact {
-                // Nothing of the cluster differs from the line: no slot to add.
-                if let Some(c) = self.store.get_mut(slot) {
-                    c.matches = c.matches.saturating_add(1);
-                }
-                return self.matched(slot, epoch);
-            }
-            if self.widen(slot, line, tokens) {
+            if self.widen(slot, line, tokens, best_exact) {
                 return self.matched(slot, epoch);
             }
         }
         if self.config.variable_length && tokens.len() <= SPAN_MAX_TOKENS {
             if let Some(slot) = self.match_spans(prefix, line, tokens) {
-                if self.widen(slot, line, tokens) {
+                if self.widen(slot, line, tokens, false) {
                     return self.matched(slot, epoch);
                 }
             }
@@ -260,13 +253,19 @@ impl Miner {
         Some(Mined { slot, id })
     }
 
-    /// Turns differing static words into slots. False if that would exceed `max_slots`.
-    fn widen(&mut self, slot: usize, line: &str, tokens: &[Token]) -> bool {
+    /// Turns differing static words into slots. False if that would exceed `max_slots`. With `exact`
+    /// (the similarity found nothing of the cluster that differs from the line) there is nothing to
+    /// compare again.
+    fn widen(&mut self, slot: usize, line: &str, tokens: &[Token], exact: bool) -> bool {
         let max_slots = self.config.max_slots;
         let align = &self.align;
         let Some(c) = self.store.get_mut(slot) else {
             return false;
         };
+        if exact {
+            c.matches = c.matches.saturating_add(1);
+            return true;
+        }
         let differs = |ct: &CTok, t: &Token| {
             !ct.slot
                 && (t.class.role() != Role::Structural || t.class == Class::Ws)
