@@ -37,6 +37,9 @@ pub struct PipelineArgs {
     /// Agent pipelines (`ship --streams`); default: the agent's own default.
     #[arg(long)]
     streams: Option<usize>,
+    /// zstd level of the default wire's stream contexts (`ship --stream-level`); default: the agent's.
+    #[arg(long, value_name = "LEVEL")]
+    stream_level: Option<i32>,
     /// The agent's wire (`ship --wire`): `auto` negotiates the extensions with the intake, `v3` is the
     /// compatible wire. Run both to compare their CPU and bytes in the same session.
     #[arg(long, value_enum, default_value_t = crate::pipeline::Wire::Auto)]
@@ -328,6 +331,9 @@ pub fn run(args: &PipelineArgs) -> Result<(), String> {
     ];
     if let Some(n) = args.streams {
         ship_args.extend(["--streams".to_string(), n.to_string()]);
+    }
+    if let Some(level) = args.stream_level {
+        ship_args.extend(["--stream-level".to_string(), level.to_string()]);
     }
     let AgentRun {
         agent: agent_usage,
