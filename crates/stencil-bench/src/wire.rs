@@ -45,7 +45,7 @@ pub struct WireArgs {
     /// Experiment: zstd level of the v3 payloads (default 1, as the baselines).
     #[arg(long, value_name = "LEVEL", default_value_t = 1)]
     v3_zstd_level: i32,
-    /// zstd level of the default wire's stream context (default: `stencil ship --stream-level`'s, 9).
+    /// zstd level of the default wire's stream context (default: `stencil ship --stream-level`'s, 6).
     #[arg(long, value_name = "LEVEL", default_value_t = stencil_codec::extensions::STREAM_LEVEL)]
     stream_level: i32,
     /// Also write SVG charts of bytes per log (by method and batch size, and by file) into this folder.
