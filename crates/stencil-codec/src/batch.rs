@@ -91,7 +91,11 @@ impl BatchEncoder {
     /// Delta-codes and serializes `datums` (fresh registers) without compressing.
     pub fn serialize(&self, datums: &[Datum]) -> Result<Vec<u8>, EncodeError> {
         Ok(match self.generation {
-            Generation::V3 => v3::encode(datums)?.encode_to_vec(),
+            Generation::V3 => {
+                let mut out = Vec::with_capacity(64 * datums.len());
+                v3::encode(datums, &mut out)?;
+                out
+            }
             Generation::V2 => v2::encode(datums)?.encode_to_vec(),
         })
     }

@@ -31,8 +31,6 @@ use std::fmt;
 
 use foldhash::{HashMap, HashMapExt};
 
-use prost::Message;
-
 use crate::compression::Compression;
 use crate::datum::{Content, Datum, JsonContext, Log};
 use crate::error::{EncodeError, ErrorKind};
@@ -454,9 +452,7 @@ impl Form {
             }
             _ => {
                 plain.push(LAYOUT_V3);
-                crate::v3::encode(&form)?
-                    .encode(plain)
-                    .map_err(|e| EncodeError::Compression(std::io::Error::other(e.to_string())))?;
+                crate::v3::encode(&form, plain)?;
             }
         }
         drop(form);
