@@ -46,20 +46,6 @@ struct Encoded {
     logs: u64,
 }
 
-/// The CPU time this thread has used, in seconds.
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` writes only the struct passed by pointer, which lives on this frame.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0.0;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
-
 fn encode(path: &std::path::Path, batch: usize, auto: bool) -> Result<Encoded, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let lines = super::split_lines(&bytes);
@@ -156,12 +142,12 @@ fn timed(
     min_seconds: f64,
     mut pass: impl FnMut() -> Result<(), String>,
 ) -> Result<(u32, f64), String> {
-    let start = thread_cpu();
+    let start = super::thread_cpu();
     let mut passes = 0u32;
     loop {
         pass()?;
         passes += 1;
-        let spent = thread_cpu() - start;
+        let spent = super::thread_cpu() - start;
         if spent >= min_seconds || passes >= 10_000 {
             return Ok((passes, spent.max(1e-9)));
         }

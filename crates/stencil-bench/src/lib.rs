@@ -327,7 +327,22 @@ fn throughput(lines: &[&[u8]], config: &EngineConfig) -> (f64, f64) {
     (cold, steady[2])
 }
 
-fn zstd1_per_batch(lines: &[&[u8]], batch: usize) -> usize {
+/// The CPU time this thread has used, in seconds.
+pub(crate) fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes only the struct passed by pointer, which lives on this frame.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Bytes of per-batch zstd-1 of `lines` in batches of `batch` lines (each line and its `\n`).
+pub(crate) fn zstd1_per_batch(lines: &[&[u8]], batch: usize) -> usize {
     lines
         .chunks(batch.max(1))
         .map(|chunk| {
