@@ -162,6 +162,8 @@ fn bench_pipeline_runs_two_processes_and_verifies_the_output() {
         OsStr::new("--json"),
         OsStr::new("--min-mib"),
         OsStr::new("1"),
+        OsStr::new("--engine-rounds"),
+        OsStr::new("3"),
         sample.as_os_str(),
     ]);
     assert_eq!(rows.len(), 1, "one JSON object");
@@ -185,6 +187,15 @@ fn bench_pipeline_runs_two_processes_and_verifies_the_output() {
     }
     assert!(r["agent_peak_rss_bytes"].as_u64().expect("rss") > 1 << 20);
     assert!(r["intake_peak_rss_bytes"].as_u64().expect("rss") > 1 << 20);
+    // The engine's cost is the median of the alternated rounds, inside their range.
+    assert_eq!(r["engine_rounds"], 3);
+    let ratio = r["engine_to_zstd1_cpu"].as_f64().expect("ratio");
+    let range = &r["engine_to_zstd1_cpu_range"];
+    let (lo, hi) = (
+        range[0].as_f64().expect("min"),
+        range[1].as_f64().expect("max"),
+    );
+    assert!(0.0 < lo && lo <= ratio && ratio <= hi, "{ratio} in {range}");
 }
 
 #[test]
