@@ -123,7 +123,7 @@ fn zstd(level: i32, bytes: &[u8]) -> u64 {
 pub fn engine_config() -> EngineConfig {
     EngineConfig {
         define_after: 1,
-        admit_after: stencil_patterns::NEVER_ADMIT,
+        admit_after: u8::MAX,
         merge_slots: false,
         ..EngineConfig::default()
     }

@@ -20,10 +20,6 @@ use crate::schema::Schemas;
 use crate::token::{tokenize, Class, Token};
 use crate::values::{dict_eligible, stable_hash, type_value, Doorkeeper, Typed};
 
-/// `admit_after` value that turns the value dictionary off (what `stencil ship --wire auto` runs with: the
-/// native layout's columns do its job, and a value is then never looked up or counted).
-pub const NEVER_ADMIT: u8 = u8::MAX;
-
 /// Engine settings. One configuration serves every source.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -56,8 +52,7 @@ pub struct EngineConfig {
     pub json: bool,
     /// Doorkeeper slots (default 65,536).
     pub doorkeeper_slots: usize,
-    /// Sightings before a value is admitted to the dictionary (default 2; [`NEVER_ADMIT`], 255, turns the
-    /// value dictionary off).
+    /// Sightings before a value is admitted to the dictionary (default 2).
     pub admit_after: u8,
     /// Shortest value admitted (default 2 bytes).
     pub dict_min_len: usize,
@@ -473,14 +468,12 @@ impl Engine {
             Typed::Float(f) => return Value::Float(f),
             Typed::Text => {}
         }
-        if self.config.admit_after < NEVER_ADMIT
-            && dict_eligible(
-                text,
-                class,
-                self.config.dict_min_len,
-                self.config.dict_max_len,
-            )
-        {
+        if dict_eligible(
+            text,
+            class,
+            self.config.dict_min_len,
+            self.config.dict_max_len,
+        ) {
             if let Some(id) = self.values.lookup(text, self.epoch) {
                 return Value::Dict(id);
             }

@@ -37,4 +37,4 @@ pub mod token;
 pub mod values;
 
 pub use budget::Budget;
-pub use engine::{Encoded, Engine, EngineConfig, Meta, Stats, NEVER_ADMIT};
+pub use engine::{Encoded, Engine, EngineConfig, Meta, Stats};

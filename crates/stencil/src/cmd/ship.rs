@@ -517,7 +517,7 @@ fn run_inner(args: ShipArgs) -> anyhow::Result<()> {
                 // than a raw first line in a compressed stream.
                 Wire::Auto => stencil_patterns::EngineConfig {
                     define_after: 1,
-                    admit_after: stencil_patterns::NEVER_ADMIT,
+                    admit_after: u8::MAX,
                     merge_slots: false,
                     ..engine
                 },
