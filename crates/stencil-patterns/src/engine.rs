@@ -52,7 +52,8 @@ pub struct EngineConfig {
     pub json: bool,
     /// Doorkeeper slots (default 65,536).
     pub doorkeeper_slots: usize,
-    /// Sightings before a value is admitted to the dictionary (default 2).
+    /// Sightings before a value is admitted to the dictionary (default 2). The doorkeeper's count stops
+    /// at 255, so 255 admits only values seen that often (without losing their slot meanwhile).
     pub admit_after: u8,
     /// Shortest value admitted (default 2 bytes).
     pub dict_min_len: usize,

@@ -513,8 +513,9 @@ fn run_inner(args: ShipArgs) -> anyhow::Result<()> {
                 args.state_budget_mib.saturating_mul(1 << 20),
             );
             match args.wire {
-                // The native layout's columns do the value dictionary's job, and a define costs less
-                // than a raw first line in a compressed stream.
+                // The native layout's columns do most of the value dictionary's job (only values seen
+                // 255 times are admitted), and a define costs less than a raw first line in a
+                // compressed stream.
                 Wire::Auto => stencil_patterns::EngineConfig {
                     define_after: 1,
                     admit_after: u8::MAX,
