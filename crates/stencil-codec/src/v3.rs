@@ -131,8 +131,8 @@ mod datum {
 const DATUM: u32 = 1;
 
 /// Writes `outer` (a `LogDatum` element) holding the message `field` whose fields `body` writes. Lengths
-/// are not known before the body is written: one byte is held for each, and the body is moved up in
-/// the rare case that its length needs more.
+/// are not known before the body is written: one byte is held for each, and the body is moved up when
+/// its length needs more (a body of 128 bytes or more: one copy of it per level, no second pass).
 fn message(
     out: &mut Vec<u8>,
     outer: u32,
