@@ -66,12 +66,7 @@ pub(crate) fn encode<D: std::borrow::Borrow<Datum>>(
                     Ok(())
                 })?;
             }
-            Datum::PatternDelete { id } => {
-                message(out, DATUM, datum::PATTERN_DELETE, |out| {
-                    uint(out, 1, *id);
-                    Ok(())
-                })?;
-            }
+            Datum::PatternDelete { id } => delete(out, datum::PATTERN_DELETE, *id)?,
             Datum::DictDefine(d) => {
                 if d.id < 2 {
                     return Err(refuse("dictionary id 0 or 1"));
@@ -82,12 +77,7 @@ pub(crate) fn encode<D: std::borrow::Borrow<Datum>>(
                     Ok(())
                 })?;
             }
-            Datum::DictDelete { id } => {
-                message(out, DATUM, datum::DICT_DELETE, |out| {
-                    uint(out, 1, *id);
-                    Ok(())
-                })?;
-            }
+            Datum::DictDelete { id } => delete(out, datum::DICT_DELETE, *id)?,
             Datum::SchemaDefine(sd) => {
                 if sd.id < 2 {
                     return Err(refuse("JSON schema id 0 or 1"));
@@ -103,12 +93,7 @@ pub(crate) fn encode<D: std::borrow::Borrow<Datum>>(
                     Ok(())
                 })?;
             }
-            Datum::SchemaDelete { id } => {
-                message(out, DATUM, datum::SCHEMA_DELETE, |out| {
-                    uint(out, 1, *id);
-                    Ok(())
-                })?;
-            }
+            Datum::SchemaDelete { id } => delete(out, datum::SCHEMA_DELETE, *id)?,
             Datum::Log(log) => encode_log(log, &mut regs, out)?,
         }
     }
@@ -140,6 +125,14 @@ fn message(
     body: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
 ) -> Result<(), EncodeError> {
     nested(out, outer, |out| nested(out, field, body))
+}
+
+/// A delete datum (pattern, dictionary entry or schema): a message whose only field is the id.
+fn delete(out: &mut Vec<u8>, field: u32, id: u64) -> Result<(), EncodeError> {
+    message(out, DATUM, field, |out| {
+        uint(out, 1, id);
+        Ok(())
+    })
 }
 
 /// Writes field `tag` as a length-delimited message whose fields `body` writes (see [`message`]).
@@ -243,11 +236,8 @@ fn encode_log(log: &Log, regs: &mut Registers, out: &mut Vec<u8>) -> Result<(), 
         }
         Content::Pattern { id: 0, .. } => return Err(refuse("pattern id 0")),
         Content::Pattern { values, .. } => {
-            if let Some(v) = values.iter().find(|v| !representable(&v.value)) {
-                return Err(refuse(match v.value {
-                    Value::Dict(_) => "dictionary index 0 or 1",
-                    _ => "a non-finite float",
-                }));
+            if let Some(why) = values.iter().find_map(|v| refusal(&v.value)) {
+                return Err(refuse(why));
             }
         }
         Content::Raw(_) => {}
@@ -302,12 +292,12 @@ fn encode_log(log: &Log, regs: &mut Registers, out: &mut Vec<u8>) -> Result<(), 
     })
 }
 
-/// Whether v3 can carry a dynamic value.
-fn representable(v: &Value) -> bool {
+/// Why v3 cannot carry a dynamic value, if it cannot.
+fn refusal(v: &Value) -> Option<&'static str> {
     match v {
-        Value::Float(f) => f.is_finite(),
-        Value::Dict(id) => *id >= 2,
-        _ => true,
+        Value::Float(f) if !f.is_finite() => Some("a non-finite float"),
+        Value::Dict(id) if *id < 2 => Some("dictionary index 0 or 1"),
+        _ => None,
     }
 }
 
