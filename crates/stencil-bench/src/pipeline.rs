@@ -347,7 +347,7 @@ pub fn run(args: &PipelineArgs) -> Result<(), String> {
 
     // Same run, one thread: the engine (a fresh one each round) and, as the baseline, per-batch zstd-1
     // of the same lines, alternated `--engine-rounds` times and timed in thread CPU. One pass of either
-    // is at the mercy of the machine's neighbours (single passes gave 5.4x to 10.5x on one build), so
+    // is at the mercy of the machine's neighbours (single passes ranged 7.1x to 10.5x on one build), so
     // the median round is reported, with the range.
     let contents: Vec<Vec<u8>> = inputs
         .iter()
