@@ -334,3 +334,15 @@ fn with_key_and_zstd<T>(request: &mut tonic::Request<T>) {
     md.insert("dd-api-key", "k1".parse().expect("ascii"));
     md.insert("dd-content-encoding", "zstd".parse().expect("ascii"));
 }
+
+/// The signal handlers are installed before the intake prints its address, so a SIGTERM that comes
+/// right after start-up is a graceful stop (exit 0), never the signal's default action. Installed
+/// lazily, in a task that had not run yet, this lost the race now and then on a loaded machine.
+#[test]
+fn a_sigterm_right_after_start_up_is_a_graceful_stop() {
+    for _ in 0..5 {
+        let out = tempfile::tempdir().expect("tempdir");
+        let (mut child, _addr) = common::start_intake(out.path(), &[]);
+        common::sigterm_and_wait(&mut child);
+    }
+}

@@ -404,16 +404,22 @@ fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Reads the key file again on each SIGHUP. A file that cannot be read leaves the keys as they were.
-async fn reload_keys_on_sighup(keys: stencil_intake::ApiKeys, path: PathBuf) {
+/// Listens for SIGHUP from now on (its default action would end the process), or says why it cannot.
+fn sighup() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
+    signal(SignalKind::hangup())
+        .inspect_err(|e| {
             tracing::warn!(error = %e, "cannot listen for SIGHUP: the API key file will not be reloaded");
-            return;
-        }
-    };
+        })
+        .ok()
+}
+
+/// Reads the key file again on each SIGHUP. A file that cannot be read leaves the keys as they were.
+async fn reload_keys_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    keys: stencil_intake::ApiKeys,
+    path: PathBuf,
+) {
     while hup.recv().await.is_some() {
         match read_key_file(&path) {
             Ok(new) => {
@@ -475,19 +481,23 @@ fn run_inner(args: IntakeArgs) -> anyhow::Result<()> {
             stencil_telemetry::build_info("intake");
             tracing::info!(%bound, "metrics on /metrics, liveness on /health, readiness on /ready, pattern counts on /patterns");
         }
+        // Signal handlers before the address is announced: from then on, a SIGTERM means a graceful stop.
+        let mut shutdown = super::ShutdownSignal::new()?;
+        let hup = keys.is_some().then(sighup).flatten();
         let running = stencil_intake::bind(&args.listen, config, sink)
             .await
             ?;
+        // Ready before the address is announced: whoever reads it may ask `/ready` at once.
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
         // Tests and scripts read the bound address (useful with port 0) from this line on stderr.
         super::say(&format!("stencil intake: listening on {}", running.local_addr()));
-        ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let (Some(keys), Some(path)) = (keys, args.api_key_file.clone()) {
-            tokio::spawn(reload_keys_on_sighup(keys, path));
+        if let (Some(keys), Some(path), Some(hup)) = (keys, args.api_key_file.clone(), hup) {
+            tokio::spawn(reload_keys_on_sighup(hup, keys, path));
         }
         let token = running.shutdown_token();
         let serving = ready.clone();
         tokio::spawn(async move {
-            super::shutdown_signal().await;
+            shutdown.recv().await;
             serving.store(false, std::sync::atomic::Ordering::SeqCst);
             tracing::info!("shutdown requested; finishing in-flight batches");
             token.cancel();

@@ -679,8 +679,10 @@ fn run_inner(args: ShipArgs) -> anyhow::Result<()> {
             let (flag, abort) = (stop.clone(), abort.clone());
             let timeout = std::time::Duration::from_secs(args.shutdown_timeout_secs);
             let once = args.once;
+            // Installed now, before any reading starts: a signal never finds the default action.
+            let mut signals = super::ShutdownSignal::new()?;
             tokio::spawn(async move {
-                super::shutdown_signal().await;
+                signals.recv().await;
                 flag.cancel();
                 if once {
                     tracing::warn!("shutdown requested: giving up on what is not acked yet");
@@ -696,7 +698,7 @@ fn run_inner(args: ShipArgs) -> anyhow::Result<()> {
                         give_up.cancel();
                     });
                 }
-                super::shutdown_signal().await;
+                signals.recv().await;
                 super::fail("stencil ship: second signal: exiting now; unacked lines are read again on the next run");
                 std::process::exit(130);
             });
