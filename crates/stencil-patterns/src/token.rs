@@ -140,17 +140,35 @@ const MAX_QUOTED: usize = 1024;
 /// Cuts `line` into tokens, appending them to `out` (cleared first).
 pub fn tokenize(line: &str, out: &mut Vec<Token>) {
     out.clear();
+    scan(line, 0, true, out);
+    merge_dates(line.as_bytes(), out);
+}
+
+/// Keys whose quoted value is a log message: `"msg":"…"` in JSON, `msg="…"` in logfmt.
+const MESSAGE_KEYS: [&[u8]; 5] = [b"message", b"msg", b"log", b"text", b"MESSAGE"];
+
+/// Tokenizes `line[start..]`. With `messages`, the quoted value of a message key (see
+/// [`MESSAGE_KEYS`]) is cut like text between its two quotes instead of being one token, so that the
+/// miner learns the message's own template: JSON logs that take the text path (message not last, other
+/// spacing) and logfmt lines group by what they say, not only by their keys. Not recursive: the text
+/// inside is scanned without it.
+fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
     let b = line.as_bytes();
     let n = b.len();
-    let mut i = 0;
+    let mut i = start;
     let mut after_key = false;
     while i < n {
         let c = BYTE_CLASS[b[i] as usize];
         if after_key {
             after_key = false;
             // The value of `key=`: up to whitespace or a closing delimiter; may be empty or quoted.
-            let end =
-                if c == QUOTE { quoted_end(b, i) } else { None }.unwrap_or_else(|| kv_end(b, i));
+            let quoted = if c == QUOTE { quoted_end(b, i) } else { None };
+            if let Some(end) = quoted.filter(|_| messages && key_is_message(b, out)) {
+                message_text(line, i, end, out);
+                i = end;
+                continue;
+            }
+            let end = quoted.unwrap_or_else(|| kv_end(b, i));
             out.push(tok(i, end, Class::KvValue));
             i = end;
             continue;
@@ -165,6 +183,10 @@ pub fn tokenize(line: &str, out: &mut Vec<Token>) {
                 i = j;
             }
             QUOTE => match quoted_end(b, i) {
+                Some(end) if messages && b[i] == b'"' && json_message_follows(b, out) => {
+                    message_text(line, i, end, out);
+                    i = end;
+                }
                 Some(end) => {
                     out.push(tok(i, end, mined(line, i, end, Class::Quoted)));
                     i = end;
@@ -218,7 +240,36 @@ pub fn tokenize(line: &str, out: &mut Vec<Token>) {
     if after_key {
         out.push(tok(n, n, Class::KvValue));
     }
-    merge_dates(b, out);
+}
+
+/// The quoted message `line[start..end]` as its quotes and the text between them.
+fn message_text(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
+    out.push(tok(start, start + 1, Class::Punct));
+    // The closing quote is ASCII, so `end - 1` is a character boundary.
+    scan(&line[..end - 1], start + 1, false, out);
+    out.push(tok(end - 1, end, Class::Punct));
+}
+
+/// True when the tokens so far end with a JSON message key and its colon: `"msg":`, `"message" : `.
+fn json_message_follows(b: &[u8], out: &[Token]) -> bool {
+    let mut rest = out.iter().rev().filter(|t| t.class != Class::Ws);
+    let colon = rest
+        .next()
+        .is_some_and(|t| t.class == Class::Punct && b[t.start as usize] == b':');
+    colon
+        && rest.next().is_some_and(|t| {
+            t.class == Class::Quoted
+                && t.end - t.start >= 2
+                && b[t.start as usize] == b'"'
+                && MESSAGE_KEYS.contains(&&b[t.start as usize + 1..t.end as usize - 1])
+        })
+}
+
+/// True when the last token is the `key=` of a message key (`msg=`).
+fn key_is_message(b: &[u8], out: &[Token]) -> bool {
+    out.last().is_some_and(|t| {
+        t.class == Class::Key && MESSAGE_KEYS.contains(&&b[t.start as usize..t.end as usize - 1])
+    })
 }
 
 /// Joins a date written as several words (`Sun Dec 04 04:47:44 2005`, `Jun  9 06:06:20`) into one
@@ -885,10 +936,43 @@ mod tests {
             c.contains(&("".into(), Class::KvValue)),
             "an empty value is a token: {c:?}"
         );
-        let c = classes("msg=\"a b c\" ok");
+        let c = classes("note=\"a b c\" ok");
         assert!(c.contains(&("\"a b c\"".into(), Class::KvValue)));
         let c = classes("say 'hello world' now");
         assert!(c.contains(&("'hello world'".into(), Class::Quoted)));
+    }
+
+    #[test]
+    fn quoted_messages_are_cut_like_text() {
+        // JSON, whatever the spacing, and logfmt: the message's words are tokens of their own.
+        for line in [
+            r#"{"level":"info","msg":"user 42 logged in","t":1}"#,
+            r#"{"level": "info", "message" : "user 42 logged in"}"#,
+            r#"ts=1 level=info msg="user 42 logged in" x=1"#,
+        ] {
+            let c = classes(line);
+            assert!(c.contains(&("user".into(), Class::Word)), "{line}: {c:?}");
+            assert!(c.contains(&("42".into(), Class::Int)), "{line}: {c:?}");
+            assert!(c.contains(&("\"".into(), Class::Punct)), "{line}: {c:?}");
+        }
+        // Other keys' strings stay one token, and so does a message key that is a value, not a key.
+        let c = classes(r#"{"user":"a b","k":"msg","v":"c d"}"#);
+        assert!(c.contains(&("\"a b\"".into(), Class::Quoted)), "{c:?}");
+        assert!(c.contains(&("\"c d\"".into(), Class::Quoted)), "{c:?}");
+        // Escapes, quotes and messages inside the message: the tokens still tile the line.
+        for line in [
+            r#"{"msg":"say \"hi\" to \u00e9","n":1}"#,
+            r#"{"msg":"{\"msg\":\"a b\"}"}"#,
+            r#"msg="a msg="b msg="c"" x"#,
+            r#"{"msg":""}"#,
+            r#"msg="""#,
+        ] {
+            let c = classes(line);
+            let joined: String = c.iter().map(|(t, _)| t.as_str()).collect();
+            assert_eq!(joined, line);
+        }
+        let c = classes(r#"{"msg":"say \"hi\" to \u00e9","n":1}"#);
+        assert!(c.contains(&("say".into(), Class::Word)), "{c:?}");
     }
 
     #[test]

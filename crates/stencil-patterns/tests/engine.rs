@@ -150,6 +150,39 @@ fn values_of_varying_length_share_one_pattern_through_spans() {
     );
 }
 
+/// JSON logs that take the text path (here: the message is not last) and logfmt lines group by their
+/// message's template, as text lines do, and the message's words stay in the pattern. When the quoted
+/// message was one token, the first two lines shared a pattern with the message as one hole.
+#[test]
+fn messages_in_json_and_logfmt_group_by_what_they_say() {
+    let json: Vec<&[u8]> = vec![
+        br#"{"level":"info","msg":"user 1 logged in from 10.0.0.1","t":1}"#,
+        br#"{"level":"info","msg":"disk /dev/sda is full","t":2}"#,
+        br#"{"level":"info","msg":"user 2 logged in from 10.0.0.2","t":3}"#,
+        br#"{"level":"info","msg":"disk /dev/sdb is full","t":4}"#,
+    ];
+    let logfmt: Vec<&[u8]> = vec![
+        br#"t=1 level=info msg="user 1 logged in from 10.0.0.1""#,
+        br#"t=2 level=info msg="disk /dev/sda is full""#,
+        br#"t=3 level=info msg="user 2 logged in from 10.0.0.2""#,
+        br#"t=4 level=info msg="disk /dev/sdb is full""#,
+    ];
+    for lines in [json, logfmt] {
+        let ids = pattern_ids(&lines, now());
+        assert_eq!(ids[0], ids[2], "{ids:?}");
+        assert_eq!(ids[1], ids[3], "{ids:?}");
+        assert_ne!(ids[0], ids[1], "{ids:?}");
+        let datums = assert_lossless(&lines, now(), 2, "messages");
+        validate(&datums);
+        let templates: Vec<String> = patterns(&datums).into_iter().map(|d| d.1).collect();
+        assert!(
+            templates.iter().any(|t| t.contains(" logged in from "))
+                && templates.iter().any(|t| t.contains(" is full")),
+            "{templates:?}"
+        );
+    }
+}
+
 /// Words that come and go mark another event, even next to values: no span for them.
 #[test]
 fn added_words_are_another_event() {
