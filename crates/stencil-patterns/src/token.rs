@@ -4,7 +4,9 @@
 //! bytes). Each chunk is classified as a whole (URL, e-mail, UUID, IP, MAC, host:port, date/time,
 //! duration, size, number, hex, path, id, name, word); a chunk that is none of these is split into
 //! alphanumeric runs and punctuation. `key=` starts a key/value pair whose value is always dynamic, and
-//! quoted strings are one token. Token spans always tile the line exactly.
+//! quoted strings are one token, except a message: the quoted value of a message key (`"msg":"…"` in
+//! JSON, `msg="…"` in logfmt) is its two quotes and the text between them, cut like any text. Token
+//! spans always tile the line exactly.
 //!
 //! Each class has a *role* for the miner: structural (always static), mined (static until it varies) or
 //! dynamic (a slot from the first sighting).
