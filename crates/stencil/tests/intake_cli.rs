@@ -346,3 +346,59 @@ fn a_sigterm_right_after_start_up_is_a_graceful_stop() {
         common::sigterm_and_wait(&mut child);
     }
 }
+
+/// #13 items 4 and 5 through the real pair: JSON lines whose message is not their last key take the
+/// text path, and the intake's pattern report still shows the message's own template (the tokenizer
+/// cuts a message key's quoted value like text), one pattern per event. With the message as one quoted
+/// token, every line differed from the others in that token and in nothing else, and all 40 went raw.
+#[test]
+fn json_messages_show_their_own_patterns_at_the_intake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("patterns.json");
+    let (mut intake, addr) = common::start_intake(
+        &dir.path().join("out"),
+        &["--patterns-report", report.to_str().expect("utf-8 path")],
+    );
+    let input = dir.path().join("app.json");
+    let mut text = String::new();
+    for i in 0..20 {
+        text.push_str(&format!(
+            "{{\"level\":\"info\",\"msg\":\"user u{i} logged in from 10.0.0.{i}\",\"t\":{i}}}\n"
+        ));
+        text.push_str(&format!(
+            "{{\"level\":\"info\",\"msg\":\"disk /dev/sd{i} is full\",\"t\":{i}}}\n"
+        ));
+    }
+    std::fs::write(&input, &text).expect("write");
+    let status = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["ship", "--once", "--wire", "v3", "--api-key", "k1"])
+        .arg("--endpoint")
+        .arg(format!("http://{addr}"))
+        .arg(&input)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("ship runs");
+    assert!(status.success());
+    common::sigterm_and_wait(&mut intake);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the report")).expect("json");
+    let patterns: Vec<(String, u64)> = written["patterns"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| {
+            (
+                p["pattern"].as_str().unwrap_or_default().to_owned(),
+                p["count"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let find = |words: &str| patterns.iter().find(|(p, _)| p.contains(words));
+    let login = find("\"msg\":\"user <*> logged in from <*>\"");
+    let disk = find("\"msg\":\"disk <*> is full\"");
+    assert!(login.is_some() && disk.is_some(), "{patterns:?}");
+    // Every line but each event's first (sent raw before its pattern is defined) is counted.
+    let counted: u64 = [login, disk].iter().flatten().map(|(_, n)| n).sum();
+    assert!(counted >= 38, "{patterns:?}");
+}
