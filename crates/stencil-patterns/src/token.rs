@@ -5,8 +5,10 @@
 //! duration, size, number, hex, path, id, name, word); a chunk that is none of these is split into
 //! alphanumeric runs and punctuation. `key=` starts a key/value pair whose value is always dynamic, and
 //! quoted strings are one token, except a message: the quoted value of a message key (`"msg":"…"` in
-//! JSON, `msg="…"` in logfmt) is its two quotes and the text between them, cut like any text. Token
-//! spans always tile the line exactly.
+//! JSON, `msg="…"` in logfmt) is its two quotes and the text between them, cut like any text. (PATTERNS.md
+//! §2.2 makes every quoted string one token; for a message that hid its template from the miner, so JSON
+//! lines on the text path grouped by their keys alone, or not at all.) Token spans always tile the line
+//! exactly.
 //!
 //! Each class has a *role* for the miner: structural (always static), mined (static until it varies) or
 //! dynamic (a slot from the first sighting).
