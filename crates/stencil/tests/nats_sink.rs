@@ -153,7 +153,7 @@ fn messages(port: u16) -> Vec<(String, serde_json::Value)> {
             let mut set = tokio::task::JoinSet::new();
             for &seq in chunk {
                 let stream = stream.clone();
-                set.spawn(async move { (seq, stream.get_raw_message(seq).await) });
+                set.spawn(async move { (seq, get_message(&stream, seq).await) });
             }
             let mut got: Vec<_> = set.join_all().await;
             got.sort_by_key(|(seq, _)| *seq);
@@ -165,6 +165,24 @@ fn messages(port: u16) -> Vec<(String, serde_json::Value)> {
         }
         out
     })
+}
+
+/// Message `seq`. Right after a node of a cluster died, JetStream may answer "temporarily unavailable"
+/// (503) while it elects new leaders: that is retried, for up to 30 s, before the error counts.
+async fn get_message(
+    stream: &async_nats::jetstream::stream::Stream,
+    seq: u64,
+) -> Result<async_nats::jetstream::message::StreamMessage, String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match stream.get_raw_message(seq).await {
+            Ok(m) => return Ok(m),
+            Err(e) if tokio::time::Instant::now() < deadline && e.to_string().contains("503") => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 fn numbered(dir: &Path, n: usize) -> std::path::PathBuf {
