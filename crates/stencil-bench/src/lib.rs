@@ -61,6 +61,70 @@ pub struct PatternsArgs {
     /// Reported beside the shipped default's figure.
     #[arg(long)]
     leave_one_out: bool,
+    /// Measure each line as a container runtime writes it (see `stencil bench wire --wrap`). Grouping
+    /// accuracy on the `Content` column is unaffected; the full-line figures are of the wrapped lines.
+    #[arg(long, value_enum)]
+    wrap: Option<Wrap>,
+}
+
+/// How a container runtime writes a line it captured, for `--wrap`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrap {
+    /// Docker's `json-file` log driver (the default on Docker hosts and many Kubernetes nodes):
+    /// `{"log":"<line>\n","stream":"stdout","time":"<RFC 3339, nanoseconds>"}`.
+    Docker,
+}
+
+impl Wrap {
+    /// `raw`'s lines, each wrapped. The times are made up (one day, steps of about 12 ms), so the
+    /// figures do not depend on the clock.
+    pub fn apply(self, raw: &[u8]) -> Vec<u8> {
+        match self {
+            Wrap::Docker => docker_json_file(raw),
+        }
+    }
+}
+
+/// Each line as Docker's `json-file` driver stores it. Go's JSON encoder writes the line: invalid
+/// UTF-8 becomes U+FFFD, and `<`, `>`, `&`, U+2028 and U+2029 are escaped as `\u…`.
+fn docker_json_file(raw: &[u8]) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(raw.len() * 2);
+    for (i, line) in split_lines(raw).into_iter().enumerate() {
+        out.push_str("{\"log\":\"");
+        for c in String::from_utf8_lossy(line).chars().chain(['\n']) {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20
+                    || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') =>
+                {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        let nanos = (i as u64 * 12_345_679) % 86_400_000_000_000;
+        let (secs, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
+        let _ = write!(
+            out,
+            "\",\"stream\":\"stdout\",\"time\":\"2026-01-01T{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        if frac > 0 {
+            // RFC 3339 with nanoseconds, trailing zeros trimmed, as Go's `RFC3339Nano`.
+            let digits = format!("{frac:09}");
+            out.push('.');
+            out.push_str(digits.trim_end_matches('0'));
+        }
+        out.push_str("Z\"}\n");
+    }
+    out.into_bytes()
 }
 
 /// The similarity thresholds `--leave-one-out` chooses from.
@@ -366,7 +430,12 @@ pub fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
 }
 
 fn patterns(args: &PatternsArgs) -> Result<(), String> {
-    let systems = load_systems(&args.dirs)?;
+    let mut systems = load_systems(&args.dirs)?;
+    if let Some(wrap) = args.wrap {
+        for s in &mut systems {
+            s.raw = wrap.apply(&s.raw);
+        }
+    }
     if args.leave_one_out {
         return leave_one_out(&systems, args.json);
     }
@@ -467,6 +536,29 @@ fn patterns(args: &PatternsArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_wrapping_is_json_with_the_line_the_stream_and_a_time() {
+        let raw = b"a <b> & \"c\"\tq\\\nbad \xff byte\n";
+        let wrapped = Wrap::Docker.apply(raw);
+        let text = String::from_utf8(wrapped).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].contains(r#""log":"a \u003cb\u003e \u0026 \"c\"\tq\\\n""#),
+            "{}",
+            lines[0]
+        );
+        let doc: serde_json::Value = serde_json::from_str(lines[1]).expect("JSON");
+        assert_eq!(doc["log"], "bad \u{fffd} byte\n");
+        assert_eq!(doc["stream"], "stdout");
+        assert_eq!(doc["time"], "2026-01-01T00:00:00.012345679Z");
+        let first: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+        assert_eq!(
+            first["time"], "2026-01-01T00:00:00Z",
+            "no fraction: none written"
+        );
+    }
 
     #[test]
     fn grouping_accuracy_counts_exact_groups() {

@@ -51,6 +51,11 @@ pub struct WireArgs {
     /// Also write SVG charts of bytes per log (by method and batch size, and by file) into this folder.
     #[arg(long, value_name = "DIR")]
     charts: Option<PathBuf>,
+    /// Measure each line as a container runtime writes it: `docker` wraps it as Docker's `json-file`
+    /// driver does (a JSON object with the line, the stream and a time). Every method gets the
+    /// wrapped lines.
+    #[arg(long, value_enum)]
+    wrap: Option<super::Wrap>,
 }
 
 const HOST: &str = "bench-host";
@@ -375,6 +380,10 @@ pub fn run(args: &WireArgs) -> Result<(), String> {
         .iter()
         .map(|p| {
             std::fs::read(p)
+                .map(|b| match args.wrap {
+                    Some(wrap) => wrap.apply(&b),
+                    None => b,
+                })
                 .map(|b| (p.display().to_string(), b))
                 .map_err(|e| format!("{}: {e}", p.display()))
         })
