@@ -14,8 +14,8 @@ use stencil_codec::datum::JsonKind;
 use stencil_codec::float_text;
 use stencil_codec::json::{insert_at, join_key_path};
 
-/// Where to look for the message, in order.
-const MESSAGE_KEYS: [&str; 4] = ["message", "msg", "log", "text"];
+/// Where to look for the message, in order. The tokenizer cuts these keys' quoted values like text too.
+pub(crate) const MESSAGE_KEYS: [&str; 4] = ["message", "msg", "log", "text"];
 /// Nested message locations, after the top-level ones.
 const NESTED_PARENTS: [&str; 3] = ["data", "event", "payload"];
 /// Objects kept whole under these names.
@@ -142,19 +142,11 @@ pub fn plan(text: &str) -> Option<Plan> {
 /// and its string value (`…,"msg":"…"}`), unless the message may be nested (`"data":{`, …), where it
 /// goes last in that object instead.
 fn may_plan(b: &[u8]) -> bool {
-    // `"data":{` and the like, looked for at each quote only.
-    let nested = b.iter().enumerate().any(|(i, &c)| {
-        c == b'"'
-            && NESTED_PARENTS.iter().any(|p| {
-                b.get(i + 1..).is_some_and(|rest| {
-                    rest.starts_with(p.as_bytes()) && rest[p.len()..].starts_with(b"\":{")
-                })
-            })
-    });
-    if nested {
-        return true;
-    }
-    // `…"key":"value"}`: the value's opening quote, then the key's.
+    ends_with_message(b) || has_nested_parent(b)
+}
+
+/// `…"key":"value"}` with a message key: the value's opening quote, then the key's.
+fn ends_with_message(b: &[u8]) -> bool {
     let Some(body) = b.strip_suffix(b"\"}") else {
         return false;
     };
@@ -167,11 +159,23 @@ fn may_plan(b: &[u8]) -> bool {
     else {
         return false;
     };
-    let Some(key_start) = unescaped_quote_before(body, key_end) else {
-        return false;
-    };
-    let key = &body[key_start + 1..key_end];
-    MESSAGE_KEYS.iter().any(|k| k.as_bytes() == key)
+    unescaped_quote_before(body, key_end).is_some_and(|key_start| {
+        MESSAGE_KEYS
+            .iter()
+            .any(|k| k.as_bytes() == &body[key_start + 1..key_end])
+    })
+}
+
+/// `"data":{` and the like, looked for at each quote only.
+fn has_nested_parent(b: &[u8]) -> bool {
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'"'
+            && NESTED_PARENTS.iter().any(|p| {
+                b.get(i + 1..).is_some_and(|rest| {
+                    rest.starts_with(p.as_bytes()) && rest[p.len()..].starts_with(b"\":{")
+                })
+            })
+    })
 }
 
 /// The position of the last `"` before `end` that is not escaped (an even number of backslashes

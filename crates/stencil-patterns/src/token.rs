@@ -148,11 +148,17 @@ pub fn tokenize(line: &str, out: &mut Vec<Token>) {
     merge_dates(line.as_bytes(), out);
 }
 
-/// Keys whose quoted value is a log message: `"msg":"…"` in JSON, `msg="…"` in logfmt.
-const MESSAGE_KEYS: [&[u8]; 5] = [b"message", b"msg", b"log", b"text", b"MESSAGE"];
+/// A key whose quoted value is a log message (`"msg":"…"` in JSON, `msg="…"` in logfmt): the JSON
+/// path's message keys, and journald's `MESSAGE`.
+fn is_message_key(key: &[u8]) -> bool {
+    key == b"MESSAGE"
+        || crate::json::MESSAGE_KEYS
+            .iter()
+            .any(|k| k.as_bytes() == key)
+}
 
 /// Tokenizes `line[start..]`. With `messages`, the quoted value of a message key (see
-/// [`MESSAGE_KEYS`]) is cut like text between its two quotes instead of being one token, so that the
+/// [`is_message_key`]) is cut like text between its two quotes instead of being one token, so that the
 /// miner learns the message's own template: JSON logs that take the text path (message not last, other
 /// spacing) and logfmt lines group by what they say, not only by their keys. Not recursive: the text
 /// inside is scanned without it.
@@ -265,14 +271,14 @@ fn json_message_follows(b: &[u8], out: &[Token]) -> bool {
             t.class == Class::Quoted
                 && t.end - t.start >= 2
                 && b[t.start as usize] == b'"'
-                && MESSAGE_KEYS.contains(&&b[t.start as usize + 1..t.end as usize - 1])
+                && is_message_key(&b[t.start as usize + 1..t.end as usize - 1])
         })
 }
 
 /// True when the last token is the `key=` of a message key (`msg=`).
 fn key_is_message(b: &[u8], out: &[Token]) -> bool {
     out.last().is_some_and(|t| {
-        t.class == Class::Key && MESSAGE_KEYS.contains(&&b[t.start as usize..t.end as usize - 1])
+        t.class == Class::Key && is_message_key(&b[t.start as usize..t.end as usize - 1])
     })
 }
 
