@@ -219,14 +219,20 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
                 i += 1;
             }
             _ => {
-                // The chunk's end, and whether it is letters (and `_`) only: the commonest chunk, a
-                // word, which `classify` would only confirm.
-                let mut letters = is_letter(b[i]);
-                let mut j = i + 1;
-                while j < n && BYTE_CLASS[b[j] as usize] == 0 {
-                    letters &= is_letter(b[j]);
+                // The chunk's end, and which byte categories it holds (one table lookup per byte, the
+                // same pass): `classify` does not read the bytes again to learn them, and a chunk of
+                // letters (and `_`) only, the commonest, is a word it would only confirm.
+                let mut seen = 0u16;
+                let mut j = i;
+                while j < n {
+                    let k = CHUNK_CLASS[b[j] as usize];
+                    if k == CHUNK_END {
+                        break;
+                    }
+                    seen |= 1 << k;
                     j += 1;
                 }
+                let letters = seen == 1 << LETTER;
                 if j < n && b[j] == b'=' && is_key(&b[i..j]) {
                     out.push(tok(i, j + 1, Class::Key));
                     i = j + 1;
@@ -241,7 +247,7 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
                     };
                     out.push(tok(i, j, class));
                 } else {
-                    chunk(line, i, j, out);
+                    chunk(line, i, j, seen, out);
                 }
                 i = j;
             }
@@ -286,17 +292,43 @@ fn key_is_message(b: &[u8], out: &[Token]) -> bool {
 /// `DateTime` token: a run of date parts (calendar words, numbers, times) separated by one or two spaces,
 /// holding a time or a calendar word and at least two parts. One value instead of five on the wire.
 fn merge_dates(b: &[u8], tokens: &mut Vec<Token>) {
-    let part = |t: &Token| matches!(t.class, Class::DateTime | Class::Int);
-    let anchor = |t: &Token| t.class == Class::DateTime;
-    let gap = |t: &Token| {
-        t.class == Class::Ws
-            && t.end - t.start <= 2
-            && b[t.start as usize..t.end as usize]
-                .iter()
-                .all(|&c| c == b' ')
+    // Every merged run holds a `DateTime` token. Before the run of parts that holds the first one, no
+    // token moves: start there.
+    let Some(first) = tokens.iter().position(date_anchor) else {
+        return;
     };
-    let mut out = 0;
-    let mut i = 0;
+    let mut start = first;
+    while start >= 2 && date_gap(b, &tokens[start - 1]) && date_part(&tokens[start - 2]) {
+        start -= 2;
+    }
+    merge_dates_from(b, tokens, start);
+}
+
+/// A token that may be part of a date written as several words.
+fn date_part(t: &Token) -> bool {
+    matches!(t.class, Class::DateTime | Class::Int)
+}
+
+/// A token that makes a run of date parts a date.
+fn date_anchor(t: &Token) -> bool {
+    t.class == Class::DateTime
+}
+
+/// Whitespace that may separate the parts of a date: one or two spaces.
+fn date_gap(b: &[u8], t: &Token) -> bool {
+    t.class == Class::Ws
+        && t.end - t.start <= 2
+        && b[t.start as usize..t.end as usize]
+            .iter()
+            .all(|&c| c == b' ')
+}
+
+/// [`merge_dates`] from token `start` on (no run that merges begins before it).
+fn merge_dates_from(b: &[u8], tokens: &mut Vec<Token>, start: usize) {
+    let (part, anchor) = (date_part, date_anchor);
+    let gap = |t: &Token| date_gap(b, t);
+    let mut i = start;
+    let mut out = start;
     while i < tokens.len() {
         let mut j = i;
         let mut parts = 0;
@@ -405,10 +437,11 @@ fn is_key(k: &[u8]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-/// Classifies the chunk `line[start..end]`, pushing one or more tokens.
-fn chunk(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
+/// Classifies the chunk `line[start..end]`, whose byte categories are `seen` (see [`categories`]),
+/// pushing one or more tokens.
+fn chunk(line: &str, start: usize, end: usize, seen: u16, out: &mut Vec<Token>) {
     let b = line.as_bytes();
-    if let Some(class) = classify(&b[start..end]) {
+    if let Some(class) = classify_seen(&b[start..end], seen) {
         out.push(tok(start, end, fix_role(line, start, end, class)));
         return;
     }
@@ -418,7 +451,8 @@ fn chunk(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
         trimmed -= 1;
     }
     if trimmed < end {
-        if let Some(class) = classify(&b[start..trimmed]) {
+        let w = &b[start..trimmed];
+        if let Some(class) = classify_seen(w, categories(w)) {
             out.push(tok(start, trimmed, fix_role(line, start, trimmed, class)));
             for k in trimmed..end {
                 out.push(tok(k, k + 1, Class::Punct));
@@ -462,11 +496,6 @@ fn split(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
     }
 }
 
-/// A letter or `_`: what [`classify`] counts as its letter category.
-fn is_letter(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_'
-}
-
 fn is_word_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
 }
@@ -489,27 +518,49 @@ fn is_hex_id(w: &[u8]) -> bool {
     w.len() >= 8 && w.iter().all(u8::is_ascii_hexdigit)
 }
 
-/// Byte categories counted by [`classify`]: 0 digit, 1 letter or `_`, 2 `.`, 3 `:`, 4 `-`, 5 `/` or `\\`,
-/// 6 `@`, 7 non-ASCII, 8 anything else.
+/// Byte categories seen by [`classify`]: 0 digit, 1 letter or `_`, 2 `.`, 3 `:`, 4 `-`, 5 `/` or `\\`,
+/// 6 `@`, 7 non-ASCII, 8 anything else; [`CHUNK_END`] for the bytes that end a chunk (whitespace,
+/// delimiters, quotes: `BYTE_CLASS` not 0), so that the tokenizer finds a chunk's end and its categories
+/// with one lookup per byte.
 static CHUNK_CLASS: [u8; 256] = {
     let mut t = [8u8; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = match i as u8 {
-            b'0'..=b'9' => 0,
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' => 1,
-            b'.' => 2,
-            b':' => 3,
-            b'-' => 4,
-            b'/' | b'\\' => 5,
-            b'@' => 6,
-            0x80..=0xff => 7,
-            _ => 8,
+        t[i] = if BYTE_CLASS[i] != 0 {
+            CHUNK_END
+        } else {
+            match i as u8 {
+                b'0'..=b'9' => 0,
+                b'a'..=b'z' | b'A'..=b'Z' | b'_' => LETTER,
+                b'.' => 2,
+                b':' => 3,
+                b'-' => 4,
+                b'/' | b'\\' => 5,
+                b'@' => 6,
+                0x80..=0xff => 7,
+                _ => 8,
+            }
         };
         i += 1;
     }
     t
 };
+
+/// [`CHUNK_CLASS`]'s category of letters and `_`.
+const LETTER: u8 = 1;
+/// [`CHUNK_CLASS`]'s mark of a byte that ends a chunk.
+const CHUNK_END: u8 = 15;
+/// The categories whose counts [`classify`] needs: `.`, `:`, `-`, `@`.
+const COUNTED: u16 = 1 << 2 | 1 << 3 | 1 << 4 | 1 << 6;
+
+/// The categories of a chunk's bytes, a bit each (what the tokenizer gathers as it finds the chunk); a
+/// byte that would end a chunk counts as "anything else".
+fn categories(w: &[u8]) -> u16 {
+    w.iter().fold(0, |seen, &c| {
+        let k = CHUNK_CLASS[c as usize];
+        seen | 1 << if k == CHUNK_END { 8 } else { k }
+    })
+}
 
 /// Per byte, what [`classify`] adds to its packed separator counts: one in the 32-bit lane of `.` (lane 0),
 /// `:` (1), `-` (2) or `@` (3), nothing for other bytes. Adding a table entry per byte counts all four
@@ -524,16 +575,21 @@ static CHUNK_COUNT: [u128; 256] = {
 };
 
 /// Classifies a whole chunk, or `None` if it must be split.
+#[cfg(test)]
 pub(crate) fn classify(w: &[u8]) -> Option<Class> {
+    classify_seen(w, categories(w))
+}
+
+/// [`classify`], given the chunk's byte categories.
+fn classify_seen(w: &[u8], seen: u16) -> Option<Class> {
     let first = *w.first()?;
-    // Which categories occur (a bit each), and counts of the rare separators, each in its own 32-bit
-    // lane (a chunk is a span of one line, whose offsets are `u32`, so no lane can overflow). Both are
-    // branch-free per byte and stay in registers.
-    let mut seen = 0u16;
+    // Counts of the rare separators, each in its own 32-bit lane (a chunk is a span of one line, whose
+    // offsets are `u32`, so no lane can overflow): branch-free per byte, and only when there are some.
     let mut counts = 0u128;
-    for &c in w {
-        seen |= 1 << CHUNK_CLASS[c as usize];
-        counts = counts.wrapping_add(CHUNK_COUNT[c as usize]);
+    if seen & COUNTED != 0 {
+        for &c in w {
+            counts = counts.wrapping_add(CHUNK_COUNT[c as usize]);
+        }
     }
     let lane = |k: u32| ((counts >> (32 * k)) as u32) as usize;
     let (dots, colons, dashes, at) = (lane(0), lane(1), lane(2), lane(3));
@@ -563,6 +619,10 @@ pub(crate) fn classify(w: &[u8]) -> Option<Class> {
         });
     }
     // Chunks with digits.
+    if seen == 1 {
+        // Digits only: none of the kinds below but a number can be made of them alone.
+        return Some(Class::Int);
+    }
     if w.len() == 36 && dashes == 4 && is_uuid(w) {
         return Some(Class::Uuid);
     }
@@ -575,7 +635,7 @@ pub(crate) fn classify(w: &[u8]) -> Option<Class> {
     if colons >= 2 && is_ipv6(w) {
         return Some(Class::IPv6);
     }
-    if is_datetime(w) {
+    if is_datetime(w, colons, dashes, dots, slashes) {
         return Some(Class::DateTime);
     }
     if is_number(w) {
@@ -609,12 +669,10 @@ pub(crate) fn classify(w: &[u8]) -> Option<Class> {
     None
 }
 
-/// Day and month names (`Mon`, `Sunday`, `Jun`, `June`): parts of dates, so dynamic.
+/// Day and month names (`Mon`, `Sunday`, `Jun`, `June`): parts of dates, so dynamic. Capitalised, any
+/// case after the first letter.
 fn is_calendar_word(w: &[u8]) -> bool {
-    const NAMES: [&[u8]; 19] = [
-        b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun", b"jan", b"feb", b"mar", b"apr",
-        b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
-    ];
+    /// Each name in full; its first three letters are the abbreviation, and tell the names apart.
     const FULL: [&[u8]; 19] = [
         b"monday",
         b"tuesday",
@@ -636,11 +694,25 @@ fn is_calendar_word(w: &[u8]) -> bool {
         b"november",
         b"december",
     ];
-    if !w.first().is_some_and(u8::is_ascii_uppercase) || !(3..=9).contains(&w.len()) {
+    /// The abbreviations, lower case, as numbers (one comparison each).
+    const ABBREVIATIONS: [u32; 19] = {
+        let mut t = [0u32; 19];
+        let mut i = 0;
+        while i < 19 {
+            t[i] = u32::from_le_bytes([FULL[i][0], FULL[i][1], FULL[i][2], 0]);
+            i += 1;
+        }
+        t
+    };
+    if !(3..=9).contains(&w.len()) || !w[0].is_ascii_uppercase() {
         return false;
     }
-    let names: &[&[u8]] = if w.len() == 3 { &NAMES } else { &FULL };
-    names.iter().any(|n| n.eq_ignore_ascii_case(w))
+    // `| 0x20` lower-cases ASCII letters and maps no other byte onto a letter.
+    let abbreviation = u32::from_le_bytes([w[0] | 0x20, w[1] | 0x20, w[2] | 0x20, 0]);
+    ABBREVIATIONS
+        .iter()
+        .position(|&a| a == abbreviation)
+        .is_some_and(|k| w.len() == 3 || w.eq_ignore_ascii_case(FULL[k]))
 }
 
 fn is_number(w: &[u8]) -> bool {
@@ -760,7 +832,9 @@ fn is_host_port(w: &[u8]) -> bool {
 
 /// Dates, times and date-times in common layouts: `2024-01-15`, `2024/01/15`, `10:30:00.123`,
 /// `2016-09-28T04:30:30Z`, `17/06/09`, `10/Oct/2000:13:55:36`, `2005-06-03-15.42.50.675872`.
-fn is_datetime(w: &[u8]) -> bool {
+/// `colons`, `dashes` and `dots` are the chunk's counts of `:`, `-` and `.`; `slashes` whether it holds
+/// a `/` or `\\`.
+fn is_datetime(w: &[u8], colons: usize, dashes: usize, dots: usize, slashes: bool) -> bool {
     if !w[0].is_ascii_digit() || w.len() < 5 {
         return false;
     }
@@ -800,10 +874,11 @@ fn is_datetime(w: &[u8]) -> bool {
         }
         i += 1;
     }
-    let has_time = w.iter().filter(|&&c| c == b':').count() >= 2;
-    let date_seps = w.iter().filter(|&&c| c == b'-' || c == b'/').count() >= 2;
+    let has_time = colons >= 2;
+    let date_seps =
+        dashes >= 2 || (slashes && dashes + w.iter().filter(|&&c| c == b'/').count() >= 2);
     // A dotted quad without a time is an address, not a date.
-    let dotted_quad = w.iter().filter(|&&c| c == b'.').count() == 3;
+    let dotted_quad = dots == 3;
     groups >= 3 && seps >= 2 && (has_time || date_seps) && (has_time || !dotted_quad)
 }
 
@@ -857,6 +932,87 @@ mod tests {
             tokenize(&w, &mut out);
             proptest::prop_assert_eq!(out.len(), 1);
             proptest::prop_assert_eq!(Some(out[0].class), classify(w.as_bytes()));
+        }
+    }
+
+    proptest::proptest! {
+        /// The tokenizer gathers a chunk's byte categories as it finds the chunk's end; a chunk that is
+        /// one known kind gets the class `classify` gives it from the bytes alone.
+        #[test]
+        fn chunks_are_classified_as_classify_would(w in "[0-9a-fA-Z_.:/@x-]{1,24}") {
+            if let Some(class) = classify(w.as_bytes()) {
+                let mut out = Vec::new();
+                tokenize(&w, &mut out);
+                proptest::prop_assert_eq!(out.len(), 1);
+                proptest::prop_assert_eq!(out[0].class, class);
+            }
+        }
+
+        /// Dates are merged from the first run that can hold one, as if every token had been visited.
+        #[test]
+        fn dates_merge_as_from_the_first_token(
+            words in proptest::collection::vec(
+                "(Mon|Jun|June|Dec|9|04|2005|06:06:20|2005-12-04|x|:|,978|  | )", 0..14),
+        ) {
+            let line = words.concat();
+            let mut short = Vec::new();
+            scan(&line, 0, true, &mut short);
+            let mut full = short.clone();
+            merge_dates(line.as_bytes(), &mut short);
+            merge_dates_from(line.as_bytes(), &mut full, 0);
+            proptest::prop_assert_eq!(short, full);
+        }
+    }
+
+    #[test]
+    fn day_and_month_names_are_calendar_words_in_any_case_after_a_capital() {
+        for w in [
+            "Mon",
+            "MON",
+            "Monday",
+            "MONDAY",
+            "Tue",
+            "Wed",
+            "Wednesday",
+            "Thu",
+            "Fri",
+            "Sat",
+            "Saturday",
+            "Sun",
+            "Jan",
+            "January",
+            "Feb",
+            "Mar",
+            "March",
+            "Apr",
+            "May",
+            "Jun",
+            "June",
+            "Jul",
+            "July",
+            "Aug",
+            "Sep",
+            "September",
+            "Oct",
+            "Nov",
+            "Dec",
+            "DeCeMbEr",
+        ] {
+            assert!(is_calendar_word(w.as_bytes()), "{w}");
+        }
+        for w in [
+            "mon",
+            "Mo",
+            "Mond",
+            "Mayday",
+            "Junes",
+            "Sept",
+            "Jux",
+            "Dec_",
+            "M@n",
+            "Septembers",
+        ] {
+            assert!(!is_calendar_word(w.as_bytes()), "{w}");
         }
     }
 

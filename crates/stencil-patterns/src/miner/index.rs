@@ -30,8 +30,15 @@ impl Miner {
                 // Whitespace runs of different lengths may share a pattern (syslog pads `Jun  9`).
                 Role::Structural if t.class == Class::Ws => skeleton.write_u8(3),
                 Role::Structural => {
-                    skeleton.write_u8(0);
-                    skeleton.write(t.text(line).as_bytes());
+                    let text = t.text(line).as_bytes();
+                    match text {
+                        // Punctuation, the commonest: one byte, hashed without the slice path.
+                        [b] => skeleton.write_u16(u16::from(*b) << 8),
+                        _ => {
+                            skeleton.write_u8(0);
+                            skeleton.write(text);
+                        }
+                    }
                 }
                 // Words and values may share a position (`user webmaster`, `user test9`; an IP in one line, a
                 // host name in the next): only the kind of position goes into the key.
