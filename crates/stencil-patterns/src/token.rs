@@ -63,7 +63,8 @@ pub enum Class {
     Email,
     /// A parenthesised group without whitespace: `(host.example.com)`, `()`.
     Group,
-    /// Text that may not go into a compat template (characters above U+FFFF).
+    /// Text that may not go into a compat template (characters above U+FFFF). (The last class: see
+    /// `CLASS_COUNT`.)
     Opaque,
 }
 
@@ -80,7 +81,14 @@ pub enum Role {
 
 impl Class {
     /// The class's role.
+    #[inline]
     pub fn role(self) -> Role {
+        // A table (the miner asks for every token, several times): one load, not a chain of tests.
+        ROLES[self as usize]
+    }
+
+    /// The role by the class's rules (what [`ROLES`] is made of).
+    const fn rule(self) -> Role {
         match self {
             Class::Ws | Class::Punct | Class::Key => Role::Structural,
             Class::Word | Class::Name | Class::Quoted => Role::Mined,
@@ -88,6 +96,49 @@ impl Class {
         }
     }
 }
+
+/// How many classes there are (`Opaque` is the last).
+const CLASS_COUNT: usize = Class::Opaque as usize + 1;
+
+/// Every class, in declaration order.
+const CLASSES: [Class; CLASS_COUNT] = [
+    Class::Ws,
+    Class::Punct,
+    Class::Word,
+    Class::Name,
+    Class::Quoted,
+    Class::Key,
+    Class::KvValue,
+    Class::Int,
+    Class::Float,
+    Class::Hex,
+    Class::Uuid,
+    Class::Id,
+    Class::IPv4,
+    Class::IPv6,
+    Class::Mac,
+    Class::HostPort,
+    Class::DateTime,
+    Class::Duration,
+    Class::Size,
+    Class::Path,
+    Class::Url,
+    Class::Email,
+    Class::Group,
+    Class::Opaque,
+];
+
+/// [`Class::role`] by class number.
+static ROLES: [Role; CLASS_COUNT] = {
+    let mut t = [Role::Dynamic; CLASS_COUNT];
+    let mut i = 0;
+    while i < CLASSES.len() {
+        assert!(CLASSES[i] as usize == i, "CLASSES is in declaration order");
+        t[i] = CLASSES[i].rule();
+        i += 1;
+    }
+    t
+};
 
 /// One token: a span of the line and its class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,16 +343,7 @@ fn key_is_message(b: &[u8], out: &[Token]) -> bool {
 /// `DateTime` token: a run of date parts (calendar words, numbers, times) separated by one or two spaces,
 /// holding a time or a calendar word and at least two parts. One value instead of five on the wire.
 fn merge_dates(b: &[u8], tokens: &mut Vec<Token>) {
-    // Every merged run holds a `DateTime` token. Before the run of parts that holds the first one, no
-    // token moves: start there.
-    let Some(first) = tokens.iter().position(date_anchor) else {
-        return;
-    };
-    let mut start = first;
-    while start >= 2 && date_gap(b, &tokens[start - 1]) && date_part(&tokens[start - 2]) {
-        start -= 2;
-    }
-    merge_dates_from(b, tokens, start);
+    merge_dates_with(b, tokens, true);
 }
 
 /// A token that may be part of a date written as several words.
@@ -323,13 +365,31 @@ fn date_gap(b: &[u8], t: &Token) -> bool {
             .all(|&c| c == b' ')
 }
 
-/// [`merge_dates`] from token `start` on (no run that merges begins before it).
-fn merge_dates_from(b: &[u8], tokens: &mut Vec<Token>, start: usize) {
+/// [`merge_dates`]. With `skip`, the tokens before the run of parts that holds the next `DateTime` (the
+/// tokens after the last one) are moved as a block, not visited one by one: every merged run holds a
+/// `DateTime`, so none of them can start one. Without it (tests), every token is visited.
+fn merge_dates_with(b: &[u8], tokens: &mut Vec<Token>, skip: bool) {
     let (part, anchor) = (date_part, date_anchor);
     let gap = |t: &Token| date_gap(b, t);
-    let mut i = start;
-    let mut out = start;
+    let (mut i, mut out) = (0, 0);
+    // The next `DateTime` at or after `i` (`None` before the first search).
+    let mut next: Option<usize> = None;
     while i < tokens.len() {
+        if skip && next.is_none_or(|a| a < i) {
+            let Some(a) = tokens[i..].iter().position(anchor).map(|p| i + p) else {
+                tokens.copy_within(i.., out);
+                out += tokens.len() - i;
+                break;
+            };
+            next = Some(a);
+            let mut s = a;
+            while s >= i + 2 && gap(&tokens[s - 1]) && part(&tokens[s - 2]) {
+                s -= 2;
+            }
+            tokens.copy_within(i..s, out);
+            out += s - i;
+            i = s;
+        }
         let mut j = i;
         let mut parts = 0;
         let mut anchored = false;
@@ -948,7 +1008,7 @@ mod tests {
             }
         }
 
-        /// Dates are merged from the first run that can hold one, as if every token had been visited.
+        /// Skipping the tokens that cannot start a date merges the same dates as visiting every token.
         #[test]
         fn dates_merge_as_from_the_first_token(
             words in proptest::collection::vec(
@@ -958,8 +1018,8 @@ mod tests {
             let mut short = Vec::new();
             scan(&line, 0, true, &mut short);
             let mut full = short.clone();
-            merge_dates(line.as_bytes(), &mut short);
-            merge_dates_from(line.as_bytes(), &mut full, 0);
+            merge_dates_with(line.as_bytes(), &mut short, true);
+            merge_dates_with(line.as_bytes(), &mut full, false);
             proptest::prop_assert_eq!(short, full);
         }
     }
