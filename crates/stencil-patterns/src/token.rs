@@ -275,6 +275,17 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
                 // letters (and `_`) only, the commonest, is a word it would only confirm.
                 let mut seen = 0u16;
                 let mut j = i;
+                // Letters, eight at a time (most chunks are words); the rest a byte at a time.
+                while let Some(word) = b.get(j..j + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+                    let run = leading_letters(u64::from_le_bytes(word));
+                    if run > 0 {
+                        seen |= 1 << LETTER;
+                    }
+                    j += run;
+                    if run < 8 {
+                        break;
+                    }
+                }
                 while j < n {
                     let k = CHUNK_CLASS[b[j] as usize];
                     if k == CHUNK_END {
@@ -605,6 +616,21 @@ static CHUNK_CLASS: [u8; 256] = {
     }
     t
 };
+
+/// How many of the eight bytes of `word` (little-endian: its first byte is the lowest), from the first,
+/// are ASCII letters: SWAR, a few operations for eight bytes instead of a table lookup each.
+fn leading_letters(word: u64) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // `| 0x20` lower-cases letters and maps no other byte onto a letter; the high bit is kept, so
+    // non-ASCII bytes are refused below.
+    let lower = word | 0x2020_2020_2020_2020;
+    let low7 = lower & !HIGH;
+    // Per byte, no carries (at most 0x7f + 0x1f): the high bit says `>= b'a'`, then `> b'z'`.
+    let at_least_a = low7.wrapping_add(0x1f1f_1f1f_1f1f_1f1f);
+    let past_z = low7.wrapping_add(0x0505_0505_0505_0505);
+    let letters = at_least_a & !past_z & !lower & HIGH;
+    ((!letters & HIGH).trailing_zeros() / 8) as usize
+}
 
 /// [`CHUNK_CLASS`]'s category of letters and `_`.
 const LETTER: u8 = 1;
@@ -1021,6 +1047,40 @@ mod tests {
             merge_dates_with(line.as_bytes(), &mut short, true);
             merge_dates_with(line.as_bytes(), &mut full, false);
             proptest::prop_assert_eq!(short, full);
+        }
+    }
+
+    #[test]
+    fn leading_letters_counts_the_ascii_letters_before_anything_else() {
+        for (bytes, n) in [
+            (*b"abcdefgh", 8),
+            (*b"ABCDEFGH", 8),
+            (*b"azAZazAZ", 8),
+            (*b"abc def ", 3),
+            (*b"1abcdefg", 0),
+            (*b"ab_cdefg", 2),
+            (*b"abc@defg", 3),
+            (*b"abc[defg", 3),
+            (*b"abc`defg", 3),
+            (*b"abc{defg", 3),
+            (*b"abcdefg\xe9", 7),
+            (*b"abcdefg\xc1", 7),
+            (*b"abcdefg\xfa", 7),
+        ] {
+            assert_eq!(leading_letters(u64::from_le_bytes(bytes)), n, "{bytes:?}");
+        }
+        // Every byte value in every position: a letter exactly when ASCII alphabetic.
+        for pos in 0..8 {
+            for c in 0..=255u8 {
+                let mut bytes = *b"abcdefgh";
+                bytes[pos] = c;
+                let want = if c.is_ascii_alphabetic() { 8 } else { pos };
+                assert_eq!(
+                    leading_letters(u64::from_le_bytes(bytes)),
+                    want,
+                    "{c:#x} at {pos}"
+                );
+            }
         }
     }
 
