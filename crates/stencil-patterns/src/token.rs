@@ -589,7 +589,7 @@ fn is_hex_id(w: &[u8]) -> bool {
     w.len() >= 8 && w.iter().all(u8::is_ascii_hexdigit)
 }
 
-/// Byte categories seen by [`classify`]: 0 digit, 1 letter or `_`, 2 `.`, 3 `:`, 4 `-`, 5 `/` or `\\`,
+/// Byte categories seen by [`classify_seen`]: 0 digit, 1 letter or `_`, 2 `.`, 3 `:`, 4 `-`, 5 `/` or `\\`,
 /// 6 `@`, 7 non-ASCII, 8 anything else; [`CHUNK_END`] for the bytes that end a chunk (whitespace,
 /// delimiters, quotes: `BYTE_CLASS` not 0), so that the tokenizer finds a chunk's end and its categories
 /// with one lookup per byte.
@@ -636,7 +636,7 @@ fn leading_letters(word: u64) -> usize {
 const LETTER: u8 = 1;
 /// [`CHUNK_CLASS`]'s mark of a byte that ends a chunk.
 const CHUNK_END: u8 = 15;
-/// The categories whose counts [`classify`] needs: `.`, `:`, `-`, `@`.
+/// The categories whose counts [`classify_seen`] needs: `.`, `:`, `-`, `@`.
 const COUNTED: u16 = 1 << 2 | 1 << 3 | 1 << 4 | 1 << 6;
 
 /// The categories of a chunk's bytes, a bit each (what the tokenizer gathers as it finds the chunk); a
@@ -648,7 +648,7 @@ fn categories(w: &[u8]) -> u16 {
     })
 }
 
-/// Per byte, what [`classify`] adds to its packed separator counts: one in the 32-bit lane of `.` (lane 0),
+/// Per byte, what [`classify_seen`] adds to its packed separator counts: one in the 32-bit lane of `.` (lane 0),
 /// `:` (1), `-` (2) or `@` (3), nothing for other bytes. Adding a table entry per byte counts all four
 /// without a branch.
 static CHUNK_COUNT: [u128; 256] = {
@@ -660,13 +660,14 @@ static CHUNK_COUNT: [u128; 256] = {
     t
 };
 
-/// Classifies a whole chunk, or `None` if it must be split.
+/// Classifies a whole chunk from its bytes alone (the tests' reference for what the tokenizer does).
 #[cfg(test)]
 pub(crate) fn classify(w: &[u8]) -> Option<Class> {
     classify_seen(w, categories(w))
 }
 
-/// [`classify`], given the chunk's byte categories.
+/// Classifies a whole chunk whose byte categories are `seen` (see [`categories`]), or `None` if it must
+/// be split.
 fn classify_seen(w: &[u8], seen: u16) -> Option<Class> {
     let first = *w.first()?;
     // Counts of the rare separators, each in its own 32-bit lane (a chunk is a span of one line, whose

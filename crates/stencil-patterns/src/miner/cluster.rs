@@ -94,7 +94,7 @@ pub struct Cluster {
     pub(super) slots: usize,
     /// Span slots (0 for a fixed-length cluster, which lives in its bucket).
     pub(super) spans: usize,
-    /// Hash of the first two symbols ([`Miner::key`]), whatever the bucket: where variable-length lines
+    /// Hash of the first two symbols (see `Miner::key`), whatever the bucket: where variable-length lines
     /// look for it.
     pub(super) prefix: u64,
     /// The skeleton and the prefix its bucket key was made of (`WILDCARD` when the skeleton had too

@@ -21,9 +21,9 @@
 //! segment by segment.
 
 //!
-//! The parts: [`cluster`] (a learned pattern and the token comparisons), `index` (bucket keys and
+//! The parts: `cluster` (a learned pattern and the token comparisons), `index` (bucket keys and
 //! first-symbols lists), `fixed` (fixed-length similarity) and `spans` (variable-length alignment and
-//! merging). Both searches choose their cluster with one rule, [`Selection`].
+//! merging). Both searches choose their cluster with one rule, `Selection`.
 
 mod cluster;
 mod fixed;
@@ -204,7 +204,7 @@ impl Miner {
 
     /// Finds or creates the cluster of a line. `None` when the pattern budget cannot make room (the line
     /// goes raw). Evicted clusters that were on the wire push a `PatternDelete` to `deletes`. When the
-    /// cluster has spans, [`Miner::alignment`] maps its tokens to the line's.
+    /// cluster has spans, [`Miner::take_alignment`] gives its tokens to the line's.
     pub fn mine(
         &mut self,
         line: &str,
