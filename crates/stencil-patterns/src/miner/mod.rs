@@ -204,7 +204,7 @@ impl Miner {
 
     /// Finds or creates the cluster of a line. `None` when the pattern budget cannot make room (the line
     /// goes raw). Evicted clusters that were on the wire push a `PatternDelete` to `deletes`. When the
-    /// cluster has spans, [`Miner::take_alignment`] gives its tokens to the line's.
+    /// cluster has spans, [`Miner::take_alignment`] maps its tokens to the line's.
     pub fn mine(
         &mut self,
         line: &str,
