@@ -330,7 +330,10 @@ pub fn run(args: &CardinalityArgs) -> Result<(), String> {
             std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
             // A repeated budget (or a --keep folder from an earlier run) must not append to old output.
             let _ = std::fs::remove_dir_all(run_dir.join("out"));
+            // --no-compare: `ship --once` would keep a zstd-1 stream of the lines beside the wire for its
+            // summary (about 1 MiB of RSS); a following agent does not, and this column has its own.
             let ship_args = [
+                "--no-compare".to_string(),
                 "--streams".to_string(),
                 "1".to_string(),
                 "--state-budget-mib".to_string(),
