@@ -512,8 +512,15 @@ fn is_key(k: &[u8]) -> bool {
 /// pushing one or more tokens.
 fn chunk(line: &str, start: usize, end: usize, seen: u16, out: &mut Vec<Token>) {
     let b = line.as_bytes();
+    // Without a non-ASCII byte (the commonest case, known from `seen`), no character is above U+FFFF.
+    let ascii = seen & (1 << NON_ASCII) == 0;
     if let Some(class) = classify_seen(&b[start..end], seen) {
-        out.push(tok(start, end, fix_role(line, start, end, class)));
+        let class = if ascii {
+            class
+        } else {
+            fix_role(line, start, end, class)
+        };
+        out.push(tok(start, end, class));
         return;
     }
     // Trailing sentence punctuation (`from 10.0.0.5.`, `src:`) stays outside a typed token.
@@ -533,7 +540,7 @@ fn chunk(line: &str, start: usize, end: usize, seen: u16, out: &mut Vec<Token>) 
     }
     // A chunk with digits that is no known kind (`Package_for_KB31~31bf~amd64~~6.1.1.0`) is one value; a
     // digit-free one (`a:b`, `foo$bar`) is split so that its words can stay static.
-    if b[start..end].iter().any(u8::is_ascii_digit) && !b[start..end].iter().any(|&c| c >= 0xF0) {
+    if seen & (1 << DIGIT) != 0 && (ascii || !b[start..end].iter().any(|&c| c >= 0xF0)) {
         out.push(tok(start, end, Class::Id));
         return;
     }
@@ -632,6 +639,10 @@ fn leading_letters(word: u64) -> usize {
     ((!letters & HIGH).trailing_zeros() / 8) as usize
 }
 
+/// [`CHUNK_CLASS`]'s category of digits.
+const DIGIT: u8 = 0;
+/// [`CHUNK_CLASS`]'s category of bytes above 0x7f.
+const NON_ASCII: u8 = 7;
 /// [`CHUNK_CLASS`]'s category of letters and `_`.
 const LETTER: u8 = 1;
 /// [`CHUNK_CLASS`]'s mark of a byte that ends a chunk.
