@@ -270,9 +270,9 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
                 i += 1;
             }
             _ => {
-                // The chunk's end, and which byte categories it holds (one table lookup per byte, the
-                // same pass): `classify` does not read the bytes again to learn them, and a chunk of
-                // letters (and `_`) only, the commonest, is a word it would only confirm.
+                // The chunk's end, and which byte categories it holds, in the same pass: `classify`
+                // does not read the bytes again to learn them, and a chunk of letters (and `_`) only,
+                // the commonest, is a word it would only confirm.
                 let mut seen = 0u16;
                 let mut j = i;
                 // Letters, eight at a time (most chunks are words); the rest a byte at a time.
