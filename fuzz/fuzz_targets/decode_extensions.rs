@@ -1,11 +1,12 @@
 //! Fuzz target: drives a `StreamDecoder` that negotiated the wire extensions (`stream-zstd`,
 //! `native/3`) with arbitrary batches.
 //!
-//! Byte 0 picks which extensions were echoed and whether the first batch is forced to carry the marker;
-//! the rest is cut into batches by one-byte length prefixes (255 takes all remaining bytes). Half of the
-//! inputs also start from a valid extension stream (a few batches a real encoder wrote), so that the
-//! native decoder and the stream context are reached with state. The decoder must never panic, must
-//! refuse everything after its first error, and must answer INVALID_ARGUMENT or RESOURCE_EXHAUSTED.
+//! Byte 0 picks which extensions were echoed (`json-order` too) and whether the first batch is forced to
+//! carry the marker; the rest is cut into batches by one-byte length prefixes (255 takes all remaining
+//! bytes). Half of the inputs also start from a valid extension stream (a few batches a real encoder
+//! wrote), so that the native decoder and the stream context are reached with state. The decoder must
+//! never panic, must refuse everything after its first error, and must answer INVALID_ARGUMENT or
+//! RESOURCE_EXHAUSTED.
 
 #![no_main]
 
@@ -60,6 +61,7 @@ fuzz_target!(|data: &[u8]| {
     let echoed = Extensions {
         stream_zstd: (head & 1 != 0).then_some(10 + u32::from(head >> 4 & 7)),
         native: head & 2 != 0,
+        json_order: head & 0x80 != 0,
     };
     let limits = Limits {
         max_decompressed_bytes: 1 << 20,

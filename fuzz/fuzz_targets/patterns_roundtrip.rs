@@ -1,7 +1,8 @@
 //! Fuzz target: arbitrary bytes, cut into records at `\n`, go through the pattern engine, the v3 encoder
 //! or the default wire's (both extensions, each source structured or raw) and the real decoder, with tiny
-//! budgets so that eviction runs constantly. Every record must come back byte for byte, and nothing may
-//! panic.
+//! budgets so that eviction runs constantly. JSON records may place their message anywhere
+//! (`json-order`), on a stream that agreed to it or, as their text, on one that did not. Every record
+//! must come back byte for byte, and nothing may panic.
 
 #![no_main]
 
@@ -22,12 +23,17 @@ fuzz_target!(|data: &[u8]| {
         meta: Budget::new(4, 2 << 10),
         schemas: Budget::new(2, 4 << 10),
         keys: Budget::new(8, 4 << 10),
+        json_order: knobs & 0x40 != 0,
         ..EngineConfig::default()
     };
     let batch = usize::from(knobs >> 1) % 7 + 1;
-    // The top bit picks the wire (the batch size uses the bits below it modulo 7).
+    // The top bit picks the wire (the batch size uses the bits below it modulo 7); with bit 0 clear,
+    // the extensions' intake does not know `json-order`.
     let wire = if knobs & 0x80 != 0 {
-        Extensions::ALL
+        Extensions {
+            json_order: knobs & 1 != 0,
+            ..Extensions::ALL
+        }
     } else {
         Extensions::default()
     };

@@ -356,6 +356,7 @@ fn publish(core: &Core, pipeline: &str) {
         ("stencil_agent_extension_batches_total", s.ext_batches),
         ("stencil_agent_extension_wire_bytes_total", s.ext_bytes),
         ("stencil_agent_extension_streams_total", s.ext_streams),
+        ("stencil_agent_json_documents_as_text_total", s.json_as_text),
         ("stencil_agent_poison_steps_total", s.poison_steps),
     ] {
         metrics::counter!(name, &[p()]).absolute(value);

@@ -134,6 +134,11 @@ pub fn describe() {
             "Streams on which the intake echoed the extensions, by pipeline",
         ),
         (
+            "stencil_agent_json_documents_as_text_total",
+            Unit::Count,
+            "JSON logs sent as their text because the stream's intake did not agree to json-order (ship --json-documents), by pipeline",
+        ),
+        (
             "stencil_agent_poison_steps_total",
             Unit::Count,
             "Steps down the poison ladder (split, degrade, raw rebuild), by pipeline",

@@ -842,3 +842,120 @@ fn an_extension_stream_does_not_count_deleted_patterns_towards_rotation() {
         "live defines still rotate the stream: {sent:?}"
     );
 }
+
+/// JSON logs whose schema places the message (`json-order`), on a stream whose intake did not agree
+/// to it (a Datadog intake acks batch 0 without an echo): both payloads are in flight before any ack,
+/// the second one's logs reference the schema the first one defined, and no batch carries the schema:
+/// every log arrives as its record's text, no reference dangles. With the echo, the same payloads go
+/// as documents in the record's member order.
+#[test]
+fn placed_json_logs_go_as_text_to_an_intake_without_json_order() {
+    use stencil_codec::Extensions;
+    let json_log = |t: i64, user: &str| {
+        Datum::Log(Log {
+            timestamp: t,
+            status: None,
+            service: None,
+            tags: None,
+            content: Content::Pattern {
+                id: 1,
+                values: vec![Value::Str(user.into()).into()],
+            },
+            json: Some(JsonContext::Columns {
+                schema: 2,
+                values: vec![JsonValue::Int(30), JsonValue::Int(t)],
+            }),
+            uuid: None,
+        })
+    };
+    let first = |t| {
+        let mut datums: Vec<Datum> = [(2, "level"), (3, "msg"), (4, "pid")]
+            .iter()
+            .map(|&(id, value)| {
+                Datum::DictDefine(DictDefine {
+                    id,
+                    value: value.into(),
+                })
+            })
+            .collect();
+        datums.push(Datum::PatternDefine(PatternDefine {
+            id: 1,
+            template: "user  in".into(),
+            pos_list: vec![5],
+        }));
+        datums.push(Datum::SchemaDefine(SchemaDefine {
+            id: 2,
+            keys: vec![2, 4],
+            message_key: 3,
+            kinds: vec![JsonKind::Int, JsonKind::Int],
+            message_at: Some(1),
+        }));
+        datums.push(json_log(t, "ann"));
+        Payload::build_lazy(1, datums, vec![], 40)
+    };
+    let want = |t: i64, user: &str| format!(r#"{{"level":30,"msg":"user {user} in","pid":{t}}}"#);
+    for echo in [false, true] {
+        let config = CoreConfig {
+            extensions: Extensions::ALL,
+            ..CoreConfig::default()
+        };
+        let mut core = Core::new(config, encoder(), 9);
+        let now = Instant::now();
+        let mut fx = core.handle(Event::Start, now);
+        fx.extend(core.handle(Event::Opened(1), now));
+        if echo {
+            fx.extend(core.handle(Event::Echo(1, Extensions::ALL), now));
+        } else {
+            fx.extend(core.handle(Event::Ack(1, 0, 1), now));
+        }
+        fx.extend(core.handle(Event::Payload(first(7)), now));
+        let second = Payload::build_lazy(2, vec![json_log(8, "bo")], vec![], 40);
+        fx.extend(core.handle(Event::Payload(second), now));
+        assert!(
+            !fx.iter()
+                .any(|e| matches!(e, Effect::Notice(Notice::Dangling(_)))),
+            "{fx:?}"
+        );
+        let sent: Vec<(u32, bytes::Bytes)> = fx
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Send { batch_id, data, .. } => Some((batch_id, data)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2]);
+        let mut dec = stencil_codec::StreamDecoder::new(
+            Generation::V3,
+            Compression::ZSTD,
+            stencil_codec::Limits::default(),
+        )
+        .keep_datums(true);
+        if echo {
+            dec = dec.with_extensions(Extensions::ALL, 20);
+        }
+        let (mut records, mut schemas) = (Vec::new(), 0);
+        for (id, data) in &sent {
+            let batch = dec.decode(*id, data).expect("decodes");
+            schemas += batch
+                .datums
+                .iter()
+                .filter(|d| matches!(d, Datum::SchemaDefine(_)))
+                .count();
+            records.extend(batch.logs);
+        }
+        assert_eq!(
+            schemas,
+            usize::from(echo),
+            "the schema goes only where agreed"
+        );
+        let texts: Vec<String> = records
+            .iter()
+            .map(|r| {
+                String::from_utf8(stencil_codec::original_bytes(r).expect("bytes")).expect("UTF-8")
+            })
+            .collect();
+        assert_eq!(texts, [want(7, "ann"), want(8, "bo")], "echo {echo}");
+        assert_eq!(core.stats().json_as_text, if echo { 0 } else { 2 });
+        assert_eq!(records.iter().all(|r| r.json.is_some()), echo);
+    }
+}

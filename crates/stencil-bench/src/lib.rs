@@ -61,70 +61,114 @@ pub struct PatternsArgs {
     /// Reported beside the shipped default's figure.
     #[arg(long)]
     leave_one_out: bool,
-    /// Measure each line as a container runtime writes it (see `stencil bench wire --wrap`). Grouping
+    /// Measure each line as a container runtime or a JSON logger writes it (see `stencil bench wire
+    /// --wrap`). Grouping
     /// accuracy on the `Content` column is unaffected; the full-line figures are of the wrapped lines.
     #[arg(long, value_enum)]
     wrap: Option<Wrap>,
 }
 
-/// How a container runtime writes a line it captured, for `--wrap`.
+/// How a container runtime or a JSON logger writes a line, for `--wrap`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wrap {
     /// Docker's `json-file` log driver (the default on Docker hosts and many Kubernetes nodes):
     /// `{"log":"<line>\n","stream":"stdout","time":"<RFC 3339, nanoseconds>"}`.
     Docker,
+    /// A Node.js application logging with bunyan, the line as its message, among the other members:
+    /// `{"name":"app","hostname":"bench-host","pid":4242,"level":30,"msg":"<line>","time":"<ISO 8601, ms>","v":0}`.
+    Bunyan,
+    /// The same with pino, whose message is the last member:
+    /// `{"level":30,"time":<epoch ms>,"pid":4242,"hostname":"bench-host","msg":"<line>"}`.
+    Pino,
 }
 
 impl Wrap {
     /// `raw`'s lines, each wrapped. The times are made up (one day, steps of about 12 ms), so the
     /// figures do not depend on the clock.
     pub fn apply(self, raw: &[u8]) -> Vec<u8> {
-        match self {
-            Wrap::Docker => docker_json_file(raw),
+        use std::fmt::Write;
+        let mut out = String::with_capacity(raw.len() * 2);
+        for (i, line) in split_lines(raw).into_iter().enumerate() {
+            let nanos = (i as u64 * 12_345_679) % 86_400_000_000_000;
+            let (secs, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
+            let clock = format!(
+                "2026-01-01T{:02}:{:02}:{:02}",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            );
+            match self {
+                Wrap::Docker => {
+                    out.push_str("{\"log\":\"");
+                    json_string(line, Escapes::Go, &mut out);
+                    out.push_str("\\n\",\"stream\":\"stdout\",\"time\":\"");
+                    out.push_str(&clock);
+                    if frac > 0 {
+                        // RFC 3339 with nanoseconds, trailing zeros trimmed, as Go's `RFC3339Nano`.
+                        let digits = format!("{frac:09}");
+                        out.push('.');
+                        out.push_str(digits.trim_end_matches('0'));
+                    }
+                    out.push_str("Z\"}");
+                }
+                Wrap::Bunyan => {
+                    out.push_str(
+                        "{\"name\":\"app\",\"hostname\":\"bench-host\",\"pid\":4242,\"level\":30,\"msg\":\"",
+                    );
+                    json_string(line, Escapes::JavaScript, &mut out);
+                    let _ = write!(
+                        out,
+                        "\",\"time\":\"{clock}.{:03}Z\",\"v\":0}}",
+                        frac / 1_000_000
+                    );
+                }
+                Wrap::Pino => {
+                    let _ = write!(
+                        out,
+                        "{{\"level\":30,\"time\":{},\"pid\":4242,\"hostname\":\"bench-host\",\"msg\":\"",
+                        1_767_225_600_000 + nanos / 1_000_000
+                    );
+                    json_string(line, Escapes::JavaScript, &mut out);
+                    out.push_str("\"}");
+                }
+            }
+            out.push('\n');
         }
+        out.into_bytes()
     }
 }
 
-/// Each line as Docker's `json-file` driver stores it. Go's JSON encoder writes the line: invalid
-/// UTF-8 becomes U+FFFD, and `<`, `>`, `&`, U+2028 and U+2029 are escaped as `\u…`.
-fn docker_json_file(raw: &[u8]) -> Vec<u8> {
+/// Which characters a JSON encoder escapes beyond `"`, `\` and the control characters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escapes {
+    /// Go's `encoding/json`: also `<`, `>`, `&`, U+2028 and U+2029, and every control character as
+    /// `\u…` but `\n`, `\r` and `\t`.
+    Go,
+    /// `JSON.stringify`: nothing more, and `\b` and `\f` short too (as `serde_json` writes them).
+    JavaScript,
+}
+
+/// Appends `line` (invalid UTF-8 as U+FFFD) as the inside of a JSON string.
+fn json_string(line: &[u8], escapes: Escapes, out: &mut String) {
     use std::fmt::Write;
-    let mut out = String::with_capacity(raw.len() * 2);
-    for (i, line) in split_lines(raw).into_iter().enumerate() {
-        out.push_str("{\"log\":\"");
-        for c in String::from_utf8_lossy(line).chars().chain(['\n']) {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20
-                    || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') =>
-                {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c => out.push(c),
+    for c in String::from_utf8_lossy(line).chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' if escapes == Escapes::JavaScript => out.push_str("\\b"),
+            '\u{c}' if escapes == Escapes::JavaScript => out.push_str("\\f"),
+            c if (c as u32) < 0x20
+                || (escapes == Escapes::Go
+                    && matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}')) =>
+            {
+                let _ = write!(out, "\\u{:04x}", c as u32);
             }
+            c => out.push(c),
         }
-        let nanos = (i as u64 * 12_345_679) % 86_400_000_000_000;
-        let (secs, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
-        let _ = write!(
-            out,
-            "\",\"stream\":\"stdout\",\"time\":\"2026-01-01T{:02}:{:02}:{:02}",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        );
-        if frac > 0 {
-            // RFC 3339 with nanoseconds, trailing zeros trimmed, as Go's `RFC3339Nano`.
-            let digits = format!("{frac:09}");
-            out.push('.');
-            out.push_str(digits.trim_end_matches('0'));
-        }
-        out.push_str("Z\"}\n");
     }
-    out.into_bytes()
 }
 
 /// The similarity thresholds `--leave-one-out` chooses from.
@@ -558,6 +602,46 @@ mod tests {
             first["time"], "2026-01-01T00:00:00Z",
             "no fraction: none written"
         );
+    }
+
+    /// The JSON loggers' records are what `serde_json` writes for the same document (so that the engine
+    /// may send them structurally), the line as the message: bunyan's among the members, pino's last.
+    #[test]
+    fn json_logger_wrapping_writes_the_line_as_the_message() {
+        let raw = b"a <b> & \"c\"\tq\\ \x08\x0c\x01\nbad \xff byte\n";
+        for (wrap, keys) in [
+            (
+                Wrap::Bunyan,
+                ["name", "hostname", "pid", "level", "msg", "time", "v"].as_slice(),
+            ),
+            (
+                Wrap::Pino,
+                ["level", "time", "pid", "hostname", "msg"].as_slice(),
+            ),
+        ] {
+            let text = String::from_utf8(wrap.apply(raw)).expect("utf-8");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 2);
+            for (line, msg) in lines
+                .iter()
+                .zip(["a <b> & \"c\"\tq\\ \u{8}\u{c}\u{1}", "bad \u{fffd} byte"])
+            {
+                let doc: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                assert_eq!(doc["msg"], msg, "{wrap:?}");
+                let got: Vec<&str> = doc
+                    .as_object()
+                    .expect("object")
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                assert_eq!(got, keys, "{wrap:?}");
+                assert_eq!(
+                    serde_json::to_string(&doc).expect("serializes"),
+                    *line,
+                    "{wrap:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct WireArgs {
     /// punctuation into one string value).
     #[arg(long)]
     v3_separate_slots: bool,
+    /// Experiment: the v3 engine sends JSON logs on the text path, not as documents (default: as
+    /// documents when byte-exact, as `ship --wire v3` does).
+    #[arg(long)]
+    v3_json_text: bool,
     /// Experiment: zstd level of the v3 payloads (default 1, as the baselines).
     #[arg(long, value_name = "LEVEL", default_value_t = 1)]
     v3_zstd_level: i32,
@@ -51,11 +55,15 @@ pub struct WireArgs {
     /// Also write SVG charts of bytes per log (by method and batch size, and by file) into this folder.
     #[arg(long, value_name = "DIR")]
     charts: Option<PathBuf>,
-    /// Measure each line as a container runtime writes it: `docker` wraps it as Docker's `json-file`
-    /// driver does (a JSON object with the line, the stream and a time). Every method gets the
-    /// wrapped lines.
+    /// Measure each line as a container runtime or a JSON logger writes it: `docker` wraps it as
+    /// Docker's `json-file` driver does (a JSON object with the line, the stream and a time); `bunyan`
+    /// and `pino` as those Node.js loggers write a record whose message is the line (bunyan's among the
+    /// members, pino's last). Every method gets the wrapped lines.
     #[arg(long, value_enum)]
     wrap: Option<super::Wrap>,
+    /// The default wire sends JSON logs as documents, as `stencil ship --json-documents` does.
+    #[arg(long)]
+    json_documents: bool,
 }
 
 const HOST: &str = "bench-host";
@@ -123,17 +131,15 @@ fn zstd(level: i32, bytes: &[u8]) -> u64 {
         .map_or(0, |c| c.len()) as u64
 }
 
-/// The engine settings of the default wire (`stencil ship --wire auto`): a pattern is defined on its
-/// first line, and only values seen 255 times enter the value dictionary (the native columns and their
-/// recent-value rings do the rest; turning the dictionary off entirely cost 3 % more bytes on `bench
-/// cardinality`'s `low` level, BENCHMARKS.md).
+/// The engine settings of the default wire (`stencil ship --wire auto`,
+/// [`EngineConfig::for_default_wire`]), JSON logs on the text path.
 pub fn engine_config() -> EngineConfig {
-    EngineConfig {
-        define_after: 1,
-        admit_after: u8::MAX,
-        merge_slots: false,
-        ..EngineConfig::default()
-    }
+    engine_config_with(false)
+}
+
+/// [`engine_config`], with JSON logs sent as documents when `json_documents` (`ship --json-documents`).
+pub fn engine_config_with(json_documents: bool) -> EngineConfig {
+    EngineConfig::default().for_default_wire(json_documents)
 }
 
 /// One simulated stream: the engines (v3's and the default wire's), their encoders, and the next batch id.
@@ -167,6 +173,9 @@ impl Stream {
         if args.v3_separate_slots {
             config.merge_slots = false;
         }
+        if args.v3_json_text {
+            config.json = false;
+        }
         if let Some(n) = args.v3_admit_after {
             config.admit_after = n;
         }
@@ -177,11 +186,12 @@ impl Stream {
                 encoder,
                 engine: Engine::new(config),
                 // The default wire runs its own engine with the settings `ship --wire auto` uses.
-                native_engine: Engine::new(engine_config()),
+                native_engine: Engine::new(engine_config_with(args.json_documents)),
                 native_encoder: stencil_codec::ExtEncoder::new(
                     stencil_codec::Extensions {
                         stream_zstd: None,
                         native: true,
+                        json_order: true,
                     },
                     Compression::ZSTD,
                     &[],

@@ -2,7 +2,7 @@
 //!
 //! Datums are plain, immutable values with **absolute** meaning: a log carries its real timestamp and the real
 //! ids it references, never a delta or a sentinel. Delta coding exists only inside the wire encoders and
-//! decoders ([`crate::v3`], [`crate::v2`]), so a datum can be re-encoded on any stream, in any batch, any
+//! decoders (`v3`, `v2`), so a datum can be re-encoded on any stream, in any batch, any
 //! number of times, and always means the same thing.
 //!
 //! The model is the union of what v2 and v3 can say. Each generation's encoder refuses, with
@@ -76,6 +76,10 @@ pub struct SchemaDefine {
     pub message_key: u64,
     /// One kind per key.
     pub kinds: Vec<JsonKind>,
+    /// How many columns, in key order, are set before the message, so that a document keeps its
+    /// members' order wherever its message is; `None` sets it after all of them (PROTOCOL.md §11.4). A
+    /// Stencil extension, `json-order` (docs/extensions.md).
+    pub message_at: Option<u32>,
 }
 
 /// The kind of one JSON context column (v3 `JsonValueKind`, carried as one byte per key).

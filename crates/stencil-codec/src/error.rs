@@ -156,6 +156,16 @@ pub enum ErrorKind {
         /// Number of keys.
         keys: usize,
     },
+    /// A schema whose message index (`json-order`) is past its last column.
+    #[error("JSON schema {schema_id}: the message goes after {index} columns, but it has {keys}")]
+    MessageIndexOutOfRange {
+        /// The schema id.
+        schema_id: u64,
+        /// The index received.
+        index: u64,
+        /// Number of keys.
+        keys: usize,
+    },
     /// A kind byte of 0 or 8 and above.
     #[error("JSON schema {schema_id}: invalid value kind {kind}")]
     InvalidJsonKind {
@@ -265,6 +275,7 @@ impl ErrorKind {
             | ErrorKind::ValueCountMismatch { .. }
             | ErrorKind::ValuesOnRawLog(_)
             | ErrorKind::KindsLengthMismatch { .. }
+            | ErrorKind::MessageIndexOutOfRange { .. }
             | ErrorKind::JsonColumnsMismatch { .. }
             | ErrorKind::ColumnsWithoutSchema
             | ErrorKind::ContextCountMismatch { .. } => "value_count_mismatch",

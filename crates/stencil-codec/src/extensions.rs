@@ -1,5 +1,6 @@
 //! Stencil's negotiated wire extensions on the v3 stream (`docs/extensions.md`): `stream-zstd` and
-//! `native/3`.
+//! `native/3`, and the negotiation of `json-order` (a JSON schema field, no batch change; its fallback
+//! for streams without it is [`crate::json_order`]).
 //!
 //! A Datadog intake never sees them: the agent asks with the request header `stencil-extensions`, and only
 //! an intake that echoes the header in its response headers gets extension batches. The agent never waits
@@ -43,6 +44,10 @@ use crate::Generation;
 pub const HEADER: &str = "stencil-extensions";
 /// The name of the stream-scoped zstd extension.
 pub const STREAM_ZSTD: &str = "stream-zstd";
+/// The name of the extension that places a JSON log's message among its columns
+/// ([`crate::datum::SchemaDefine::message_at`], [`crate::json_order`]). It changes no batch layout: it
+/// tells the agent that the intake honours that field.
+pub const JSON_ORDER: &str = "json-order";
 /// The `data` prefix of the first extension batch of a stream (never the start of a zstd frame, a gzip
 /// member or a v3 sequence an agent writes).
 pub const MARKER: [u8; 4] = [0xFF, b'S', b'T', b'X'];
@@ -65,16 +70,19 @@ pub struct Extensions {
     pub stream_zstd: Option<u32>,
     /// `native/3`.
     pub native: bool,
+    /// `json-order`.
+    pub json_order: bool,
 }
 
 impl Extensions {
-    /// Both extensions, with zstd's level-1 window (what `stencil ship` asks for).
+    /// Every extension, with zstd's level-1 window (what `stencil ship` asks for).
     pub const ALL: Extensions = Extensions {
         stream_zstd: Some(DEFAULT_WINDOW_LOG),
         native: true,
+        json_order: true,
     };
 
-    /// No extension: plain v3.
+    /// No extension of the batches (`json-order` alone changes none): plain v3.
     pub fn is_empty(&self) -> bool {
         self.stream_zstd.is_none() && !self.native
     }
@@ -96,6 +104,7 @@ impl Extensions {
                     out.stream_zstd = window;
                 }
                 Some(crate::native::NAME) => out.native = true,
+                Some(JSON_ORDER) => out.json_order = true,
                 _ => {}
             }
         }
@@ -107,6 +116,7 @@ impl Extensions {
         Extensions {
             stream_zstd: asked.stream_zstd.map(|w| w.min(max_window_log)),
             native: asked.native,
+            json_order: asked.json_order,
         }
     }
 
@@ -118,6 +128,7 @@ impl Extensions {
                 _ => None,
             },
             native: asked.native && echo.native,
+            json_order: asked.json_order && echo.json_order,
         }
     }
 
@@ -154,6 +165,13 @@ impl fmt::Display for Extensions {
                 f.write_str(", ")?;
             }
             write!(f, "{STREAM_ZSTD};window-log={w}")?;
+            first = false;
+        }
+        if self.json_order {
+            if !first {
+                f.write_str(", ")?;
+            }
+            f.write_str(JSON_ORDER)?;
         }
         Ok(())
     }
@@ -278,10 +296,7 @@ fn render_texts(
             Datum::Log(log) if wanted(log) => {
                 if log.json.is_some() {
                     let record = render.reconstruct(log).map_err(render_error)?;
-                    text = record
-                        .json
-                        .as_ref()
-                        .and_then(|doc| serde_json::to_string(doc).ok());
+                    text = Some(crate::reconstruct::record_text(&record));
                 } else if let Content::Pattern { .. } = log.content {
                     text = Some(render.message_text(&log.content).map_err(render_error)?);
                 }
@@ -599,9 +614,14 @@ impl ExtEncoder {
             self.shadow = Some(self.fresh_shadow()?);
         }
         let sources = &self.sources;
-        let raw = |log: &Log| sources.get(&source_of(log)).map(|c| c.mode) == Some(Mode::Raw);
+        // With `json-order` the agent sends JSON logs as documents on purpose (`ship
+        // --json-documents`): both forms keep them so, whichever way their source goes.
+        let documents = self.agreed.json_order;
+        let pinned = |log: &Log| documents && log.json.is_some();
+        let mode_raw = |log: &Log| sources.get(&source_of(log)).map(|c| c.mode) == Some(Mode::Raw);
+        let raw = |log: &Log| !pinned(log) && mode_raw(log);
         // The shadow sends every source the other way.
-        let shadow_raw = |log: &Log| !raw(log);
+        let shadow_raw = |log: &Log| !pinned(log) && !mode_raw(log);
         let shadowed = self.shadow.is_some();
         let mut texts = match self.render.as_mut() {
             Some(render) => render_texts(render, datums, &|log| shadowed || raw(log))?,
@@ -792,6 +812,7 @@ impl ExtDecoder {
             Some(a) => Extensions {
                 stream_zstd: a.ctx.as_ref().map(StreamDecompressor::window_log),
                 native: a.flags & FLAG_NATIVE != 0,
+                json_order: false,
             }
             .wire_name(),
         }

@@ -92,6 +92,34 @@ pub fn insert_at(
     Ok(())
 }
 
+/// A JSON log's document as PROTOCOL.md §11.4 builds it: each column set at its path, in order, and the
+/// message set after `message_at` of them (`json-order`), or after all of them when `None` (v3's rule).
+/// The intake rebuilds with it, and the engine checks with it that a record comes back byte for byte.
+pub fn build_document<I>(
+    columns: I,
+    message_path: &[String],
+    message: &str,
+    message_at: Option<usize>,
+) -> Result<Map<String, Json>, ErrorKind>
+where
+    I: IntoIterator<Item = Result<(Vec<String>, Json), ErrorKind>>,
+{
+    let mut root = Map::new();
+    let mut placed = false;
+    for (i, column) in columns.into_iter().enumerate() {
+        if message_at == Some(i) {
+            insert_at(&mut root, message_path, Json::String(message.to_owned()))?;
+            placed = true;
+        }
+        let (path, value) = column?;
+        insert_at(&mut root, &path, value)?;
+    }
+    if !placed {
+        insert_at(&mut root, message_path, Json::String(message.to_owned()))?;
+    }
+    Ok(root)
+}
+
 /// Parses text that must be exactly one JSON value.
 pub fn parse_raw_json(text: &str) -> Result<Json, ErrorKind> {
     serde_json::from_str(text).map_err(|e| ErrorKind::InvalidRawJson(e.to_string()))

@@ -49,6 +49,7 @@ pub mod error;
 pub mod escape;
 pub mod extensions;
 pub mod json;
+pub mod json_order;
 pub mod native;
 pub mod reconstruct;
 pub mod state;
@@ -61,8 +62,9 @@ pub use budget::{MemoryBudget, Reservation};
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError, ErrorKind, GrpcCode, Space};
 pub use extensions::{ExtEncoder, Extensions, Mode};
+pub use json_order::Unplacer;
 pub use reconstruct::{
-    float_text, original_bytes, pattern_hash, LogRecord, PatternRef, RECORD_OVERHEAD,
+    float_text, original_bytes, pattern_hash, record_text, LogRecord, PatternRef, RECORD_OVERHEAD,
 };
 pub use state::{Limits, StreamState};
 pub use v2::ABSOLUTE_TIMESTAMP_THRESHOLD as V2_ABSOLUTE_TIMESTAMP_THRESHOLD;

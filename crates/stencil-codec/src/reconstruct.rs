@@ -13,7 +13,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::datum::{Content, JsonContext, JsonValue, Log, Value};
 use crate::error::ErrorKind;
-use crate::json::{insert_at, parse_raw_json, split_key_path};
+use crate::json::{build_document, insert_at, parse_raw_json, split_key_path};
 use crate::state::StreamState;
 use crate::Generation;
 
@@ -99,14 +99,20 @@ impl LogRecord {
     }
 }
 
-/// The exact bytes a Stencil agent read for this log: the text itself; for a JSON log, its document
-/// serialized compactly in key order (the agent sends a JSON log structurally only when that is exact);
-/// for a log tagged [`crate::escape::ESCAPED_TAG`], the unescaped bytes.
-pub fn original_bytes(record: &LogRecord) -> Result<Vec<u8>, crate::escape::BadEscape> {
-    let text = match &record.json {
+/// A log's text as the agent read it, escapes kept: the message; for a JSON log, its document
+/// serialized compactly in member order (the agent sends a JSON log structurally only when that is
+/// exact).
+pub fn record_text(record: &LogRecord) -> String {
+    match &record.json {
         Some(doc) => serde_json::to_string(doc).unwrap_or_else(|_| record.message.clone()),
         None => record.message.clone(),
-    };
+    }
+}
+
+/// The exact bytes a Stencil agent read for this log: [`record_text`]; for a log tagged
+/// [`crate::escape::ESCAPED_TAG`], the unescaped bytes.
+pub fn original_bytes(record: &LogRecord) -> Result<Vec<u8>, crate::escape::BadEscape> {
+    let text = record_text(record);
     if record.tags().any(|t| t == crate::escape::ESCAPED_TAG) {
         crate::escape::unescape(&text)
     } else {
@@ -236,21 +242,34 @@ impl StreamState {
                         detail: format!("{} values for {} keys", values.len(), s.keys.len()),
                     });
                 }
-                for ((key, kind), value) in s.keys.iter().zip(&s.kinds).zip(values) {
-                    if value.kind() != *kind {
-                        return Err(ErrorKind::JsonColumnsMismatch {
-                            schema_id: *schema,
-                            detail: format!(
-                                "a {:?} value where the schema says {kind:?}",
-                                value.kind()
-                            ),
+                // The message goes in after `message_at` columns, so that the document's members keep
+                // their order (`json-order`); after all of them by default.
+                let columns =
+                    s.keys
+                        .iter()
+                        .zip(&s.kinds)
+                        .zip(values)
+                        .map(|((key, kind), value)| {
+                            if value.kind() != *kind {
+                                return Err(ErrorKind::JsonColumnsMismatch {
+                                    schema_id: *schema,
+                                    detail: format!(
+                                        "a {:?} value where the schema says {kind:?}",
+                                        value.kind()
+                                    ),
+                                });
+                            }
+                            Ok((
+                                split_key_path(self.dict_value(*key)?)?,
+                                self.json_value(value)?,
+                            ))
                         });
-                    }
-                    let path = split_key_path(self.dict_value(*key)?)?;
-                    insert_at(&mut root, &path, self.json_value(value)?)?;
-                }
-                let path = split_key_path(self.dict_value(s.message_key)?)?;
-                insert_at(&mut root, &path, Json::String(message.to_owned()))?;
+                root = build_document(
+                    columns,
+                    &split_key_path(self.dict_value(s.message_key)?)?,
+                    message,
+                    s.message_at.map(|at| at as usize),
+                )?;
             }
             JsonContext::KeyList {
                 key_list,

@@ -58,6 +58,8 @@ pub(crate) struct Schema {
     pub(crate) keys: Vec<u64>,
     pub(crate) message_key: u64,
     pub(crate) kinds: Vec<JsonKind>,
+    /// Columns set before the message (`None`: all of them).
+    pub(crate) message_at: Option<u32>,
 }
 
 impl Schema {
@@ -128,6 +130,11 @@ impl StreamState {
             space: Space::Pattern,
             id,
         })
+    }
+
+    /// True when JSON schema `id` places its message among its columns (`json-order`).
+    pub fn places_message(&self, id: u64) -> Result<bool, ErrorKind> {
+        Ok(self.schema(id)?.message_at.is_some())
     }
 
     pub(crate) fn schema(&self, id: u64) -> Result<&Schema, ErrorKind> {
@@ -227,6 +234,13 @@ impl StreamState {
                 keys: s.keys.len(),
             });
         }
+        if let Some(at) = s.message_at.filter(|&at| at as usize > s.keys.len()) {
+            return Err(ErrorKind::MessageIndexOutOfRange {
+                schema_id: s.id,
+                index: u64::from(at),
+                keys: s.keys.len(),
+            });
+        }
         for &key in s.keys.iter().chain(std::iter::once(&s.message_key)) {
             self.dict_value(key)?;
         }
@@ -234,6 +248,7 @@ impl StreamState {
             keys: s.keys.clone(),
             message_key: s.message_key,
             kinds: s.kinds.clone(),
+            message_at: s.message_at,
         };
         let old = self.schemas.get(&s.id).map(Schema::cost);
         Self::check_count(

@@ -90,6 +90,11 @@ pub(crate) fn encode<D: std::borrow::Borrow<Datum>>(
                         len_prefix(out, 4, sd.kinds.len());
                         out.extend(sd.kinds.iter().map(|k| *k as u8));
                     }
+                    if let Some(at) = sd.message_at {
+                        // Explicit presence: 0 (the message first) is sent too.
+                        encode_key(SCHEMA_MESSAGE_INDEX, WireType::Varint, out);
+                        encode_varint(u64::from(at), out);
+                    }
                     Ok(())
                 })?;
             }
@@ -114,6 +119,8 @@ mod datum {
 
 /// `LogDatumSequence.data`: every datum is an element of field 1.
 const DATUM: u32 = 1;
+/// `JsonSchemaDefine.stencil_message_index`, the `json-order` extension's field.
+const SCHEMA_MESSAGE_INDEX: u32 = 100;
 
 /// Writes `outer` (a `LogDatum` element) holding the message `field` whose fields `body` writes. Lengths
 /// are not known before the body is written: one byte is held for each, and the body is moved up when
@@ -487,21 +494,37 @@ pub(crate) fn decode(
                     pos_list: p.pos_list,
                 })
             }
-            Data::JsonSchemaDefine(s) => Datum::SchemaDefine(SchemaDefine {
-                id: s.schema_id,
-                keys: s.keys,
-                message_key: s.message_key_id,
-                kinds: s
-                    .value_kinds
-                    .iter()
-                    .map(|&b| {
-                        JsonKind::from_byte(b).ok_or(ErrorKind::InvalidJsonKind {
-                            schema_id: s.schema_id,
-                            kind: b,
-                        })
+            Data::JsonSchemaDefine(s) => {
+                let message_at = s
+                    .stencil_message_index
+                    .map(|at| {
+                        u32::try_from(at)
+                            .ok()
+                            .filter(|&at| at as usize <= s.keys.len())
+                            .ok_or(ErrorKind::MessageIndexOutOfRange {
+                                schema_id: s.schema_id,
+                                index: at,
+                                keys: s.keys.len(),
+                            })
                     })
-                    .collect::<Result<_, _>>()?,
-            }),
+                    .transpose()?;
+                Datum::SchemaDefine(SchemaDefine {
+                    id: s.schema_id,
+                    keys: s.keys,
+                    message_key: s.message_key_id,
+                    message_at,
+                    kinds: s
+                        .value_kinds
+                        .iter()
+                        .map(|&b| {
+                            JsonKind::from_byte(b).ok_or(ErrorKind::InvalidJsonKind {
+                                schema_id: s.schema_id,
+                                kind: b,
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                })
+            }
             Data::Log(log) => Datum::Log(decode_log(log, &mut regs, state)?),
             Data::DeltaEncodingSync(s) => {
                 regs.timestamp = match s.timestamp {

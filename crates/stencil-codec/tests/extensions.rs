@@ -241,14 +241,17 @@ fn every_combination_rebuilds_what_v3_rebuilds() {
             Extensions {
                 stream_zstd: Some(19),
                 native: false,
+                ..Extensions::default()
             },
             Extensions {
                 stream_zstd: None,
                 native: true,
+                ..Extensions::default()
             },
             Extensions {
                 stream_zstd: Some(10),
                 native: true,
+                ..Extensions::default()
             },
         ] {
             for v3_first in [0, 3] {
@@ -342,6 +345,7 @@ fn malformed_extension_batches_are_invalid_argument() {
     let mut only_zstd = fresh(Extensions {
         stream_zstd: Some(19),
         native: false,
+        ..Extensions::default()
     });
     assert_eq!(code(&mut only_zstd, 1, &first), GrpcCode::InvalidArgument);
 
@@ -350,6 +354,7 @@ fn malformed_extension_batches_are_invalid_argument() {
         Extensions {
             stream_zstd: Some(CAP + 2),
             native: true,
+            ..Extensions::default()
         },
         Compression::ZSTD,
         &[],
@@ -359,6 +364,7 @@ fn malformed_extension_batches_are_invalid_argument() {
     let mut dec = fresh(Extensions {
         stream_zstd: Some(CAP + 2),
         native: true,
+        ..Extensions::default()
     });
     assert_eq!(code(&mut dec, 1, &data), GrpcCode::InvalidArgument);
 
@@ -392,6 +398,7 @@ fn malformed_extension_batches_are_invalid_argument() {
     let mut dec = fresh(Extensions {
         stream_zstd: Some(19),
         native: true,
+        ..Extensions::default()
     });
     assert_eq!(code(&mut dec, 1, &data), GrpcCode::InvalidArgument);
 }
@@ -402,6 +409,7 @@ fn every_cut_and_bit_flip_of_a_native_batch_is_handled() {
     let agreed = Extensions {
         stream_zstd: None,
         native: true,
+        ..Extensions::default()
     };
     let mut ext = ExtEncoder::new(agreed, Compression::Identity, &[]).expect("encoder");
     let data = ext.encode(&bs[0]).expect("encode");
@@ -428,16 +436,28 @@ fn header_parsing_and_answers() {
         asked,
         Extensions {
             stream_zstd: Some(23),
-            native: true
+            native: true,
+            ..Extensions::default()
         }
     );
     let answer = Extensions::answer(asked, 20);
     assert_eq!(answer.to_string(), "native/3, stream-zstd;window-log=20");
+    // `json-order` is asked for, echoed and agreed like the others, and alone is no batch extension.
+    assert_eq!(
+        Extensions::ALL.to_string(),
+        "native/3, stream-zstd;window-log=19, json-order"
+    );
+    let order = Extensions::parse("json-order");
+    assert!(order.json_order && order.is_empty());
+    assert!(Extensions::agreed(Extensions::ALL, order).json_order);
+    assert!(!Extensions::agreed(Extensions::ALL, answer).json_order);
+    assert!(Extensions::answer(Extensions::ALL, 20).json_order);
     assert_eq!(
         Extensions::agreed(Extensions::ALL, Extensions::parse(&answer.to_string())),
         Extensions {
             stream_zstd: Some(19),
-            native: true
+            native: true,
+            ..Extensions::default()
         }
     );
     assert!(Extensions::parse("").is_empty());
@@ -491,6 +511,7 @@ fn mutated_extension_streams_are_refused_cleanly() {
             Extensions {
                 stream_zstd: None,
                 native: true,
+                ..Extensions::default()
             },
         ),
         (
@@ -498,6 +519,7 @@ fn mutated_extension_streams_are_refused_cleanly() {
             Extensions {
                 stream_zstd: Some(19),
                 native: false,
+                ..Extensions::default()
             },
         ),
     ] {

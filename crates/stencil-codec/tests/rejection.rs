@@ -456,6 +456,35 @@ fn json_kind_and_column_rules() {
             keys: 2
         }
     );
+    // `json-order`: the message goes after at most every column (field 100, explicit presence).
+    let with_index = |index: u64| {
+        w3::seq(&[
+            w3::dict(2, "m"),
+            w3::dict(4, "k"),
+            Pb::new().msg(
+                3,
+                Pb::new()
+                    .varint(1, 3)
+                    .packed(2, &[4])
+                    .varint(3, 2)
+                    .bytes(4, &[1])
+                    .varint(100, index),
+            ),
+        ])
+    };
+    for index in [0, 1] {
+        assert!(run_v3(&[with_index(index)]).is_ok(), "{index}");
+    }
+    for index in [2, u64::from(u32::MAX) + 1] {
+        assert_eq!(
+            v3_err(&[with_index(index)]),
+            ErrorKind::MessageIndexOutOfRange {
+                schema_id: 3,
+                index,
+                keys: 1
+            }
+        );
+    }
     // Kind bytes 0 and 8.
     for bad in [0u8, 8] {
         let k = v3_err(&[json_log(&[bad], Pb::new())]);

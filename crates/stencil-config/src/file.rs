@@ -80,7 +80,7 @@ pub enum ConfigError {
     /// A `[[ship.sources]]` entry that is inconsistent or names something invalid.
     #[error("{at}{}{message}", key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
     Source {
-        /// Where the entry is (`--config FILE: \`ship.sources[2]\`: `), empty for the flags' sources.
+        /// Where the entry is (``--config FILE: `ship.sources[2]`: ``), empty for the flags' sources.
         at: String,
         /// The key of the entry, if one is at fault.
         key: Option<String>,

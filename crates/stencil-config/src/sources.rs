@@ -166,7 +166,7 @@ pub fn read(
 }
 
 impl SourceConfig {
-    /// The agent's source. `at` prefixes every error (`--config FILE: \`ship.sources[2]\`: `); TCP
+    /// The agent's source. `at` prefixes every error (``--config FILE: `ship.sources[2]`: ``); TCP
     /// listeners are bound here, so that a busy port is an error at start.
     pub fn build(&self, at: &str, defaults: &Defaults) -> Result<Source, ConfigError> {
         self.build_with(at, defaults, &|addr| {

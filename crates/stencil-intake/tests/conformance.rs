@@ -232,6 +232,7 @@ async fn json_schema_columns() {
                 JsonKind::DictString,
                 JsonKind::Null,
             ],
+            message_at: None,
         }),
         Datum::Log(Log {
             timestamp: 5,

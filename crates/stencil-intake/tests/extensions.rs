@@ -134,6 +134,7 @@ async fn extension_batches_that_were_not_negotiated_or_are_damaged_are_invalid_a
         Extensions {
             stream_zstd: Some(22),
             native: true,
+            ..Extensions::default()
         },
         Compression::ZSTD,
         &[],

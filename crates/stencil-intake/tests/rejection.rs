@@ -471,6 +471,7 @@ async fn deep_json_key_path_is_rejected_not_a_crash() {
             keys: vec![2],
             message_key: 3,
             kinds: vec![JsonKind::Null],
+            message_at: None,
         }),
         deep,
     ];

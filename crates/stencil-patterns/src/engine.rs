@@ -50,6 +50,10 @@ pub struct EngineConfig {
     pub keys: Budget,
     /// Send JSON objects structurally when that is byte-exact (default true).
     pub json: bool,
+    /// With `json`, also the objects whose message is not their last member, with the message's place
+    /// in their schema (default false). The place is the `json-order` extension of Stencil's intake
+    /// (docs/extensions.md); the agent sends those logs as raw text on a stream that did not agree to it.
+    pub json_order: bool,
     /// Doorkeeper slots (default 65,536).
     pub doorkeeper_slots: usize,
     /// Sightings before a value is admitted to the dictionary (default 2). The doorkeeper's count stops
@@ -84,6 +88,7 @@ impl Default for EngineConfig {
             schemas: Budget::new(1024, 1 << 20),
             keys: Budget::new(4096, 1 << 20),
             json: true,
+            json_order: false,
             doorkeeper_slots: 65_536,
             admit_after: 2,
             dict_min_len: 2,
@@ -116,6 +121,26 @@ impl EngineConfig {
             keys: budget(d.keys),
             doorkeeper_slots: scale(d.doorkeeper_slots, 1024),
             ..d
+        }
+    }
+}
+
+impl EngineConfig {
+    /// These settings as Stencil's default wire uses them (`stencil ship --wire auto`, whose native
+    /// layout and stream context do the rest): a pattern is defined on its first line (a define costs
+    /// less than a raw first line in a compressed stream), only values seen 255 times enter the value
+    /// dictionary (the native columns and their recent-value rings do most of its job; turning it off
+    /// entirely cost 3 % more bytes on `bench cardinality`'s `low` level), slots are not merged, and JSON
+    /// logs take the text path, unless `json_documents`: then they go as documents with their message
+    /// anywhere (`json-order`). Sent as documents they cost more bytes (BENCHMARKS.md).
+    pub fn for_default_wire(self, json_documents: bool) -> Self {
+        EngineConfig {
+            define_after: 1,
+            admit_after: u8::MAX,
+            merge_slots: false,
+            json: json_documents,
+            json_order: json_documents,
+            ..self
         }
     }
 }
@@ -330,7 +355,7 @@ impl Engine {
         if !text.starts_with('{') {
             return None;
         }
-        let plan = json::plan(text)?;
+        let plan = json::plan(text, self.config.json_order)?;
         let schema = self.schemas.schema_for(
             &plan,
             self.epoch,

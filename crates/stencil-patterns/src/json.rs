@@ -1,21 +1,22 @@
 //! JSON logs (PATTERNS.md §6) in the compat profile, with exactness checked (`json_exact`).
 //!
 //! A record that is exactly one JSON object (no surrounding whitespace) with a message — the first
-//! non-empty string among `message`, `msg`, `log`, `text`, then `data.message`, `event.message`,
-//! `payload.message` — is split into the message text (pattern-encoded like any line) and typed columns:
-//! one per leaf, objects flattened to key paths up to depth 3, arrays and large or empty objects kept as
-//! raw JSON. The intake rebuilds the document by setting each column at its path and the message last, so
-//! the structural path is taken only when that rebuild, serialized compactly, gives back the record byte
-//! for byte. Anything else (other spacing, escapes, key order, duplicate keys) takes the text path, which
-//! is lossless too.
+//! non-empty string among `message`, `msg`, `log`, `text`, `MESSAGE`, then `data.message`,
+//! `event.message`, `payload.message` — is split into the message text (pattern-encoded like any line)
+//! and typed columns: one per leaf, objects flattened to key paths up to depth 3, arrays and large or
+//! empty objects kept as raw JSON. The intake rebuilds the document by setting each column at its path
+//! and the message last (v3), or after as many columns as preceded it in the record (the `json-order`
+//! extension, [`plan`]'s `anywhere`), so the structural path is taken only when that rebuild, serialized
+//! compactly, gives back the record byte for byte. Anything else (other spacing, escapes, duplicate keys;
+//! on v3, a message that is not last) takes the text path, which is lossless too.
 
 use serde_json::{Map, Value};
 use stencil_codec::datum::JsonKind;
 use stencil_codec::float_text;
-use stencil_codec::json::{insert_at, join_key_path};
+use stencil_codec::json::{build_document, join_key_path};
 
 /// Where to look for the message, in order. The tokenizer cuts these keys' quoted values like text too.
-pub(crate) const MESSAGE_KEYS: [&str; 4] = ["message", "msg", "log", "text"];
+pub(crate) const MESSAGE_KEYS: [&str; 5] = ["message", "msg", "log", "text", "MESSAGE"];
 /// Nested message locations, after the top-level ones.
 const NESTED_PARENTS: [&str; 3] = ["data", "event", "payload"];
 /// Objects kept whole under these names.
@@ -85,12 +86,19 @@ pub struct Plan {
     pub message: String,
     /// Escaped key path and value of each column, in document order.
     pub columns: Vec<(String, Leaf)>,
+    /// How many columns precede the message in the record, when it is not after all of them (then the
+    /// schema needs the `json-order` extension).
+    pub message_at: Option<u32>,
 }
 
 impl Plan {
     /// The schema identity: message key, then each column's key and kind.
     pub fn identity(&self) -> String {
         let mut id = self.message_key.clone();
+        if let Some(at) = self.message_at {
+            id.push('@');
+            id.push_str(&at.to_string());
+        }
         for (key, leaf) in &self.columns {
             id.push('\u{0}');
             id.push_str(key);
@@ -100,10 +108,11 @@ impl Plan {
     }
 }
 
-/// The structural plan for `text`, or `None` for the text path.
-pub fn plan(text: &str) -> Option<Plan> {
+/// The structural plan for `text`, or `None` for the text path. With `anywhere` (the `json-order`
+/// extension), the message may be any member of the record; otherwise it must be its last.
+pub fn plan(text: &str, anywhere: bool) -> Option<Plan> {
     let bytes = text.as_bytes();
-    if bytes.first() != Some(&b'{') || bytes.last() != Some(&b'}') || !may_plan(bytes) {
+    if bytes.first() != Some(&b'{') || bytes.last() != Some(&b'}') || !may_plan(bytes, anywhere) {
         return None;
     }
     let Value::Object(doc) = serde_json::from_str::<Value>(text).ok()? else {
@@ -112,20 +121,39 @@ pub fn plan(text: &str) -> Option<Plan> {
     let message_path = find_message(&doc)?;
     let mut columns = Vec::new();
     let mut segments = Vec::new();
-    flatten(&doc, &mut segments, &message_path, &mut columns)?;
+    let mut before = None;
+    flatten(
+        &doc,
+        &mut segments,
+        &message_path,
+        &mut columns,
+        &mut before,
+    )?;
     if columns.len() > MAX_COLUMNS {
         return None;
     }
-    let message = message_at(&doc, &message_path)?.to_owned();
-    // Rebuild as the intake will, and insist on the same bytes.
-    let mut rebuilt = Map::new();
-    for (path, leaf) in &columns {
-        insert_at(&mut rebuilt, path, leaf.to_json()?).ok()?;
-    }
-    insert_at(&mut rebuilt, &message_path, Value::String(message.clone())).ok()?;
-    if serde_json::to_string(&rebuilt).ok()? != text {
+    let before = before?;
+    let message = message_at_path(&doc, &message_path)?.to_owned();
+    // Rebuild as the intake will, and insist on the same bytes: with the message last (v3's rule; a
+    // nested message then goes last in its own object), else after the columns that precede it.
+    let rebuilds = |at: usize| -> Option<bool> {
+        let leaves = columns.iter().map(|(path, leaf)| {
+            leaf.to_json()
+                .map(|json| (path.clone(), json))
+                .ok_or(stencil_codec::ErrorKind::NonFiniteFloat)
+        });
+        let rebuilt = build_document(leaves, &message_path, &message, Some(at)).ok()?;
+        Some(serde_json::to_string(&rebuilt).ok()? == text)
+    };
+    // A top-level message before other members cannot come back last.
+    let last_may_do = before == columns.len() || message_path.len() > 1;
+    let message_at = if last_may_do && rebuilds(columns.len())? {
+        None
+    } else if anywhere && before < columns.len() && rebuilds(before)? {
+        Some(u32::try_from(before).ok()?)
+    } else {
         return None;
-    }
+    };
     Some(Plan {
         message_key: join_key_path(&message_path),
         message,
@@ -133,16 +161,27 @@ pub fn plan(text: &str) -> Option<Plan> {
             .into_iter()
             .map(|(p, l)| (join_key_path(&p), l))
             .collect(),
+        message_at,
     })
 }
 
 /// A necessary condition for [`plan`], checked before parsing (parsing, rebuilding and serializing
 /// a record that cannot pass was over a third of the engine's time on Docker `json-file` lines, whose
-/// `log` comes first). The rebuild puts the message last, so the record must end with a message key
-/// and its string value (`…,"msg":"…"}`), unless the message may be nested (`"data":{`, …), where it
-/// goes last in that object instead.
-fn may_plan(b: &[u8]) -> bool {
-    ends_with_message(b) || has_nested_parent(b)
+/// `log` comes first). Without `anywhere` the rebuild puts the message last, so the record must end with
+/// a message key and its string value (`…,"msg":"…"}`), unless the message may be nested (`"data":{`,
+/// …), where it goes last in that object instead. With it, a message key must start a string member
+/// somewhere (`"msg":"`).
+fn may_plan(b: &[u8], anywhere: bool) -> bool {
+    if anywhere {
+        has_message_member(b) || has_nested_parent(b)
+    } else {
+        ends_with_message(b) || has_nested_parent(b)
+    }
+}
+
+/// `"msg":"` (or another message key), looked for at each quote only.
+fn has_message_member(b: &[u8]) -> bool {
+    has_member(b, &MESSAGE_KEYS, b"\":\"")
 }
 
 /// `…"key":"value"}` with a message key: the value's opening quote, then the key's.
@@ -168,11 +207,16 @@ fn ends_with_message(b: &[u8]) -> bool {
 
 /// `"data":{` and the like, looked for at each quote only.
 fn has_nested_parent(b: &[u8]) -> bool {
+    has_member(b, &NESTED_PARENTS, b"\":{")
+}
+
+/// A quoted name of `names` followed by `opens` (the end of the key and the start of its value).
+fn has_member(b: &[u8], names: &[&str], opens: &[u8]) -> bool {
     b.iter().enumerate().any(|(i, &c)| {
         c == b'"'
-            && NESTED_PARENTS.iter().any(|p| {
+            && names.iter().any(|name| {
                 b.get(i + 1..).is_some_and(|rest| {
-                    rest.starts_with(p.as_bytes()) && rest[p.len()..].starts_with(b"\":{")
+                    rest.starts_with(name.as_bytes()) && rest[name.len()..].starts_with(opens)
                 })
             })
     })
@@ -194,7 +238,7 @@ fn unescaped_quote_before(b: &[u8], end: usize) -> Option<usize> {
     None
 }
 
-fn message_at<'a>(doc: &'a Map<String, Value>, path: &[String]) -> Option<&'a str> {
+fn message_at_path<'a>(doc: &'a Map<String, Value>, path: &[String]) -> Option<&'a str> {
     let (last, parents) = path.split_last()?;
     let mut node = doc;
     for p in parents {
@@ -220,16 +264,21 @@ fn find_message(doc: &Map<String, Value>) -> Option<Vec<String>> {
         .map(|p| vec![(*p).to_owned(), "message".to_owned()])
 }
 
+/// Appends `obj`'s columns to `out` in document order, and sets `before` to the number of columns that
+/// precede the message.
 fn flatten(
     obj: &Map<String, Value>,
     segments: &mut Vec<String>,
     message: &[String],
     out: &mut Vec<(Vec<String>, Leaf)>,
+    before: &mut Option<usize>,
 ) -> Option<()> {
     for (key, value) in obj {
         segments.push(key.clone());
         let on_message_path = message.starts_with(segments);
-        if segments.as_slice() != message {
+        if segments.as_slice() == message {
+            *before = Some(out.len());
+        } else {
             match value {
                 Value::Object(m)
                     if on_message_path
@@ -238,7 +287,7 @@ fn flatten(
                             && m.len() <= MAX_OBJECT_KEYS
                             && !BOX_NAMES.contains(&key.as_str())) =>
                 {
-                    flatten(m, segments, message, out)?;
+                    flatten(m, segments, message, out, before)?;
                 }
                 other => out.push((segments.clone(), leaf(other)?)),
             }
@@ -279,7 +328,7 @@ mod tests {
 
     #[test]
     fn message_last_documents_go_structural() {
-        let p = plan(r#"{"level":"info","n":3,"ratio":0.5,"ok":true,"x":null,"big":18446744073709551615,"arr":[1,2],"msg":"hello world"}"#)
+        let p = plan(r#"{"level":"info","n":3,"ratio":0.5,"ok":true,"x":null,"big":18446744073709551615,"arr":[1,2],"msg":"hello world"}"#, false)
             .expect("structural");
         assert_eq!(p.message_key, "msg");
         assert_eq!(p.message, "hello world");
@@ -290,7 +339,8 @@ mod tests {
 
     #[test]
     fn nested_messages_and_paths() {
-        let p = plan(r#"{"ts":1,"data":{"user":{"id":7},"message":"m"}}"#).expect("structural");
+        let p =
+            plan(r#"{"ts":1,"data":{"user":{"id":7},"message":"m"}}"#, false).expect("structural");
         assert_eq!(p.message_key, "data.message");
         assert_eq!(
             p.columns
@@ -299,7 +349,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["ts", "data.user.id"]
         );
-        let p = plan(r#"{"a.b":1,"msg":"x"}"#).expect("structural");
+        let p = plan(r#"{"a.b":1,"msg":"x"}"#, false).expect("structural");
         assert_eq!(p.columns[0].0, "a\\.b");
     }
 
@@ -317,8 +367,8 @@ mod tests {
             r#"{"log":"l"}"#,
         ];
         for text in structural {
-            assert!(plan(text).is_some(), "{text}");
-            assert!(may_plan(text.as_bytes()), "{text}");
+            assert!(plan(text, false).is_some(), "{text}");
+            assert!(may_plan(text.as_bytes(), false), "{text}");
         }
         for text in [
             r#"{"log":"line\n","stream":"stdout","time":"2026-01-01T00:00:00Z"}"#,
@@ -326,8 +376,8 @@ mod tests {
             r#"{"x":"msg","y":"z"}"#,
             r#"{"a":"\"msg\":\"b"}"#,
         ] {
-            assert!(!may_plan(text.as_bytes()), "{text}");
-            assert!(plan(text).is_none(), "{text}");
+            assert!(!may_plan(text.as_bytes(), false), "{text}");
+            assert!(plan(text, false).is_none(), "{text}");
         }
     }
 
@@ -344,7 +394,7 @@ mod tests {
             r#"{"msg":""}"#,                     // empty message
             "[1,2]",
         ] {
-            let got = plan(text);
+            let got = plan(text, false);
             if text.contains("1.0") {
                 assert!(
                     matches!(got.as_ref().map(|p| &p.columns[0].1), Some(Leaf::Raw(r)) if r == "1.0"),
@@ -354,5 +404,60 @@ mod tests {
                 assert!(got.is_none(), "{text}");
             }
         }
+    }
+
+    /// With `json-order`, the message may be any member: the schema says how many columns precede it,
+    /// and the rebuild in that order gives back the record.
+    #[test]
+    fn json_order_places_the_message_anywhere() {
+        for (text, key, at) in [
+            // bunyan, zap, logrus: the message among the other members.
+            (
+                r#"{"name":"app","hostname":"h","pid":7,"level":30,"msg":"started","time":"2026-01-01T00:00:00.000Z","v":0}"#,
+                "msg",
+                Some(4),
+            ),
+            (r#"{"msg":"first","level":"info"}"#, "msg", Some(0)),
+            (
+                r#"{"level":"info","MESSAGE":"journald","_PID":"1"}"#,
+                "MESSAGE",
+                Some(1),
+            ),
+            // A nested message before a sibling, and one last in its object (v3 can carry that).
+            (
+                r#"{"ts":1,"event":{"message":"m","code":3},"level":"info"}"#,
+                "event.message",
+                Some(1),
+            ),
+            (
+                r#"{"data":{"x":1,"message":"m"},"level":"info"}"#,
+                "data.message",
+                None,
+            ),
+            (r#"{"level":"info","msg":"last"}"#, "msg", None),
+        ] {
+            let p = plan(text, true).unwrap_or_else(|| panic!("structural: {text}"));
+            assert_eq!((p.message_key.as_str(), p.message_at), (key, at), "{text}");
+            assert!(may_plan(text.as_bytes(), true), "{text}");
+            // Without the extension only the records that need no place go structurally.
+            assert_eq!(plan(text, false).is_some(), at.is_none(), "{text}");
+        }
+        for text in [
+            r#"{"msg": "spaced", "level": "info"}"#,
+            r#"{"level":"info"}"#,
+            r#"{"msg":"","level":"info"}"#,
+            r#"{"msg":"dup","msg":"twice","a":1}"#,
+        ] {
+            assert!(plan(text, true).is_none(), "{text}");
+        }
+    }
+
+    /// The schema identity tells apart two records that differ only by the message's place.
+    #[test]
+    fn the_message_place_is_part_of_the_schema() {
+        let first = plan(r#"{"msg":"m","a":1,"b":2}"#, true).expect("structural");
+        let middle = plan(r#"{"a":1,"msg":"m","b":2}"#, true).expect("structural");
+        assert_ne!(first.identity(), middle.identity());
+        assert_eq!(first.columns, middle.columns);
     }
 }

@@ -3,7 +3,7 @@
 
 use stencil_codec::{
     BatchEncoder, Compression, DecodeError, EncodeError, ExtEncoder, Extensions, Generation,
-    Limits, LogRecord, StreamDecoder,
+    Limits, LogRecord, StreamDecoder, Unplacer,
 };
 
 use crate::{Engine, EngineConfig, Meta};
@@ -59,14 +59,16 @@ pub fn round_trip(
 }
 
 /// [`round_trip`] on a stream that agreed `wire` (none: plain v3), encoded as the agent encodes it
-/// ([`ExtEncoder`]: each source structured or raw, JSON logs included) and decoded by a decoder that
-/// echoed the same extensions.
+/// ([`ExtEncoder`]: each source structured or raw, JSON logs included; with the engine's `json_order`
+/// on a stream without `json-order`, placed JSON logs as their text through an [`Unplacer`]) and
+/// decoded by a decoder that echoed the same extensions.
 pub fn round_trip_on(
     records: &[&[u8]],
     config: EngineConfig,
     batch: usize,
     wire: Extensions,
 ) -> Result<RoundTrip, RoundTripError> {
+    let mut unplacer = (config.json_order && !wire.json_order).then(Unplacer::new);
     let mut engine = Engine::new(config);
     let encoder = BatchEncoder::new(Generation::V3, Compression::ZSTD);
     let mut ext = if wire.is_empty() {
@@ -99,9 +101,17 @@ pub fn round_trip_on(
             };
             engine.encode(record, &meta, &mut datums);
         }
+        let unplaced = match unplacer.as_mut() {
+            Some(u) => u.rewrite(&datums).map_err(|e| RoundTripError::Encode {
+                batch: n + 1,
+                error: EncodeError::Rendering(e),
+            })?,
+            None => None,
+        };
+        let sent = unplaced.as_deref().unwrap_or(&datums);
         let data = match ext.as_mut() {
-            Some(ext) => ext.encode(&datums),
-            None => encoder.encode(&datums).map(|p| p.data),
+            Some(ext) => ext.encode(sent),
+            None => encoder.encode(sent).map(|p| p.data),
         }
         .map_err(|error| RoundTripError::Encode {
             batch: n + 1,

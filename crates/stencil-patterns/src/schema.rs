@@ -144,6 +144,7 @@ impl Schemas {
             keys: key_ids[1..].to_vec(),
             message_key: key_ids[0],
             kinds: plan.columns.iter().map(|(_, l)| l.kind()).collect(),
+            message_at: plan.message_at,
         }));
         Some(id)
     }

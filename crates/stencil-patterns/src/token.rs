@@ -200,12 +200,11 @@ pub fn tokenize(line: &str, out: &mut Vec<Token>) {
 }
 
 /// A key whose quoted value is a log message (`"msg":"…"` in JSON, `msg="…"` in logfmt): the JSON
-/// path's message keys, and journald's `MESSAGE`.
+/// path's message keys, journald's `MESSAGE` among them.
 fn is_message_key(key: &[u8]) -> bool {
-    key == b"MESSAGE"
-        || crate::json::MESSAGE_KEYS
-            .iter()
-            .any(|k| k.as_bytes() == key)
+    crate::json::MESSAGE_KEYS
+        .iter()
+        .any(|k| k.as_bytes() == key)
 }
 
 /// Tokenizes `line[start..]`. With `messages`, the quoted value of a message key (see

@@ -468,8 +468,9 @@ proptest! {
     }
 
     /// JSON documents among text lines and arbitrary bytes, on the default wire (each source structured
-    /// or raw, a raw source's JSON logs as their lines), with the settings `ship --wire auto` uses:
-    /// every record comes back byte for byte.
+    /// or raw, a raw source's JSON logs as their lines), with the settings `ship --wire auto` uses, JSON
+    /// logs on the text path and as documents (`--json-documents`): every record comes back byte for
+    /// byte.
     #[test]
     fn json_and_text_round_trip_on_the_default_wire(parts in prop::collection::vec((0u8..4, any::<u32>(), "[a-z]{1,8}", prop::collection::vec(any::<u8>(), 0..40)), 1..80)) {
         let lines: Vec<Vec<u8>> = parts
@@ -482,10 +483,39 @@ proptest! {
             })
             .collect();
         let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-        let config = EngineConfig { define_after: 1, admit_after: u8::MAX, merge_slots: false, ..now() };
-        for batch in [3, 50] {
+        for (config, batch) in [(false, 3), (false, 50), (true, 3), (true, 50)] {
+            let config = now().for_default_wire(config);
             let trip = stencil_patterns::roundtrip::round_trip_on(&refs, config.clone(), batch, stencil_codec::Extensions::ALL)
                 .unwrap_or_else(|e| panic!("round trip failed: {e}"));
+            prop_assert_eq!(trip.rebuilt.len(), refs.len());
+            for (a, b) in trip.rebuilt.iter().zip(&refs) {
+                prop_assert_eq!(a.as_slice(), *b);
+            }
+        }
+    }
+
+    /// JSON documents with the message anywhere, nested, or in journald's key, sent as documents
+    /// (`json_order`) on every wire: a stream that agreed `json-order` (the default wire), one whose
+    /// intake knows the other extensions but not it, and plain v3 (those logs as their text). Every
+    /// record comes back byte for byte.
+    #[test]
+    fn placed_messages_round_trip_on_every_wire(parts in prop::collection::vec((0u8..5, any::<u32>(), "[a-z]{1,8}", prop::collection::vec(any::<u8>(), 0..40)), 1..80)) {
+        let lines: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|(kind, n, w, bytes)| match kind {
+                0 => format!("{{\"level\":30,\"msg\":\"job {w} done in {n} ms\",\"pid\":{n},\"v\":0}}").into_bytes(),
+                1 => format!("{{\"MESSAGE\":\"Started {w}.\",\"_PID\":\"{n}\"}}").into_bytes(),
+                2 => format!("{{\"ts\":{n},\"event\":{{\"message\":\"{w} {n}\",\"code\":{}}},\"ok\":true}}", n % 7).into_bytes(),
+                3 => format!("{{\"level\":\"info\",\"msg\":\"last {w}\"}}").into_bytes(),
+                _ => bytes.clone(),
+            })
+            .collect();
+        let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let config = EngineConfig { define_after: 1, json_order: true, ..now() };
+        let older = stencil_codec::Extensions { json_order: false, ..stencil_codec::Extensions::ALL };
+        for wire in [stencil_codec::Extensions::ALL, older, stencil_codec::Extensions::default()] {
+            let trip = stencil_patterns::roundtrip::round_trip_on(&refs, config.clone(), 7, wire)
+                .unwrap_or_else(|e| panic!("round trip failed on {wire}: {e}"));
             prop_assert_eq!(trip.rebuilt.len(), refs.len());
             for (a, b) in trip.rebuilt.iter().zip(&refs) {
                 prop_assert_eq!(a.as_slice(), *b);

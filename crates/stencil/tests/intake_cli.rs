@@ -203,16 +203,9 @@ fn patterns_are_reported_in_jsonl_at_patterns_and_on_shutdown() {
     let jsonl = dir.path().join("out.jsonl");
     let report = dir.path().join("patterns.json");
     let metrics_port = common::free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
+    let mut command = common::intake_command();
     command
-        .args([
-            "intake",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            "k1",
-            "--jsonl",
-        ])
+        .arg("--jsonl")
         .arg(&jsonl)
         .arg("--patterns-report")
         .arg(&report)

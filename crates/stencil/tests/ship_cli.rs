@@ -205,6 +205,17 @@ fn config_file_then_env_then_flags() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("--endpoint \"{bad}\"")), "{err}");
     }
+
+    // JSON documents with their message anywhere need the extensions: refused on the v3 wire, with the
+    // key that asked for them.
+    std::fs::write(&config, "[ship]\napi_key = \"k\"\njson_documents = true\n").expect("write");
+    let out = run(&[], &["--once".as_ref(), "--wire".as_ref(), "v3".as_ref()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("json_documents") && err.contains("--wire auto"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -12,31 +12,6 @@ fn stencil() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stencil"))
 }
 
-/// Starts an intake writing JSON Lines to `jsonl`.
-fn jsonl_intake(jsonl: &Path) -> (common::Reaped, String) {
-    let mut command = stencil();
-    command
-        .args([
-            "intake",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            "k1",
-            "--jsonl",
-        ])
-        .arg(jsonl);
-    common::spawn_intake(command)
-}
-
-/// The records of a JSON Lines file.
-fn records(jsonl: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(jsonl)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
-        .collect()
-}
-
 fn tags(record: &serde_json::Value) -> Vec<String> {
     record["tags"]
         .as_array()
@@ -135,7 +110,7 @@ auto_multi_line_detection = true
     )
     .expect("write config");
     let jsonl = root.join("out.jsonl");
-    let (mut intake, addr) = jsonl_intake(&jsonl);
+    let (mut intake, addr) = common::start_jsonl_intake(&jsonl);
     let out = stencil()
         .arg("--config")
         .arg(&config)
@@ -157,7 +132,7 @@ auto_multi_line_detection = true
     );
     common::sigterm_and_wait(&mut intake);
 
-    let got = records(&jsonl);
+    let got = common::jsonl_records(&jsonl);
     let view: Vec<(String, String, String)> = got
         .iter()
         .map(|r| {

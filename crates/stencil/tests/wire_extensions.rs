@@ -24,7 +24,7 @@ fn ship(
         .arg(&summary)
         .args(ship_flags)
         .args(files)
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .status()
         .expect("ship runs");
     assert!(status.success(), "ship --once exits 0");
@@ -135,4 +135,98 @@ fn a_source_of_json_logs_and_free_text_goes_raw_and_beats_the_zstd_stream() {
         (wire as f64) < 0.95 * zstd as f64,
         "{wire} wire bytes against a zstd-1 stream of {zstd}"
     );
+}
+
+/// JSON logs as bunyan, zap, logrus and journald write them: the message among the other members.
+/// With `--json-documents` and an intake that echoes `json-order` they go as documents, the message's
+/// place in their schema; with an intake that does not (`--no-extensions`, as a Datadog intake) they go
+/// as their text; by default they take the text path, which costs fewer bytes. Every file comes back
+/// byte for byte each way, and the JSON Lines sink shows the documents and their messages' templates.
+#[test]
+fn json_logs_keep_their_members_order_on_every_wire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("app.json.log");
+    let users = ["alice", "bob", "carol", "dave", "erin"];
+    let mut text = String::new();
+    for i in 0..1200u64 {
+        let user = users[(i * 7 % 5) as usize];
+        let line = match i % 4 {
+            0 => format!(
+                r#"{{"name":"api","hostname":"web-1","pid":{},"level":30,"msg":"user {} logged in from 10.0.{}.{}","time":"2026-11-30T10:{:02}:{:02}.{:03}Z","v":0}}"#,
+                4000 + i % 3,
+                1000 + i % 37,
+                i % 7,
+                i % 250,
+                i / 60 % 60,
+                i % 60,
+                i % 1000
+            ),
+            1 => format!(
+                r#"{{"level":"info","ts":1764496800.{:03},"caller":"server/handler.go:{}","msg":"request served","status":200,"bytes":{}}}"#,
+                i % 1000,
+                40 + i % 3,
+                100 + i * 13 % 900
+            ),
+            2 => format!(
+                r#"{{"level":"warning","msg":"cache miss for key {user}-{}","time":"2026-11-30T10:{:02}:{:02}Z"}}"#,
+                i % 50,
+                i / 60 % 60,
+                i % 60
+            ),
+            _ => format!(
+                r#"{{"__REALTIME_TIMESTAMP":"{}","MESSAGE":"Started session {} of user {user}.","PRIORITY":"6","_PID":"1"}}"#,
+                1_764_496_800_000_000 + i * 1000,
+                100 + i
+            ),
+        };
+        text += &line;
+        text.push('\n');
+    }
+    std::fs::write(&file, &text).expect("write");
+    let file = std::fs::canonicalize(&file).expect("canonical");
+    let one = std::slice::from_ref(&file);
+
+    // Every wire rebuilds the file (ship() compares it).
+    let docs = ["--batch-lines", "100", "--json-documents"];
+    let ext = ship(one, &[], &docs);
+    assert_eq!(ext["wire"], "native/3+stream-zstd", "{ext}");
+    let v3 = ship(one, &["--no-extensions"], &docs);
+    assert_eq!(v3["wire"], "v3", "{v3}");
+    let text_path = ship(one, &[], &["--batch-lines", "100"]);
+    let bytes = |j: &serde_json::Value| j["wire_bytes"].as_u64().expect("wire_bytes");
+    assert!(
+        bytes(&text_path) < bytes(&ext),
+        "text path {} bytes, documents {}",
+        bytes(&text_path),
+        bytes(&ext)
+    );
+
+    // What the intake knows of them as documents: fields, and the message with its own template.
+    let jsonl = dir.path().join("out.jsonl");
+    let (mut intake, addr) = common::start_jsonl_intake(&jsonl);
+    let status = Command::new(env!("CARGO_BIN_EXE_stencil"))
+        .args(["ship", "--once", "--streams", "1"])
+        .args(docs)
+        .args(["--endpoint", &format!("http://{addr}"), "--api-key", "k1"])
+        .arg(&file)
+        .stderr(Stdio::null())
+        .status()
+        .expect("ship runs");
+    assert!(status.success());
+    common::sigterm_and_wait(&mut intake);
+    let records = common::jsonl_records(&jsonl);
+    assert_eq!(records.len(), 1200);
+    let login = records
+        .iter()
+        .filter(|r| r["pattern"] == "user <*> logged in from <*>")
+        .count();
+    assert_eq!(login, 300, "every login under its message's template");
+    // Each record is its line's document, member order included.
+    for (r, line) in records.iter().zip(text.lines()) {
+        assert!(r["message"].is_object(), "{r}");
+        assert_eq!(
+            serde_json::to_string(&r["message"]).expect("serializes"),
+            line
+        );
+    }
 }

@@ -31,7 +31,7 @@ pub struct CoreConfig {
     pub max_inflight_payloads: usize,
     /// Most encoded bytes in flight.
     pub max_inflight_bytes: usize,
-    /// Most memory held by payloads in flight ([`Payload::memory`], an estimate of their heap): new
+    /// Most memory held by payloads in flight ([`Payload::memory`](crate::Payload::memory), an estimate of their heap): new
     /// templates make payloads hold several times their wire size. The core sends what it takes at
     /// once, so when encoding for the wire is the slow step, acks queue behind it and this limit, not
     /// the network, decides how much is held. 4 MiB is about eight 1,000-line batches of 130-byte

@@ -110,7 +110,7 @@ pub enum Event {
     Stop,
     /// No more payloads will come.
     InputClosed,
-    /// A payload from the batcher (offer only when [`Core::wants_input`]).
+    /// A payload from the batcher (offer only when [`Core::wants_input`](crate::Core::wants_input)).
     Payload(Payload),
     /// The stream of this epoch opened.
     Opened(Epoch),
@@ -230,4 +230,7 @@ pub struct CoreStats {
     pub ext_bytes: u64,
     /// Streams on which the intake echoed the extensions.
     pub ext_streams: u64,
+    /// JSON logs whose schema places the message, sent as their text because the stream did not agree
+    /// to `json-order` (`ship --json-documents` to an intake without it).
+    pub json_as_text: u64,
 }

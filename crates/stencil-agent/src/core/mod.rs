@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use stencil_codec::datum::Datum;
-use stencil_codec::BatchEncoder;
+use stencil_codec::{BatchEncoder, Unplacer};
 
 use crate::payload::{Payload, Ref};
 use crate::snapshot::Snapshot;
@@ -61,6 +61,16 @@ pub struct Core {
     /// The state datums sent on the current stream in plain v3, kept until the echo (or the first ack
     /// without one) so that the extension encoder starts from the stream's state.
     before_echo: Option<Vec<Datum>>,
+    /// While the current stream has not agreed to `json-order` (and the agent asks for it): what turns
+    /// the JSON logs whose schema places their message into their text, and keeps such schemas off the
+    /// stream ([`stencil_codec::json_order`]).
+    unplacer: Option<Unplacer>,
+    /// Schema defines the unplacer kept out of batch 0. They come from the snapshot, so a later payload
+    /// that needs them gets them in front (they are not in `known`). A schema withheld from a data
+    /// payload is in `known` (later payloads of the stream that reference it may still be in flight,
+    /// and the snapshot does not hold it yet), so a stream that withheld one stays without `json-order`
+    /// even if the echo comes later.
+    withheld_at_open: u64,
 }
 
 impl Core {
@@ -90,6 +100,8 @@ impl Core {
             stats: CoreStats::default(),
             ext: None,
             before_echo: None,
+            unplacer: None,
+            withheld_at_open: 0,
         }
     }
 
@@ -245,6 +257,11 @@ impl Core {
         self.next_id = 1;
         self.expected = VecDeque::from([0]);
         let (mut datums, _) = self.snapshot.batch0(self.full_snapshot);
+        self.unplacer = self.config.extensions.json_order.then(Unplacer::new);
+        if let Some(unplaced) = self.unplace(&datums) {
+            datums = unplaced;
+        }
+        self.withheld_at_open = self.unplacer.as_ref().map_or(0, Unplacer::withheld);
         let mut data = self.encode(&datums);
         if data.len() > self.config.max_batch_bytes {
             // The longest ordered prefix that fits (binary search on the datum count).
@@ -292,6 +309,12 @@ impl Core {
         }
         let held = self.timers.take(Timer::Echo);
         let agreed = Extensions::agreed(self.config.extensions, echo);
+        let withheld = self.unplacer.as_ref().map_or(0, Unplacer::withheld);
+        if agreed.json_order && withheld == self.withheld_at_open {
+            // From now on the stream's JSON schemas may place their message; those kept out of batch
+            // 0 are sent with the first log that needs them.
+            self.unplacer = None;
+        }
         if let (Some(prior), false) = (self.before_echo.take(), agreed.is_empty()) {
             match ExtEncoder::with_level(
                 agreed,
@@ -323,6 +346,23 @@ impl Core {
     /// The wire of the current stream (`v3` until an echo was seen).
     pub fn wire_name(&self) -> &'static str {
         self.ext.as_ref().map_or("v3", |x| x.agreed().wire_name())
+    }
+
+    /// `datums` (one batch's worth, in order) as the current stream may carry them: `None` when as they
+    /// are. Rendering a log the engine made cannot fail; if it did, the datums go as they are (an
+    /// intake without `json-order` then puts the message last: the same document, other member order).
+    fn unplace(&mut self, datums: &[Datum]) -> Option<Vec<Datum>> {
+        let unplacer = self.unplacer.as_mut()?;
+        let before = unplacer.as_text();
+        let rewritten = unplacer.rewrite(datums);
+        self.stats.json_as_text += unplacer.as_text() - before;
+        match rewritten {
+            Ok(rewritten) => rewritten,
+            Err(err) => {
+                tracing::warn!(error = %err, "a JSON log could not be rendered for a stream without json-order");
+                None
+            }
+        }
     }
 
     fn encode(&self, datums: &[Datum]) -> bytes::Bytes {
@@ -373,7 +413,18 @@ impl Core {
                 self.degrade(i);
                 prefix = self.snapshot.plan(&self.known, self.inflight.payload(i)).0;
             }
+            // On a stream without `json-order`, logs whose schema places the message go as text (the
+            // stream's known set still counts the schemas kept off it: see `withheld_at_open`).
+            let unplaced_prefix = self.unplace(&prefix);
+            let unplaced = match self.unplacer.is_some() {
+                // The payload's datums are shared (an `Arc`), not copied.
+                true => self.unplace(&std::sync::Arc::clone(&self.inflight.payload(i).wire)),
+                false => None,
+            };
             let payload = self.inflight.payload(i);
+            let wire: &[Datum] = unplaced.as_deref().unwrap_or(&payload.wire);
+            let planned = prefix;
+            let prefix = unplaced_prefix.unwrap_or_else(|| planned.clone());
             let data = if let Some(ext) = self.ext.as_mut() {
                 // Our intake frees what the engine evicted: the payload's pattern deletes go at the end
                 // of its batch (ids are never reused, so nothing after them refers to them), and both
@@ -383,10 +434,10 @@ impl Core {
                     .iter()
                     .filter(|d| matches!(d, Datum::PatternDelete { .. }));
                 let encoded = if prefix.is_empty() && deletes.clone().next().is_none() {
-                    ext.encode(&payload.wire)
+                    ext.encode(wire)
                 } else {
                     let mut all = prefix.clone();
-                    all.extend(payload.wire.iter().cloned());
+                    all.extend(wire.iter().cloned());
                     all.extend(deletes.cloned());
                     ext.encode(&all)
                 };
@@ -415,16 +466,16 @@ impl Core {
                     }
                 }
             } else if prefix.is_empty() {
-                match &payload.encoded {
-                    Some(e) => bytes::Bytes::from(e.data.clone()),
-                    None => self.encode(&payload.wire),
+                match (&payload.encoded, &unplaced) {
+                    (Some(e), None) => bytes::Bytes::from(e.data.clone()),
+                    _ => self.encode(wire),
                 }
             } else {
                 let mut all = prefix.clone();
-                all.extend(payload.wire.iter().cloned());
+                all.extend(wire.iter().cloned());
                 self.encode(&all)
             };
-            for d in prefix.iter().chain(payload.wire.iter()) {
+            for d in planned.iter().chain(payload.wire.iter()) {
                 if let Some(r) = crate::snapshot::target(d) {
                     if let std::collections::btree_map::Entry::Vacant(e) = self.known.entry(r) {
                         self.known_bytes += *e.insert(define_bytes(d));
@@ -451,7 +502,7 @@ impl Core {
                 record.extend(
                     prefix
                         .iter()
-                        .chain(payload.wire.iter())
+                        .chain(wire.iter())
                         .filter(|d| d.is_state_change())
                         .cloned(),
                 );

@@ -1,6 +1,6 @@
 //! The worker's clocks, kept as data (TRANSPORT.md §6, §13): which timers are armed and when they fire,
 //! and the seeded jitter that spreads lifetimes and backoff delays. The core never reads a clock; the
-//! driver feeds it `now` and fires [`Timer`]s when [`Timers::next`] says so, so a fake clock drives every
+//! driver feeds it `now` and fires [`Timer`]s when `Timers::next` says so, so a fake clock drives every
 //! transition in tests.
 
 use std::time::{Duration, Instant};

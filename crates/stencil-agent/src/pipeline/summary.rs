@@ -37,7 +37,7 @@ pub struct Summary {
     pub logs: u64,
     /// Events dropped by an `exclude_at_match` or `include_at_match` rule.
     pub excluded: u64,
-    /// Logs sent but never acked, when the run was given up (see [`ShipOptions::abort`]).
+    /// Logs sent but never acked, when the run was given up (see [`ShipOptions::abort`](crate::pipeline::ShipOptions::abort)).
     pub unacked: u64,
     /// Why the run was given up, if it was.
     pub gave_up: Option<String>,

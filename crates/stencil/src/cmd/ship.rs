@@ -86,6 +86,14 @@ pub struct ShipArgs {
     /// CPU.
     #[arg(long, value_name = "LEVEL", default_value_t = stencil_codec::extensions::STREAM_LEVEL)]
     stream_level: i32,
+    /// With `--wire auto`: send each JSON log as its document's fields and its message, wherever the
+    /// message is among the members (the `json-order` extension; an intake without it gets those logs
+    /// as their text), so that the intake's JSON Lines and NATS records carry the document and the
+    /// message's template. Off by default: JSON logs then take the text path like any line, which sends
+    /// fewer bytes on every JSON corpus measured (BENCHMARKS.md). `--wire v3` always sends a JSON log
+    /// whose message is its last member as a document, for a Datadog intake's attributes.
+    #[arg(long, env = "STENCIL_JSON_DOCUMENTS")]
+    json_documents: bool,
     /// With --once, skip the zstd-1 stream comparison in the summary (saves its CPU, e.g. when
     /// benchmarking the agent).
     #[arg(long, conflicts_with = "compare")]
@@ -194,6 +202,7 @@ pub fn apply_config(
         compare => value,
         wire => value,
         stream_level => value,
+        json_documents => value,
         no_compare => value,
         summary_json => value,
         service => value,
@@ -284,6 +293,14 @@ impl ShipArgs {
         )?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             anyhow::bail!("tls_cert and tls_key go together");
+        }
+        if self.json_documents && self.wire == Wire::V3 {
+            anyhow::bail!(
+                "{} needs {} auto: v3 already sends a JSON log whose message is last as a document, \
+                 and cannot carry the message elsewhere",
+                n("json_documents"),
+                n("wire")
+            );
         }
         if !["zstd", "gzip", "none"].contains(&self.compression.as_str()) {
             anyhow::bail!(
@@ -505,7 +522,12 @@ fn run_inner(args: ShipArgs) -> anyhow::Result<()> {
             }
         },
         extensions: match args.wire {
-            Wire::Auto => stencil_codec::Extensions::ALL,
+            Wire::Auto => stencil_codec::Extensions {
+                // Asked for only when the engine may place a message: without it, no stream keeps
+                // the state it would render those logs from.
+                json_order: args.json_documents,
+                ..stencil_codec::Extensions::ALL
+            },
             Wire::V3 => stencil_codec::Extensions::default(),
         },
         engine: {
@@ -513,15 +535,7 @@ fn run_inner(args: ShipArgs) -> anyhow::Result<()> {
                 args.state_budget_mib.saturating_mul(1 << 20),
             );
             match args.wire {
-                // The native layout's columns do most of the value dictionary's job (only values seen
-                // 255 times are admitted), and a define costs less than a raw first line in a
-                // compressed stream.
-                Wire::Auto => stencil_patterns::EngineConfig {
-                    define_after: 1,
-                    admit_after: u8::MAX,
-                    merge_slots: false,
-                    ..engine
-                },
+                Wire::Auto => engine.for_default_wire(args.json_documents),
                 Wire::V3 => engine,
             }
         },

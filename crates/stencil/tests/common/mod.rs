@@ -36,22 +36,35 @@ pub fn rebuilt_path(out: &std::path::Path, source: &std::path::Path) -> std::pat
     out.join(abs.strip_prefix("/").expect("absolute path"))
 }
 
+/// `stencil intake` on a free loopback port with API key `k1`; the caller adds the sink and any flag.
+pub fn intake_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
+    command.args(["intake", "--listen", "127.0.0.1:0", "--api-key", "k1"]);
+    command
+}
+
 /// Starts `stencil intake` on a free loopback port with API key `k1`, writing files under `out`, plus
 /// `extra` flags; returns the child and the address it printed.
 pub fn start_intake(out: &std::path::Path, extra: &[&str]) -> (Reaped, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stencil"));
-    command
-        .args([
-            "intake",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            "k1",
-            "--out",
-        ])
-        .arg(out)
-        .args(extra);
+    let mut command = intake_command();
+    command.arg("--out").arg(out).args(extra);
     spawn_intake(command)
+}
+
+/// Starts an intake writing JSON Lines to `jsonl`.
+pub fn start_jsonl_intake(jsonl: &std::path::Path) -> (Reaped, String) {
+    let mut command = intake_command();
+    command.arg("--jsonl").arg(jsonl);
+    spawn_intake(command)
+}
+
+/// The records of a JSON Lines file (none when it does not exist).
+pub fn jsonl_records(jsonl: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(jsonl)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect()
 }
 
 /// Spawns an intake `command` (which must pass `--listen 127.0.0.1:0`) and returns the child and the
