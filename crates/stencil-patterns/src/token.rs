@@ -7,8 +7,10 @@
 //! quoted strings are one token, except a message: the quoted value of a message key (`"msg":"…"` in
 //! JSON, `msg="…"` in logfmt) is its two quotes and the text between them, cut like any text. (PATTERNS.md
 //! §2.2 makes every quoted string one token; for a message that hid its template from the miner, so JSON
-//! lines on the text path grouped by their keys alone, or not at all.) Token spans always tile the line
-//! exactly.
+//! lines on the text path grouped by their keys alone, or not at all.) A quoted HTTP request line
+//! (`"GET /v2/… HTTP/1.1"`) is cut too: its method is structural and its target is split at `/`, so
+//! requests group by method and endpoint and ids inside paths are values (see [`request_line`]). Token
+//! spans always tile the line exactly.
 //!
 //! Each class has a *role* for the miner: structural (always static), mined (static until it varies) or
 //! dynamic (a slot from the first sighting).
@@ -63,6 +65,13 @@ pub enum Class {
     Email,
     /// A parenthesised group without whitespace: `(host.example.com)`, `()`.
     Group,
+    /// The method of a quoted HTTP request line (`GET` in `"GET /a HTTP/1.1"`): it names the event, so
+    /// it is structural.
+    Method,
+    /// A path segment of words (`servers`, `os-keypairs`, `favicon.ico`) in a request line's target: mined
+    /// like a word, but never in the same position as a value (`/servers/detail` and `/servers/<id>`
+    /// are different endpoints).
+    Segment,
     /// Text that may not go into a compat template (characters above U+FFFF). (The last class: see
     /// `CLASS_COUNT`.)
     Opaque,
@@ -90,8 +99,8 @@ impl Class {
     /// The role by the class's rules (what [`ROLES`] is made of).
     const fn rule(self) -> Role {
         match self {
-            Class::Ws | Class::Punct | Class::Key => Role::Structural,
-            Class::Word | Class::Name | Class::Quoted => Role::Mined,
+            Class::Ws | Class::Punct | Class::Key | Class::Method => Role::Structural,
+            Class::Word | Class::Name | Class::Quoted | Class::Segment => Role::Mined,
             _ => Role::Dynamic,
         }
     }
@@ -125,6 +134,8 @@ const CLASSES: [Class; CLASS_COUNT] = [
     Class::Url,
     Class::Email,
     Class::Group,
+    Class::Method,
+    Class::Segment,
     Class::Opaque,
 ];
 
@@ -248,7 +259,9 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
                     i = end;
                 }
                 Some(end) => {
-                    out.push(tok(i, end, mined(line, i, end, Class::Quoted)));
+                    if !request_line(line, i, end, out) {
+                        out.push(tok(i, end, mined(line, i, end, Class::Quoted)));
+                    }
                     i = end;
                 }
                 None => {
@@ -325,6 +338,114 @@ fn message_text(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
     // The closing quote is ASCII, so `end - 1` is a character boundary.
     scan(&line[..end - 1], start + 1, false, out);
     out.push(tok(end - 1, end, Class::Punct));
+}
+
+/// Cuts `line[start..end]`, a double-quoted string, as an HTTP request line when it is one: `"`, the
+/// method, a space, the target, a space, the protocol (`HTTP/1.1`) and `"`. False, pushing nothing,
+/// otherwise.
+///
+/// Access logs (Common and Combined Log Format, nginx, most web frameworks and API servers) quote the
+/// request line. As one quoted token it varies on every line, so every request of a service shared one
+/// pattern whatever its method and endpoint. Cut, the method is structural, the target's segments of
+/// words are mined (see [`Class::Segment`]) and its ids and numbers are values: requests group by method
+/// and endpoint, and an id inside a path (`/v2/<tenant>/servers`) is a value of its own.
+fn request_line(line: &str, start: usize, end: usize, out: &mut Vec<Token>) -> bool {
+    let b = line.as_bytes();
+    if b[start] != b'"' || end < start + 2 {
+        return false;
+    }
+    let inner = &b[start + 1..end - 1];
+    let Some(m) = inner.iter().position(|&c| c == b' ') else {
+        return false;
+    };
+    if !(3..=10).contains(&m) || !inner[..m].iter().all(u8::is_ascii_uppercase) {
+        return false;
+    }
+    let rest = &inner[m + 1..];
+    let Some(t) = rest.iter().position(|&c| c == b' ') else {
+        return false;
+    };
+    let (target, protocol) = (&rest[..t], &rest[t + 1..]);
+    let version = protocol.strip_prefix(b"HTTP/").unwrap_or_default();
+    let version_ok = !version.is_empty()
+        && version.len() <= 4
+        && version[0].is_ascii_digit()
+        && version.iter().all(|&c| c.is_ascii_digit() || c == b'.');
+    if !version_ok || target.first() != Some(&b'/') {
+        return false;
+    }
+    let method = start + 1;
+    let target_start = method + m + 1;
+    let target_end = target_start + t;
+    out.push(tok(start, method, Class::Punct));
+    out.push(tok(method, method + m, Class::Method));
+    out.push(tok(method + m, target_start, Class::Ws));
+    request_target(line, target_start, target_end, out);
+    out.push(tok(target_end, target_end + 1, Class::Ws));
+    out.push(tok(target_end + 1, end - 1, Class::Name));
+    out.push(tok(end - 1, end, Class::Punct));
+    true
+}
+
+/// The target of a request line, `line[start..end]` (it starts with `/`): each `/` is punctuation, a
+/// segment of words is a [`Class::Segment`], any other segment is classified like a chunk, and a query's
+/// `key=` parameters (`?a=1&b=2`) are structural keys with dynamic values.
+fn request_target(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
+    let b = line.as_bytes();
+    let query = b[start..end]
+        .iter()
+        .position(|&c| c == b'?')
+        .map_or(end, |q| start + q);
+    let mut i = start;
+    while i < query {
+        if b[i] == b'/' {
+            out.push(tok(i, i + 1, Class::Punct));
+            i += 1;
+            continue;
+        }
+        let j = b[i..query]
+            .iter()
+            .position(|&c| c == b'/')
+            .map_or(query, |k| i + k);
+        let seen = categories(&b[i..j]);
+        match classify_seen(&b[i..j], seen) {
+            Some(Class::Word | Class::Name) => {
+                out.push(tok(i, j, mined(line, i, j, Class::Segment)));
+            }
+            _ => chunk(line, i, j, seen, out),
+        }
+        i = j;
+    }
+    if query < end {
+        out.push(tok(query, query + 1, Class::Punct));
+        request_query(line, query + 1, end, out);
+    }
+}
+
+/// A request's query, `line[start..end]` (after the `?`): parameters between `&`s, each `key=` and its
+/// value when it has that form, else classified like a chunk.
+fn request_query(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
+    let b = line.as_bytes();
+    let mut i = start;
+    while i < end {
+        if b[i] == b'&' {
+            out.push(tok(i, i + 1, Class::Punct));
+            i += 1;
+            continue;
+        }
+        let j = b[i..end]
+            .iter()
+            .position(|&c| c == b'&')
+            .map_or(end, |k| i + k);
+        match b[i..j].iter().position(|&c| c == b'=') {
+            Some(k) if is_key(&b[i..i + k]) => {
+                out.push(tok(i, i + k + 1, Class::Key));
+                out.push(tok(i + k + 1, j, Class::KvValue));
+            }
+            _ => chunk(line, i, j, categories(&b[i..j]), out),
+        }
+        i = j;
+    }
 }
 
 /// True when the tokens so far end with a JSON message key and its colon: `"msg":`, `"message" : `.
@@ -1153,6 +1274,61 @@ mod tests {
             let mut out = Vec::new();
             tokenize(w, &mut out);
             assert_eq!(Some(out[0].class), classify(w.as_bytes()), "{w}");
+        }
+    }
+
+    #[test]
+    fn quoted_request_lines_are_cut_into_method_target_and_protocol() {
+        let line = r#"1.2.3.4 "GET /v2/4f1e9c2ab7d34e5f9a0b1c2d3e4f5a6b/servers/detail?limit=5&x=a HTTP/1.1" 200"#;
+        let c = classes(line);
+        let joined: String = c.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(joined, line);
+        let want = [
+            ("GET", Class::Method),
+            ("v2", Class::Id),
+            ("4f1e9c2ab7d34e5f9a0b1c2d3e4f5a6b", Class::Hex),
+            ("servers", Class::Segment),
+            ("detail", Class::Segment),
+            ("limit=", Class::Key),
+            ("5", Class::KvValue),
+            ("x=", Class::Key),
+            ("a", Class::KvValue),
+            ("HTTP/1.1", Class::Name),
+        ];
+        for (text, class) in want {
+            assert!(c.contains(&(text.into(), class)), "{text}: {c:?}");
+        }
+        assert_eq!(c.iter().filter(|(t, _)| t == "\"").count(), 2, "{c:?}");
+        // Anything else quoted stays one token: a user agent, a lower-case word, no protocol, a target
+        // that is not a path, single quotes.
+        for quoted in [
+            r#""Mozilla/5.0 (X11; Linux x86_64)""#,
+            r#""get /a HTTP/1.1""#,
+            r#""GET /a""#,
+            r#""GET a HTTP/1.1""#,
+            r#""GET /a HTTP/x""#,
+            r#""GET /a HTTP/1.1 extra""#,
+            "'GET /a HTTP/1.1'",
+        ] {
+            let c = classes(&format!("x {quoted} y"));
+            assert!(
+                c.contains(&(quoted.into(), Class::Quoted)),
+                "{quoted}: {c:?}"
+            );
+        }
+        // Odd targets still tile the line.
+        for line in [
+            r#""GET / HTTP/1.0""#,
+            r#""GET //a//b/ HTTP/2""#,
+            r#""POST /a?b HTTP/1.1""#,
+            r#""GET /a?&=&b=&&c=d=e&9=1 HTTP/1.1""#,
+            r#""GET /%7Euser/caf\u00e9/\"x\" HTTP/1.1""#,
+            "\"GET /\u{1F600}/x HTTP/1.1\"",
+        ] {
+            let c = classes(line);
+            let joined: String = c.iter().map(|(t, _)| t.as_str()).collect();
+            assert_eq!(joined, line);
+            assert!(c.iter().any(|(_, k)| *k == Class::Method), "{line}: {c:?}");
         }
     }
 

@@ -183,6 +183,56 @@ fn messages_in_json_and_logfmt_group_by_what_they_say() {
     }
 }
 
+/// Access-log requests group by method and endpoint, with ids inside the path as values. When the quoted
+/// request line was one token, all of these shared one pattern with the request as its hole.
+#[test]
+fn http_requests_group_by_method_and_endpoint() {
+    let tenants = [
+        "4f1e9c2ab7d34e5f9a0b1c2d3e4f5a6b",
+        "0a9b8c7d6e5f40312233445566778899",
+    ];
+    let ids = [
+        "3c0a1f6e-8d2b-4c51-9e7a-6b5d4c3b2a19",
+        "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a",
+    ];
+    // (endpoint, line): the endpoint is what a line should be grouped by.
+    let mut lines: Vec<(u8, String)> = Vec::new();
+    for i in 0..24usize {
+        let (t, id) = (tenants[i % 2], ids[(i / 2) % 2]);
+        let req = format!("[req-{i:04x}aa-1b2c] 10.0.{}.{} ", i % 7, i * 3 % 250);
+        let tail = format!("status: 200 len: {} time: 0.{:04}", 1000 + i * 37, i * 91);
+        let (endpoint, request) = match i % 4 {
+            0 => (0, format!("GET /v2/{t}/servers/detail")),
+            1 => (1, format!("GET /v2/{t}/servers/{id}")),
+            2 => (2, format!("POST /v2/{t}/servers")),
+            _ => (3, format!("DELETE /v2/{t}/servers/{id}")),
+        };
+        lines.push((endpoint, format!("{req}\"{request} HTTP/1.1\" {tail}")));
+    }
+    let raw: Vec<&[u8]> = lines.iter().map(|(_, l)| l.as_bytes()).collect();
+    let got = pattern_ids(&raw, now());
+    for (a, (ea, _)) in lines.iter().enumerate() {
+        for (b, (eb, _)) in lines.iter().enumerate() {
+            assert_eq!(
+                got[a] == got[b],
+                ea == eb,
+                "lines {a} and {b}: {:?} / {:?}",
+                lines[a].1,
+                lines[b].1
+            );
+        }
+    }
+    let datums = assert_lossless(&raw, now(), 4, "requests");
+    validate(&datums);
+    let templates: Vec<String> = patterns(&datums).into_iter().map(|d| d.1).collect();
+    assert!(
+        templates
+            .iter()
+            .any(|t| t.contains("\"GET ///servers/detail HTTP/1.1\"")),
+        "{templates:?}"
+    );
+}
+
 /// Words that come and go mark another event, even next to values: no span for them.
 #[test]
 fn added_words_are_another_event() {

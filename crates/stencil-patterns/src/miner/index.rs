@@ -42,6 +42,8 @@ impl Miner {
                 }
                 // Words and values may share a position (`user webmaster`, `user test9`; an IP in one line, a
                 // host name in the next): only the kind of position goes into the key.
+                // Except a request target's segment of words: a value there is another endpoint.
+                Role::Mined if t.class == Class::Segment => skeleton.write_u8(2),
                 Role::Mined | Role::Dynamic => skeleton.write_u8(1),
             }
             if symbols < 2 && t.class != Class::Ws {
