@@ -629,7 +629,8 @@ fn is_key(k: &[u8]) -> bool {
 }
 
 /// Classifies the chunk `line[start..end]`, whose byte categories are `seen` (see [`categories`]),
-/// pushing one or more tokens.
+/// pushing one or more tokens. (Inlined into [`scan`], its hot caller, as when it had no other.)
+#[inline(always)]
 fn chunk(line: &str, start: usize, end: usize, seen: u16, out: &mut Vec<Token>) {
     let b = line.as_bytes();
     // Without a non-ASCII byte (the commonest case, known from `seen`), no character is above U+FFFF.
