@@ -371,7 +371,7 @@ fn request_line(line: &str, start: usize, end: usize, out: &mut Vec<Token>) -> b
         && version.len() <= 4
         && version[0].is_ascii_digit()
         && version.iter().all(|&c| c.is_ascii_digit() || c == b'.');
-    if !version_ok || target.first() != Some(&b'/') {
+    if !version_ok || target.is_empty() {
         return false;
     }
     let method = start + 1;
@@ -380,7 +380,12 @@ fn request_line(line: &str, start: usize, end: usize, out: &mut Vec<Token>) -> b
     out.push(tok(start, method, Class::Punct));
     out.push(tok(method, method + m, Class::Method));
     out.push(tok(method + m, target_start, Class::Ws));
-    request_target(line, target_start, target_end, out);
+    if target[0] == b'/' {
+        request_target(line, target_start, target_end, out);
+    } else {
+        // A proxy's absolute URL, `CONNECT`'s host:port, `OPTIONS *`: one token, as anywhere else.
+        chunk(line, target_start, target_end, categories(target), out);
+    }
     out.push(tok(target_end, target_end + 1, Class::Ws));
     out.push(tok(target_end + 1, end - 1, Class::Name));
     out.push(tok(end - 1, end, Class::Punct));
@@ -1306,7 +1311,6 @@ mod tests {
             r#""Mozilla/5.0 (X11; Linux x86_64)""#,
             r#""get /a HTTP/1.1""#,
             r#""GET /a""#,
-            r#""GET a HTTP/1.1""#,
             r#""GET /a HTTP/x""#,
             r#""GET /a HTTP/1.1 extra""#,
             "'GET /a HTTP/1.1'",
@@ -1322,6 +1326,9 @@ mod tests {
             r#""GET / HTTP/1.0""#,
             r#""GET //a//b/ HTTP/2""#,
             r#""POST /a?b HTTP/1.1""#,
+            r#""GET http://example.com/a?b=1 HTTP/1.1""#,
+            r#""CONNECT example.com:443 HTTP/1.1""#,
+            r#""OPTIONS * HTTP/1.1""#,
             r#""GET /a?&=&b=&&c=d=e&9=1 HTTP/1.1""#,
             r#""GET /%7Euser/caf\u00e9/\"x\" HTTP/1.1""#,
             "\"GET /\u{1F600}/x HTTP/1.1\"",

@@ -517,6 +517,27 @@ proptest! {
         }
     }
 
+    /// Quoted HTTP request lines with arbitrary targets (any bytes but space and the quote, `/`, `?`, `&`
+    /// and `=` among them, often) and methods: every record comes back byte for byte.
+    #[test]
+    fn request_lines_round_trip(parts in prop::collection::vec(("[A-Z]{2,11}", "[/?&=a-z0-9%.\\-]{0,12}", prop::collection::vec(any::<u8>(), 0..12), 0u8..3), 1..40)) {
+        let lines: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|(method, target, extra, version)| {
+                let mut line = format!("1.2.3.4 \"{method} {target}").into_bytes();
+                line.extend(extra.iter().copied().filter(|b| *b != b' ' && *b != b'"'));
+                line.extend_from_slice(format!(" HTTP/1.{version}\" 200 {}", target.len()).as_bytes());
+                line
+            })
+            .collect();
+        let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let rebuilt = common::round_trip(&refs, now(), 5);
+        prop_assert_eq!(rebuilt.len(), refs.len());
+        for (a, b) in rebuilt.iter().zip(&refs) {
+            prop_assert_eq!(a.as_slice(), *b);
+        }
+    }
+
     /// JSON documents among text lines and arbitrary bytes, on the default wire (each source structured
     /// or raw, a raw source's JSON logs as their lines), with the settings `ship --wire auto` uses, JSON
     /// logs on the text path and as documents (`--json-documents`): every record comes back byte for
