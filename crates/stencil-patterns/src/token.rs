@@ -9,7 +9,7 @@
 //! §2.2 makes every quoted string one token; for a message that hid its template from the miner, so JSON
 //! lines on the text path grouped by their keys alone, or not at all.) A quoted HTTP request line
 //! (`"GET /v2/… HTTP/1.1"`) is cut too: its method is structural and its target is split at `/`, so
-//! requests group by method and endpoint and ids inside paths are values (see [`request_line`]). Token
+//! requests group by method and endpoint and ids inside paths are values (see `request_line`). Token
 //! spans always tile the line exactly.
 //!
 //! Each class has a *role* for the miner: structural (always static), mined (static until it varies) or
@@ -401,17 +401,7 @@ fn request_target(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
         .iter()
         .position(|&c| c == b'?')
         .map_or(end, |q| start + q);
-    let mut i = start;
-    while i < query {
-        if b[i] == b'/' {
-            out.push(tok(i, i + 1, Class::Punct));
-            i += 1;
-            continue;
-        }
-        let j = b[i..query]
-            .iter()
-            .position(|&c| c == b'/')
-            .map_or(query, |k| i + k);
+    separated(b, start, query, b'/', out, |i, j, out| {
         let seen = categories(&b[i..j]);
         match classify_seen(&b[i..j], seen) {
             Some(Class::Word | Class::Name) => {
@@ -419,36 +409,44 @@ fn request_target(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
             }
             _ => chunk(line, i, j, seen, out),
         }
-        i = j;
-    }
+    });
     if query < end {
         out.push(tok(query, query + 1, Class::Punct));
-        request_query(line, query + 1, end, out);
+        // Parameters between `&`s: `key=` and its value when it has that form, else like a chunk.
+        separated(b, query + 1, end, b'&', out, |i, j, out| {
+            match b[i..j].iter().position(|&c| c == b'=') {
+                Some(k) if is_key(&b[i..i + k]) => {
+                    out.push(tok(i, i + k + 1, Class::Key));
+                    out.push(tok(i + k + 1, j, Class::KvValue));
+                }
+                _ => chunk(line, i, j, categories(&b[i..j]), out),
+            }
+        });
     }
 }
 
-/// A request's query, `line[start..end]` (after the `?`): parameters between `&`s, each `key=` and its
-/// value when it has that form, else classified like a chunk.
-fn request_query(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
-    let b = line.as_bytes();
+/// Cuts `b[start..end]` at each `sep`, which is punctuation; `piece` tokenizes each non-empty span
+/// between them.
+fn separated(
+    b: &[u8],
+    start: usize,
+    end: usize,
+    sep: u8,
+    out: &mut Vec<Token>,
+    mut piece: impl FnMut(usize, usize, &mut Vec<Token>),
+) {
     let mut i = start;
     while i < end {
-        if b[i] == b'&' {
+        if b[i] == sep {
             out.push(tok(i, i + 1, Class::Punct));
             i += 1;
             continue;
         }
         let j = b[i..end]
             .iter()
-            .position(|&c| c == b'&')
+            .position(|&c| c == sep)
             .map_or(end, |k| i + k);
-        match b[i..j].iter().position(|&c| c == b'=') {
-            Some(k) if is_key(&b[i..i + k]) => {
-                out.push(tok(i, i + k + 1, Class::Key));
-                out.push(tok(i + k + 1, j, Class::KvValue));
-            }
-            _ => chunk(line, i, j, categories(&b[i..j]), out),
-        }
+        piece(i, j, out);
         i = j;
     }
 }
