@@ -313,28 +313,22 @@ impl StreamDecoder {
         let keep = self.keep_datums;
         let budget = &self.budget;
         let mut apply = |state: &mut StreamState, datum: Datum| -> Result<(), ErrorKind> {
-            match &datum {
-                Datum::PatternDefine(p) => state.define_pattern(p)?,
-                Datum::PatternDelete { id } => state.delete_pattern(*id),
-                Datum::DictDefine(d) => state.define_dict(d)?,
-                Datum::DictDelete { id } => state.delete_dict(*id),
-                Datum::SchemaDefine(s) => state.define_schema(s)?,
-                Datum::SchemaDelete { id } => state.delete_schema(*id),
-                Datum::Log(log) => {
-                    let record = state.reconstruct(log)?;
-                    output += output_bytes(&record);
-                    if output > limits.max_output_bytes {
-                        return Err(ErrorKind::OutputLimit {
-                            limit: limits.max_output_bytes,
-                        });
-                    }
-                    // The rebuilt output is held too, reserved in steps as it grows.
-                    let need = plain.len() + output;
-                    if need > held.held() && !held.resize(need.max(held.held() + OUTPUT_STEP)) {
-                        return Err(over_budget(budget));
-                    }
-                    logs.push(record);
+            if let Datum::Log(log) = &datum {
+                let record = state.reconstruct(log)?;
+                output += output_bytes(&record);
+                if output > limits.max_output_bytes {
+                    return Err(ErrorKind::OutputLimit {
+                        limit: limits.max_output_bytes,
+                    });
                 }
+                // The rebuilt output is held too, reserved in steps as it grows.
+                let need = plain.len() + output;
+                if need > held.held() && !held.resize(need.max(held.held() + OUTPUT_STEP)) {
+                    return Err(over_budget(budget));
+                }
+                logs.push(record);
+            } else {
+                state.apply_definition(&datum)?;
             }
             if keep {
                 datums.push(datum);

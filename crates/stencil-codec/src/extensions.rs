@@ -287,12 +287,6 @@ fn render_texts(
     for d in datums {
         let mut text = None;
         match d {
-            Datum::PatternDefine(p) => render.define_pattern(p).map_err(render_error)?,
-            Datum::PatternDelete { id } => render.delete_pattern(*id),
-            Datum::DictDefine(e) => render.define_dict(e).map_err(render_error)?,
-            Datum::DictDelete { id } => render.delete_dict(*id),
-            Datum::SchemaDefine(d) => render.define_schema(d).map_err(render_error)?,
-            Datum::SchemaDelete { id } => render.delete_schema(*id),
             Datum::Log(log) if wanted(log) => {
                 if log.json.is_some() {
                     let record = render.reconstruct(log).map_err(render_error)?;
@@ -301,7 +295,10 @@ fn render_texts(
                     text = Some(render.message_text(&log.content).map_err(render_error)?);
                 }
             }
-            _ => {}
+            Datum::Log(_) => {}
+            definition => {
+                render.apply_definition(definition).map_err(render_error)?;
+            }
         }
         texts.push(text);
     }

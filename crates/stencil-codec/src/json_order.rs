@@ -64,32 +64,16 @@ impl Unplacer {
         let mut out: Option<Vec<Datum>> = None;
         for (i, d) in datums.iter().enumerate() {
             let replaced = match d {
-                Datum::PatternDefine(p) => {
-                    self.state.define_pattern(p)?;
-                    None
-                }
-                Datum::PatternDelete { id } => {
-                    self.state.delete_pattern(*id);
-                    None
-                }
-                Datum::DictDefine(e) => {
-                    self.state.define_dict(e)?;
-                    None
-                }
-                Datum::DictDelete { id } => {
-                    self.state.delete_dict(*id);
-                    None
-                }
                 Datum::SchemaDefine(s) => {
                     self.state.define_schema(s)?;
                     self.withheld += u64::from(s.message_at.is_some());
                     s.message_at.map(|_| None)
                 }
-                Datum::SchemaDelete { id } => {
-                    self.state.delete_schema(*id);
+                Datum::Log(log) => self.placed(log)?.map(Some),
+                other => {
+                    self.state.apply_definition(other)?;
                     None
                 }
-                Datum::Log(log) => self.placed(log)?.map(Some),
             };
             match (replaced, &mut out) {
                 (None, Some(out)) => out.push(d.clone()),

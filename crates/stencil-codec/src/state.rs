@@ -8,7 +8,7 @@
 use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
-use crate::datum::{DictDefine, JsonKind, PatternDefine, SchemaDefine};
+use crate::datum::{Datum, DictDefine, JsonKind, PatternDefine, SchemaDefine};
 use crate::error::{ErrorKind, Space};
 use crate::Generation;
 
@@ -281,6 +281,21 @@ impl StreamState {
         if let Some(s) = self.schemas.remove(&id) {
             self.bytes = self.bytes.saturating_sub(s.cost());
         }
+    }
+
+    /// Applies a define or a delete of any space. A log changes nothing: `Ok(false)`, so that the
+    /// caller handles it.
+    pub fn apply_definition(&mut self, datum: &Datum) -> Result<bool, ErrorKind> {
+        match datum {
+            Datum::PatternDefine(p) => self.define_pattern(p)?,
+            Datum::PatternDelete { id } => self.delete_pattern(*id),
+            Datum::DictDefine(d) => self.define_dict(d)?,
+            Datum::DictDelete { id } => self.delete_dict(*id),
+            Datum::SchemaDefine(s) => self.define_schema(s)?,
+            Datum::SchemaDelete { id } => self.delete_schema(*id),
+            Datum::Log(_) => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
