@@ -28,14 +28,32 @@ fn main() {
         .map(|r| r.expect("row"))
         .map(|r| (r[c].to_owned(), r[e].to_owned()))
         .collect();
-    let mut engine = Engine::new(EngineConfig::default());
+    // `SIMILARITY=0.8` tries another threshold.
+    let mut config = EngineConfig::default();
+    if let Some(s) = std::env::var("SIMILARITY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config.similarity = s;
+    }
+    let mut engine = Engine::new(config);
     let mut out = Vec::new();
     let mut by_truth: BTreeMap<&str, BTreeMap<Option<u64>, Vec<&str>>> = BTreeMap::new();
     let mut by_pred: BTreeMap<Option<u64>, BTreeSet<&str>> = BTreeMap::new();
-    for (content, event) in &rows {
-        let p = engine
-            .encode(content.as_bytes(), &Meta::default(), &mut out)
-            .pattern;
+    let mut merged = std::collections::HashMap::new();
+    let patterns: Vec<Option<u64>> = rows
+        .iter()
+        .map(|(content, _)| {
+            let p = engine
+                .encode(content.as_bytes(), &Meta::default(), &mut out)
+                .pattern;
+            merged.extend(engine.merges().iter().copied());
+            p
+        })
+        .collect();
+    for ((content, event), p) in rows.iter().zip(patterns) {
+        // Lines of merged patterns count with the survivor, as in `stencil bench patterns`.
+        let p = p.map(|id| stencil_bench::final_pattern(&merged, id));
         by_truth
             .entry(event)
             .or_default()

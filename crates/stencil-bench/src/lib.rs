@@ -397,14 +397,32 @@ pub fn grouping_accuracy(predicted: &[Option<u64>], truth: &[String]) -> f64 {
 fn mine_groups(lines: &[&[u8]], config: &EngineConfig) -> (Vec<Option<u64>>, usize) {
     let mut engine = Engine::new(config.clone());
     let mut out = Vec::new();
-    let groups = lines
+    // Patterns merged away since: their lines are counted with the survivor, as an offline parser's
+    // final grouping would count them.
+    let mut merged: HashMap<u64, u64> = HashMap::new();
+    let groups: Vec<Option<u64>> = lines
         .iter()
         .map(|l| {
             out.clear();
-            engine.encode(l, &Meta::default(), &mut out).pattern
+            let pattern = engine.encode(l, &Meta::default(), &mut out).pattern;
+            merged.extend(engine.merges().iter().copied());
+            pattern
         })
         .collect();
+    let groups = groups
+        .into_iter()
+        .map(|p| p.map(|id| final_pattern(&merged, id)))
+        .collect();
     (groups, engine.state_size().0)
+}
+
+/// The pattern that `id`'s lines belong to after the merges in `merged` (absorbed id → survivor).
+pub fn final_pattern(merged: &HashMap<u64, u64>, mut id: u64) -> u64 {
+    // Each merge's survivor is older than what it absorbs, so the chain ends.
+    while let Some(&into) = merged.get(&id) {
+        id = into;
+    }
+    id
 }
 
 /// Seconds one thread takes to tokenize, mine and encode `lines` (serialized v3 datums, uncompressed, in

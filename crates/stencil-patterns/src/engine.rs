@@ -236,6 +236,13 @@ impl Engine {
         }
     }
 
+    /// The patterns the last [`Engine::encode`] merged away, as (absorbed id, surviving id): the lines
+    /// sent under the first now belong to the second's pattern (a word position that took a third
+    /// value became a slot; see the miner's sibling merges). Empty for most records.
+    pub fn merges(&self) -> &[(u64, u64)] {
+        self.miner.merges()
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         self.stats

@@ -18,6 +18,9 @@ pub(super) struct CTok {
     pub(super) slot: bool,
     /// A span slot: covers any number of line tokens (zero included). Its class is `Opaque`.
     pub(super) span: bool,
+    /// A slot that a sibling merge opened (see `siblings`): any word there is as good as the one it
+    /// replaced, so the similarity counts a word in it as equal, not only a value.
+    pub(super) open: bool,
 }
 
 impl CTok {
@@ -28,6 +31,7 @@ impl CTok {
             class,
             slot: true,
             span: false,
+            open: false,
         }
     }
 }

@@ -53,11 +53,10 @@ impl Miner {
                     }
                     let cluster_word = !ct.slot;
                     let before = equal;
-                    if cluster_word || role == Role::Mined {
-                        compared += 1;
-                    } else {
-                        // A value where the cluster has a slot: both sides agree that it varies.
-                        compared += 1;
+                    compared += 1;
+                    if !cluster_word && (role != Role::Mined || ct.open) {
+                        // A value where the cluster has a slot: both sides agree that it varies. A word
+                        // only in a slot that several words have held.
                         equal += 1;
                     }
                     if cluster_word {

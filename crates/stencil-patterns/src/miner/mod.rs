@@ -28,6 +28,7 @@
 mod cluster;
 mod fixed;
 mod index;
+mod siblings;
 mod spans;
 
 use stencil_codec::datum::Datum;
@@ -153,6 +154,8 @@ pub struct Miner {
     lcs: Vec<u16>,
     line_hashes: Vec<u64>,
     cluster_hashes: Vec<u64>,
+    /// What the last line's sibling merge absorbed ([`Miner::merges`]).
+    merges: Vec<(u64, u64)>,
     next_id: u64,
 }
 
@@ -171,6 +174,7 @@ impl Miner {
             lcs: Vec::new(),
             line_hashes: Vec::new(),
             cluster_hashes: Vec::new(),
+            merges: Vec::new(),
             next_id: 1,
         }
     }
@@ -213,6 +217,7 @@ impl Miner {
         deletes: &mut Vec<Datum>,
     ) -> Option<Mined> {
         self.align.clear();
+        self.merges.clear();
         let (key, prefix, made_of) = self.key(line, tokens);
         let mut best = Selection::new(self.config.similarity);
         let mut best_exact = false;
@@ -229,6 +234,11 @@ impl Miner {
         }
         if let Some(slot) = best.slot() {
             if self.widen(slot, line, tokens, best_exact) {
+                return self.matched(slot, epoch);
+            }
+        }
+        if let Some(slot) = self.merge_siblings(key, line, tokens, deletes) {
+            if self.widen(slot, line, tokens, false) {
                 return self.matched(slot, epoch);
             }
         }
@@ -343,6 +353,7 @@ impl Miner {
                 class: t.class,
                 slot,
                 span: false,
+                open: false,
             });
         }
         if slots > self.config.max_slots {
@@ -392,29 +403,8 @@ impl Miner {
             .ok()?;
         self.next_id += 1;
         self.hold_prefix(made_of);
-        for &(_, _, _, gone_made_of) in &evicted {
-            self.release_prefix(gone_made_of);
-        }
-        // Drop index entries of evicted clusters: their slots are free or now hold another cluster.
-        let store = &self.store;
-        for (k, p, gone, _) in evicted {
-            if let Some(b) = self.buckets.get_mut(&k) {
-                b.retain(|&s| {
-                    s != slot && store.get(s).is_some_and(|c| c.key == k && c.spans == 0)
-                });
-                if b.is_empty() {
-                    self.buckets.remove(&k);
-                }
-            }
-            // By id: no cluster needs reading (entries whose slot was reused fail their id check).
-            for index in [&mut self.by_prefix, &mut self.spans_by_prefix] {
-                if let Some(b) = index.get_mut(&p) {
-                    b.retain(|r| r.id != gone);
-                    if b.is_empty() {
-                        index.remove(&p);
-                    }
-                }
-            }
+        for gone in evicted {
+            self.unindex(gone, slot);
         }
         self.buckets.entry(key).or_default().push(slot);
         if self.config.variable_length {
@@ -424,6 +414,52 @@ impl Miner {
             }
         }
         Some(Mined { slot, id })
+    }
+}
+
+impl Miner {
+    /// Removes the cluster in `slot` from the store and every index (a sibling merge absorbed it).
+    fn forget(&mut self, slot: usize) -> Option<Cluster> {
+        let gone = self.store.remove(slot)?;
+        self.unindex(
+            (
+                gone.key,
+                gone.prefix,
+                gone.id,
+                (gone.skeleton, gone.key_prefix),
+            ),
+            usize::MAX,
+        );
+        Some(gone)
+    }
+
+    /// Drops the index entries of a cluster that left the store, given as (bucket key, first-symbols
+    /// prefix, id, prefix-index entry). Its slot is free, or holds `fresh`, a cluster not indexed yet,
+    /// or another cluster (whose bucket entry is kept only in its own bucket).
+    fn unindex(&mut self, (key, prefix, id, made_of): (u64, u64, u64, (u64, u64)), fresh: usize) {
+        self.release_prefix(made_of);
+        let store = &self.store;
+        if let Some(b) = self.buckets.get_mut(&key) {
+            b.retain(|&s| s != fresh && store.get(s).is_some_and(|c| c.key == key && c.spans == 0));
+            if b.is_empty() {
+                self.buckets.remove(&key);
+            }
+        }
+        // By id: no cluster needs reading (entries whose slot was reused fail their id check).
+        for index in [&mut self.by_prefix, &mut self.spans_by_prefix] {
+            if let Some(b) = index.get_mut(&prefix) {
+                b.retain(|r| r.id != id);
+                if b.is_empty() {
+                    index.remove(&prefix);
+                }
+            }
+        }
+    }
+
+    /// The absorptions of the last [`Miner::mine`] call, as (absorbed id, surviving id): lines sent
+    /// under the first belong to the second's pattern from now on (see `siblings`).
+    pub fn merges(&self) -> &[(u64, u64)] {
+        &self.merges
     }
 }
 
