@@ -259,7 +259,7 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
                     i = end;
                 }
                 Some(end) => {
-                    if !request_line(line, i, end, out) {
+                    if !request_line(line, i, end, out) && !quoted_value(line, i, end, out) {
                         out.push(tok(i, end, mined(line, i, end, Class::Quoted)));
                     }
                     i = end;
@@ -464,6 +464,27 @@ fn json_message_follows(b: &[u8], out: &[Token]) -> bool {
                 && b[t.start as usize] == b'"'
                 && is_message_key(&b[t.start as usize + 1..t.end as usize - 1])
         })
+}
+
+/// A quoted value (`'/udev/vcs2'`, `"10.0.0.1"`): when the inside of the quotes `line[start..end]` is
+/// one token of a value's class, it is that token between two quote marks, so that it varies as the
+/// same value does unquoted. Pushes the three tokens and returns true; false for anything else (text
+/// with spaces, a word), which stays one `Quoted` token.
+fn quoted_value(line: &str, start: usize, end: usize, out: &mut Vec<Token>) -> bool {
+    let (from, to) = (start + 1, end - 1);
+    let inside = &line.as_bytes()[from..to];
+    if inside.is_empty() || inside.iter().any(|&c| BYTE_CLASS[c as usize] == WS) {
+        return false;
+    }
+    let Some(class) =
+        classify_seen(inside, categories(inside)).filter(|c| c.role() == Role::Dynamic)
+    else {
+        return false;
+    };
+    out.push(tok(start, from, Class::Punct));
+    out.push(tok(from, to, fix_role(line, from, to, class)));
+    out.push(tok(to, end, Class::Punct));
+    true
 }
 
 /// True when the last token is the `key=` of a message key (`msg=`).
@@ -1419,6 +1440,27 @@ mod tests {
         assert!(c.contains(&("\"a b c\"".into(), Class::KvValue)));
         let c = classes("say 'hello world' now");
         assert!(c.contains(&("'hello world'".into(), Class::Quoted)));
+    }
+
+    #[test]
+    fn a_quoted_value_is_the_value_between_quote_marks() {
+        let c = classes("creating device node '/udev/vcsa2' from \"10.0.0.1\" id '42'");
+        for (text, class) in [
+            ("/udev/vcsa2", Class::Path),
+            ("10.0.0.1", Class::IPv4),
+            ("42", Class::Int),
+        ] {
+            assert!(c.contains(&(text.into(), class)), "{text}: {c:?}");
+        }
+        assert_eq!(c.iter().filter(|(t, _)| t == "'").count(), 4, "{c:?}");
+        // Words, text with spaces and empty quotes stay one token.
+        for quoted in ["'hlt'", "\"a b 1\"", "''", "\"hello\""] {
+            let c = classes(&format!("check {quoted} now"));
+            assert!(
+                c.contains(&(quoted.into(), Class::Quoted)),
+                "{quoted}: {c:?}"
+            );
+        }
     }
 
     #[test]
