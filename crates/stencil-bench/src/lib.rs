@@ -56,8 +56,9 @@ pub struct PatternsArgs {
     /// Override the engine's similarity threshold (for tuning; the default is the shipped one).
     #[arg(long, conflicts_with = "leave_one_out")]
     similarity: Option<f64>,
-    /// Grouping accuracy as users meet it: for each system, the engine's tunable choice (the similarity
-    /// threshold, from a grid) is made on the other systems only, then that system is scored with it.
+    /// Grouping accuracy as users meet it: for each system, the engine's tunable choices (the similarity
+    /// threshold and the sibling merges' settings, from a grid) are made on the other systems only,
+    /// then that system is scored with them.
     /// Reported beside the shipped default's figure.
     #[arg(long)]
     leave_one_out: bool,
@@ -175,34 +176,60 @@ fn json_string(line: &[u8], escapes: Escapes, out: &mut String) {
 const SIMILARITY_GRID: [f64; 13] = [
     0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9,
 ];
+/// The sibling merges' settings it chooses from, as (`sibling_words`, `sibling_context`): off, or
+/// opening a position at its 2nd, 3rd or 4th distinct word, with 2, 3 or 4 other static words.
+const SIBLING_GRID: [(usize, usize); 10] = [
+    (0, 0),
+    (2, 2),
+    (2, 3),
+    (2, 4),
+    (3, 2),
+    (3, 3),
+    (3, 4),
+    (4, 2),
+    (4, 3),
+    (4, 4),
+];
 
-/// `--leave-one-out`: each system's GA (on its `Content` column) with the threshold that is best on the
-/// other systems, beside its GA with the shipped default.
+/// Every configuration `--leave-one-out` chooses from: each threshold with each sibling setting.
+fn tuning_grid() -> Vec<EngineConfig> {
+    SIMILARITY_GRID
+        .iter()
+        .flat_map(|&similarity| {
+            SIBLING_GRID
+                .iter()
+                .map(move |&(sibling_words, sibling_context)| EngineConfig {
+                    similarity,
+                    sibling_words,
+                    sibling_context,
+                    ..EngineConfig::default()
+                })
+        })
+        .collect()
+}
+
+/// `--leave-one-out`: each system's GA (on its `Content` column) with the engine's tunable choices (the
+/// similarity threshold and the sibling merges' settings) made on the other systems, beside its GA with
+/// the shipped defaults.
 fn leave_one_out(systems: &[System], json_out: bool) -> Result<(), String> {
-    // ga[s][g]: system s at grid value g.
+    let grid = tuning_grid();
+    // ga[s][g]: system s with grid configuration g.
     let ga: Vec<Vec<f64>> = systems
         .iter()
         .map(|s| {
             let content: Vec<&[u8]> = s.content.iter().map(|c| c.as_bytes()).collect();
-            SIMILARITY_GRID
-                .iter()
-                .map(|&similarity| {
-                    let config = EngineConfig {
-                        similarity,
-                        ..EngineConfig::default()
-                    };
-                    grouping_accuracy(&mine_groups(&content, &config).0, &s.events)
-                })
+            grid.iter()
+                .map(|config| grouping_accuracy(&mine_groups(&content, config).0, &s.events))
                 .collect()
         })
         .collect();
     let default = EngineConfig::default();
     let mut rows = Vec::new();
     for (i, s) in systems.iter().enumerate() {
-        // The grid value with the best mean GA over the other systems (the lower one on a tie).
+        // The configuration with the best mean GA over the other systems (the first one on a tie).
         let mut best = 0;
         let mut best_mean = f64::MIN;
-        for (g, _) in SIMILARITY_GRID.iter().enumerate() {
+        for g in 0..grid.len() {
             let others: Vec<f64> = ga
                 .iter()
                 .enumerate()
@@ -221,7 +248,9 @@ fn leave_one_out(systems: &[System], json_out: bool) -> Result<(), String> {
             "system": s.name,
             "ga_shipped": shipped,
             "ga_leave_one_out": ga[i][best],
-            "similarity_chosen": SIMILARITY_GRID[best],
+            "similarity_chosen": grid[best].similarity,
+            "sibling_words_chosen": grid[best].sibling_words,
+            "sibling_context_chosen": grid[best].sibling_context,
             "ga_best_in_hindsight": ga[i].iter().cloned().fold(f64::MIN, f64::max),
         }));
     }
@@ -244,6 +273,8 @@ fn leave_one_out(systems: &[System], json_out: bool) -> Result<(), String> {
         "ga_best_in_hindsight": mean("ga_best_in_hindsight"),
         "min_ga_leave_one_out": min("ga_leave_one_out"),
         "shipped_similarity": default.similarity,
+        "shipped_sibling_words": default.sibling_words,
+        "shipped_sibling_context": default.sibling_context,
     });
     if json_out {
         for r in rows.iter().chain(std::iter::once(&summary)) {
@@ -251,26 +282,39 @@ fn leave_one_out(systems: &[System], json_out: bool) -> Result<(), String> {
         }
         return Ok(());
     }
+    // The chosen configuration as `similarity/words/context` (words 0: no sibling merges).
+    let setting = |s: f64, w: usize, c: usize| format!("{s:.2}/{w}/{c}");
     println!(
-        "{:<12} {:>11} {:>14} {:>10} {:>10}",
-        "system", "GA shipped", "GA leave-1-out", "chosen s", "best GA"
+        "{:<12} {:>11} {:>14} {:>12} {:>10}",
+        "system", "GA shipped", "GA leave-1-out", "chosen", "best GA"
     );
     for r in &rows {
         println!(
-            "{:<12} {:>11.3} {:>14.3} {:>10.2} {:>10.3}",
+            "{:<12} {:>11.3} {:>14.3} {:>12} {:>10.3}",
             r["system"].as_str().unwrap_or(""),
             r["ga_shipped"].as_f64().unwrap_or(f64::NAN),
             r["ga_leave_one_out"].as_f64().unwrap_or(f64::NAN),
-            r["similarity_chosen"].as_f64().unwrap_or(f64::NAN),
+            setting(
+                r["similarity_chosen"].as_f64().unwrap_or(f64::NAN),
+                r["sibling_words_chosen"].as_u64().unwrap_or(0) as usize,
+                r["sibling_context_chosen"].as_u64().unwrap_or(0) as usize,
+            ),
             r["ga_best_in_hindsight"].as_f64().unwrap_or(f64::NAN),
         );
     }
     println!(
-        "{:<12} {:>11.3} {:>14.3} {:>10} {:>10.3}",
+        "{:<12} {:>11.3} {:>14.3} {:>12} {:>10.3}",
         "average",
         summary["ga_shipped"].as_f64().unwrap_or(f64::NAN),
         summary["ga_leave_one_out"].as_f64().unwrap_or(f64::NAN),
-        format!("({:.2})", default.similarity),
+        format!(
+            "({})",
+            setting(
+                default.similarity,
+                default.sibling_words,
+                default.sibling_context
+            )
+        ),
         summary["ga_best_in_hindsight"].as_f64().unwrap_or(f64::NAN),
     );
     println!(

@@ -70,6 +70,13 @@ pub struct EngineConfig {
     /// Lines of different lengths may share a pattern through span slots (PATTERNS.md §3.2 step 5;
     /// default true). See the [`crate::miner`] module.
     pub variable_length: bool,
+    /// Distinct words one position must have taken, in patterns that agree everywhere else, before it
+    /// becomes a slot however short the line (default 3; below 2, never). See the miner's sibling
+    /// merges.
+    pub sibling_words: usize,
+    /// Static words those patterns need besides that position (default 3): in shorter lines
+    /// (`Connection closed`, `Connection reset`) one word is the whole event.
+    pub sibling_context: usize,
 }
 
 impl Default for EngineConfig {
@@ -95,6 +102,8 @@ impl Default for EngineConfig {
             dict_max_len: 128,
             merge_slots: true,
             variable_length: true,
+            sibling_words: 3,
+            sibling_context: 3,
         }
     }
 }
@@ -217,6 +226,8 @@ impl Engine {
             max_slots: config.max_slots,
             budget: config.patterns,
             variable_length: config.variable_length,
+            sibling_words: config.sibling_words,
+            sibling_context: config.sibling_context,
         });
         Engine {
             miner,

@@ -55,6 +55,10 @@ pub struct MinerConfig {
     pub budget: Budget,
     /// Merge lines of different lengths into span slots (§3.2 step 5).
     pub variable_length: bool,
+    /// Distinct words at which a sibling merge opens a position (below 2: no sibling merges).
+    pub sibling_words: usize,
+    /// Other static words the siblings need.
+    pub sibling_context: usize,
 }
 
 /// Longest line (in tokens) that is aligned for a variable-length merge.
@@ -483,6 +487,8 @@ mod tests {
                 bytes: 1 << 20,
             },
             variable_length: true,
+            sibling_words: 3,
+            sibling_context: 3,
         });
         let glue = [",", ";", ":", "|", "=", "(", ")", "[", "]", "/", "->", "#"];
         let mut tokens = Vec::new();

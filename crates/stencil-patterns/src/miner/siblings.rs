@@ -5,7 +5,7 @@
 //! word names another event. What tells them apart is how many words the position takes: two could be
 //! two events, a third one different is a name, an account or a host (the idea behind Brain's
 //! frequency-based grouping, applied online). So when a line fits no cluster of its bucket, and at
-//! least [`SIBLINGS_MIN`] clusters there differ from it in the same single word position and agree
+//! least `sibling_words` − 1 clusters there (2 by default) differ from it in the same single word position and agree
 //! everywhere else, the oldest of them takes a slot at that position and absorbs the others: they leave
 //! the miner (a `PatternDelete` if the peer knows them), and later lines of theirs come to it.
 //!
@@ -19,19 +19,17 @@ use super::cluster::{same_text, Cluster};
 use super::Miner;
 use crate::token::{Class, Role, Token};
 
-/// Clusters that must differ from a line in the same one word position (so at least this many + 1
-/// distinct words have been seen there) before the position becomes a slot.
-pub(super) const SIBLINGS_MIN: usize = 2;
-/// Static words a cluster needs besides the changing one: in shorter lines (`Connection closed`,
-/// `Connection reset`) one word is the whole event.
-const CONTEXT_MIN: usize = 3;
-
 impl Miner {
     /// The position of the one word where `c` and the line differ (another static word, or a slot
     /// that has held only values), when everything else agrees (structure exactly, whitespace in kind,
-    /// each other position the same word or a value in a slot) and `c` has at least [`CONTEXT_MIN`]
-    /// other static words.
-    fn one_word_apart(c: &Cluster, line: &str, tokens: &[Token]) -> Option<usize> {
+    /// each other position the same word or a value in a slot) and `c` has at least `context` other
+    /// static words.
+    fn one_word_apart(
+        c: &Cluster,
+        line: &str,
+        tokens: &[Token],
+        context_min: usize,
+    ) -> Option<usize> {
         if c.toks.len() != tokens.len() || c.spans > 0 {
             return None;
         }
@@ -75,7 +73,7 @@ impl Miner {
                 }
             }
         }
-        apart.filter(|_| context >= CONTEXT_MIN)
+        apart.filter(|_| context >= context_min)
     }
 
     /// When enough clusters of bucket `key` are one word apart from the line at the same position, the
@@ -88,16 +86,22 @@ impl Miner {
         tokens: &[Token],
         deletes: &mut Vec<Datum>,
     ) -> Option<usize> {
+        let siblings_min = self
+            .config
+            .sibling_words
+            .checked_sub(1)
+            .filter(|&n| n > 0)?;
+        let context_min = self.config.sibling_context;
         let bucket = self.buckets.get(&key)?;
         // (position, slot, id) of each sibling.
         let mut siblings: Vec<(usize, usize, u64)> = bucket
             .iter()
             .filter_map(|&slot| {
                 let c = self.store.get(slot)?;
-                Self::one_word_apart(c, line, tokens).map(|p| (p, slot, c.id))
+                Self::one_word_apart(c, line, tokens, context_min).map(|p| (p, slot, c.id))
             })
             .collect();
-        if siblings.len() < SIBLINGS_MIN {
+        if siblings.len() < siblings_min {
             return None;
         }
         // The position most siblings share; its oldest cluster survives.
@@ -106,7 +110,7 @@ impl Miner {
             .chunk_by(|a, b| a.0 == b.0)
             .map(|run| (run[0].0, run[0], run.len()))
             .max_by_key(|&(p, _, n)| (n, std::cmp::Reverse(p)))?;
-        if count < SIBLINGS_MIN {
+        if count < siblings_min {
             return None;
         }
         let survivor = first.1;
@@ -153,6 +157,8 @@ mod tests {
                 bytes: 1 << 20,
             },
             variable_length: true,
+            sibling_words: 3,
+            sibling_context: 3,
         })
     }
 
