@@ -9,8 +9,10 @@
 //! §2.2 makes every quoted string one token; for a message that hid its template from the miner, so JSON
 //! lines on the text path grouped by their keys alone, or not at all.) A quoted HTTP request line
 //! (`"GET /v2/… HTTP/1.1"`) is cut too: its method is structural and its target is split at `/`, so
-//! requests group by method and endpoint and ids inside paths are values (see `request_line`). Token
-//! spans always tile the line exactly.
+//! requests group by method and endpoint and ids inside paths are values (see `request_line`). And a
+//! quoted value (`'/udev/vcs2'`, `"10.0.0.1"`: no whitespace, one chunk of a value's class) is that value
+//! between two quote marks, so that it is a slot as it would be unquoted, not a word that splits the
+//! event (see `quoted_value`). Token spans always tile the line exactly.
 //!
 //! Each class has a *role* for the miner: structural (always static), mined (static until it varies) or
 //! dynamic (a slot from the first sighting).

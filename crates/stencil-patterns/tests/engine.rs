@@ -234,6 +234,63 @@ fn http_requests_group_by_method_and_endpoint() {
 }
 
 /// Words that come and go mark another event, even next to values: no span for them.
+/// Sibling merges: a word position that takes a third value becomes a slot, even in a line too short
+/// for the similarity threshold to allow it; two values stay two events. The absorbed pattern is
+/// deleted on the wire, reported by `Engine::merges`, and every line still comes back exactly.
+#[test]
+fn a_third_word_in_one_position_merges_the_siblings() {
+    let users = [
+        "cyrus", "news", "cyrus", "news", "test", "root", "news", "test9",
+    ];
+    let mut lines: Vec<String> = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        lines.push(format!("session closed for user {u}"));
+        // Two values only: `SPP` and `Agent` may be two events, and stay two patterns.
+        let client = if i % 3 == 0 { "SPP" } else { "Agent" };
+        lines.push(format!(
+            "Session: {i}_{} initialized by client {client}.",
+            i * 7
+        ));
+    }
+    let raw: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    let mut engine = Engine::new(now());
+    let mut out = Vec::new();
+    let mut merges = Vec::new();
+    let mut ids = Vec::new();
+    for l in &raw {
+        ids.push(engine.encode(l, &Meta::default(), &mut out).pattern);
+        merges.extend(engine.merges().iter().copied());
+    }
+    let (cyrus, news) = (ids[0], ids[2]);
+    assert_ne!(cyrus, news, "two words could be two events");
+    assert_eq!(merges, vec![(news.unwrap(), cyrus.unwrap())], "{ids:?}");
+    for i in (8..16).step_by(2) {
+        assert_eq!(
+            ids[i], cyrus,
+            "after the merge every user is one pattern: {ids:?}"
+        );
+    }
+    assert!(
+        out.iter()
+            .any(|d| matches!(d, Datum::PatternDelete { id } if Some(*id) == news)),
+        "the absorbed pattern is deleted"
+    );
+    assert_ne!(ids[1], ids[3], "SPP and Agent stay apart: {ids:?}");
+    // The `test9` line: a value where words were, in the opened slot.
+    assert_eq!(ids[14], cyrus);
+    let datums = assert_lossless(&raw, now(), 3, "siblings");
+    validate(&datums);
+    // With sibling merges off, the short lines never group.
+    let off = pattern_ids(
+        &raw,
+        EngineConfig {
+            sibling_words: 0,
+            ..now()
+        },
+    );
+    assert_ne!(off[8], off[0], "{off:?}");
+}
+
 #[test]
 fn added_words_are_another_event() {
     let lines: Vec<&[u8]> = vec![

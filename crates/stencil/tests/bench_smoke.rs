@@ -49,6 +49,7 @@ fn bench_patterns_runs_on_the_corpus() {
             "system",
             "lines",
             "ga_content",
+            "ga_content_as_sent",
             "ga_line",
             "patterns",
             "lines_per_sec",
@@ -59,6 +60,17 @@ fn bench_patterns_runs_on_the_corpus() {
     }
     assert_eq!(rows[12]["system"], "average");
     assert!(rows[12]["ga_content"].as_f64().expect("number") > 0.5);
+    for r in &rows {
+        // Both are shares of lines; neither is degenerate on these systems.
+        let (grouped, sent) = (
+            r["ga_content"].as_f64().expect("number"),
+            r["ga_content_as_sent"].as_f64().expect("number"),
+        );
+        assert!(
+            (0.3..=1.0).contains(&sent) && (0.3..=1.0).contains(&grouped),
+            "{r}"
+        );
+    }
     // Leave-one-out: each system scored with the threshold chosen on the other eleven.
     let loo = json_rows([
         OsStr::new("bench"),
@@ -72,6 +84,8 @@ fn bench_patterns_runs_on_the_corpus() {
     for r in &loo[..12] {
         let chosen = r["similarity_chosen"].as_f64().expect("number");
         assert!((0.3..=0.9).contains(&chosen), "{r}");
+        let words = r["sibling_words_chosen"].as_u64().expect("number");
+        assert!(words == 0 || (2..=4).contains(&words), "{r}");
         let (loo_ga, best) = (
             r["ga_leave_one_out"].as_f64().expect("number"),
             r["ga_best_in_hindsight"].as_f64().expect("number"),

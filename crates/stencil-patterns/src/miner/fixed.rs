@@ -11,8 +11,9 @@ impl Miner {
     /// the line turns nothing into a slot (what [`Miner::widen`] would otherwise compare again).
     ///
     /// Structural tokens must be equal (whitespace may differ in length). Every other position compares a
-    /// word or value: it counts in the denominator when either side is a word, and as equal when the
-    /// cluster holds the same static word.
+    /// word or value and counts in the denominator; it counts as equal when the cluster holds the same
+    /// static word, or has a slot and the line a value (or any word, when a sibling merge opened the
+    /// slot).
     ///
     /// `None` as well as soon as the similarity is sure to end below `min` (the same lines are rejected as
     /// by comparing the final value, only sooner): every non-structural position is compared, so after

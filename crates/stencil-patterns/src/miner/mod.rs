@@ -21,9 +21,14 @@
 //! segment by segment.
 
 //!
+//! Sibling merges (beyond the spec): a line that fits no cluster of its bucket, and differs from two or
+//! more of them in the same single word position, opens a slot there in the oldest, which absorbs the
+//! others; a third distinct word is what tells a variable from two events (see `siblings`).
+//!
 //! The parts: `cluster` (a learned pattern and the token comparisons), `index` (bucket keys and
-//! first-symbols lists), `fixed` (fixed-length similarity) and `spans` (variable-length alignment and
-//! merging). Both searches choose their cluster with one rule, `Selection`.
+//! first-symbols lists), `fixed` (fixed-length similarity), `siblings` (sibling merges) and `spans`
+//! (variable-length alignment and merging). Both searches choose their cluster with one rule,
+//! `Selection`.
 
 mod cluster;
 mod fixed;
