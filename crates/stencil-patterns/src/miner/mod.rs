@@ -473,17 +473,12 @@ impl Miner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::token::tokenize;
-
-    /// #16: the prefix index used to keep an entry for every (skeleton, prefix) ever seen, so lines
-    /// whose structures all differ grew it without bound (100+ MiB at a 1 MiB state budget). Entries now
-    /// live as long as a cluster holds them.
-    #[test]
-    fn the_prefix_index_is_bounded_by_the_live_clusters() {
-        let mut miner = Miner::new(MinerConfig {
-            similarity: 0.5,
+impl MinerConfig {
+    /// A small miner for unit tests: 100 patterns in 1 MiB, 8 candidates, variable length and sibling
+    /// merges on.
+    pub(super) fn small(similarity: f64) -> Self {
+        MinerConfig {
+            similarity,
             max_candidates: 8,
             max_children: 8,
             max_slots: 64,
@@ -494,7 +489,21 @@ mod tests {
             variable_length: true,
             sibling_words: 3,
             sibling_context: 3,
-        });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::tokenize;
+
+    /// #16: the prefix index used to keep an entry for every (skeleton, prefix) ever seen, so lines
+    /// whose structures all differ grew it without bound (100+ MiB at a 1 MiB state budget). Entries now
+    /// live as long as a cluster holds them.
+    #[test]
+    fn the_prefix_index_is_bounded_by_the_live_clusters() {
+        let mut miner = Miner::new(MinerConfig::small(0.5));
         let glue = [",", ";", ":", "|", "=", "(", ")", "[", "]", "/", "->", "#"];
         let mut tokens = Vec::new();
         let mut deletes = Vec::new();

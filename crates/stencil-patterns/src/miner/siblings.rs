@@ -142,24 +142,11 @@ impl Miner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::Budget;
     use crate::miner::MinerConfig;
     use crate::token::tokenize;
 
     fn miner() -> Miner {
-        Miner::new(MinerConfig {
-            similarity: 0.85,
-            max_candidates: 8,
-            max_children: 8,
-            max_slots: 64,
-            budget: Budget {
-                count: 100,
-                bytes: 1 << 20,
-            },
-            variable_length: true,
-            sibling_words: 3,
-            sibling_context: 3,
-        })
+        Miner::new(MinerConfig::small(0.85))
     }
 
     fn mine(m: &mut Miner, line: &str, deletes: &mut Vec<Datum>) -> u64 {
