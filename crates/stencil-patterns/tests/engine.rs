@@ -305,6 +305,15 @@ fn added_words_are_another_event() {
     let ids = pattern_ids(&lines, now());
     assert_eq!(ids[0], ids[1]);
     assert_ne!(ids[1], ids[2], "{ids:?}");
+    // An empty `key=` value is an absent thing: another event than the same key with a value.
+    let pam: Vec<&[u8]> = vec![
+        b"authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=10.0.0.1",
+        b"authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=example.org",
+        b"authentication failure; logname= uid=0 euid=0 tty=:0 ruser= rhost=",
+    ];
+    let pam_ids = pattern_ids(&pam, now());
+    assert_eq!(pam_ids[0], pam_ids[1], "{pam_ids:?}");
+    assert_ne!(pam_ids[1], pam_ids[2], "{pam_ids:?}");
     assert_ne!(ids[3], ids[4], "{ids:?}");
     assert_ne!(ids[5], ids[6], "{ids:?}");
 }

@@ -44,6 +44,11 @@ impl Miner {
                 // host name in the next): only the kind of position goes into the key.
                 // Except a request target's segment of words: a value there is another endpoint.
                 Role::Mined if t.class == Class::Segment => skeleton.write_u8(2),
+                // An empty `key=` value says the thing is absent (`rhost=` against `rhost=10.0.0.1`):
+                // another shape of event, as Drain sees it without masks.
+                Role::Dynamic if t.class == Class::KvValue && t.start == t.end => {
+                    skeleton.write_u8(4)
+                }
                 Role::Mined | Role::Dynamic => skeleton.write_u8(1),
             }
             if symbols < 2 && t.class != Class::Ws {

@@ -1,8 +1,8 @@
 //! Template mining: a bounded online clusterer over typed tokens (PATTERNS.md §3.2).
 //!
 //! Lines are bucketed by a key made of their token count, their structural skeleton (punctuation and
-//! keys exactly; whitespace by kind; words and values only as positions that may vary) and their first two
-//! non-whitespace symbols. In a bucket, a line is compatible with a cluster when every structural token
+//! keys exactly; whitespace by kind; words and values only as positions that may vary, except that an
+//! empty `key=` value is a kind of its own) and their first two non-whitespace symbols. In a bucket, a line is compatible with a cluster when every structural token
 //! matches; similarity is the share of compared positions that agree: a word equal to the cluster's static
 //! word, or a value where the cluster has a slot. The most similar cluster at or above the threshold wins
 //! (ties: most static positions, then the lowest id) and widens: each differing word, value or whitespace
