@@ -93,9 +93,12 @@ impl Miner {
             .filter(|&n| n > 0)?;
         let context_min = self.config.sibling_context;
         let bucket = self.buckets.get(&key)?;
-        // (position, slot, id) of each sibling.
+        // (position, slot, id) of each sibling, among the clusters a line is compared with (the most
+        // recent `max_candidates`), so a line that creates a pattern costs no more than one that matches.
         let mut siblings: Vec<(usize, usize, u64)> = bucket
             .iter()
+            .rev()
+            .take(self.config.max_candidates)
             .filter_map(|&slot| {
                 let c = self.store.get(slot)?;
                 Self::one_word_apart(c, line, tokens, context_min).map(|p| (p, slot, c.id))
