@@ -5,9 +5,13 @@
 //! word names another event. What tells them apart is how many words the position takes: two could be
 //! two events, a third one different is a name, an account or a host (the idea behind Brain's
 //! frequency-based grouping, applied online). So when a line fits no cluster of its bucket, and at
-//! least `sibling_words` − 1 clusters there (2 by default) differ from it in the same single word position and agree
-//! everywhere else, the oldest of them takes a slot at that position and absorbs the others: they leave
-//! the miner (a `PatternDelete` if the peer knows them), and later lines of theirs come to it.
+//! least `sibling_words` − 1 of the clusters it is compared with (2 by default) differ from it in the
+//! same single word position and agree everywhere else, the oldest of them takes a slot at that
+//! position and absorbs the others: they leave the miner (a `PatternDelete` if the peer knows them),
+//! and later lines of theirs come to it. The slot is *open*: a word in it counts as equal in the
+//! similarity, where an ordinary slot counts only a value so (PATTERNS.md §3.2 keeps a template at
+//! least `similarity` static; an open slot is the one exception, and the other positions must still
+//! hold `sibling_context` static words).
 //!
 //! Lines already sent under an absorbed id keep it (the wire is not rewritten). The miner reports each
 //! absorption ([`Miner::merges`]) so that a reader of the engine's output, such as the grouping-accuracy
