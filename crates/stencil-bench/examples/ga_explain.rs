@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use stencil_patterns::{Engine, EngineConfig, Meta};
+use stencil_patterns::EngineConfig;
 
 fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).expect("a system folder"));
@@ -36,24 +36,12 @@ fn main() {
     {
         config.similarity = s;
     }
-    let mut engine = Engine::new(config);
-    let mut out = Vec::new();
+    let contents: Vec<&[u8]> = rows.iter().map(|(c, _)| c.as_bytes()).collect();
+    // Lines of merged patterns count with the survivor, as in `stencil bench patterns`.
+    let (patterns, _) = stencil_bench::mine_groups(&contents, &config);
     let mut by_truth: BTreeMap<&str, BTreeMap<Option<u64>, Vec<&str>>> = BTreeMap::new();
     let mut by_pred: BTreeMap<Option<u64>, BTreeSet<&str>> = BTreeMap::new();
-    let mut merged = std::collections::HashMap::new();
-    let patterns: Vec<Option<u64>> = rows
-        .iter()
-        .map(|(content, _)| {
-            let p = engine
-                .encode(content.as_bytes(), &Meta::default(), &mut out)
-                .pattern;
-            merged.extend(engine.merges().iter().copied());
-            p
-        })
-        .collect();
     for ((content, event), p) in rows.iter().zip(patterns) {
-        // Lines of merged patterns count with the survivor, as in `stencil bench patterns`.
-        let p = p.map(|id| stencil_bench::final_pattern(&merged, id));
         by_truth
             .entry(event)
             .or_default()

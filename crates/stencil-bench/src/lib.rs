@@ -441,7 +441,7 @@ pub fn grouping_accuracy(predicted: &[Option<u64>], truth: &[String]) -> f64 {
 /// Each line's pattern, as the engine ends up grouping them (lines of patterns that a sibling merge
 /// absorbed count with the survivor, as an offline parser's final grouping would), and as sent (the
 /// id each line was encoded with).
-fn mine_groups(lines: &[&[u8]], config: &EngineConfig) -> (Vec<Option<u64>>, Vec<Option<u64>>) {
+pub fn mine_groups(lines: &[&[u8]], config: &EngineConfig) -> (Vec<Option<u64>>, Vec<Option<u64>>) {
     let mut engine = Engine::new(config.clone());
     let mut out = Vec::new();
     let mut merged: HashMap<u64, u64> = HashMap::new();
@@ -462,7 +462,7 @@ fn mine_groups(lines: &[&[u8]], config: &EngineConfig) -> (Vec<Option<u64>>, Vec
 }
 
 /// The pattern that `id`'s lines belong to after the merges in `merged` (absorbed id → survivor).
-pub fn final_pattern(merged: &HashMap<u64, u64>, mut id: u64) -> u64 {
+fn final_pattern(merged: &HashMap<u64, u64>, mut id: u64) -> u64 {
     // Each merge's survivor is older than what it absorbs, so the chain ends.
     while let Some(&into) = merged.get(&id) {
         id = into;
