@@ -13,8 +13,14 @@
 //! times (default 1), each round by a fresh engine, exactly as `bench pipeline` measures it
 //! ([`stencil_bench::engine_pass`]: tokenize, mine, encode and serialize v3 batches of 1000 lines). It
 //! prints the lines and the wall time.
+//!
+//! With `CHECKSUM=1` it also prints a hash of every serialized batch of one more round, so that a change
+//! meant only to make the engine faster can be shown to leave its output byte for byte the same.
 
-use stencil_patterns::{Engine, EngineConfig};
+use std::hash::{DefaultHasher, Hasher};
+
+use stencil_codec::{BatchEncoder, Compression, Generation};
+use stencil_patterns::{Engine, EngineConfig, Meta};
 
 fn main() -> Result<(), String> {
     let number = |name: &str, default: usize| -> Result<usize, String> {
@@ -47,5 +53,25 @@ fn main() -> Result<(), String> {
         seconds += stencil_bench::engine_pass(&mut engine, &lines);
     }
     println!("{} lines x {rounds} rounds in {seconds:.3} s", lines.len());
+    if number("CHECKSUM", 0)? != 0 {
+        println!("output checksum {:016x}", checksum(&lines)?);
+    }
     Ok(())
+}
+
+/// A hash of the serialized v3 batches a fresh engine makes of `lines` (batches of 1000, as timed).
+fn checksum(lines: &[&[u8]]) -> Result<u64, String> {
+    let encoder = BatchEncoder::new(Generation::V3, Compression::Identity);
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut hash = DefaultHasher::new();
+    let mut datums = Vec::new();
+    for chunk in lines.chunks(1000) {
+        datums.clear();
+        for l in chunk {
+            engine.encode(l, &Meta::default(), &mut datums);
+        }
+        let bytes = encoder.serialize(&datums).map_err(|e| e.to_string())?;
+        hash.write(&bytes);
+    }
+    Ok(hash.finish())
 }
