@@ -877,13 +877,17 @@ fn classify_seen(w: &[u8], seen: u16) -> Option<Class> {
     if dots == 3 && is_ipv4_port(w) {
         return Some(Class::IPv4);
     }
-    if colons >= 2 && is_ipv6(w) {
+    // Each test below runs only where the counts allow it to pass (an address has `::` or five colons; a
+    // date a time or two date separators; a number only digits, one `-` and one `.`), so that the
+    // commonest chunks (times, ids) skip the byte loops of the others.
+    if colons >= 2 && (colons >= 5 || has_double_colon(w)) && is_ipv6(w) {
         return Some(Class::IPv6);
     }
-    if is_datetime(w, colons, dashes, dots, slashes) {
+    if (colons >= 2 || dashes >= 2 || slashes) && is_datetime(w, colons, dashes, dots, slashes) {
         return Some(Class::DateTime);
     }
-    if is_number(w) {
+    const NUMBER_BYTES: u16 = 1 << DIGIT | 1 << 2 | 1 << 4;
+    if seen & !NUMBER_BYTES == 0 && dots <= 1 && dashes <= 1 && is_number(w) {
         return Some(if dots == 1 { Class::Float } else { Class::Int });
     }
     if w.len() > 2
@@ -893,7 +897,11 @@ fn classify_seen(w: &[u8], seen: u16) -> Option<Class> {
     {
         return Some(Class::Hex);
     }
-    if let Some(class) = unit_number(w) {
+    const UNIT_BYTES: u16 = NUMBER_BYTES | 1 << LETTER;
+    if let Some(class) = (alpha && seen & !UNIT_BYTES == 0 && dashes <= 1)
+        .then(|| unit_number(w))
+        .flatten()
+    {
         return Some(class);
     }
     if slashes {
@@ -994,6 +1002,11 @@ fn is_ipv4_port(w: &[u8]) -> bool {
     }
 }
 
+/// True when `w` holds `::` (an IPv6 address with fewer than six groups must).
+fn has_double_colon(w: &[u8]) -> bool {
+    w.windows(2).any(|p| p == b"::")
+}
+
 fn is_ipv6(w: &[u8]) -> bool {
     let w = w.strip_prefix(b"[").unwrap_or(w);
     let core = match w.iter().position(|&c| c == b'%' || c == b']') {
@@ -1002,7 +1015,7 @@ fn is_ipv6(w: &[u8]) -> bool {
     };
     let groups = core.split(|&c| c == b':').count();
     // `hh:mm:ss` has three groups too: an address needs `::` or at least six groups.
-    let compressed = core.windows(2).any(|w| w == b"::");
+    let compressed = has_double_colon(core);
     (3..=8).contains(&groups)
         && (compressed || groups >= 6)
         && core
