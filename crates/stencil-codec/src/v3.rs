@@ -6,7 +6,7 @@
 //! timestamps whose difference overflows `int64` (the encoder then resets the timestamp register with a
 //! `DeltaEncodingSync`, which every conforming intake honours).
 
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::encoding::{encode_varint, encoded_len_varint, WireType};
 use stencil_proto::v3 as pb;
 use stencil_proto::v3::dynamic_value::Value as PbValue;
 use stencil_proto::v3::log_datum::Data;
@@ -92,8 +92,8 @@ pub(crate) fn encode<D: std::borrow::Borrow<Datum>>(
                     }
                     if let Some(at) = sd.message_at {
                         // Explicit presence: 0 (the message first) is sent too.
-                        encode_key(SCHEMA_MESSAGE_INDEX, WireType::Varint, out);
-                        encode_varint(u64::from(at), out);
+                        key(SCHEMA_MESSAGE_INDEX, WireType::Varint, out);
+                        varint(u64::from(at), out);
                     }
                     Ok(())
                 })?;
@@ -148,7 +148,7 @@ fn nested(
     tag: u32,
     body: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
 ) -> Result<(), EncodeError> {
-    encode_key(tag, WireType::LengthDelimited, out);
+    key(tag, WireType::LengthDelimited, out);
     let at = out.len();
     out.push(0);
     body(out)?;
@@ -163,18 +163,34 @@ fn nested(
     Ok(())
 }
 
+/// A varint: `prost`'s writer, with the one-byte case (most keys, ids, lengths and deltas) inline.
+#[inline(always)]
+fn varint(value: u64, out: &mut Vec<u8>) {
+    if value < 0x80 {
+        out.push(value as u8);
+    } else {
+        encode_varint(value, out);
+    }
+}
+
+/// A field's key (its tag and wire type).
+#[inline(always)]
+fn key(tag: u32, wire_type: WireType, out: &mut Vec<u8>) {
+    varint(u64::from(tag << 3 | wire_type as u32), out);
+}
+
 /// A `uint64` (or `uint32`, `bool`) field, omitted when 0 as proto3 requires.
 fn uint(out: &mut Vec<u8>, tag: u32, value: u64) {
     if value != 0 {
-        encode_key(tag, WireType::Varint, out);
-        encode_varint(value, out);
+        key(tag, WireType::Varint, out);
+        varint(value, out);
     }
 }
 
 /// A key and a length: the head of a length-delimited field.
 fn len_prefix(out: &mut Vec<u8>, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
+    key(tag, WireType::LengthDelimited, out);
+    varint(len as u64, out);
 }
 
 /// A `string` field, omitted when empty.
@@ -191,7 +207,7 @@ fn packed(out: &mut Vec<u8>, tag: u32, values: impl Iterator<Item = u64> + Clone
     if len > 0 {
         len_prefix(out, tag, len);
         for v in values {
-            encode_varint(v, out);
+            varint(v, out);
         }
     }
 }
@@ -313,11 +329,11 @@ fn refusal(v: &Value) -> Option<&'static str> {
 fn encode_value(v: &DynValue, out: &mut Vec<u8>) {
     match &v.value {
         Value::Int(i) => {
-            encode_key(1, WireType::Varint, out);
-            encode_varint(*i as u64, out);
+            key(1, WireType::Varint, out);
+            varint(*i as u64, out);
         }
         Value::Float(f) => {
-            encode_key(2, WireType::SixtyFourBit, out);
+            key(2, WireType::SixtyFourBit, out);
             out.extend_from_slice(&f.to_le_bytes());
         }
         Value::Str(s) => {
@@ -325,12 +341,12 @@ fn encode_value(v: &DynValue, out: &mut Vec<u8>) {
             out.extend_from_slice(s.as_bytes());
         }
         Value::Dict(id) => {
-            encode_key(4, WireType::Varint, out);
-            encode_varint(*id, out);
+            key(4, WireType::Varint, out);
+            varint(*id, out);
         }
         Value::Bool(b) => {
-            encode_key(6, WireType::Varint, out);
-            encode_varint(u64::from(*b), out);
+            key(6, WireType::Varint, out);
+            varint(u64::from(*b), out);
         }
         Value::RawJson(s) => {
             len_prefix(out, 7, s.len());

@@ -534,6 +534,10 @@ fn merge_dates_with(b: &[u8], tokens: &mut Vec<Token>, skip: bool) {
     while i < tokens.len() {
         if skip && next.is_none_or(|a| a < i) {
             let Some(a) = tokens[i..].iter().position(anchor).map(|p| i + p) else {
+                // Nothing merged yet: the tokens are where they belong.
+                if out == i {
+                    return;
+                }
                 tokens.copy_within(i.., out);
                 out += tokens.len() - i;
                 break;
@@ -543,7 +547,9 @@ fn merge_dates_with(b: &[u8], tokens: &mut Vec<Token>, skip: bool) {
             while s >= i + 2 && gap(&tokens[s - 1]) && part(&tokens[s - 2]) {
                 s -= 2;
             }
-            tokens.copy_within(i..s, out);
+            if out != i {
+                tokens.copy_within(i..s, out);
+            }
             out += s - i;
             i = s;
         }
