@@ -2,6 +2,12 @@
 
 mod cmd;
 
+/// jemalloc, not the system allocator: the engine allocates a few small values per log and frees them a
+/// batch later, a pattern glibc's allocator serves slowly (see BENCHMARKS.md, "Allocator").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
