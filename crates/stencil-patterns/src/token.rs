@@ -322,6 +322,9 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
                         Class::Word
                     };
                     out.push(tok(i, j, class));
+                } else if seen == 1 << DIGIT {
+                    // Digits only, the commonest value: an integer, as `classify` would say.
+                    out.push(tok(i, j, Class::Int));
                 } else {
                     chunk(line, i, j, seen, out);
                 }
