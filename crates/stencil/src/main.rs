@@ -2,15 +2,15 @@
 
 mod cmd;
 
-/// jemalloc, not the system allocator: the engine allocates a few small values per log and frees them a
-/// batch later, a pattern glibc's allocator serves slowly (see BENCHMARKS.md, "Allocator").
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// jemalloc, not the system allocator: the engine allocates a few small values per log and frees them a
+/// batch later, a pattern glibc's allocator serves slowly (BENCHMARKS.md section 2, session 18).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Ship logs cheaply and safely over the stateful-encoding gRPC logs protocol.
 #[derive(Parser)]
