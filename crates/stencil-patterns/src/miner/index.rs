@@ -24,7 +24,6 @@ impl Miner {
         let mut skeleton = FxBuildHasher.build_hasher();
         skeleton.write_usize(tokens.len());
         let mut prefix = FxBuildHasher.build_hasher();
-        let mut symbols = 0;
         for t in tokens {
             match t.class.role() {
                 // Whitespace runs of different lengths may share a pattern (syslog pads `Jun  9`).
@@ -51,14 +50,14 @@ impl Miner {
                 }
                 Role::Mined | Role::Dynamic => skeleton.write_u8(1),
             }
-            if symbols < 2 && t.class != Class::Ws {
-                symbols += 1;
-                let text = t.text(line);
-                if t.class.role() == Role::Dynamic || text.bytes().any(|b| b.is_ascii_digit()) {
-                    prefix.write_u64(WILDCARD);
-                } else {
-                    prefix.write(text.as_bytes());
-                }
+        }
+        // The first two symbols (tokens other than whitespace).
+        for t in tokens.iter().filter(|t| t.class != Class::Ws).take(2) {
+            let text = t.text(line);
+            if t.class.role() == Role::Dynamic || text.bytes().any(|b| b.is_ascii_digit()) {
+                prefix.write_u64(WILDCARD);
+            } else {
+                prefix.write(text.as_bytes());
             }
         }
         let skeleton = skeleton.finish();
