@@ -806,6 +806,29 @@ const CHUNK_END: u8 = 15;
 /// The categories whose counts [`classify_seen`] needs: `.`, `:`, `-`, `@`.
 const COUNTED: u16 = 1 << 2 | 1 << 3 | 1 << 4 | 1 << 6;
 
+/// The categories of a number's bytes (digits, `.`, `-`): no other can be in one ([`is_number`]).
+const NUMBER_BYTES: u16 = 1 << DIGIT | 1 << 2 | 1 << 4;
+
+/// What [`is_ipv6`] needs of a chunk with `colons` colons: fewer than six groups need a `::`.
+fn may_be_ipv6(w: &[u8], colons: usize) -> bool {
+    colons >= 5 || has_double_colon(w)
+}
+
+/// What [`is_datetime`] needs: a time (two colons) or two date separators.
+fn may_be_datetime(colons: usize, dashes: usize, slashes: bool) -> bool {
+    colons >= 2 || dashes >= 2 || slashes
+}
+
+/// What [`is_number`] needs: digits, at most one `.` and one `-`, nothing else.
+fn may_be_number(seen: u16, dots: usize, dashes: usize) -> bool {
+    seen & !NUMBER_BYTES == 0 && dots <= 1 && dashes <= 1
+}
+
+/// What [`unit_number`] needs: a unit's letters, and otherwise a number's bytes.
+fn may_be_unit_number(seen: u16, dashes: usize) -> bool {
+    seen & (1 << LETTER) != 0 && seen & !(NUMBER_BYTES | 1 << LETTER) == 0 && dashes <= 1
+}
+
 /// The categories of a chunk's bytes, a bit each (what the tokenizer gathers as it finds the chunk); a
 /// byte that would end a chunk counts as "anything else".
 fn categories(w: &[u8]) -> u16 {
@@ -889,14 +912,13 @@ fn classify_seen(w: &[u8], seen: u16) -> Option<Class> {
     // Each test below runs only where the counts allow it to pass (an address has `::` or five colons; a
     // date a time or two date separators; a number only digits, one `-` and one `.`), so that the
     // commonest chunks (times, ids) skip the byte loops of the others.
-    if colons >= 2 && (colons >= 5 || has_double_colon(w)) && is_ipv6(w) {
+    if colons >= 2 && may_be_ipv6(w, colons) && is_ipv6(w) {
         return Some(Class::IPv6);
     }
-    if (colons >= 2 || dashes >= 2 || slashes) && is_datetime(w, colons, dashes, dots, slashes) {
+    if may_be_datetime(colons, dashes, slashes) && is_datetime(w, colons, dashes, dots, slashes) {
         return Some(Class::DateTime);
     }
-    const NUMBER_BYTES: u16 = 1 << DIGIT | 1 << 2 | 1 << 4;
-    if seen & !NUMBER_BYTES == 0 && dots <= 1 && dashes <= 1 && is_number(w) {
+    if may_be_number(seen, dots, dashes) && is_number(w) {
         return Some(if dots == 1 { Class::Float } else { Class::Int });
     }
     if w.len() > 2
@@ -906,8 +928,7 @@ fn classify_seen(w: &[u8], seen: u16) -> Option<Class> {
     {
         return Some(Class::Hex);
     }
-    const UNIT_BYTES: u16 = NUMBER_BYTES | 1 << LETTER;
-    if let Some(class) = (alpha && seen & !UNIT_BYTES == 0 && dashes <= 1)
+    if let Some(class) = may_be_unit_number(seen, dashes)
         .then(|| unit_number(w))
         .flatten()
     {
@@ -1212,6 +1233,39 @@ mod tests {
                 tokenize(&w, &mut out);
                 proptest::prop_assert_eq!(out.len(), 1);
                 proptest::prop_assert_eq!(out[0].class, class);
+            }
+        }
+
+        /// `classify` runs a typed test only where the chunk's counts let it pass: each gate is a
+        /// condition the test needs, so gating it changes no class. Chunks shaped like addresses,
+        /// dates and times, numbers and units, and any mix of the bytes the gates count.
+        #[test]
+        fn each_gate_is_a_condition_its_test_needs(
+            w in proptest::prop_oneof![
+                "[0-9a-f]{1,4}(:{1,2}[0-9a-f]{0,4}){1,8}",
+                "[0-9]{1,4}([-/:.,T+][0-9]{1,4}){1,6}Z?",
+                "[0-9]{1,2}/[A-Z][a-z]{2}/[0-9]{4}(:[0-9]{2}){0,3}",
+                "-?[0-9]{1,6}([.][0-9]{1,3})?",
+                "-?[0-9]{1,3}([.][0-9])?(ns|ms|s|m|h|d|KB|MiB|GiB|k)([0-9]{1,2}(s|m))?",
+                "[0-9a-fA-Z_.:/@x-]{1,24}",
+            ]
+        ) {
+            let w = w.as_bytes();
+            let seen = categories(w);
+            let count = |c: u8| w.iter().filter(|&&x| x == c).count();
+            let (colons, dashes, dots) = (count(b':'), count(b'-'), count(b'.'));
+            let slashes = seen & (1 << 5) != 0;
+            if is_ipv6(w) {
+                proptest::prop_assert!(may_be_ipv6(w, colons));
+            }
+            if is_datetime(w, colons, dashes, dots, slashes) {
+                proptest::prop_assert!(may_be_datetime(colons, dashes, slashes));
+            }
+            if is_number(w) {
+                proptest::prop_assert!(may_be_number(seen, dots, dashes));
+            }
+            if unit_number(w).is_some() {
+                proptest::prop_assert!(may_be_unit_number(seen, dashes));
             }
         }
 
