@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the pattern engine's hot path on the 12 Loghub samples (read from
 //! `STENCIL_CORPUS`, default `../shared/corpus` relative to the workspace root; nothing is copied into
-//! the repository): tokenizing alone, and tokenize + mine + encode with a warm engine (the steady state of
-//! a long-running agent). Throughput is reported in lines per second of input.
+//! the repository): tokenizing alone (without and with the memo of recent chunks), and tokenize + mine
+//! + encode with a warm engine (the steady state of a long-running agent). Throughput is reported in lines per second of input.
 //!
 //! `cargo bench -p stencil-patterns`; compare two builds with `--save-baseline` / `--baseline`.
 
@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use stencil_patterns::token::{tokenize, Token};
+use stencil_patterns::token::{tokenize, Token, Tokenizer};
 use stencil_patterns::{Engine, EngineConfig, Meta};
 
 fn corpus() -> Vec<String> {
@@ -56,6 +56,19 @@ fn engine(c: &mut Criterion) {
             let mut n = 0;
             for l in &lines {
                 tokenize(l, &mut tokens);
+                n += tokens.len();
+            }
+            n
+        })
+    });
+
+    // As the engine tokenizes: with the memo of recent chunks.
+    let mut tokenizer = Tokenizer::new();
+    group.bench_function("tokenize-memo", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for l in &lines {
+                tokenizer.tokenize(l, &mut tokens);
                 n += tokens.len();
             }
             n

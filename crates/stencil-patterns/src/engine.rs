@@ -17,7 +17,7 @@ use crate::dict::Namespace;
 use crate::json::{self, Leaf};
 use crate::miner::{Miner, MinerConfig};
 use crate::schema::Schemas;
-use crate::token::{tokenize, Class, Token};
+use crate::token::{Class, Token, Tokenizer};
 use crate::values::{dict_eligible, stable_hash, type_value, Doorkeeper, Typed};
 
 /// Engine settings. One configuration serves every source.
@@ -206,6 +206,7 @@ pub struct Engine {
     doorkeeper: Doorkeeper,
     next_dict_id: u64,
     epoch: u64,
+    tokenizer: Tokenizer,
     tokens: Vec<Token>,
     deletes: Vec<Datum>,
     defines: Vec<Datum>,
@@ -237,6 +238,7 @@ impl Engine {
             doorkeeper: Doorkeeper::new(config.doorkeeper_slots),
             next_dict_id: 2,
             epoch: 0,
+            tokenizer: Tokenizer::new(),
             tokens: Vec::with_capacity(64),
             deletes: Vec::new(),
             defines: Vec::new(),
@@ -412,7 +414,7 @@ impl Engine {
             return (raw(text), None);
         }
         let mut tokens = std::mem::take(&mut self.tokens);
-        tokenize(text, &mut tokens);
+        self.tokenizer.tokenize(text, &mut tokens);
         let result = self.structured(text, &tokens, define);
         self.tokens = tokens;
         match result {

@@ -17,6 +17,10 @@
 //! Each class has a *role* for the miner: structural (always static), mined (static until it varies) or
 //! dynamic (a slot from the first sighting).
 
+mod memo;
+
+use memo::Memo;
+
 /// The class of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -205,11 +209,42 @@ static BYTE_CLASS: [u8; 256] = {
 /// Longest quoted string taken as one token.
 const MAX_QUOTED: usize = 1024;
 
-/// Cuts `line` into tokens, appending them to `out` (cleared first).
+/// Cuts `line` into tokens, appending them to `out` (cleared first). A [`Tokenizer`] cuts the same
+/// tokens, sooner when chunks repeat.
 pub fn tokenize(line: &str, out: &mut Vec<Token>) {
+    tokenize_with(line, &mut Memo::disabled(), out);
+}
+
+fn tokenize_with(line: &str, memo: &mut Memo, out: &mut Vec<Token>) {
     out.clear();
-    scan(line, 0, true, out);
+    scan(line, 0, true, memo, out);
     merge_dates(line.as_bytes(), out);
+}
+
+/// A tokenizer that remembers how it cut recent chunks (see [`memo`]): a stream's lines repeat most of
+/// their typed chunks (hosts, paths, addresses, class names), and a chunk it remembers is not
+/// classified again. Its tokens are [`tokenize`]'s, always.
+#[derive(Debug)]
+pub struct Tokenizer {
+    memo: Memo,
+}
+
+impl Default for Tokenizer {
+    fn default() -> Self {
+        Tokenizer::new()
+    }
+}
+
+impl Tokenizer {
+    /// A tokenizer with an empty memo (about 20 KiB).
+    pub fn new() -> Self {
+        Tokenizer { memo: Memo::new() }
+    }
+
+    /// Cuts `line` into tokens, appending them to `out` (cleared first), as [`tokenize`] does.
+    pub fn tokenize(&mut self, line: &str, out: &mut Vec<Token>) {
+        tokenize_with(line, &mut self.memo, out);
+    }
 }
 
 /// A key whose quoted value is a log message (`"msg":"…"` in JSON, `msg="…"` in logfmt): the JSON
@@ -225,7 +260,7 @@ fn is_message_key(key: &[u8]) -> bool {
 /// miner learns the message's own template: JSON logs that take the text path (message not last, other
 /// spacing) and logfmt lines group by what they say, not only by their keys. Not recursive: the text
 /// inside is scanned without it.
-fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
+fn scan(line: &str, start: usize, messages: bool, memo: &mut Memo, out: &mut Vec<Token>) {
     let b = line.as_bytes();
     let n = b.len();
     let mut i = start;
@@ -237,7 +272,7 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
             // The value of `key=`: up to whitespace or a closing delimiter; may be empty or quoted.
             let quoted = if c == QUOTE { quoted_end(b, i) } else { None };
             if let Some(end) = quoted.filter(|_| messages && key_is_message(b, out)) {
-                message_text(line, i, end, out);
+                message_text(line, i, end, memo, out);
                 i = end;
                 continue;
             }
@@ -257,7 +292,7 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
             }
             QUOTE => match quoted_end(b, i) {
                 Some(end) if messages && b[i] == b'"' && json_message_follows(b, out) => {
-                    message_text(line, i, end, out);
+                    message_text(line, i, end, memo, out);
                     i = end;
                 }
                 Some(end) => {
@@ -326,7 +361,7 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
                     // Digits only, the commonest value: an integer, as `classify` would say.
                     out.push(tok(i, j, Class::Int));
                 } else {
-                    chunk(line, i, j, seen, out);
+                    memo.chunk(line, i, j, seen, out);
                 }
                 i = j;
             }
@@ -338,10 +373,10 @@ fn scan(line: &str, start: usize, messages: bool, out: &mut Vec<Token>) {
 }
 
 /// The quoted message `line[start..end]` as its quotes and the text between them.
-fn message_text(line: &str, start: usize, end: usize, out: &mut Vec<Token>) {
+fn message_text(line: &str, start: usize, end: usize, memo: &mut Memo, out: &mut Vec<Token>) {
     out.push(tok(start, start + 1, Class::Punct));
     // The closing quote is ASCII, so `end - 1` is a character boundary.
-    scan(&line[..end - 1], start + 1, false, out);
+    scan(&line[..end - 1], start + 1, false, memo, out);
     out.push(tok(end - 1, end, Class::Punct));
 }
 
@@ -663,21 +698,35 @@ fn is_key(k: &[u8]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-/// Classifies the chunk `line[start..end]`, whose byte categories are `seen` (see [`categories`]),
-/// pushing one or more tokens. (Inlined into [`scan`], its hot caller, as when it had no other.)
-#[inline(always)]
+/// Classifies the chunk `line[start..end]`, whose byte categories are `seen`, pushing one or more
+/// tokens.
 fn chunk(line: &str, start: usize, end: usize, seen: u16, out: &mut Vec<Token>) {
+    push_cut(line, start, end, cut(line, start, end, seen), out);
+}
+
+/// How a chunk is cut into tokens: decided from its bytes alone (so [`memo`] may remember it), pushed
+/// by [`push_cut`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// One token of this class.
+    Whole(Class),
+    /// A token of this class over the first `.1` bytes, then each trailing byte as punctuation.
+    Trimmed(Class, u32),
+    /// Alphanumeric runs and single punctuation bytes ([`split`]).
+    Split,
+}
+
+/// Decides how the chunk `line[start..end]`, whose byte categories are `seen`, is cut.
+fn cut(line: &str, start: usize, end: usize, seen: u16) -> Cut {
     let b = line.as_bytes();
     // Without a non-ASCII byte (the commonest case, known from `seen`), no character is above U+FFFF.
     let ascii = seen & (1 << NON_ASCII) == 0;
     if let Some(class) = classify_seen(&b[start..end], seen) {
-        let class = if ascii {
+        return Cut::Whole(if ascii {
             class
         } else {
             fix_role(line, start, end, class)
-        };
-        out.push(tok(start, end, class));
-        return;
+        });
     }
     // Trailing sentence punctuation (`from 10.0.0.5.`, `src:`) stays outside a typed token.
     let mut trimmed = end;
@@ -687,20 +736,32 @@ fn chunk(line: &str, start: usize, end: usize, seen: u16, out: &mut Vec<Token>) 
     if trimmed < end {
         let w = &b[start..trimmed];
         if let Some(class) = classify_seen(w, categories(w)) {
-            out.push(tok(start, trimmed, fix_role(line, start, trimmed, class)));
-            for k in trimmed..end {
-                out.push(tok(k, k + 1, Class::Punct));
-            }
-            return;
+            let class = fix_role(line, start, trimmed, class);
+            return Cut::Trimmed(class, (trimmed - start) as u32);
         }
     }
     // A chunk with digits that is no known kind (`Package_for_KB31~31bf~amd64~~6.1.1.0`) is one value; a
     // digit-free one (`a:b`, `foo$bar`) is split so that its words can stay static.
     if seen & (1 << DIGIT) != 0 && (ascii || !b[start..end].iter().any(|&c| c >= 0xF0)) {
-        out.push(tok(start, end, Class::Id));
-        return;
+        return Cut::Whole(Class::Id);
     }
-    split(line, start, end, out);
+    Cut::Split
+}
+
+/// Pushes the tokens of the chunk `line[start..end]` as `cut` says.
+#[inline(always)]
+fn push_cut(line: &str, start: usize, end: usize, cut: Cut, out: &mut Vec<Token>) {
+    match cut {
+        Cut::Whole(class) => out.push(tok(start, end, class)),
+        Cut::Trimmed(class, len) => {
+            let trimmed = start + len as usize;
+            out.push(tok(start, trimmed, class));
+            for k in trimmed..end {
+                out.push(tok(k, k + 1, Class::Punct));
+            }
+        }
+        Cut::Split => split(line, start, end, out),
+    }
 }
 
 fn fix_role(line: &str, start: usize, end: usize, class: Class) -> Class {
@@ -1224,6 +1285,31 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A `Tokenizer` remembers chunks, never tokens of its own: over lines that repeat chunks, and
+        /// chunks that share their first words (`2005-06-14` and `2005-06-14-11.30.39`) or differ in a
+        /// trailing byte, each line's tokens are `tokenize`'s.
+        #[test]
+        fn a_tokenizer_cuts_what_tokenize_cuts(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    "(2005-06-14|2005-06-14\\.|2005-06-14-11\\.30\\.39\\.961375|10\\.0\\.0\\.1|10\\.0\\.0\\.1:|\
+                     14:41:57|a:b|x1|x1\\.|/a/b1|blk_-74139105072|blk_-74139105072609|é1:|\u{1F600}x1|\
+                     [0-9a-f:.x_/-]{1,40}| |, |=)",
+                    0..12,
+                ),
+                1..24,
+            ),
+        ) {
+            let mut tokenizer = Tokenizer::new();
+            let (mut memo, mut plain) = (Vec::new(), Vec::new());
+            for words in lines {
+                let line = words.concat();
+                tokenizer.tokenize(&line, &mut memo);
+                tokenize(&line, &mut plain);
+                proptest::prop_assert_eq!(&memo, &plain, "{:?}", line);
+            }
+        }
+
         /// The tokenizer gathers a chunk's byte categories as it finds the chunk's end; a chunk that is
         /// one known kind gets the class `classify` gives it from the bytes alone.
         #[test]
@@ -1277,7 +1363,7 @@ mod tests {
         ) {
             let line = words.concat();
             let mut short = Vec::new();
-            scan(&line, 0, true, &mut short);
+            scan(&line, 0, true, &mut Memo::disabled(), &mut short);
             let mut full = short.clone();
             merge_dates_with(line.as_bytes(), &mut short, true);
             merge_dates_with(line.as_bytes(), &mut full, false);
