@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the pattern engine's hot path on the 12 Loghub samples (read from
 //! `STENCIL_CORPUS`, default `../shared/corpus` relative to the workspace root; nothing is copied into
-//! the repository): tokenizing alone (without and with the memo of recent chunks), and tokenize + mine
-//! + encode with a warm engine (the steady state of a long-running agent). Throughput is reported in lines per second of input.
+//! the repository): tokenizing alone (without and with the memo of recent chunks), and tokenizing,
+//! mining and encoding with a warm engine (the steady state of a long-running agent). Throughput is
+//! reported in lines per second of input.
 //!
 //! `cargo bench -p stencil-patterns`; compare two builds with `--save-baseline` / `--baseline`.
 
