@@ -153,11 +153,14 @@ fn nested(
     out.push(0);
     body(out)?;
     let len = out.len() - at - 1;
-    let width = encoded_len_varint(len as u64);
-    if width > 1 {
-        // Make room for the longer length: the body moves up by `width - 1` bytes.
-        out.splice(at + 1..at + 1, std::iter::repeat_n(0, width - 1));
+    if len < 0x80 {
+        // The commonest case: the byte held is the length.
+        out[at] = len as u8;
+        return Ok(());
     }
+    // Make room for the longer length: the body moves up by `width - 1` bytes.
+    let width = encoded_len_varint(len as u64);
+    out.splice(at + 1..at + 1, std::iter::repeat_n(0, width - 1));
     let mut prefix = &mut out[at..at + width];
     encode_varint(len as u64, &mut prefix);
     Ok(())
