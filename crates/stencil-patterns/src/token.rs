@@ -351,7 +351,8 @@ fn scan(line: &str, start: usize, messages: bool, memo: &mut Memo, out: &mut Vec
                     continue;
                 }
                 if letters {
-                    let class = if is_calendar_word(&b[i..j]) {
+                    // Most words are not capitalised: they skip the call.
+                    let class = if b[i].is_ascii_uppercase() && is_calendar_word(&b[i..j]) {
                         Class::DateTime
                     } else {
                         Class::Word
