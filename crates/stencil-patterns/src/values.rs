@@ -68,20 +68,28 @@ pub fn stable_hash(text: &str) -> u64 {
     rustc_hash::FxBuildHasher.hash_one(text)
 }
 
-/// A bounded, aging count of recent sightings: a direct-mapped table of (hash, count). A new string takes
-/// over its slot, so old candidates age out as new ones arrive; memory is fixed.
+/// A bounded, aging count of recent sightings: a direct-mapped table of hashes and counts. A new string
+/// takes over its slot, so old candidates age out as new ones arrive; memory is fixed.
+///
+/// Each slot is one word: the hash with its low byte replaced by the count (0 for an empty slot). The
+/// table has at least 256 slots, so the low byte is part of every slot's index and two hashes in one
+/// slot differ in the rest if they differ at all; half the bytes of a (hash, count) pair keep more of
+/// the table in cache.
 #[derive(Debug)]
 pub struct Doorkeeper {
-    table: Vec<(u64, u8)>,
+    table: Vec<u64>,
     mask: usize,
 }
 
+/// The count's bits in a slot.
+const COUNT: u64 = 0xff;
+
 impl Doorkeeper {
-    /// A table of `slots` entries (rounded up to a power of two, at least 1).
+    /// A table of `slots` entries (rounded up to a power of two, at least 256).
     pub fn new(slots: usize) -> Self {
-        let n = slots.max(1).next_power_of_two();
+        let n = slots.max(COUNT as usize + 1).next_power_of_two();
         Doorkeeper {
-            table: vec![(0, 0); n],
+            table: vec![0; n],
             mask: n - 1,
         }
     }
@@ -89,25 +97,27 @@ impl Doorkeeper {
     /// Records a sighting of `hash` and returns how many times it has been seen (saturating).
     pub fn see(&mut self, hash: u64) -> u8 {
         let slot = &mut self.table[(hash as usize) & self.mask];
-        if slot.0 == hash && slot.1 > 0 {
-            slot.1 = slot.1.saturating_add(1);
+        let count = (*slot & COUNT) as u8;
+        let count = if *slot & !COUNT == hash & !COUNT && count > 0 {
+            count.saturating_add(1)
         } else {
-            *slot = (hash, 1);
-        }
-        slot.1
+            1
+        };
+        *slot = (hash & !COUNT) | u64::from(count);
+        count
     }
 
     /// Forgets `hash` (after admission, so that a later eviction needs two fresh sightings).
     pub fn forget(&mut self, hash: u64) {
         let slot = &mut self.table[(hash as usize) & self.mask];
-        if slot.0 == hash {
-            *slot = (0, 0);
+        if *slot & !COUNT == hash & !COUNT {
+            *slot = 0;
         }
     }
 
     /// Bytes used.
     pub fn bytes(&self) -> usize {
-        self.table.len() * std::mem::size_of::<(u64, u8)>()
+        self.table.len() * std::mem::size_of::<u64>()
     }
 }
 
@@ -163,11 +173,17 @@ mod tests {
     #[test]
     fn doorkeeper_counts_and_ages() {
         let mut d = Doorkeeper::new(4);
+        assert_eq!(d.bytes(), 256 * 8, "at least 256 slots");
         assert_eq!(d.see(1), 1);
         assert_eq!(d.see(1), 2);
-        assert_eq!(d.see(5), 1, "5 collides with 1 and takes its slot");
+        assert_eq!(d.see(257), 1, "257 collides with 1 and takes its slot");
         assert_eq!(d.see(1), 1, "1 aged out");
         d.forget(1);
         assert_eq!(d.see(1), 1);
+        for _ in 0..300 {
+            d.see(2);
+        }
+        assert_eq!(d.see(2), 255, "the count saturates");
+        assert_eq!(d.see(258), 1, "and is not taken for another hash's");
     }
 }

@@ -67,8 +67,9 @@ impl Memo {
             return;
         }
         let key = words(w);
-        let hash = (key[0] ^ key[1].rotate_left(16) ^ key[2].rotate_left(32) ^ key[3].rotate_left(48))
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let hash =
+            (key[0] ^ key[1].rotate_left(16) ^ key[2].rotate_left(32) ^ key[3].rotate_left(48))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let index = (hash >> (64 - SLOTS.trailing_zeros())) as usize;
         let Some(slot) = self.slots.get_mut(index) else {
             push_cut(line, start, end, cut(line, start, end, seen), out);
