@@ -1,8 +1,9 @@
 //! Why the tokenizer remembers chunks: classifying a chunk that is neither all letters nor all digits
 //! runs the typed tests (URL, e-mail, UUID, MAC, IP, date, number, unit, path, host:port, id), about
 //! 270 instructions a chunk on the Loghub samples, and a stream repeats most such chunks: its hosts,
-//! paths, addresses, class names and levels come back line after line (four in five chunks that reach
-//! the tests on the Loghub samples were among the last 256 distinct ones).
+//! paths, addresses, class names and levels come back line after line. One pass over each file with a
+//! fresh memo finds 79 % of them in it on the Loghub samples, 83 % on `lnav-formats` and 75 % on the
+//! fail2ban samples; the misses are mostly times, ids and counters, new on every line.
 //!
 //! How a chunk is cut ([`Cut`]) depends on its bytes alone, so a chunk seen before is cut as it was
 //! then: the memo cannot change a token. It is direct-mapped (one slot per hash, the newest chunk wins
