@@ -16,6 +16,10 @@
 //!
 //! Each class has a *role* for the miner: structural (always static), mined (static until it varies) or
 //! dynamic (a slot from the first sighting).
+//!
+//! [`tokenize`] is a pure function of the line. A [`Tokenizer`] (one per engine) cuts the same tokens and
+//! remembers how it cut recent chunks, so that a chunk the stream repeats is not classified again (see
+//! `memo`).
 
 mod memo;
 
@@ -221,8 +225,8 @@ fn tokenize_with(line: &str, memo: &mut Memo, out: &mut Vec<Token>) {
     merge_dates(line.as_bytes(), out);
 }
 
-/// A tokenizer that remembers how it cut recent chunks (see [`memo`]): a stream's lines repeat most of
-/// their typed chunks (hosts, paths, addresses, class names), and a chunk it remembers is not
+/// A tokenizer that remembers how it cut recent chunks (see the `memo` module): a stream's lines repeat
+/// most of their typed chunks (hosts, paths, addresses, class names), and a chunk it remembers is not
 /// classified again. Its tokens are [`tokenize`]'s, always.
 #[derive(Debug)]
 pub struct Tokenizer {
