@@ -2,13 +2,15 @@
 //! or the default wire's (both extensions, each source structured or raw) and the real decoder, with tiny
 //! budgets so that eviction runs constantly. JSON records may place their message anywhere
 //! (`json-order`), on a stream that agreed to it or, as their text, on one that did not. Every record
-//! must come back byte for byte, and nothing may panic.
+//! must come back byte for byte, and nothing may panic. The engine's tokenizer, which remembers the
+//! chunks it cut, must cut every text record exactly as the memo-free `tokenize` does.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use stencil_codec::Extensions;
 use stencil_patterns::roundtrip::round_trip_on;
+use stencil_patterns::token::{tokenize, Tokenizer};
 use stencil_patterns::{Budget, EngineConfig};
 
 fuzz_target!(|data: &[u8]| {
@@ -37,6 +39,13 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Extensions::default()
     };
+    let mut tokenizer = Tokenizer::new();
+    let (mut remembered, mut plain) = (Vec::new(), Vec::new());
+    for line in records.iter().filter_map(|r| std::str::from_utf8(r).ok()) {
+        tokenizer.tokenize(line, &mut remembered);
+        tokenize(line, &mut plain);
+        assert_eq!(remembered, plain, "{line:?}");
+    }
     let trip = round_trip_on(&records, config, batch, wire)
         .expect("the codec accepts what the engine emits");
     assert_eq!(trip.rebuilt.len(), records.len());
