@@ -240,7 +240,7 @@ impl Default for Tokenizer {
 }
 
 impl Tokenizer {
-    /// A tokenizer with an empty memo (about 20 KiB).
+    /// A tokenizer with an empty memo (40 KiB: 1,024 slots of a chunk of up to 32 bytes and its cut).
     pub fn new() -> Self {
         Tokenizer { memo: Memo::new() }
     }

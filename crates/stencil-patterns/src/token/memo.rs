@@ -100,3 +100,35 @@ fn words(w: &[u8]) -> [u64; 4] {
     }
     key
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memo's size, as `Tokenizer::new` documents it: 40 KiB.
+    #[test]
+    fn the_memo_holds_40_kib() {
+        assert_eq!(std::mem::size_of::<Slot>() * SLOTS, 40 << 10);
+        assert_eq!(Memo::new().slots.len(), SLOTS);
+        assert!(Memo::disabled().slots.is_empty());
+    }
+
+    /// A chunk's words are its bytes, zero-padded.
+    #[test]
+    fn words_are_the_bytes_zero_padded() {
+        let line = b"ab 0123456789abcdef0123456789ABCDEF";
+        for (start, len) in [(0, 2), (3, 8), (3, 13), (3, 32), (30, 5), (33, 2)] {
+            let mut want = [0u8; 32];
+            want[..len].copy_from_slice(&line[start..start + len]);
+            let want: Vec<u64> = want
+                .chunks(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect();
+            assert_eq!(
+                words(&line[start..start + len]).to_vec(),
+                want,
+                "{start}+{len}"
+            );
+        }
+    }
+}
