@@ -704,7 +704,8 @@ fn is_key(k: &[u8]) -> bool {
 }
 
 /// Classifies the chunk `line[start..end]`, whose byte categories are `seen`, pushing one or more
-/// tokens.
+/// tokens. (Inlined: the memo calls it on the hot path for every chunk it does not hold.)
+#[inline(always)]
 fn chunk(line: &str, start: usize, end: usize, seen: u16, out: &mut Vec<Token>) {
     push_cut(line, start, end, cut(line, start, end, seen), out);
 }

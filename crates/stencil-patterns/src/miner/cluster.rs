@@ -85,7 +85,9 @@ pub(super) fn same_text(c: &Cluster, ct: &CTok, line: &str, t: &Token) -> bool {
                 .map(u64::from_le_bytes)
         };
         if let (Some(x), Some(y)) = (load(a, ct.start), load(b, t.start)) {
-            let mask = u64::MAX >> (64 - 8 * len);
+            // The low `len` bytes, in two shifts below 64 each: 0 for an empty token (an empty `key=`
+            // value, which keeps no byte), all of them for 8.
+            let mask = ((1u64 << (4 * len)) << (4 * len)).wrapping_sub(1);
             return (x ^ y) & mask == 0;
         }
     }

@@ -498,6 +498,33 @@ mod tests {
     use super::*;
     use crate::token::tokenize;
 
+    /// Two empty texts are the same, and an empty text is not a word: the short-word compare masks
+    /// every byte off an empty token rather than shifting past 64 bits.
+    #[test]
+    fn same_text_compares_empty_and_short_texts() {
+        let mut miner = Miner::new(MinerConfig::small(0.85));
+        let line = "connection from host12345 closed";
+        let mut tokens = Vec::new();
+        tokenize(line, &mut tokens);
+        let mined = miner.mine(line, &tokens, 0, &mut Vec::new());
+        let c = mined
+            .and_then(|m| miner.cluster(m.slot))
+            .expect("a cluster");
+        let empty = CTok::slot(0, Class::KvValue);
+        let at = |start: u32, end: u32| Token {
+            start,
+            end,
+            class: Class::Word,
+        };
+        assert!(same_text(c, &empty, line, &at(3, 3)));
+        assert!(!same_text(c, &empty, line, &at(0, 4)));
+        // `connection` (10 bytes) and `from` (4) against the line's own words and another's.
+        let (word, from) = (c.toks[0], c.toks[2]);
+        assert!(same_text(c, &word, line, &at(0, 10)));
+        assert!(same_text(c, &from, line, &at(11, 15)));
+        assert!(!same_text(c, &from, "connection frog", &at(11, 15)));
+    }
+
     /// #16: the prefix index used to keep an entry for every (skeleton, prefix) ever seen, so lines
     /// whose structures all differ grew it without bound (100+ MiB at a 1 MiB state budget). Entries now
     /// live as long as a cluster holds them.

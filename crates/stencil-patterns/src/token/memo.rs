@@ -11,7 +11,7 @@
 //! which is a delimiter, so padding cannot make two chunks equal), and costs a hash and four compares
 //! per lookup. A chunk it does not hold is classified as without it.
 
-use super::{cut, push_cut, Cut, Token};
+use super::{chunk, cut, push_cut, Cut, Token};
 
 /// Slots (a power of two).
 const SLOTS: usize = 1024;
@@ -63,18 +63,20 @@ impl Memo {
         out: &mut Vec<Token>,
     ) {
         let w = &line.as_bytes()[start..end];
+        // A disabled memo has no slot at all; a long chunk is classified as without a memo.
         if self.slots.is_empty() || w.len() > MAX_LEN {
-            push_cut(line, start, end, cut(line, start, end, seen), out);
-            return;
+            return chunk(line, start, end, seen, out);
         }
         let key = words(w);
         let hash =
             (key[0] ^ key[1].rotate_left(16) ^ key[2].rotate_left(32) ^ key[3].rotate_left(48))
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let index = (hash >> (64 - SLOTS.trailing_zeros())) as usize;
-        let Some(slot) = self.slots.get_mut(index) else {
-            push_cut(line, start, end, cut(line, start, end, seen), out);
-            return;
+        // `hash >> 54` is below `SLOTS`, the length of an enabled memo.
+        let Some(slot) = self
+            .slots
+            .get_mut((hash >> (64 - SLOTS.trailing_zeros())) as usize)
+        else {
+            return chunk(line, start, end, seen, out);
         };
         if slot.key != key {
             slot.key = key;
